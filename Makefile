@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up .venv and train the default model on the embedded synthetic data
+#   make test   set up .venv and run the whole test suite
+PY      := python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean ui
+
+setup: $(STAMP)
+
+# torch first, by exact version: 2.13.0 is the CPU build on these machines; letting pip pick
+# torch through another package would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m phat.train model=logistic horizon=15m
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_train.py
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+clean:
+	rm -rf outputs mlruns mlflow.db .pytest_cache

@@ -1,0 +1,326 @@
+"""The training recipe, free of MLflow: data -> labels/features -> splits -> fit -> calibrate
+-> evaluate -> artifact. `phat.train` wraps it with Hydra and tracking; tests call it directly.
+
+`cfg` is the resolved config as a plain dict (the shape of conf/train.yaml).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phat.artifact import save_artifact
+from phat.calibration import Calibrator, fit_calibrator
+from phat.data import Bars, prepare_bars, read_table
+from phat.errors import ConfigError
+from phat.features import DEFAULT_MISSING, FeatureSpec
+from phat.hashing import canonical_json
+from phat.labels import LabelSpec, make_labels
+from phat.metrics import evaluate_split
+from phat.models import WindowData, build_model
+from phat.splits import SplitConfig, carve_tail, make_splits, span_window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpanPredictions:
+    ends: np.ndarray  # bar positions
+    timestamps: pd.DatetimeIndex
+    y: np.ndarray
+    logits: np.ndarray
+    p_raw: np.ndarray
+    p_hat: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    bars: Bars
+    label_spec: LabelSpec
+    feature_spec: FeatureSpec
+    model: Any
+    calibrator: Calibrator
+    spans: dict[str, np.ndarray]
+    predictions: dict[str, SpanPredictions]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    counts: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+    artifact_dir: Path | None = None
+    p_bayes: pd.Series | None = None  # known Bayes-optimal p on synthetic data
+
+
+def label_spec_from_cfg(cfg: dict[str, Any]) -> LabelSpec:
+    h, lab = cfg["horizon"], cfg["label"]
+    return LabelSpec(
+        timeframe=str(h["timeframe"]),
+        horizon_bars=int(h["horizon_bars"]),
+        horizon_id=str(h["horizon_id"]),
+        kind=str(lab["kind"]),
+        threshold_bps=float(lab.get("threshold_bps") or 0.0),
+        aggregation=str(lab.get("aggregation", "log_return_sum")),
+        neutral=str(lab.get("neutral", "drop")),
+    )
+
+
+def feature_spec_from_cfg(cfg: dict[str, Any]) -> FeatureSpec:
+    f = cfg["features"]
+    missing = {**DEFAULT_MISSING, **dict(f.get("missing") or {})}
+    return FeatureSpec(
+        features=tuple(
+            {"fn": str(x["fn"]), "params": dict(x.get("params") or {})} for x in f["list"]
+        ),
+        window=int(f["window"]),
+        normalization=str(f.get("normalization", "zscore")),
+        clip=float(f.get("clip", 8.0)),
+        missing=missing,
+    )
+
+
+def split_config_from_cfg(cfg: dict[str, Any]) -> SplitConfig:
+    s = dict(cfg["split"])
+    try:
+        return SplitConfig(**s)
+    except TypeError as e:
+        raise ConfigError(f"split: {e}") from None
+
+
+def validate_config(cfg: dict[str, Any]) -> tuple[LabelSpec, FeatureSpec, SplitConfig]:
+    """Cheap checks that answer before any heavy import or data load."""
+    from phat.calibration import METHODS
+    from phat.models import MODEL_KINDS
+    from phat.splits import resolve_boundaries
+
+    lspec = label_spec_from_cfg(cfg)
+    fspec = feature_spec_from_cfg(cfg)
+    scfg = split_config_from_cfg(cfg)
+    resolve_boundaries(scfg, lspec.horizon_bars, fspec.bars_read)
+    if cfg["model"]["kind"] not in MODEL_KINDS:
+        raise ConfigError(f"model.kind={cfg['model']['kind']!r}: expected one of {sorted(MODEL_KINDS)}")
+    if cfg["calibration"]["method"] not in METHODS:
+        raise ConfigError(f"calibration={cfg['calibration']['method']!r}: expected one of {list(METHODS)}")
+    if int(cfg.get("threads", 1)) < 1:
+        raise ConfigError(f"threads={cfg.get('threads')}: expected >= 1")
+    return lspec, fspec, scfg
+
+
+def load_bars(cfg: dict[str, Any], timeframe: str, volume_nan: str) -> tuple[Bars, pd.Series | None]:
+    """The configured data: a user file (`data.path`) or the embedded synthetic generator."""
+    d = cfg["data"]
+    common = {
+        "timeframe": timeframe,
+        "max_gap": d.get("max_gap", 2),
+        "calendar": d.get("calendar", "24x7"),
+        "volume_nan": volume_nan,
+        "resample_min_coverage": float(d.get("resample_min_coverage", 1.0)),
+    }
+    if d.get("path"):
+        raw = read_table(d["path"])
+        return prepare_bars(raw, symbol=str(d.get("symbol") or Path(d["path"]).stem), **common), None
+    from phat.synthetic import SyntheticConfig, generate
+
+    market = generate(SyntheticConfig(**dict(d["synthetic"])))
+    bars = prepare_bars(market.bars, symbol=str(d.get("symbol") or "SYNTH"), **common)
+    p = market.p_up if bars.report.get("resampled_from") is None else None
+    return bars, p
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _seed_all(seed: int, threads: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - third-party code may use the global RNG
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # pragma: no cover - sklearn depends on threadpoolctl
+        pass
+
+
+@dataclass
+class Prepared:
+    """Everything decided before a model is fitted (no MLflow run exists yet)."""
+
+    cfg: dict[str, Any]
+    label_spec: LabelSpec
+    feature_spec: FeatureSpec  # normalization fitted on the train span
+    bars: Bars
+    p_bayes: pd.Series | None
+    y: np.ndarray
+    spans: dict[str, np.ndarray]
+    data: WindowData
+    counts: dict[str, int]
+    seed: int
+    threads: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(cfg: dict[str, Any]) -> Prepared:
+    """Load and validate data, build labels and features, split. Raises on bad input."""
+    t0 = time.perf_counter()
+    lspec, fspec, scfg = validate_config(cfg)
+    seed = int(cfg["seed"])
+    threads = int(cfg.get("threads", 1))
+    _seed_all(seed, threads)
+    bars, p_bayes = load_bars(cfg, lspec.timeframe, fspec.missing.get("volume_nan", "refuse"))
+    t1 = time.perf_counter()
+
+    close = bars.frame["close"].to_numpy()
+    raw = fspec.compute_raw(bars.frame)
+    y = make_labels(close, bars.segment, lspec)
+    windows_ok = fspec.valid_end_mask(raw, bars.segment)
+    usable = windows_ok & ~np.isnan(y)
+    # The same horizon as a sign label: finite wherever a label exists before neutral dropping.
+    y_any = make_labels(close, bars.segment, replace(lspec, kind="sign", threshold_bps=0.0))
+    no_gap = np.zeros(len(bars), dtype=np.int64)
+    ok_without_gaps = fspec.valid_end_mask(raw, no_gap) & ~np.isnan(
+        make_labels(close, no_gap, replace(lspec, kind="sign", threshold_bps=0.0))
+    )
+    counts = {
+        "bars": len(bars),
+        "samples_usable": int(usable.sum()),
+        "samples_dropped_gap": int((ok_without_gaps & ~(windows_ok & ~np.isnan(y_any))).sum()),
+        "labels_neutral_dropped": int((windows_ok & np.isnan(y) & ~np.isnan(y_any)).sum()),
+        "gaps": int(bars.report.get("gaps", 0)),
+    }
+    if counts["samples_dropped_gap"]:
+        log.warning(
+            "%d samples dropped because their window or label spans one of %d gaps",
+            counts["samples_dropped_gap"], counts["gaps"],
+        )
+    spans = make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
+    tr = spans["train"]
+    # Normalization sees only bars that train samples read.
+    norm_rows = np.arange(max(0, int(tr[0]) - fspec.bars_read + 1), int(tr[-1]) + 1)
+    fspec = fspec.fit_normalization(raw, norm_rows)
+    data = WindowData(fspec.normalize(raw), fspec.window)
+    if cfg["model"]["kind"] == "tcn":
+        val_fraction = float((cfg.get("trainer") or {}).get("val_fraction", 0.15))
+        fit_ends, val_ends = carve_tail(tr, val_fraction, lspec.horizon_bars, fspec.bars_read)
+        spans = {"train": fit_ends, "validation": val_ends, **{k: v for k, v in spans.items() if k != "train"}}
+    timings = {"data_s": t1 - t0, "features_s": time.perf_counter() - t1}
+    return Prepared(cfg, lspec, fspec, bars, p_bayes, y, spans, data, counts, seed, threads, timings)
+
+
+def fit_evaluate(
+    prep: Prepared, out_dir: str | Path, tracking: dict[str, Any] | None = None
+) -> TrainResult:
+    """Fit, calibrate on the calibration span, evaluate, write the artifact to out_dir/model.
+
+    `tracking` ({"uri", "run_id"}) lets models that log while training (the TCN) write into
+    the caller's MLflow run.
+    """
+    cfg, y, spans, data = prep.cfg, prep.y, prep.spans, prep.data
+    lspec, fspec, bars = prep.label_spec, prep.feature_spec, prep.bars
+    timings = dict(prep.timings)
+    t = time.perf_counter()
+    mcfg = cfg["model"]
+    params = dict(mcfg.get("params") or {})
+    if mcfg["kind"] == "tcn":
+        params["trainer"] = dict(cfg.get("trainer") or {})
+        params["threads"] = prep.threads
+        params["tracking"] = tracking
+    model = build_model(mcfg["kind"], params, prep.seed)
+    tr = spans["train"]
+    if "validation" in spans:
+        va = spans["validation"]
+        model.fit(data, tr, y[tr], va, y[va])
+    else:
+        model.fit(data, tr, y[tr])
+    timings["fit_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    logits = {k: model.logits(data, v) for k, v in spans.items()}
+    calibrator = fit_calibrator(
+        cfg["calibration"]["method"], logits["calibration"], y[spans["calibration"]]
+    )
+    preds = {
+        k: SpanPredictions(
+            ends=ends,
+            timestamps=bars.index[ends],
+            y=y[ends],
+            logits=logits[k],
+            p_raw=Calibrator("none").predict(logits[k]),
+            p_hat=calibrator.predict(logits[k]),
+        )
+        for k, ends in spans.items()
+    }
+    mc = cfg.get("metrics") or {}
+    base_rate = float(np.mean(y[tr]))
+    metrics: dict[str, float] = {}
+    for k in ("calibration", "test"):
+        metrics.update(
+            evaluate_split(
+                k, preds[k].y, preds[k].p_raw, preds[k].p_hat, base_rate,
+                n_bins=int(mc.get("n_bins", 15)),
+                block=int(mc.get("bootstrap_block", 96)),
+                n_boot=int(mc.get("bootstrap_n", 200)),
+                seed=prep.seed,
+            )
+        )
+    metrics["train_base_rate"] = base_rate
+    if prep.p_bayes is not None:
+        pb = prep.p_bayes.to_numpy()[spans["test"]]
+        metrics["test_brier_bayes"] = float(np.mean((pb - preds["test"].y) ** 2))
+    for k, v in prep.counts.items():
+        metrics[f"data_{k}"] = float(v)
+    metrics["model_parameters"] = float(model.n_parameters)
+    timings["calibrate_evaluate_s"] = time.perf_counter() - t
+
+    tags = {
+        "phat.feature_version": fspec.feature_version,
+        "phat.label_definition": lspec.canonical(),
+        "phat.horizon_id": lspec.horizon_id,
+        "phat.horizon_bars": str(lspec.horizon_bars),
+        "phat.timeframe": lspec.timeframe,
+        "phat.calibration": calibrator.to_json(),
+        "phat.training_window": canonical_json(span_window(bars.index, spans)),
+        "phat.data_hash": bars.data_hash(),
+        "phat.model_kind": model.kind,
+        "phat.seed": str(prep.seed),
+        "phat.threads": str(prep.threads),
+        "phat.git_sha": git_sha(),
+        "phat.symbol": bars.symbol,
+        "phat.promotable": "true" if calibrator.promotable else "false",
+    }
+    if len(tags["phat.calibration"]) > 4000:  # isotonic tables are long; the JSON file has them
+        tags["phat.calibration"] = canonical_json(
+            {"method": calibrator.method, "params": "see model/calibration.json"}
+        )
+    out = Path(out_dir)
+    tags["phat.model_hash"] = save_artifact(out / "model", model, fspec, lspec, calibrator, tags)
+    timings["total_s"] = sum(timings.values())
+    return TrainResult(
+        bars=bars, label_spec=lspec, feature_spec=fspec, model=model, calibrator=calibrator,
+        spans=spans, predictions=preds, metrics=metrics, tags=tags, counts=prep.counts,
+        timings=timings, artifact_dir=out / "model", p_bayes=prep.p_bayes,
+    )
+
+
+def train(
+    cfg: dict[str, Any], out_dir: str | Path, tracking: dict[str, Any] | None = None
+) -> TrainResult:
+    """prepare + fit_evaluate, without MLflow (tests and notebooks)."""
+    return fit_evaluate(prepare(cfg), out_dir, tracking)
