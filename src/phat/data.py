@@ -244,7 +244,7 @@ def validate_values(df: pd.DataFrame, *, volume_nan: str = "refuse") -> pd.DataF
             i = _first(nonpos)
             raise DataValidationError(
                 f"column {col!r} has {int(nonpos.sum())} non-positive values, first at row {i} "
-                f"({_iso(df.index[i])}): {v[i]!r}"
+                f"({_iso(df.index[i])}): {float(v[i])!r}"
             )
     vol = df["volume"].to_numpy()
     if np.isinf(vol).any():
@@ -304,6 +304,7 @@ def infer_timeframe(index: pd.DatetimeIndex) -> pd.Timedelta:
     """The bar spacing: the most common step. Refuses steps that are not a multiple of it."""
     if len(index) < 3:
         raise DataValidationError(f"need at least 3 bars to infer the timeframe, got {len(index)}")
+    index = pd.DatetimeIndex(index).as_unit("ns")
     steps = np.diff(index.asi8)
     values, counts = np.unique(steps, return_counts=True)
     base = int(values[np.argmax(counts)])
@@ -375,6 +376,7 @@ def find_segments(
     index: pd.DatetimeIndex, timeframe: pd.Timedelta, max_gap: pd.Timedelta, calendar: str
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Segment id per bar: a new segment starts after a missing stretch longer than `max_gap`."""
+    index = pd.DatetimeIndex(index).as_unit("ns")
     steps = np.diff(index.asi8)
     missing = steps - timeframe.value  # length of each missing stretch (0 when contiguous)
     is_gap = missing > max_gap.value

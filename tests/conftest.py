@@ -1,0 +1,51 @@
+"""Shared fixtures: real configs composed by Hydra, small synthetic data, a session MLflow DB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from phat.synthetic import SyntheticConfig, generate
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def make_cfg(out_dir: Path, *overrides: str, uri: str | None = None) -> dict[str, Any]:
+    """The real conf/ composed with overrides, as the plain dict phat.train.run takes."""
+    ov = [f"out_dir={out_dir}"]
+    if uri:
+        ov.append(f"tracking.uri={uri}")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose("train", overrides=[*ov, *overrides])
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite tracking DB for the session (creating one runs MLflow's migrations, ~2 s)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def small_market():
+    return generate(SyntheticConfig(periods=3000, seed=11))
+
+
+def ohlcv(n: int = 50, start: str = "2024-01-01", freq: str = "15min", seed: int = 0) -> pd.DataFrame:
+    """A small valid OHLCV frame with a UTC DatetimeIndex."""
+    rng = np.random.default_rng(seed)
+    idx = pd.date_range(start, periods=n, freq=freq, tz="UTC", name="timestamp")
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.001, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.001, n))
+    vol = rng.uniform(1, 10, n)
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=idx)

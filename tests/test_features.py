@@ -1,0 +1,151 @@
+"""FeatureSpec: causality, start-independence, fingerprint per code version, missing data."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ohlcv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from phat.errors import ConfigError, DataValidationError
+from phat.features import FEATURE_CODE_VERSION, FeatureSpec, windows
+from phat.synthetic import SyntheticConfig, generate, random_walk
+
+SPEC = FeatureSpec()
+
+# sha256 of the default features on random_walk(600, seed=3), rounded to 1e-9. A new entry is
+# owed whenever FEATURE_CODE_VERSION is bumped; a formula change without a bump fails here.
+FINGERPRINTS = {
+    "1": "083552f1dd4ee32e9a2cc5d6e0b7e249d0de0ead3e743c07be3ced65d898fc60",
+}
+
+
+def fingerprint(raw: np.ndarray) -> str:
+    r = np.round(np.nan_to_num(raw, nan=-999.0), 9) + 0.0  # +0.0 folds -0.0 into 0.0
+    return hashlib.sha256(r.astype("<f8").tobytes()).hexdigest()
+
+
+def test_default_spec_is_12_features_window_64() -> None:
+    assert SPEC.n_features == 12 and SPEC.window == 64
+    assert SPEC.lookback == 64 and SPEC.bars_read == 128
+    assert SPEC.required_columns == ["close", "high", "low", "open", "volume"]
+
+
+def test_fingerprint_matches_code_version() -> None:
+    raw = SPEC.compute_raw(random_walk(600, seed=3))
+    assert FEATURE_CODE_VERSION in FINGERPRINTS, "bumped FEATURE_CODE_VERSION needs a fingerprint"
+    assert fingerprint(raw) == FINGERPRINTS[FEATURE_CODE_VERSION], (
+        "feature output changed: bump FEATURE_CODE_VERSION and add its fingerprint"
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.integers(min_value=1, max_value=299), factor=st.floats(min_value=0.5, max_value=2.0))
+def test_changing_future_bars_changes_no_past_feature(k: int, factor: float) -> None:
+    df = generate(SyntheticConfig(periods=300, seed=2)).bars
+    raw = SPEC.compute_raw(df)
+    fut = df.copy()
+    fut.iloc[k:, :4] = fut.iloc[k:, :4].to_numpy() * factor  # prices scaled, OHLC still valid
+    fut.iloc[k:, 4] = fut.iloc[k:, 4].to_numpy() * 3.0
+    raw2 = SPEC.compute_raw(fut)
+    np.testing.assert_array_equal(raw[:k], raw2[:k])
+    if factor != 1.0:
+        assert not np.array_equal(raw[k:], raw2[k:], equal_nan=True)
+
+
+def test_features_do_not_depend_on_history_before_their_lookback() -> None:
+    df = generate(SyntheticConfig(periods=400, seed=4)).bars
+    full = SPEC.compute_raw(df)
+    for start in (1, 37, 150):
+        part = SPEC.compute_raw(df.iloc[start:])
+        np.testing.assert_array_equal(part[SPEC.lookback :], full[start + SPEC.lookback :])
+
+
+def test_windows_are_the_rows_ending_at_t() -> None:
+    f = np.arange(200 * 3, dtype=np.float32).reshape(200, 3)
+    ends = np.array([9, 50, 199])
+    w = windows(f, ends, 10)
+    assert w.shape == (3, 10, 3)
+    for i, t in enumerate(ends):
+        np.testing.assert_array_equal(w[i], f[t - 9 : t + 1])
+
+
+def test_valid_mask_needs_full_window_in_one_segment() -> None:
+    df = ohlcv(300)
+    raw = SPEC.compute_raw(df)
+    seg = np.zeros(300, dtype=np.int64)
+    seg[200:] = 1
+    ok = SPEC.valid_end_mask(raw, seg)
+    assert not ok[: SPEC.bars_read - 1].any() and ok[SPEC.bars_read - 1 : 200].all()
+    assert not ok[200 : 200 + SPEC.bars_read - 1].any() and ok[200 + SPEC.bars_read - 1 :].all()
+
+
+def test_normalization_fitted_on_given_rows_only() -> None:
+    df = generate(SyntheticConfig(periods=600, seed=1)).bars
+    raw = SPEC.compute_raw(df)
+    rows = np.arange(100, 300)
+    fitted = SPEC.fit_normalization(raw, rows)
+    changed = raw.copy()
+    changed[400:] *= 10  # later rows do not move the fitted mean/std
+    assert fitted.norm_mean == SPEC.fit_normalization(changed, rows).norm_mean
+    z = fitted.normalize(raw)[rows]
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)
+    assert z.dtype == np.float32
+
+
+def test_feature_version_tracks_definition_not_fitted_params() -> None:
+    raw = SPEC.compute_raw(ohlcv(300))
+    fitted = SPEC.fit_normalization(raw, np.arange(150, 300))
+    assert fitted.feature_version == SPEC.feature_version
+    assert FeatureSpec(window=32).feature_version != SPEC.feature_version
+    assert FeatureSpec(code_version="999").feature_version != SPEC.feature_version
+    again = FeatureSpec.from_dict(fitted.to_dict())
+    assert again == fitted
+
+
+def test_spec_refuses_tampered_version_and_foreign_code_version() -> None:
+    d = SPEC.to_dict()
+    d["window"] = 16
+    with pytest.raises(ConfigError, match="definition hashes to"):
+        FeatureSpec.from_dict(d)
+    with pytest.raises(ConfigError, match="feature code version '0'"):
+        FeatureSpec(code_version="0").compute_raw(ohlcv(100))
+
+
+def test_optional_column_required_by_spec_is_never_zero_filled() -> None:
+    spec = FeatureSpec(features=({"fn": "funding_rate", "params": {}}, {"fn": "clv", "params": {}}), window=4)
+    with pytest.raises(DataValidationError, match="needs column 'funding_rate'.*never zero-filled"):
+        spec.compute_raw(ohlcv(50))
+    df = ohlcv(50)
+    df["funding_rate"] = 1e-4
+    df.iloc[10:15, df.columns.get_loc("funding_rate")] = np.nan  # 5 bars: within ffill limit 8
+    raw = spec.compute_raw(df)
+    assert (raw[10:15, 0] == 1e-4).all()
+    df.iloc[20:40, df.columns.get_loc("funding_rate")] = np.nan  # 20 bars: beyond it
+    with pytest.raises(DataValidationError, match=r"'funding_rate' is missing at 2024-01-01T07:00:00\+00:00 beyond the forward-fill limit of 8"):
+        spec.compute_raw(df)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"features": ({"fn": "magic", "params": {}},)}, "unknown feature 'magic'"),
+        ({"features": ({"fn": "rsi", "params": {}},)}, "takes params \\['n'\\]"),
+        ({"window": 0}, "window=0"),
+        ({"normalization": "minmax"}, "normalization='minmax'"),
+    ],
+)
+def test_bad_feature_specs_refused(kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        FeatureSpec(**kwargs)
+
+
+def test_constant_bars_give_finite_features() -> None:
+    idx = pd.date_range("2024-01-01", periods=200, freq="15min", tz="UTC")
+    df = pd.DataFrame({"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 0.0}, index=idx)
+    raw = SPEC.compute_raw(df)
+    assert np.isfinite(raw[SPEC.lookback :]).all()
