@@ -39,7 +39,9 @@ def small_market():
     return generate(SyntheticConfig(periods=3000, seed=11))
 
 
-def ohlcv(n: int = 50, start: str = "2024-01-01", freq: str = "15min", seed: int = 0) -> pd.DataFrame:
+def ohlcv(
+    n: int = 50, start: str = "2024-01-01", freq: str = "15min", seed: int = 0
+) -> pd.DataFrame:
     """A small valid OHLCV frame with a UTC DatetimeIndex."""
     rng = np.random.default_rng(seed)
     idx = pd.date_range(start, periods=n, freq=freq, tz="UTC", name="timestamp")
@@ -48,4 +50,6 @@ def ohlcv(n: int = 50, start: str = "2024-01-01", freq: str = "15min", seed: int
     high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.001, n))
     low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.001, n))
     vol = rng.uniform(1, 10, n)
-    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=idx)
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=idx
+    )

@@ -19,7 +19,10 @@ def _prep(df: pd.DataFrame, **kw) -> object:
 # ---- layouts ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layout", ["index", "column", "first_col_unnamed", "epoch_s", "epoch_ms", "iso_str", "upper", "title"])
+@pytest.mark.parametrize(
+    "layout",
+    ["index", "column", "first_col_unnamed", "epoch_s", "epoch_ms", "iso_str", "upper", "title"],
+)
 def test_layouts_people_have_give_identical_bars(layout: str) -> None:
     base = ohlcv(40)
     df = base.copy()
@@ -62,7 +65,9 @@ def test_naive_timestamps_are_utc_and_tz_aware_are_converted() -> None:
 def test_read_table_formats_round_trip(tmp_path, suffix: str) -> None:
     df = ohlcv(30).reset_index()
     p = tmp_path / f"bars{suffix}"
-    {".csv": df.to_csv, ".parquet": df.to_parquet, ".feather": df.to_feather}[suffix](p, **({"index": False} if suffix == ".csv" else {}))
+    {".csv": df.to_csv, ".parquet": df.to_parquet, ".feather": df.to_feather}[suffix](
+        p, **({"index": False} if suffix == ".csv" else {})
+    )
     bars = _prep(read_table(p))
     np.testing.assert_allclose(bars.frame["close"].to_numpy(), df["close"].to_numpy())
 
@@ -81,7 +86,15 @@ def test_optional_columns_kept_and_unknown_columns_dropped() -> None:
     df["Spread"] = 0.01
     df["trades"] = 5
     bars = _prep(df)
-    assert list(bars.frame.columns) == ["open", "high", "low", "close", "volume", "funding_rate", "spread"]
+    assert list(bars.frame.columns) == [
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "funding_rate",
+        "spread",
+    ]
 
 
 # ---- validation failures, each with its message ---------------------------------------------
@@ -95,14 +108,20 @@ def test_missing_required_column_named() -> None:
 def test_non_numeric_value_named_with_row_and_timestamp() -> None:
     df = ohlcv(20).astype({"close": object})
     df.iloc[7, df.columns.get_loc("close")] = "n/a"
-    with pytest.raises(DataValidationError, match=r"column 'close' has 1 non-numeric values, first at row 7 \(2024-01-01T01:45:00Z\): 'n/a'"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'close' has 1 non-numeric values, first at row 7 \(2024-01-01T01:45:00Z\): 'n/a'",
+    ):
         _prep(df)
 
 
 def test_nan_price_refused_with_timestamp() -> None:
     df = ohlcv(20)
     df.iloc[3, df.columns.get_loc("high")] = np.nan
-    with pytest.raises(DataValidationError, match=r"column 'high' has 1 NaN/inf values, first at row 3 \(2024-01-01T00:45:00Z\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'high' has 1 NaN/inf values, first at row 3 \(2024-01-01T00:45:00Z\)",
+    ):
         _prep(df)
 
 
@@ -116,7 +135,10 @@ def test_inf_price_refused() -> None:
 def test_nan_volume_refused_by_default_and_zero_filled_by_policy() -> None:
     df = ohlcv(20)
     df.iloc[4, df.columns.get_loc("volume")] = np.nan
-    with pytest.raises(DataValidationError, match=r"column 'volume' has 1 NaN values, first at row 4.*data.volume_nan=zero"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'volume' has 1 NaN values, first at row 4.*data.volume_nan=zero",
+    ):
         _prep(df)
     bars = _prep(df, volume_nan="zero")
     assert bars.frame["volume"].iloc[4] == 0.0
@@ -125,7 +147,10 @@ def test_nan_volume_refused_by_default_and_zero_filled_by_policy() -> None:
 def test_non_positive_price_named() -> None:
     df = ohlcv(20)
     df.iloc[9, df.columns.get_loc("low")] = 0.0
-    with pytest.raises(DataValidationError, match=r"column 'low' has 1 non-positive values, first at row 9 \(2024-01-01T02:15:00Z\): 0\.0"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'low' has 1 non-positive values, first at row 9 \(2024-01-01T02:15:00Z\): 0\.0",
+    ):
         _prep(df)
 
 
@@ -133,13 +158,19 @@ def test_high_below_close_named_with_values() -> None:
     df = ohlcv(20)
     o, c = df["open"].iloc[2], df["close"].iloc[2]
     df.iloc[2, df.columns.get_loc("high")] = (o + c) / 2  # below max(o, c), above low
-    with pytest.raises(DataValidationError, match=r"1 bars have high < max\(open, close\), first at row 2 \(2024-01-01T00:30:00Z\): open="):
+    with pytest.raises(
+        DataValidationError,
+        match=r"1 bars have high < max\(open, close\), first at row 2 \(2024-01-01T00:30:00Z\): open=",
+    ):
         _prep(df)
 
 
 def test_low_above_open_named() -> None:
     df = ohlcv(20)
-    df.iloc[6, df.columns.get_loc("low")] = max(df["open"].iloc[6], df["close"].iloc[6]) * 0.9999 + min(df["open"].iloc[6], df["close"].iloc[6]) * 0.0001
+    df.iloc[6, df.columns.get_loc("low")] = (
+        max(df["open"].iloc[6], df["close"].iloc[6]) * 0.9999
+        + min(df["open"].iloc[6], df["close"].iloc[6]) * 0.0001
+    )
     with pytest.raises(DataValidationError, match=r"low > min\(open, close\), first at row 6"):
         _prep(df)
 
@@ -147,7 +178,9 @@ def test_low_above_open_named() -> None:
 def test_negative_volume_named() -> None:
     df = ohlcv(20)
     df.iloc[11, df.columns.get_loc("volume")] = -1
-    with pytest.raises(DataValidationError, match=r"column 'volume' has negative values, first at row 11"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'volume' has negative values, first at row 11"
+    ):
         _prep(df)
 
 
@@ -166,14 +199,20 @@ def test_conflicting_duplicates_refused() -> None:
     row = df.iloc[[5]].copy()
     row["close"] = row["close"] * 1.0001
     row["high"] = row["high"] * 1.01
-    with pytest.raises(DataValidationError, match=r"duplicate timestamp 2024-01-01T01:15:00Z with conflicting values in columns \['high', 'close'\]"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"duplicate timestamp 2024-01-01T01:15:00Z with conflicting values in columns \['high', 'close'\]",
+    ):
         _prep(pd.concat([df.iloc[:6], row, df.iloc[6:]]))
 
 
 def test_unsorted_refused_with_rows() -> None:
     df = ohlcv(20)
     df = pd.concat([df.iloc[:5], df.iloc[[6, 5]], df.iloc[7:]])
-    with pytest.raises(DataValidationError, match=r"not sorted: row 6 \(2024-01-01T01:15:00Z\) comes after row 5 \(2024-01-01T01:30:00Z\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"not sorted: row 6 \(2024-01-01T01:15:00Z\) comes after row 5 \(2024-01-01T01:30:00Z\)",
+    ):
         _prep(df)
 
 
@@ -182,12 +221,17 @@ def test_mixed_timeframe_refused() -> None:
     b = ohlcv(10, start=str(a.index[-1] + pd.Timedelta("20min")), freq="5min", seed=1)
     b["open"] = b["open"] * a["close"].iloc[-1] / 100
     b[["high", "low", "close"]] = b[["high", "low", "close"]] * a["close"].iloc[-1] / 100
-    with pytest.raises(DataValidationError, match=r"irregular or mixed timeframe: bars are mostly 15m apart but row 30"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"irregular or mixed timeframe: bars are mostly 15m apart but row 30",
+    ):
         _prep(pd.concat([a, b]))
 
 
 def test_coarser_data_than_timeframe_refused() -> None:
-    with pytest.raises(DataValidationError, match="data is 1h bars but timeframe 15m was asked for"):
+    with pytest.raises(
+        DataValidationError, match="data is 1h bars but timeframe 15m was asked for"
+    ):
         _prep(ohlcv(30, freq="1h"))
 
 
@@ -195,7 +239,9 @@ def test_bad_timestamp_text_named() -> None:
     df = ohlcv(10).reset_index()
     df["timestamp"] = df["timestamp"].astype(str)
     df.loc[4, "timestamp"] = "yesterday-ish"
-    with pytest.raises(DataValidationError, match=r"row 4 value 'yesterday-ish' is not a timestamp"):
+    with pytest.raises(
+        DataValidationError, match=r"row 4 value 'yesterday-ish' is not a timestamp"
+    ):
         _prep(df)
 
 
@@ -228,7 +274,9 @@ def test_resample_aggregates_ohlcv_correctly() -> None:
         assert row["low"] == chunk["low"].min()
         assert row["close"] == chunk["close"].iloc[-1]
         assert row["volume"] == pytest.approx(chunk["volume"].sum())
-        assert row["vwap"] == pytest.approx((chunk["vwap"] * chunk["volume"]).sum() / chunk["volume"].sum())
+        assert row["vwap"] == pytest.approx(
+            (chunk["vwap"] * chunk["volume"]).sum() / chunk["volume"].sum()
+        )
 
 
 def test_resample_drops_incomplete_buckets_never_fills() -> None:

@@ -43,7 +43,9 @@ def test_fingerprint_matches_code_version() -> None:
     )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(k=st.integers(min_value=1, max_value=299), factor=st.floats(min_value=0.5, max_value=2.0))
 def test_changing_future_bars_changes_no_past_feature(k: int, factor: float) -> None:
     df = generate(SyntheticConfig(periods=300, seed=2)).bars
@@ -117,7 +119,9 @@ def test_spec_refuses_tampered_version_and_foreign_code_version() -> None:
 
 
 def test_optional_column_required_by_spec_is_never_zero_filled() -> None:
-    spec = FeatureSpec(features=({"fn": "funding_rate", "params": {}}, {"fn": "clv", "params": {}}), window=4)
+    spec = FeatureSpec(
+        features=({"fn": "funding_rate", "params": {}}, {"fn": "clv", "params": {}}), window=4
+    )
     with pytest.raises(DataValidationError, match="needs column 'funding_rate'.*never zero-filled"):
         spec.compute_raw(ohlcv(50))
     df = ohlcv(50)
@@ -126,7 +130,10 @@ def test_optional_column_required_by_spec_is_never_zero_filled() -> None:
     raw = spec.compute_raw(df)
     assert (raw[10:15, 0] == 1e-4).all()
     df.iloc[20:40, df.columns.get_loc("funding_rate")] = np.nan  # 20 bars: beyond it
-    with pytest.raises(DataValidationError, match=r"'funding_rate' is missing at 2024-01-01T07:00:00\+00:00 beyond the forward-fill limit of 8"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"'funding_rate' is missing at 2024-01-01T07:00:00\+00:00 beyond the forward-fill limit of 8",
+    ):
         spec.compute_raw(df)
 
 
@@ -146,6 +153,8 @@ def test_bad_feature_specs_refused(kwargs, message) -> None:
 
 def test_constant_bars_give_finite_features() -> None:
     idx = pd.date_range("2024-01-01", periods=200, freq="15min", tz="UTC")
-    df = pd.DataFrame({"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 0.0}, index=idx)
+    df = pd.DataFrame(
+        {"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 0.0}, index=idx
+    )
     raw = SPEC.compute_raw(df)
     assert np.isfinite(raw[SPEC.lookback :]).all()

@@ -28,7 +28,9 @@ def test_multi_bar_horizon_uses_close_h_ahead() -> None:
 def test_threshold_neutral_drop_and_down() -> None:
     close = np.array([100.0, 100.2, 100.2, 99.9, 100.0])  # +20bps, 0, -30bps, +10bps
     drop = make_labels(close, np.zeros(5, np.int64), LabelSpec("15m", 1, "15m", "threshold", 15.0))
-    down = make_labels(close, np.zeros(5, np.int64), LabelSpec("15m", 1, "15m", "threshold", 15.0, neutral="down"))
+    down = make_labels(
+        close, np.zeros(5, np.int64), LabelSpec("15m", 1, "15m", "threshold", 15.0, neutral="down")
+    )
     np.testing.assert_array_equal(drop[:4], [1, np.nan, 0, np.nan])
     np.testing.assert_array_equal(down[:4], [1, 0, 0, 0])
 

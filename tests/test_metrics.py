@@ -9,7 +9,15 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 from torchmetrics.functional.classification import binary_calibration_error
 
-from phat.metrics import block_bootstrap_ci, brier, ece, evaluate_split, log_loss, reliability_curve, roc_auc
+from phat.metrics import (
+    block_bootstrap_ci,
+    brier,
+    ece,
+    evaluate_split,
+    log_loss,
+    reliability_curve,
+    roc_auc,
+)
 
 RNG = np.random.default_rng(0)
 P = RNG.uniform(0.05, 0.95, 5000)
@@ -28,7 +36,9 @@ def test_brier_logloss_auc_match_sklearn() -> None:
 @pytest.mark.parametrize("n_bins", [10, 15])
 def test_ece_matches_torchmetrics_binary(n_bins: int) -> None:
     q = np.clip(P * 0.8 + 0.15, 0, 1)  # deliberately miscalibrated
-    tm = binary_calibration_error(torch.tensor(q), torch.tensor(Y, dtype=torch.long), n_bins=n_bins, norm="l1")
+    tm = binary_calibration_error(
+        torch.tensor(q), torch.tensor(Y, dtype=torch.long), n_bins=n_bins, norm="l1"
+    )
     assert ece(Y, q, n_bins=n_bins) == pytest.approx(float(tm), abs=1e-6)
 
 

@@ -40,7 +40,9 @@ def test_boundaries_are_derived_from_specs() -> None:
 def test_asking_for_less_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"purge_bars=3 is less than the label horizon needs \(4"):
         resolve_boundaries(SplitConfig(purge_bars=3), 4, 128)
-    with pytest.raises(ConfigError, match=r"embargo_bars=10 is less than the feature window needs \(127"):
+    with pytest.raises(
+        ConfigError, match=r"embargo_bars=10 is less than the feature window needs \(127"
+    ):
         resolve_boundaries(SplitConfig(embargo_bars=10), 4, 128)
 
 
@@ -56,7 +58,9 @@ def test_spans_read_disjoint_bars(h: int, window: int) -> None:
 
 @settings(max_examples=10, deadline=None)
 @given(h=st.integers(1, 8), window=st.integers(2, 64), factor=st.floats(0.5, 2.0))
-def test_no_training_label_or_feature_reads_a_later_span_price(h: int, window: int, factor: float) -> None:
+def test_no_training_label_or_feature_reads_a_later_span_price(
+    h: int, window: int, factor: float
+) -> None:
     fspec, lspec, spans, y = _setup(h, window)
     first_read = int(spans["calibration"][0]) - fspec.bars_read + 1  # first bar calibration owns
     changed = MARKET.bars.copy()
@@ -72,7 +76,9 @@ def test_no_training_label_or_feature_reads_a_later_span_price(h: int, window: i
 
 def test_dates_method_and_ordering() -> None:
     idx = MARKET.bars.index
-    cfg = SplitConfig(method="dates", calibration_start=str(idx[1200]), test_start=str(idx[1800]), min_samples=50)
+    cfg = SplitConfig(
+        method="dates", calibration_start=str(idx[1200]), test_start=str(idx[1800]), min_samples=50
+    )
     _, _, spans, _ = _setup(1, 64, cfg)
     assert spans["train"][-1] <= 1200 - 2 and spans["calibration"][0] == 1200 + 127
     assert spans["test"][0] == 1800 + 127
@@ -91,7 +97,10 @@ def test_too_little_history_names_the_numbers() -> None:
     usable = np.zeros(600, bool)
     usable[127:599] = True
     y = np.tile([0.0, 1.0], 300)
-    with pytest.raises(DataValidationError, match=r"too little history: the calibration span has 0 samples \(0 up\) but needs at least split.min_samples=200.*600 bars give 472 usable samples after a 128-bar window"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"too little history: the calibration span has 0 samples \(0 up\) but needs at least split.min_samples=200.*600 bars give 472 usable samples after a 128-bar window",
+    ):
         make_splits(idx, usable, y, SplitConfig(), 1, 128)
 
 

@@ -23,13 +23,20 @@ import numpy as np
 import pandas as pd
 
 from phat.calibration import Calibrator
-from phat.errors import ContractError, DataValidationError
+from phat.errors import ContractError
 from phat.features import FEATURE_CODE_VERSION, FeatureSpec
 from phat.hashing import canonical_json, sha256_bytes, sha256_text
 from phat.labels import LabelSpec
 from phat.models import WindowData, model_class
 
-FILES = ("model.json", "weights.safetensors", "feature_spec.json", "label_spec.json", "calibration.json", "metadata.json")
+FILES = (
+    "model.json",
+    "weights.safetensors",
+    "feature_spec.json",
+    "label_spec.json",
+    "calibration.json",
+    "metadata.json",
+)
 
 
 def tensors_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -93,12 +100,9 @@ class PHatModel:
         """Accepts any layout the file loader accepts; refuses bars of another timeframe."""
         from phat.data import prepare_bars
 
-        bars = prepare_bars(ohlcv, timeframe=self.label_spec.timeframe, **data_kwargs)
-        if bars.report.get("resampled_from"):
-            raise DataValidationError(
-                f"bars are {bars.report['resampled_from']} but this model takes "
-                f"{self.label_spec.timeframe} bars; resample before scoring"
-            )
+        bars = prepare_bars(
+            ohlcv, timeframe=self.label_spec.timeframe, allow_resample=False, **data_kwargs
+        )
         return self.predict_bars(bars.frame, bars.segment)
 
 
@@ -149,7 +153,11 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
     meta = read["metadata.json"]
     expected = meta.get("phat.model_hash")
     actual = compute_model_hash(
-        read["model.json"], arrays, read["feature_spec.json"], read["label_spec.json"], read["calibration.json"]
+        read["model.json"],
+        arrays,
+        read["feature_spec.json"],
+        read["label_spec.json"],
+        read["calibration.json"],
     )
     if expected != actual:
         raise ContractError(

@@ -42,7 +42,9 @@ def parse_timeframe(tf: str) -> pd.Timedelta:
     """'15m' -> 15 minutes, '1h' -> 1 hour, '1d' -> 1 day."""
     m = _TF_RE.match(str(tf).strip().lower())
     if not m or int(m.group(1)) <= 0:
-        raise DataValidationError(f"timeframe {tf!r} is not of the form <n>m, <n>h or <n>d (e.g. '15m')")
+        raise DataValidationError(
+            f"timeframe {tf!r} is not of the form <n>m, <n>h or <n>d (e.g. '15m')"
+        )
     unit = {"m": "min", "min": "min", "h": "h", "d": "D"}[m.group(2)]
     return pd.Timedelta(int(m.group(1)), unit=unit)
 
@@ -282,7 +284,9 @@ def validate_values(df: pd.DataFrame, *, volume_nan: str = "refuse") -> pd.DataF
     for col in ("funding_rate", "spread", "vwap"):
         if col in df.columns and np.isinf(df[col].to_numpy()).any():
             i = _first(np.isinf(df[col].to_numpy()))
-            raise DataValidationError(f"column {col!r} is infinite at row {i} ({_iso(df.index[i])})")
+            raise DataValidationError(
+                f"column {col!r} is infinite at row {i} ({_iso(df.index[i])})"
+            )
     if "spread" in df.columns and (df["spread"].to_numpy() < 0).any():
         i = _first(df["spread"].to_numpy() < 0)
         raise DataValidationError(f"column 'spread' is negative at row {i} ({_iso(df.index[i])})")
@@ -391,7 +395,11 @@ def find_segments(
         raise DataValidationError(f"data.calendar={calendar!r}; expected '24x7' or 'fx'")
     segment = np.concatenate([[0], np.cumsum(is_gap)]).astype(np.int64)
     gaps = [
-        {"after": _iso(index[i]), "before": _iso(index[i + 1]), "missing_bars": int(missing[i] // timeframe.value)}
+        {
+            "after": _iso(index[i]),
+            "before": _iso(index[i + 1]),
+            "missing_bars": int(missing[i] // timeframe.value),
+        }
         for i in np.flatnonzero(is_gap)
     ]
     tolerated = int(((missing > 0) & ~is_gap).sum()) - bridged
@@ -425,8 +433,9 @@ def prepare_bars(
     calendar: str = "24x7",
     volume_nan: str = "refuse",
     resample_min_coverage: float = 1.0,
+    allow_resample: bool = True,
 ) -> Bars:
-    """Normalize, validate and (if finer) resample raw OHLCV to `timeframe`."""
+    """Normalize, validate and (if finer and allowed) resample raw OHLCV to `timeframe`."""
     target = parse_timeframe(timeframe)
     report: dict[str, Any] = {"rows_in": len(raw)}
     df = normalize_layout(raw)
@@ -442,6 +451,11 @@ def prepare_bars(
             f"data is {format_timeframe(native)} bars but timeframe {timeframe} was asked for; "
             "bars can be aggregated to a coarser timeframe, never split into a finer one"
         )
+    if native < target and not allow_resample:
+        raise DataValidationError(
+            f"bars are {format_timeframe(native)} but this model takes {timeframe} bars; "
+            "resample before scoring"
+        )
     if native < target:
         df, dropped = resample_bars(df, native, target, resample_min_coverage)
         report["resampled_from"] = format_timeframe(native)
@@ -449,7 +463,9 @@ def prepare_bars(
         if dropped:
             log.warning(
                 "resampling %s -> %s dropped %d incomplete buckets",
-                format_timeframe(native), timeframe, dropped,
+                format_timeframe(native),
+                timeframe,
+                dropped,
             )
         if len(df) < 3:
             raise DataValidationError(

@@ -88,7 +88,10 @@ class LogisticModel:
     def logits(self, data: WindowData, ends: np.ndarray) -> np.ndarray:
         if self.coef_ is None:
             raise RuntimeError("model is not fitted")
-        return data.tabular(ends, self.lookback) @ self.coef_ + self.intercept_
+        # A per-row reduction, not BLAS gemv: gemv's blocking depends on how many rows are
+        # scored together, which changed the last bit of some rows (a live consumer scoring
+        # one bar must get the same p_hat as a backtest scoring a year).
+        return (data.tabular(ends, self.lookback) * self.coef_).sum(axis=1) + self.intercept_
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         assert self.coef_ is not None
@@ -109,7 +112,15 @@ class LogisticModel:
         return 0 if self.coef_ is None else len(self.coef_) + 1
 
 
-_TREE_FIELDS = ("feature_idx", "num_threshold", "left", "right", "is_leaf", "value", "missing_go_to_left")
+_TREE_FIELDS = (
+    "feature_idx",
+    "num_threshold",
+    "left",
+    "right",
+    "is_leaf",
+    "value",
+    "missing_go_to_left",
+)
 
 
 class TreeModel:
@@ -184,7 +195,9 @@ class TreeModel:
                     break
                 x = X[rows, a["feature_idx"][node]]
                 go_left = np.where(
-                    np.isnan(x), a["missing_go_to_left"][node].astype(bool), x <= a["num_threshold"][node]
+                    np.isnan(x),
+                    a["missing_go_to_left"][node].astype(bool),
+                    x <= a["num_threshold"][node],
                 )
                 nxt = base + np.where(go_left, a["left"][node], a["right"][node])
                 node = np.where(active, nxt, node)

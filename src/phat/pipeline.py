@@ -103,15 +103,21 @@ def validate_config(cfg: dict[str, Any]) -> tuple[LabelSpec, FeatureSpec, SplitC
     scfg = split_config_from_cfg(cfg)
     resolve_boundaries(scfg, lspec.horizon_bars, fspec.bars_read)
     if cfg["model"]["kind"] not in MODEL_KINDS:
-        raise ConfigError(f"model.kind={cfg['model']['kind']!r}: expected one of {sorted(MODEL_KINDS)}")
+        raise ConfigError(
+            f"model.kind={cfg['model']['kind']!r}: expected one of {sorted(MODEL_KINDS)}"
+        )
     if cfg["calibration"]["method"] not in METHODS:
-        raise ConfigError(f"calibration={cfg['calibration']['method']!r}: expected one of {list(METHODS)}")
+        raise ConfigError(
+            f"calibration={cfg['calibration']['method']!r}: expected one of {list(METHODS)}"
+        )
     if int(cfg.get("threads", 1)) < 1:
         raise ConfigError(f"threads={cfg.get('threads')}: expected >= 1")
     return lspec, fspec, scfg
 
 
-def load_bars(cfg: dict[str, Any], timeframe: str, volume_nan: str) -> tuple[Bars, pd.Series | None]:
+def load_bars(
+    cfg: dict[str, Any], timeframe: str, volume_nan: str
+) -> tuple[Bars, pd.Series | None]:
     """The configured data: a user file (`data.path`) or the embedded synthetic generator."""
     d = cfg["data"]
     common = {
@@ -123,7 +129,9 @@ def load_bars(cfg: dict[str, Any], timeframe: str, volume_nan: str) -> tuple[Bar
     }
     if d.get("path"):
         raw = read_table(d["path"])
-        return prepare_bars(raw, symbol=str(d.get("symbol") or Path(d["path"]).stem), **common), None
+        return prepare_bars(
+            raw, symbol=str(d.get("symbol") or Path(d["path"]).stem), **common
+        ), None
     from phat.synthetic import SyntheticConfig, generate
 
     market = generate(SyntheticConfig(**dict(d["synthetic"])))
@@ -139,7 +147,10 @@ def git_sha() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -208,7 +219,8 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     if counts["samples_dropped_gap"]:
         log.warning(
             "%d samples dropped because their window or label spans one of %d gaps",
-            counts["samples_dropped_gap"], counts["gaps"],
+            counts["samples_dropped_gap"],
+            counts["gaps"],
         )
     spans = make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
     tr = spans["train"]
@@ -219,9 +231,15 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     if cfg["model"]["kind"] == "tcn":
         val_fraction = float((cfg.get("trainer") or {}).get("val_fraction", 0.15))
         fit_ends, val_ends = carve_tail(tr, val_fraction, lspec.horizon_bars, fspec.bars_read)
-        spans = {"train": fit_ends, "validation": val_ends, **{k: v for k, v in spans.items() if k != "train"}}
+        spans = {
+            "train": fit_ends,
+            "validation": val_ends,
+            **{k: v for k, v in spans.items() if k != "train"},
+        }
     timings = {"data_s": t1 - t0, "features_s": time.perf_counter() - t1}
-    return Prepared(cfg, lspec, fspec, bars, p_bayes, y, spans, data, counts, seed, threads, timings)
+    return Prepared(
+        cfg, lspec, fspec, bars, p_bayes, y, spans, data, counts, seed, threads, timings
+    )
 
 
 def fit_evaluate(
@@ -273,7 +291,11 @@ def fit_evaluate(
     for k in ("calibration", "test"):
         metrics.update(
             evaluate_split(
-                k, preds[k].y, preds[k].p_raw, preds[k].p_hat, base_rate,
+                k,
+                preds[k].y,
+                preds[k].p_raw,
+                preds[k].p_hat,
+                base_rate,
                 n_bins=int(mc.get("n_bins", 15)),
                 block=int(mc.get("bootstrap_block", 96)),
                 n_boot=int(mc.get("bootstrap_n", 200)),
@@ -313,9 +335,19 @@ def fit_evaluate(
     tags["phat.model_hash"] = save_artifact(out / "model", model, fspec, lspec, calibrator, tags)
     timings["total_s"] = sum(timings.values())
     return TrainResult(
-        bars=bars, label_spec=lspec, feature_spec=fspec, model=model, calibrator=calibrator,
-        spans=spans, predictions=preds, metrics=metrics, tags=tags, counts=prep.counts,
-        timings=timings, artifact_dir=out / "model", p_bayes=prep.p_bayes,
+        bars=bars,
+        label_spec=lspec,
+        feature_spec=fspec,
+        model=model,
+        calibrator=calibrator,
+        spans=spans,
+        predictions=preds,
+        metrics=metrics,
+        tags=tags,
+        counts=prep.counts,
+        timings=timings,
+        artifact_dir=out / "model",
+        p_bayes=prep.p_bayes,
     )
 
 

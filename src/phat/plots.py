@@ -30,7 +30,9 @@ def reliability_diagram(
         2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
     )
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect")
-    for (label, p), color in zip(curves.items(), ("tab:orange", "tab:blue", "tab:green"), strict=False):
+    for (label, p), color in zip(
+        curves.items(), ("tab:orange", "tab:blue", "tab:green"), strict=False
+    ):
         rc = reliability_curve(y, p, n_bins=n_bins)
         ax.plot(
             rc["mean_p"],

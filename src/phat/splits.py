@@ -68,7 +68,9 @@ def resolve_boundaries(cfg: SplitConfig, horizon_bars: int, bars_read: int) -> B
     return Boundaries(purge=purge, embargo=embargo)
 
 
-def _boundary_bars(cfg: SplitConfig, index: pd.DatetimeIndex, usable: np.ndarray) -> tuple[int, int, int]:
+def _boundary_bars(
+    cfg: SplitConfig, index: pd.DatetimeIndex, usable: np.ndarray
+) -> tuple[int, int, int]:
     """Bar positions (calibration start, test start, end exclusive)."""
     pos = np.flatnonzero(usable)
     if len(pos) == 0:
@@ -87,7 +89,9 @@ def _boundary_bars(cfg: SplitConfig, index: pd.DatetimeIndex, usable: np.ndarray
         return b1, b2, last + 1
     if cfg.method == "dates":
         if not cfg.calibration_start or not cfg.test_start:
-            raise ConfigError("split.method=dates needs split.calibration_start and split.test_start")
+            raise ConfigError(
+                "split.method=dates needs split.calibration_start and split.test_start"
+            )
         try:
             cs = pd.Timestamp(cfg.calibration_start)
             ts = pd.Timestamp(cfg.test_start)

@@ -119,7 +119,9 @@ def generate(cfg: SyntheticConfig | None = None, **overrides: object) -> Synthet
             log_close[t + 1] = lc + (mag[t + 1] if up else -mag[t + 1])
 
     close = np.exp(log_close)
-    open_ = np.concatenate([[close[0] * np.exp(-mag[0] * (1 if u_dir[0] < 0.5 else -1))], close[:-1]])
+    open_ = np.concatenate(
+        [[close[0] * np.exp(-mag[0] * (1 if u_dir[0] < 0.5 else -1))], close[:-1]]
+    )
     # Choose the bar's range so that its close-location value is exactly clv[t] and the
     # high/low enclose open and close: R >= 2|o-c| / (1 -+ clv) on the side the open lies.
     body = close - open_
@@ -131,8 +133,11 @@ def generate(cfg: SyntheticConfig | None = None, **overrides: object) -> Synthet
     low = close - (1 + clv) * rng_w / 2
 
     vol_mult = np.array([1.0, 1.1, 0.8, 2.5])[regime]
-    volume = cfg.base_volume * vol_mult * np.exp(0.4 * rng.standard_normal(n)) * (
-        1 + np.abs(body) / (close * vol)
+    volume = (
+        cfg.base_volume
+        * vol_mult
+        * np.exp(0.4 * rng.standard_normal(n))
+        * (1 + np.abs(body) / (close * vol))
     )
     data = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
     if cfg.with_funding:

@@ -125,6 +125,8 @@ def summary_lines(result: Any, run_id: str, uri: str, experiment: str) -> list[s
         f"skill {m['test_brier_skill']:+.4f}"
     )
     if "test_brier_bayes" in m:
-        lines.append(f"  {'bayes brier':<18}{m['test_brier_bayes']:>22.5f}   (planted signal's optimum)")
+        lines.append(
+            f"  {'bayes brier':<18}{m['test_brier_bayes']:>22.5f}   (planted signal's optimum)"
+        )
     lines.append(f"  see it:        {ui_command(uri)}")
     return lines

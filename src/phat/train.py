@@ -51,7 +51,11 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
         log_run(result, cfg, out_dir)
     for line in summary_lines(result, run_id, uri, experiment):
         print(line)
-    return {"run_id": run_id, "model_hash": result.tags["phat.model_hash"], "metrics": result.metrics}
+    return {
+        "run_id": run_id,
+        "model_hash": result.tags["phat.model_hash"],
+        "metrics": result.metrics,
+    }
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="train")
