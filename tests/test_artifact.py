@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_cfg
 
+from conftest import make_cfg
 from phat.artifact import load_artifact
 from phat.errors import ContractError, DataValidationError
 from phat.pipeline import train

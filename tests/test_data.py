@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ohlcv
 
+from conftest import ohlcv
 from phat.data import find_segments, prepare_bars, read_table, resample_bars
 from phat.errors import DataValidationError
 

@@ -7,10 +7,10 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ohlcv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import ohlcv
 from phat.errors import ConfigError, DataValidationError
 from phat.features import FEATURE_CODE_VERSION, FeatureSpec, windows
 from phat.synthetic import SyntheticConfig, generate, random_walk

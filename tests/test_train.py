@@ -11,9 +11,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import make_cfg
 from mlflow.tracking import MlflowClient
 
+from conftest import make_cfg
 from phat.errors import ConfigError, DataValidationError
 from phat.synthetic import random_walk
 from phat.train import run
