@@ -67,3 +67,13 @@ def test_bad_method_and_one_class_refused() -> None:
 def test_sigmoid_is_stable_at_extremes() -> None:
     p = sigmoid(np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0]))
     assert np.isfinite(p).all() and p[0] == 0.0 and p[2] == 0.5 and p[-1] == 1.0
+
+
+def test_platt_never_inverts_the_model() -> None:
+    anti = -OVERCONFIDENT  # a model whose ranking is backwards on the calibration span
+    assert fit_sklearn("platt", anti, Y).calibrated_classifiers_[0].calibrators[0].a_ > 0
+    cal = fit_calibrator("platt", anti, Y)
+    assert cal.params["a"] == 0.0 and cal.params["clamped_from_a"] > 0
+    np.testing.assert_allclose(cal.predict(FRESH), Y.mean(), rtol=1e-12)  # the base rate
+    ok = fit_calibrator("platt", OVERCONFIDENT, Y)
+    assert ok.params["a"] < 0 and "clamped_from_a" not in ok.params

@@ -4,7 +4,9 @@ Fitting is scikit-learn's (`CalibratedClassifierCV` over a `FrozenEstimator`, so
 calibrator is fitted, on the calibration span); the fitted state is then read out into plain
 numbers and applied here with numpy, so an artifact never needs a pickle:
 
-- platt:       p = 1 / (1 + exp(a * z + b))                (Platt 1999; sklearn "sigmoid")
+- platt:       p = 1 / (1 + exp(a * z + b))                (Platt 1999; sklearn "sigmoid");
+               a <= 0 is enforced: a fit that would invert the model's ranking (a > 0) is
+               replaced by the slope-0 fit, the calibration span's base rate
 - temperature: p = sigmoid(2 * beta * z)                   (Guo et al. 2017; sklearn treats a
                binary decision value z as the logit pair (-z, z), hence the 2; T = 1/(2 beta))
 - isotonic:    p = interp(clip(z, x_min, x_max), x_thresholds, y_thresholds)
@@ -121,7 +123,17 @@ def fit_calibrator(method: str, logits: np.ndarray, y: np.ndarray) -> Calibrator
         raise ConfigError("calibration span holds one outcome only; cannot fit a calibrator")
     cal = fit_sklearn(method, logits, y).calibrated_classifiers_[0].calibrators[0]
     if method == "platt":
-        return Calibrator("platt", {"a": float(cal.a_), "b": float(cal.b_)})
+        a, b = float(cal.a_), float(cal.b_)
+        if a > 0:
+            # sklearn's Platt form is sigmoid(-(a z + b)): a > 0 would invert the model's
+            # ranking (seen on short real samples where the calibration span happens to be
+            # anti-correlated). A calibrator must be non-decreasing; the best slope-0 fit is
+            # the calibration span's base rate.
+            rate = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+            return Calibrator(
+                "platt", {"a": 0.0, "b": float(-np.log(rate / (1 - rate))), "clamped_from_a": a}
+            )
+        return Calibrator("platt", {"a": a, "b": b})
     if method == "temperature":
         beta = float(np.asarray(cal.beta_))
         return Calibrator("temperature", {"beta": beta, "temperature": 1.0 / (2.0 * beta)})
