@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests scripts
 
 bench: $(STAMP)
+	$(BIN)/python scripts/bench_pipeline.py
 	$(BIN)/python scripts/bench_train.py
 
 ui: $(STAMP)

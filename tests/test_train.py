@@ -206,7 +206,8 @@ def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
 
 def test_cli_help_and_config_error_answer_without_heavy_imports(tmp_path) -> None:
     r = _cli("--help")
-    assert r.returncode == 0 and "model: logistic, tree" in r.stdout
+    assert r.returncode == 0 and "model: logistic, tcn, tree" in r.stdout
+    assert "python -m phat.train model=tcn horizon=15m" in r.stdout
     r = _cli("model=nope")
     assert r.returncode != 0 and "nope" in r.stderr
     r = _cli("split.embargo_bars=3", f"tracking.uri=sqlite:///{tmp_path}/x.db")
