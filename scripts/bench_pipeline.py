@@ -61,8 +61,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             e2e.append(
                 timed(
-                    [py, "-m", "phat.train", "model=logistic", "horizon=15m",
-                     f"tracking.uri=sqlite:///{d}/mlflow.db", f"out_dir={d}/out"],
+                    [
+                        py,
+                        "-m",
+                        "phat.train",
+                        "model=logistic",
+                        "horizon=15m",
+                        f"tracking.uri=sqlite:///{d}/mlflow.db",
+                        f"out_dir={d}/out",
+                    ],
                     Path(d),
                 )
             )
@@ -70,8 +77,10 @@ def main() -> None:
         helps.append(timed([py, "-m", "phat.train", "--help"], ROOT))
         errs.append(timed([py, "-m", "phat.train", "split.purge_bars=0"], ROOT))
         bare.append(timed([py, "-c", "pass"], ROOT))
-        print(f"repeat {i}: train {e2e[-1]:.2f} s, bare fit {ref[-1]:.2f} s, --help {helps[-1]:.2f} s, "
-              f"config error {errs[-1]:.2f} s, python -c pass {bare[-1]:.2f} s")
+        print(
+            f"repeat {i}: train {e2e[-1]:.2f} s, bare fit {ref[-1]:.2f} s, --help {helps[-1]:.2f} s, "
+            f"config error {errs[-1]:.2f} s, python -c pass {bare[-1]:.2f} s"
+        )
     med = statistics.median
     print(f"train_logistic_s={med(e2e):.2f} (target < 60)")
     print(f"help_s={med(helps):.2f} config_error_s={med(errs):.2f} (target < 3)")

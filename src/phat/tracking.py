@@ -22,6 +22,28 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def use_experiment(uri: str, name: str) -> str:
+    """Point MLflow at `uri` and make `name` the active experiment; returns its id.
+
+    With a local SQLite store, a new experiment keeps its artifacts in `mlruns/` beside the
+    database file (MLflow's default is `./mlruns` under whatever the working directory is), so
+    `mlflow.db` and its artifacts stay together wherever phat is run from.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None and uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :]).resolve()
+        exp_id = mlflow.create_experiment(name, artifact_location=(db.parent / "mlruns").as_uri())
+    elif exp is None:
+        exp_id = mlflow.create_experiment(name)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
 def ui_command(uri: str) -> str:
     if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
         return f"mlflow ui --backend-store-uri {uri}"
@@ -96,7 +118,9 @@ def log_run(result: Any, cfg: dict[str, Any], out_dir: Path) -> None:
     mlflow.log_artifacts(str(out_dir))
 
 
-def summary_lines(result: Any, run_id: str, uri: str, experiment: str) -> list[str]:
+def summary_lines(
+    result: Any, run_id: str, uri: str, experiment: str, registered: dict[str, Any] | None = None
+) -> list[str]:
     m = result.metrics
     rows = [
         ("brier", "test_brier"),
@@ -127,6 +151,11 @@ def summary_lines(result: Any, run_id: str, uri: str, experiment: str) -> list[s
     if "test_brier_bayes" in m:
         lines.append(
             f"  {'bayes brier':<18}{m['test_brier_bayes']:>22.5f}   (planted signal's optimum)"
+        )
+    if registered and registered.get("model_version"):
+        name, ver = registered["model_name"], registered["model_version"]
+        lines.append(
+            f'  registered    models:/{name}/{ver}  (load: phat.load("models:/{name}/{ver}"))'
         )
     lines.append(f"  see it:        {ui_command(uri)}")
     return lines

@@ -33,12 +33,12 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
 
     import mlflow
 
-    from phat.tracking import log_run, summary_lines, write_run_files
+    from phat.registry import log_and_register
+    from phat.tracking import log_run, summary_lines, use_experiment, write_run_files
 
     uri = tracking_uri(cfg["tracking"].get("uri"))
-    mlflow.set_tracking_uri(uri)
     experiment = str(cfg["tracking"].get("experiment") or "phat")
-    mlflow.set_experiment(experiment)
+    use_experiment(uri, experiment)
     out_dir = Path(cfg["out_dir"])
     lspec = prep.label_spec
     run_name = f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}"
@@ -49,12 +49,17 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
             result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg["metrics"]["n_bins"])
         )
         log_run(result, cfg, out_dir)
-    for line in summary_lines(result, run_id, uri, experiment):
+        reg = cfg.get("registry") or {}
+        registered = log_and_register(
+            result, reg.get("model_name"), bool(reg.get("register", True))
+        )
+    for line in summary_lines(result, run_id, uri, experiment, registered):
         print(line)
     return {
         "run_id": run_id,
         "model_hash": result.tags["phat.model_hash"],
         "metrics": result.metrics,
+        **registered,
     }
 
 
