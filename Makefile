@@ -31,6 +31,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_pipeline.py
+	$(BIN)/python scripts/bench_backtest.py
+	$(BIN)/python scripts/bench_inference.py
 	$(BIN)/python scripts/bench_train.py
 
 ui: $(STAMP)

@@ -30,9 +30,8 @@ def main() -> None:
     ap.add_argument("--tcn-epochs", type=int, default=3)
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    from conftest import make_cfg
-
     import phat
+    from conftest import make_cfg
     from phat.models import WindowData
     from phat.synthetic import generate
     from phat.train import run
@@ -41,7 +40,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         uri = f"sqlite:///{d}/mlflow.db"
         for kind, extra in (("logistic", []), ("tcn", [f"trainer.max_epochs={args.tcn_epochs}"])):
-            out = run(make_cfg(Path(d) / kind, f"model={kind}", f"registry.model_name=bench-{kind}", "metrics.bootstrap_n=10", *extra, uri=uri))
+            out = run(
+                make_cfg(
+                    Path(d) / kind,
+                    f"model={kind}",
+                    f"registry.model_name=bench-{kind}",
+                    "metrics.bootstrap_n=10",
+                    *extra,
+                    uri=uri,
+                )
+            )
             model_uri = f"models:/bench-{kind}/{out['model_version']}"
             loads = []
             for _ in range(10):
@@ -63,9 +71,11 @@ def main() -> None:
                 model.model.logits(wd, np.array([need - 1]))
                 bare.append((time.perf_counter() - t) * 1e3)
             p50, p99 = np.percentile(lat, [50, 99])
-            print(f"{kind}: load_median_s={np.median(loads):.3f}  single_bar_ms p50={p50:.2f} p99={p99:.2f}  "
-                  f"bare_model_ms p50={np.median(bare):.3f}  single_bar_over_bare={p50 / np.median(bare):.1f}  "
-                  f"params={int(out['metrics']['model_parameters'])}")
+            print(
+                f"{kind}: load_median_s={np.median(loads):.3f}  single_bar_ms p50={p50:.2f} p99={p99:.2f}  "
+                f"bare_model_ms p50={np.median(bare):.3f}  single_bar_over_bare={p50 / np.median(bare):.1f}  "
+                f"params={int(out['metrics']['model_parameters'])}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,269 @@
+"""Signal sources (binding, fail closed), the backtest engine, and learning-book isolation."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from conftest import make_cfg
+from phat.backtest import isolation_compliance, run_backtest
+from phat.backtest import run as backtest
+from phat.errors import ConfigError, ContractError
+from phat.policy import TRIGGERS, ReferencePolicy
+from phat.signals import Binding, classify_load_error, parse_source, proxy_p_hat
+from phat.train import run as train_run
+
+CONF = make_cfg.__globals__["CONF_DIR"]
+PERIODS = "data.synthetic.periods=5000"
+
+
+def bt_cfg(tmp_path, uri, *overrides):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(
+            "backtest",
+            overrides=[
+                f"out_dir={tmp_path}",
+                f"tracking.uri={uri}",
+                PERIODS,
+                "registry.model_name=phat-bt",
+                *overrides,
+            ],
+        )
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bt")
+    uri = f"sqlite:///{d}/mlflow.db"
+    out = train_run(
+        make_cfg(
+            d / "t1", PERIODS, "metrics.bootstrap_n=10", "registry.model_name=phat-bt", uri=uri
+        )
+    )
+    mlflow.set_tracking_uri(uri)
+    return uri, out
+
+
+def test_parse_source_and_error_classes() -> None:
+    assert parse_source("proxy") == ("proxy", None)
+    assert parse_source("model_v3") == ("version", "3")
+    assert parse_source("production") == ("alias", "production")
+    with pytest.raises(ConfigError, match="signal_source='models:/x'"):
+        parse_source("models:/x")
+    assert classify_load_error(ContractError("x: model_hash mismatch: ...")) == "hash_mismatch"
+    assert classify_load_error(ContractError("horizon mismatch: ...")) == "horizon_mismatch"
+    assert classify_load_error(Exception("RESOURCE_DOES_NOT_EXIST")) == "model_unavailable"
+
+
+def test_proxy_formula_and_causality() -> None:
+    rng = np.random.default_rng(1)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, 400)))
+    p = proxy_p_hat(close, k=1.5, momentum=8, zscore_window=32)
+    assert np.isnan(p[: 8 + 32 - 1]).all() and np.isfinite(p[8 + 32 - 1 :]).all()
+    t = 300
+    mom = np.log(close[8:] / close[:-8])  # mom[i] is momentum at bar i+8
+    win = mom[t - 8 - 31 : t - 8 + 1]
+    z = (mom[t - 8] - win.mean()) / win.std()
+    assert p[t] == pytest.approx(0.5 * (1 + np.tanh(1.5 * z)), abs=1e-12)
+    changed = close.copy()
+    changed[t + 1 :] *= 1.3
+    assert proxy_p_hat(changed, 1.5, 8, 32)[: t + 1].tobytes() == p[: t + 1].tobytes()
+
+
+def test_model_run_binds_version_evaluates_test_span_and_logs_everything(store, tmp_path) -> None:
+    uri, out = store
+    res = backtest(bt_cfg(tmp_path, uri, f"signal_source=model_v{out['model_version']}"))
+    run_ = MlflowClient(uri).get_run(res["run_id"])
+    tags = run_.data.tags
+    assert tags["phat.binding.model_version"] == str(out["model_version"])
+    assert tags["phat.binding.model_hash"] == out["model_hash"]
+    assert tags["phat.binding.fallback_signal_source"] == "proxy"
+    assert tags["phat.binding.horizon_id"] == "15m"
+    test_start = json.loads(
+        MlflowClient(uri)
+        .get_model_version("phat-bt", str(out["model_version"]))
+        .tags["phat.training_window"]
+    )["test"][0]
+    d = res["result"].decisions
+    assert d["timestamp"].iloc[0] == pd.Timestamp(test_start)  # never on bars it learned from
+    for k in (
+        "turnover",
+        "trade_count",
+        "churn",
+        "cost_bps",
+        "pnl_net",
+        "max_drawdown",
+        "sharpe",
+        "exposure",
+    ):
+        for prefix in ("", "learning_", "profit_"):
+            assert prefix + k in run_.data.metrics
+    assert run_.data.metrics["isolation_compliance"] == 1.0
+    arts = {a.path for a in MlflowClient(uri).list_artifacts(res["run_id"])}
+    assert {"decisions.parquet", "trades.parquet", "equity.png"} <= arts
+    cols = {
+        "timestamp",
+        "symbol",
+        "trigger_state",
+        "signal_source",
+        "model_version",
+        "model_hash",
+        "p_hat_raw",
+        "p_hat",
+        "signal_strength",
+        "fallback_reason",
+        "target_weight_raw",
+        "target_weight_final",
+        "delta_weight",
+        "learning_book",
+        "experiment_id",
+    }
+    assert cols <= set(d.columns) and len(d) == res["metrics"]["bars"]
+    trades = res["result"].trades
+    model_trades = trades[trades["source"] == "model"]
+    assert len(model_trades) > 0 and model_trades["learning_book"].all()
+    assert (model_trades["experiment_id"] == f"phat-bt/v{out['model_version']}").all()
+    assert (model_trades["experiment_variant"] == out["model_hash"][:12]).all()
+    assert d["weight_learning"].abs().max() <= 0.25 + 1e-12  # learning cap
+    assert (trades[trades["source"] == "proxy"]["learning_book"] == False).all()  # noqa: E712
+
+
+def test_missing_version_completes_on_proxy_with_reason(store, tmp_path, caplog) -> None:
+    uri, _ = store
+    with caplog.at_level("WARNING"):
+        res = backtest(bt_cfg(tmp_path, uri, "signal_source=model_v999"))
+    d = res["result"].decisions
+    assert (d["fallback_reason"] == "model_unavailable").all()
+    assert (d["signal_source"] == "proxy").all() and not d["learning_book"].any()
+    assert "FALLING BACK TO THE PROXY" in caplog.text
+    assert res["metrics"]["fallback_bars"] == len(d)
+    with pytest.raises(ContractError, match="model_unavailable"):
+        backtest(bt_cfg(tmp_path, uri, "signal_source=model_v999", "signal.strict=true"))
+
+
+def test_hash_and_horizon_mismatch_fall_back_with_their_reason(store, tmp_path) -> None:
+    uri, out = store
+    client = MlflowClient(uri)
+    v = str(out["model_version"])
+    client.set_model_version_tag("phat-bt", v, "phat.model_hash", "f" * 64)
+    try:
+        res = backtest(
+            bt_cfg(tmp_path / "a", uri, f"signal_source=model_v{v}", "backtest.start=2025-02-01")
+        )
+        assert (res["result"].decisions["fallback_reason"] == "hash_mismatch").all()
+    finally:
+        client.set_model_version_tag("phat-bt", v, "phat.model_hash", out["model_hash"])
+    res = backtest(
+        bt_cfg(
+            tmp_path / "b",
+            uri,
+            f"signal_source=model_v{v}",
+            "horizon=4x15m",
+            "backtest.start=2025-02-01",
+        )
+    )
+    assert (res["result"].decisions["fallback_reason"] == "horizon_mismatch").all()
+
+
+def test_production_alias_is_resolved_once_and_pinned(store, tmp_path) -> None:
+    uri, out = store
+    client = MlflowClient(uri)
+    client.set_registered_model_alias("phat-bt", "production", str(out["model_version"]))
+    res = backtest(bt_cfg(tmp_path, uri, "signal_source=production"))
+    assert res["binding"].model_version == str(out["model_version"])
+    assert res["binding"].signal_source == "production"
+    proxy = backtest(bt_cfg(tmp_path / "p", uri, "signal_source=proxy"))
+    # the proxy run uses the production model's evaluation window, so the two compare
+    assert (
+        proxy["result"].decisions["timestamp"].iloc[0]
+        == res["result"].decisions["timestamp"].iloc[0]
+    )
+
+
+WARM = 10  # flat bars first: the policy holds nothing until vol_hat exists (8 returns)
+
+
+def _frame(close: np.ndarray, freq: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    close = np.r_[np.full(WARM, close[0]), close]
+    idx = pd.date_range("2024-01-01", periods=len(close), freq=freq, tz="UTC")
+    frame = pd.DataFrame(
+        {"open": close, "high": close, "low": close, "close": close, "volume": 1.0}, index=idx
+    )
+    sig = pd.DataFrame(
+        {"p_hat_raw": 1.0, "p_hat": 1.0, "source": "proxy", "fallback_reason": ""}, index=idx
+    )
+    return frame, sig
+
+
+def test_accounting_on_a_hand_computed_case() -> None:
+    close = np.array([100.0, 101.0, 100.0, 102.0, 102.0, 101.0])
+    frame, sig = _frame(close, "15min")
+    pol = ReferencePolicy(
+        tau=0.0,
+        alpha=1.0,
+        w_min=0.0,
+        epsilon_w=0.0,
+        cooldown_bars=0,
+        vol_target=1.0,
+        profit_cap=0.5,
+    )
+    trig = np.full(len(frame), TRIGGERS.index("long_allowed"))
+    res = run_backtest(
+        frame,
+        sig,
+        trig,
+        pol,
+        Binding("proxy"),
+        symbol="X",
+        fee_bps=10.0,
+        slippage_bps=0.0,
+        timeframe=pd.Timedelta("15min"),
+    )
+    w = res.decisions["target_weight_final"].to_numpy()
+    assert (w[: WARM - 2] == 0).all() and (w[WARM - 2 :] == 0.5).all()
+    gross = 0.5 * (close[1:] / close[:-1] - 1).sum()  # flat warm-up bars earn nothing
+    assert res.metrics["pnl_gross"] == pytest.approx(gross)
+    assert res.metrics["pnl_net"] == pytest.approx(gross - 0.5 * 10e-4)  # one entry, 10 bps on 0.5
+    assert res.metrics["trade_count"] == 1 and res.metrics["cost_bps"] == pytest.approx(5.0)
+    assert res.metrics["churn"] == 0.0
+
+
+def test_isolation_compliance_detects_untagged_trades() -> None:
+    trades = pd.DataFrame(
+        {
+            "source": ["model", "model", "proxy"],
+            "learning_book": [True, True, False],
+            "experiment_id": ["m/v1", "", ""],
+            "experiment_variant": ["abc", "abc", ""],
+        }
+    )
+    assert isolation_compliance(trades) == 0.5
+    assert isolation_compliance(trades.iloc[[2]]) == 1.0
+
+
+def test_drawdown_is_positive_and_sign_safe() -> None:
+    frame, sig = _frame(np.array([100.0, 90.0, 80.0, 85.0, 100.0]), "1h")
+    pol = ReferencePolicy(
+        tau=0.0, alpha=1.0, w_min=0.0, epsilon_w=0.0, cooldown_bars=0, vol_target=1.0
+    )
+    res = run_backtest(
+        frame,
+        sig,
+        np.full(len(frame), 1),
+        pol,
+        Binding("proxy"),
+        symbol="X",
+        fee_bps=0,
+        slippage_bps=0,
+        timeframe=pd.Timedelta("1h"),
+    )
+    assert res.metrics["max_drawdown"] == pytest.approx(0.1 + 1 / 9)
+    assert res.metrics["max_drawdown"] > 0 and res.metrics["pnl_net"] > 0
