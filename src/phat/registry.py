@@ -95,6 +95,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         run_id=mlflow.active_run().info.run_id,
         tags=dict(result.tags),
         description=_description(result),
+        model_id=info.model_id,  # a tracking server needs the logged model id with a models:/ source
     )
     try:
         mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(mv.version)})

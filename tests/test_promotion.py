@@ -1,0 +1,331 @@
+"""Promotion gates and rollback: sign-safe limits, refusals, history, crash safety, races, and the
+whole flow against a real `mlflow server` and the default local SQLite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from hypothesis import given
+from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from conftest import make_cfg
+from phat.backtest import run as backtest
+from phat.errors import ConfigError
+from phat.promotion import (
+    PromotionRefused,
+    RegistryConflict,
+    allowed_limit,
+    current_production,
+    move_production,
+    promote,
+    read_history,
+    rollback,
+)
+from phat.train import run as train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+DATA = "data.synthetic.periods=5000"
+NAME = "phat-promo"
+RELAXED = (
+    "promotion.min_history_days=20",
+    "promotion.max_regression.churn=10.0",
+    "promotion.max_regression.slippage=10.0",
+    "promotion.max_regression.drawdown=10.0",
+    "promotion.brier_tolerance=0.01",
+    "promotion.ece_tolerance=0.05",
+    "promotion.max_ece=0.08",
+)
+
+
+def _compose(name: str, uri: str, *overrides: str) -> dict:
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(
+            name, overrides=[f"tracking.uri={uri}", f"registry.model_name={NAME}", *overrides]
+        )
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _train(tmp: Path, uri: str, *overrides: str) -> str:
+    out = train_run(
+        make_cfg(
+            tmp, DATA, "metrics.bootstrap_n=10", f"registry.model_name={NAME}", *overrides, uri=uri
+        )
+    )
+    return str(out["model_version"])
+
+
+@given(
+    baseline=st.floats(-1e3, 1e3, allow_nan=False),
+    tol=st.floats(0, 2, allow_nan=False),
+    higher=st.booleans(),
+)
+def test_allowed_limit_is_never_stricter_than_the_baseline(baseline, tol, higher) -> None:
+    lim = allowed_limit(baseline, tol, higher_is_better=higher)
+    assert (lim <= baseline) if higher else (lim >= baseline)
+
+
+def test_sign_safety_on_negative_baselines() -> None:
+    # A Sharpe of -1.0 with 10% tolerance: accept down to -1.1. The naive baseline*(1-tol) gives
+    # -0.9, which would demand an *improvement* and refuse an equal candidate.
+    assert allowed_limit(-1.0, 0.1, higher_is_better=True) == pytest.approx(-1.1)
+    assert allowed_limit(-1.0, 0.1, higher_is_better=True) <= -1.0
+    # A drawdown stored as a negative number (higher is better): -0.2 -> -0.22, not -0.18.
+    assert allowed_limit(-0.2, 0.1, higher_is_better=True) == pytest.approx(-0.22)
+    # Lower-is-better, positive: churn 2.0 -> 2.2; a zero baseline gets the absolute slack.
+    assert allowed_limit(2.0, 0.1, higher_is_better=False) == pytest.approx(2.2)
+    assert allowed_limit(0.0, 0.1, higher_is_better=False, min_slack=0.01) == 0.01
+
+
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("promo")
+    uri = f"sqlite:///{d}/mlflow.db"
+    versions = {
+        "good": _train(d / "a", uri),
+        "good2": _train(d / "b", uri, "seed=3", "model.params.C=0.05"),
+        "uncal": _train(d / "c", uri, "calibration=none"),
+    }
+    mlflow.set_tracking_uri(uri)
+    return uri, versions
+
+
+def test_uncalibrated_candidate_is_refused_and_production_unchanged(local_store) -> None:
+    uri, v = local_store
+    client = MlflowClient(uri)
+    before = current_production(client, NAME)
+    with pytest.raises(PromotionRefused, match="failed gates \\['calibrated'"):
+        promote(_compose("promote", uri, f"version={v['uncal']}", *RELAXED))
+    assert current_production(client, NAME) == before
+    tags = client.get_model_version(NAME, v["uncal"]).tags
+    assert tags["phat.gate.status"] == "failed" and "calibrated" in tags["phat.gate.failed"]
+    runs = client.search_runs([client.get_experiment_by_name("phat-promotion").experiment_id])
+    arts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"gate_report.json", "gate_report.md"} <= arts
+
+
+def test_dry_run_changes_nothing(local_store) -> None:
+    uri, v = local_store
+    client = MlflowClient(uri)
+    before = current_production(client, NAME)
+    tags_before = dict(client.get_model_version(NAME, v["good"]).tags)
+    rep = promote(
+        _compose("promote", uri, f"version={v['good']}", "promotion.dry_run=true", *RELAXED)
+    )
+    assert rep["promoted"] is False and current_production(client, NAME) == before
+    assert dict(client.get_model_version(NAME, v["good"]).tags) == tags_before
+
+
+def test_cli_exit_codes(local_store) -> None:
+    uri, v = local_store
+    env = {**os.environ}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phat.promote",
+            f"registry.model_name={NAME}",
+            f"version={v['uncal']}",
+            f"tracking.uri={uri}",
+            DATA,
+            "--dry-run",
+            *RELAXED,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=180,
+    )
+    assert (
+        r.returncode == 0
+        and "dry run: nothing changed" in r.stdout
+        and "| calibrated |" in r.stdout
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phat.promote",
+            f"registry.model_name={NAME}",
+            f"version={v['uncal']}",
+            f"tracking.uri={uri}",
+            DATA,
+            *RELAXED,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=180,
+    )
+    assert r.returncode == 1 and "REFUSED" in r.stderr + r.stdout
+
+
+def test_registry_error_half_way_leaves_previous_state(local_store, monkeypatch) -> None:
+    uri, v = local_store
+    client = MlflowClient(uri)
+    before, prev_before = current_production(client, NAME), None
+    hist_before = read_history(client, NAME)
+
+    def boom(self, *a, **k):
+        raise RuntimeError("registry down")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_tag", boom)
+    with pytest.raises(RuntimeError, match="registry down"):
+        promote(_compose("promote", uri, f"version={v['good']}", *RELAXED))
+    monkeypatch.undo()
+    assert current_production(client, NAME) == before
+    assert read_history(client, NAME) == hist_before
+    _ = prev_before
+
+
+def test_racing_promotions_never_leave_two_productions(local_store) -> None:
+    uri, v = local_store
+    client = MlflowClient(uri)
+    base = current_production(client, NAME)
+    stack = read_history(client, NAME)["stack"]
+    # Both commands read production == base, then both try to commit.
+    move_production(
+        client,
+        NAME,
+        v["good"],
+        expected_current=base,
+        event={"action": "promote"},
+        stack=[*stack, v["good"]],
+    )
+    with pytest.raises(RegistryConflict, match="production moved"):
+        move_production(
+            client,
+            NAME,
+            v["good2"],
+            expected_current=base,
+            event={"action": "promote"},
+            stack=[*stack, v["good2"]],
+        )
+    assert current_production(client, NAME) == v["good"]
+    versions_with_alias = [
+        str(mv.version)
+        for mv in client.search_model_versions(f"name='{NAME}'")
+        if "production" in (client.get_model_version(NAME, mv.version).aliases or [])
+    ]
+    assert versions_with_alias == [v["good"]]
+    # undo for the other tests
+    if base:
+        move_production(
+            client,
+            NAME,
+            base,
+            expected_current=v["good"],
+            event={"action": "test-undo"},
+            stack=stack,
+        )
+    else:
+        client.delete_registered_model_alias(NAME, "production")
+        client.set_registered_model_tag(NAME, "phat.production_history", '{"stack":[],"events":[]}')
+
+
+def _flow(tmp: Path, uri: str) -> None:
+    """Train, promote, backtest production, train+promote a second, roll back, backtest again."""
+    client = MlflowClient(uri)
+    v1 = _train(tmp / "t1", uri)
+    promote(_compose("promote", uri, f"version={v1}", DATA, *RELAXED))
+    assert current_production(client, NAME) == v1
+    bt = backtest(
+        _compose("backtest", uri, "signal_source=production", DATA, f"out_dir={tmp / 'bt1'}")
+    )
+    assert client.get_run(bt["run_id"]).data.tags["phat.binding.model_version"] == v1
+    v2 = _train(tmp / "t2", uri, "seed=9", "model.params.C=0.2")
+    promote(_compose("promote", uri, f"version={v2}", DATA, *RELAXED))
+    assert current_production(client, NAME) == v2
+    assert str(client.get_model_version_by_alias(NAME, "previous").version) == v1
+    out = rollback(_compose("rollback", uri, "reason=e2e"))
+    assert out == {"from": v2, "to": v1} and current_production(client, NAME) == v1
+    bt = backtest(
+        _compose("backtest", uri, "signal_source=production", DATA, f"out_dir={tmp / 'bt2'}")
+    )
+    assert client.get_run(bt["run_id"]).data.tags["phat.binding.model_version"] == v1
+    hist = read_history(client, NAME)
+    assert hist["stack"] == [v1] and [e["action"] for e in hist["events"]][-3:] == [
+        "promote",
+        "promote",
+        "rollback",
+    ]
+    with pytest.raises(ConfigError, match="signal_source=proxy"):
+        rollback(_compose("rollback", uri))
+
+
+@pytest.mark.slow
+def test_flow_on_local_sqlite(tmp_path) -> None:
+    _flow(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend) on 127.0.0.1, started once, stopped by its pid."""
+    d = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen(
+        [
+            mlflow_bin,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{d}/db.sqlite",
+            "--artifacts-destination",
+            str(d / "art"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=open(d / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise RuntimeError(
+                f"mlflow server did not start: {(d / 'server.log').read_text()[-2000:]}"
+            )
+        time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_flow_on_a_real_mlflow_server(tmp_path, mlflow_server) -> None:
+    _flow(tmp_path, mlflow_server)
