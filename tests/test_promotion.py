@@ -284,6 +284,7 @@ def mlflow_server(tmp_path_factory):
     d = tmp_path_factory.mktemp("server")
     port = _free_port()
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    log_file = open(d / "server.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
         [
             mlflow_bin,
@@ -324,6 +325,7 @@ def mlflow_server(tmp_path_factory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    log_file.close()
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ top. Stages (Production / Archived) are mirrored while the installed MLflow stil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -104,6 +105,15 @@ def _mirror_stages(client: Any, name: str, production: str, archived: str | None
         log.info("stage mirror skipped: %s", e)
 
 
+def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> None:
+    """Put `alias` back on `version`, or remove it when it did not exist."""
+    if version:
+        client.set_registered_model_alias(name, alias, version)
+    else:
+        with contextlib.suppress(Exception):
+            client.delete_registered_model_alias(name, alias)
+
+
 def move_production(
     client: Any,
     name: str,
@@ -138,27 +148,13 @@ def move_production(
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(hist, separators=(",", ":")))
     except Exception:
         log.error("registry error while moving production; restoring the previous state")
-        if expected_current:
-            client.set_registered_model_alias(name, "production", expected_current)
-        else:
-            try:
-                client.delete_registered_model_alias(name, "production")
-            except Exception:
-                pass
-        if old_prev:
-            client.set_registered_model_alias(name, "previous", old_prev)
-        else:
-            try:
-                client.delete_registered_model_alias(name, "previous")
-            except Exception:
-                pass
+        _restore_alias(client, name, "production", expected_current)
+        _restore_alias(client, name, "previous", old_prev)
         if old_tag is not None:
             client.set_registered_model_tag(name, HISTORY_TAG, old_tag)
         else:
-            try:
+            with contextlib.suppress(Exception):
                 client.delete_registered_model_tag(name, HISTORY_TAG)
-            except Exception:
-                pass
         raise
     after = current_production(client, name)
     if after != new:  # another writer got in between our CAS read and our write
