@@ -300,7 +300,7 @@ def mlflow_server(tmp_path_factory):
             "--workers",
             "1",
         ],
-        stdout=open(d / "server.log", "w"),
+        stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
