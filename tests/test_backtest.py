@@ -267,3 +267,31 @@ def test_drawdown_is_positive_and_sign_safe() -> None:
     )
     assert res.metrics["max_drawdown"] == pytest.approx(0.1 + 1 / 9)
     assert res.metrics["max_drawdown"] > 0 and res.metrics["pnl_net"] > 0
+
+
+def test_trigger_column_from_the_data_file(tmp_path) -> None:
+    from phat.synthetic import SyntheticConfig, generate
+
+    bars = generate(SyntheticConfig(periods=800, seed=2)).bars
+    df = bars.reset_index()
+    df["Trigger_State"] = np.where(np.arange(len(df)) < 400, "inactive", "short_allowed")
+    df.loc[len(df) - 50 :, "Trigger_State"] = "exit_only"
+    path = tmp_path / "bars.csv"
+    df.to_csv(path, index=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res = backtest(
+        bt_cfg(
+            tmp_path / "o",
+            uri,
+            "signal_source=proxy",
+            f"data.path={path}",
+            "policy.trigger.rule=column",
+            "backtest.start=2025-01-01",
+        )
+    )
+    d = res["result"].decisions
+    assert (d["trigger_state"].iloc[:400] == "inactive").all()
+    assert (d["target_weight_final"].iloc[:400] == 0).all()
+    assert (d["target_weight_final"].iloc[400:] <= 0).all() and (d["target_weight_final"] < 0).any()
+    tail = d["target_weight_final"].abs().iloc[-50:].to_numpy()
+    assert (np.diff(tail) <= 0).all()

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from phat.errors import ConfigError
+
 log = logging.getLogger("phat.backtest")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -194,6 +196,26 @@ def run_backtest(
     return BacktestResult(decisions, trades, metrics, equity)
 
 
+def build_triggers(cfg: dict[str, Any], bars: Any) -> np.ndarray:
+    """Trigger codes per bar from `policy.trigger` (ema_trend, always_long, or a data column
+    `trigger_state`; bars without a value in that column are `inactive`)."""
+    from phat.data import read_column, read_table
+    from phat.policy import triggers_from
+
+    trig_cfg = dict(cfg["policy"]["trigger"])
+    rule = trig_cfg.pop("rule")
+    column = None
+    if rule == "column":
+        trig_cfg = {}
+        if not cfg["data"].get("path"):
+            raise ConfigError(
+                "policy.trigger.rule=column needs data.path with a trigger_state column"
+            )
+        col = read_column(read_table(cfg["data"]["path"]), "trigger_state")
+        column = col.reindex(bars.index).fillna("inactive").astype(str).to_numpy()
+    return triggers_from(rule, bars.frame["close"].to_numpy(), column=column, **trig_cfg)
+
+
 def evaluation_start(
     binding: Any, model_name: str | None, cfg_start: str | None
 ) -> pd.Timestamp | None:
@@ -264,11 +286,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         resolved, bars.frame, bars.segment, dict(cfg["signal"]["proxy"]), strict=strict
     )
 
-    from phat.policy import triggers_from
-
-    trig_cfg = dict(cfg["policy"]["trigger"])
-    rule = trig_cfg.pop("rule")
-    trigger = triggers_from(rule, bars.frame["close"].to_numpy(), **trig_cfg)
+    trigger = build_triggers(cfg, bars)
     start = evaluation_start(binding, model_name, cfg["backtest"].get("start"))
     end = cfg["backtest"].get("end")
     keep = np.ones(len(bars), dtype=bool)

@@ -176,6 +176,23 @@ def normalize_layout(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def read_column(raw: pd.DataFrame, name: str) -> pd.Series:
+    """One extra column (e.g. `trigger_state`) of a raw table, indexed by UTC timestamp, for
+    callers that need more than the OHLCV contract. Case-insensitive; refuses a missing column."""
+    df = raw.copy()
+    lower = {str(c).strip().lower(): c for c in df.columns}
+    if name not in lower:
+        raise DataValidationError(f"column {name!r} not found; got {[str(c) for c in raw.columns]}")
+    values = df[lower[name]].to_numpy()
+    if isinstance(df.index, pd.DatetimeIndex):
+        idx = _parse_timestamps(df.index, "index")
+    else:
+        ts_col = next((lower[n] for n in _TIMESTAMP_NAMES if n in lower), df.columns[0])
+        idx = _parse_timestamps(df[ts_col], f"column {str(ts_col)!r}")
+    out = pd.Series(values, index=idx, name=name)
+    return out[~out.index.duplicated(keep="first")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation
 

@@ -206,12 +206,11 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     from hydra.utils import instantiate
     from mlflow.tracking import MlflowClient
 
-    from phat.backtest import run_backtest
+    from phat.backtest import build_triggers, run_backtest
     from phat.data import parse_timeframe
     from phat.labels import make_labels
     from phat.metrics import brier, ece
     from phat.pipeline import load_bars
-    from phat.policy import triggers_from
     from phat.signals import ResolvedSignal, p_hat_frame, resolve
 
     pc = cfg["promotion"]
@@ -268,8 +267,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         "climatology_brier": brier(yy, np.full(len(yy), train_rate)),
     }
     policy = instantiate(cfg["policy"]["params"], _convert_="all")
-    trig_cfg = dict(cfg["policy"]["trigger"])
-    trigger = triggers_from(trig_cfg.pop("rule"), bars.frame["close"].to_numpy(), **trig_cfg)
+    trigger = build_triggers(cfg, bars)
     kw = {
         "symbol": bars.symbol,
         "fee_bps": float(cfg["costs"]["fee_bps"]),
