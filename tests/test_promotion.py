@@ -128,50 +128,35 @@ def test_dry_run_changes_nothing(local_store) -> None:
     assert dict(client.get_model_version(NAME, v["good"]).tags) == tags_before
 
 
-def test_cli_exit_codes(local_store) -> None:
-    uri, v = local_store
-    env = {**os.environ}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "phat.promote",
-            f"registry.model_name={NAME}",
-            f"version={v['uncal']}",
-            f"tracking.uri={uri}",
-            DATA,
-            "--dry-run",
-            *RELAXED,
-        ],
+def _promote_cli(uri: str, version: str, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        f"registry.model_name={NAME}",
+        f"version={version}",
+        f"tracking.uri={uri}",
+        DATA,
+        *RELAXED,
+        *extra,
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "phat.promote", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env,
         timeout=180,
     )
+
+
+def test_cli_exit_codes(local_store) -> None:
+    uri, v = local_store
+    r = _promote_cli(uri, v["uncal"], "--dry-run")
     assert (
         r.returncode == 0
         and "dry run: nothing changed" in r.stdout
         and "| calibrated |" in r.stdout
     )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "phat.promote",
-            f"registry.model_name={NAME}",
-            f"version={v['uncal']}",
-            f"tracking.uri={uri}",
-            DATA,
-            *RELAXED,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=180,
-    )
-    assert r.returncode == 1 and "REFUSED" in r.stderr + r.stdout
+    r = _promote_cli(uri, v["uncal"])
+    assert r.returncode == 1 and "PromotionRefused" in r.stderr + r.stdout
+    assert "failed gates ['calibrated']" in r.stderr + r.stdout
 
 
 def test_registry_error_half_way_leaves_previous_state(local_store, monkeypatch) -> None:

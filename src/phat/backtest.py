@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from phat.cli import CONF_DIR, call
 from phat.errors import ConfigError
 
 log = logging.getLogger("phat.backtest")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @dataclass
@@ -355,13 +354,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="backtest")
 def main(cfg: DictConfig) -> None:
-    from phat.errors import PhatError
-
-    try:
-        run(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except PhatError as e:
-        log.error("%s: %s", type(e).__name__, e)
-        sys.exit(2)
+    call(run, cfg, log)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from phat.cli import CONF_DIR, call
 
 log = logging.getLogger("phat.predict")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def run(cfg: dict[str, Any]) -> Path:
@@ -59,13 +59,7 @@ def run(cfg: dict[str, Any]) -> Path:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from phat.errors import PhatError
-
-    try:
-        run(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except PhatError as e:
-        log.error("%s: %s", type(e).__name__, e)
-        sys.exit(2)
+    call(run, cfg, log)
 
 
 if __name__ == "__main__":

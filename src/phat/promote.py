@@ -5,28 +5,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from phat.cli import CONF_DIR, call
 
 log = logging.getLogger("phat.promote")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="promote")
 def main(cfg: DictConfig) -> None:
-    from phat.errors import PhatError
     from phat.promotion import PromotionRefused, promote
 
-    try:
-        promote(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except PromotionRefused as e:
-        log.error("REFUSED: %s", e)
-        sys.exit(1)
-    except PhatError as e:
-        log.error("%s: %s", type(e).__name__, e)
-        sys.exit(2)
+    call(promote, cfg, log, exit_codes={PromotionRefused: 1})
 
 
 if __name__ == "__main__":

@@ -61,6 +61,12 @@ class Gate:
     passed: bool
 
 
+def _at_most(
+    name: str, metric: str, candidate: float, baseline: float | str, limit: float, text: str
+) -> Gate:
+    return Gate(name, metric, candidate, baseline, text, bool(candidate <= limit))
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -280,46 +286,41 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
 
     reg = pc["max_regression"]
     slack = pc.get("min_slack") or {}
+    cand_c, base_c = calib["candidate"], calib["baseline"]
+    method = json.loads(mv.tags.get("phat.calibration", "{}")).get("method", "?")
     gates = [
         Gate(
             "calibrated",
             "calibration",
-            json.loads(mv.tags.get("phat.calibration", "{}")).get("method", "?"),
+            method,
             "-",
             "not none",
             mv.tags.get("phat.promotable") == "true",
         ),
-        Gate(
-            "ece_max",
-            "ece",
-            calib["candidate"]["ece"],
-            "-",
-            f"<= {pc['max_ece']}",
-            calib["candidate"]["ece"] <= pc["max_ece"],
-        ),
-        Gate(
+        _at_most("ece_max", "ece", cand_c["ece"], "-", pc["max_ece"], f"<= {pc['max_ece']}"),
+        _at_most(
             "brier_vs_baseline",
             "brier",
-            calib["candidate"]["brier"],
-            calib["baseline"]["brier"],
+            cand_c["brier"],
+            base_c["brier"],
+            base_c["brier"] + pc["brier_tolerance"],
             f"<= baseline + {pc['brier_tolerance']}",
-            calib["candidate"]["brier"] <= calib["baseline"]["brier"] + pc["brier_tolerance"],
         ),
-        Gate(
+        _at_most(
             "brier_vs_climatology",
             "brier",
-            calib["candidate"]["brier"],
+            cand_c["brier"],
             calib["climatology_brier"],
+            calib["climatology_brier"] + pc["brier_tolerance"],
             f"<= climatology + {pc['brier_tolerance']}",
-            calib["candidate"]["brier"] <= calib["climatology_brier"] + pc["brier_tolerance"],
         ),
-        Gate(
+        _at_most(
             "ece_vs_baseline",
             "ece",
-            calib["candidate"]["ece"],
-            calib["baseline"]["ece"],
+            cand_c["ece"],
+            base_c["ece"],
+            base_c["ece"] + pc["ece_tolerance"],
             f"<= baseline + {pc['ece_tolerance']}",
-            calib["candidate"]["ece"] <= calib["baseline"]["ece"] + pc["ece_tolerance"],
         ),
     ]
     for gate, metric in (
@@ -334,25 +335,10 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
             min_slack=float(slack.get(gate, 0.0)),
         )
         gates.append(
-            Gate(
-                f"{gate}_regression",
-                metric,
-                bt_c[metric],
-                bt_b[metric],
-                f"<= {lim:.6g}",
-                bt_c[metric] <= lim,
-            )
+            _at_most(f"{gate}_regression", metric, bt_c[metric], bt_b[metric], lim, f"<= {lim:.6g}")
         )
-    gates.append(
-        Gate(
-            "isolation",
-            "isolation_compliance",
-            bt_c["isolation_compliance"],
-            "-",
-            "== 1.0",
-            bt_c["isolation_compliance"] == 1.0,
-        )
-    )
+    iso = bt_c["isolation_compliance"]
+    gates.append(Gate("isolation", "isolation_compliance", iso, "-", "== 1.0", iso == 1.0))
     days = _history_days(mv)
     gates.append(
         Gate(

@@ -5,26 +5,20 @@ rollback needs no registry at all: run the consumer with `signal_source=proxy`."
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from phat.cli import CONF_DIR, call
 
 log = logging.getLogger("phat.rollback")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="rollback")
 def main(cfg: DictConfig) -> None:
-    from phat.errors import PhatError
     from phat.promotion import rollback
 
-    try:
-        rollback(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except PhatError as e:
-        log.error("%s: %s", type(e).__name__, e)
-        sys.exit(2)
+    call(rollback, cfg, log)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,15 @@ calibration, metrics, plots, the artifact and its registry version.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from phat.cli import CONF_DIR, call
+
 log = logging.getLogger("phat.train")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
@@ -65,15 +65,7 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    from phat.errors import PhatError
-
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    try:
-        run(container, OmegaConf.to_yaml(cfg, resolve=True))
-    except PhatError as e:
-        log.error("%s: %s", type(e).__name__, e)
-        sys.exit(2)
+    call(lambda c: run(c, OmegaConf.to_yaml(cfg, resolve=True)), cfg, log)
 
 
 if __name__ == "__main__":
