@@ -141,9 +141,17 @@ def load_bars(
 
 
 def git_sha() -> str:
+    """Commit of the phat code that ran (asked where the package lives, not in the cwd,
+    which is usually the user's data folder); `-dirty` with uncommitted changes."""
+    here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+            cwd=here,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -151,6 +159,7 @@ def git_sha() -> str:
             text=True,
             timeout=5,
             check=False,
+            cwd=here,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
