@@ -236,3 +236,16 @@ def test_tracking_uri_default_and_env(monkeypatch) -> None:
     assert tracking_uri() == "http://127.0.0.1:5000"
     assert tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
     _ = mlflow, np
+
+
+def test_git_sha_is_phats_own_commit_from_any_working_directory(tmp_path, monkeypatch) -> None:
+    import re
+
+    from phat.pipeline import git_sha
+
+    expected = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    sha = git_sha()
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", sha) and sha.startswith(expected)
