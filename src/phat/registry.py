@@ -57,6 +57,7 @@ def _description(result: Any) -> str:
 def log_and_register(result: Any, model_name: str | None, register: bool) -> dict[str, Any]:
     """Log the pyfunc into the active run and (optionally) register a version."""
     import os
+    import warnings
 
     import mlflow
     from mlflow.models import infer_signature
@@ -70,15 +71,17 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     example = result.bars.frame[cols].iloc[-(result.feature_spec.bars_read + 2) :]
     out_example = load_artifact(result.artifact_dir).predict(example)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    info = mlflow.pyfunc.log_model(
-        name="pyfunc",
-        python_model=PYFUNC_CODE,
-        artifacts={ARTIFACT_KEY: str(result.artifact_dir)},
-        # No input_example: MLflow stores it as JSON without the index and then fails its own
-        # serving check on it; the signature carries the schema.
-        signature=infer_signature(example, out_example),
-        pip_requirements=_requirements(result.model.kind),
-    )
+    with warnings.catch_warnings():
+        # No input_example on purpose: MLflow stores it as JSON without the index and then
+        # fails its own serving check on it; the signature carries the schema.
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        info = mlflow.pyfunc.log_model(
+            name="pyfunc",
+            python_model=PYFUNC_CODE,
+            artifacts={ARTIFACT_KEY: str(result.artifact_dir)},
+            signature=infer_signature(example, out_example),
+            pip_requirements=_requirements(result.model.kind),
+        )
     if not register:
         return {"model_uri": info.model_uri}
     name = model_name or default_model_name(
