@@ -7,6 +7,17 @@ from pathlib import Path
 import numpy as np
 
 
+def wilson_interval(
+    freq: np.ndarray, n: np.ndarray, z: float = 1.96
+) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of a binomial frequency: wide for the sparse edge bins, so a
+    reader can tell a few-sample swing from real miscalibration."""
+    n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    centre = (freq + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(freq * (1 - freq) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def reliability_diagram(
     y: np.ndarray,
     curves: dict[str, np.ndarray],
@@ -15,7 +26,8 @@ def reliability_diagram(
     n_bins: int = 15,
     title: str = "Reliability",
 ) -> Path:
-    """Raw and calibrated reliability curves on one figure, with a histogram of p below.
+    """Raw and calibrated reliability curves on one figure (95% Wilson intervals per bin), with
+    a histogram of p below.
 
     `curves` maps a label ("raw", "calibrated") to its p_hat array over the same samples.
     """
@@ -34,10 +46,13 @@ def reliability_diagram(
         curves.items(), ("tab:orange", "tab:blue", "tab:green"), strict=False
     ):
         rc = reliability_curve(y, p, n_bins=n_bins)
-        ax.plot(
+        lo, hi = wilson_interval(rc["observed_freq"].to_numpy(), rc["count"].to_numpy())
+        ax.errorbar(
             rc["mean_p"],
             rc["observed_freq"],
+            yerr=[rc["observed_freq"] - lo, hi - rc["observed_freq"]],
             marker="o",
+            capsize=2,
             color=color,
             label=f"{label} (ECE {ece(y, p, n_bins=n_bins):.4f})",
         )
