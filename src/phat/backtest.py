@@ -28,6 +28,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from phat.cli import CONF_DIR, call
+from phat.data import as_utc, parse_timeframe
 from phat.errors import ConfigError
 
 log = logging.getLogger("phat.backtest")
@@ -195,6 +196,16 @@ def run_backtest(
     return BacktestResult(decisions, trades, metrics, equity)
 
 
+def cost_kwargs(cfg: dict[str, Any], symbol: str, timeframe: str) -> dict[str, Any]:
+    """`run_backtest`'s market arguments from config: one place for backtest and promotion."""
+    return {
+        "symbol": symbol,
+        "fee_bps": float(cfg["costs"]["fee_bps"]),
+        "slippage_bps": float(cfg["costs"]["slippage_bps"]),
+        "timeframe": parse_timeframe(timeframe),
+    }
+
+
 def build_triggers(cfg: dict[str, Any], bars: Any) -> np.ndarray:
     """Trigger codes per bar from `policy.trigger` (ema_trend, always_long, or a data column
     `trigger_state`; bars without a value in that column are `inactive`)."""
@@ -221,8 +232,7 @@ def evaluation_start(
     """Explicit `backtest.start`, else the bound model's test span start; a proxy run takes the
     production model's test start when one exists, so the two compare on one window."""
     if cfg_start:
-        ts = pd.Timestamp(cfg_start)
-        return ts.tz_localize("UTC") if ts.tz is None else ts
+        return as_utc(cfg_start)
     from mlflow.tracking import MlflowClient
 
     version = binding.model_version
@@ -267,7 +277,6 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     import mlflow
     from hydra.utils import instantiate
 
-    from phat.data import parse_timeframe
     from phat.pipeline import load_bars
     from phat.signals import p_hat_frame, resolve
     from phat.tracking import tracking_uri, use_experiment
@@ -292,8 +301,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if start is not None:
         keep &= bars.index >= start
     if end:
-        e = pd.Timestamp(end)
-        keep &= bars.index < (e.tz_localize("UTC") if e.tz is None else e)
+        keep &= bars.index < as_utc(end)
     if keep.sum() < 2:
         from phat.errors import DataValidationError
 
@@ -307,10 +315,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         trigger[keep],
         policy,
         binding,
-        symbol=bars.symbol,
-        fee_bps=float(cfg["costs"]["fee_bps"]),
-        slippage_bps=float(cfg["costs"]["slippage_bps"]),
-        timeframe=parse_timeframe(str(h["timeframe"])),
+        **cost_kwargs(cfg, bars.symbol, str(h["timeframe"])),
     )
     use_experiment(uri, str(cfg["tracking"].get("experiment") or "phat-backtest"))
     out_dir = Path(cfg["out_dir"])

@@ -58,6 +58,12 @@ def format_timeframe(td: pd.Timedelta) -> str:
     return f"{minutes}m"
 
 
+def as_utc(value: Any) -> pd.Timestamp:
+    """A timestamp from config or a tag; naive means UTC (the same rule as for data)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
 def _iso(ts: Any) -> str:
     return pd.Timestamp(ts).isoformat().replace("+00:00", "Z")
 

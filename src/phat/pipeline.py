@@ -213,10 +213,11 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     windows_ok = fspec.valid_end_mask(raw, bars.segment)
     usable = windows_ok & ~np.isnan(y)
     # The same horizon as a sign label: finite wherever a label exists before neutral dropping.
-    y_any = make_labels(close, bars.segment, replace(lspec, kind="sign", threshold_bps=0.0))
+    sign_spec = replace(lspec, kind="sign", threshold_bps=0.0)
+    y_any = make_labels(close, bars.segment, sign_spec)
     no_gap = np.zeros(len(bars), dtype=np.int64)
     ok_without_gaps = fspec.valid_end_mask(raw, no_gap) & ~np.isnan(
-        make_labels(close, no_gap, replace(lspec, kind="sign", threshold_bps=0.0))
+        make_labels(close, no_gap, sign_spec)
     )
     counts = {
         "bars": len(bars),

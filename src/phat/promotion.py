@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.data import as_utc
 from phat.errors import ConfigError, ContractError, PhatError
 
 log = logging.getLogger(__name__)
@@ -178,25 +179,20 @@ def _window(
     window = json.loads(mv.tags.get("phat.training_window", "{}"))
     learned_until = pd.Timestamp(window["calibration"][1]) if "calibration" in window else None
     start = (
-        pd.Timestamp(cfg_start)
+        as_utc(cfg_start)
         if cfg_start
-        else (pd.Timestamp(window["test"][0]) if "test" in window else None)
+        else (as_utc(window["test"][0]) if "test" in window else None)
     )
     if start is None:
         raise ContractError(
             f"version {mv.version} has no phat.training_window test span; give promotion.window.start"
         )
-    if start.tz is None:
-        start = start.tz_localize("UTC")
     if learned_until is not None and start <= learned_until:
         raise ConfigError(
             f"promotion window starts {start.isoformat()}, inside what version {mv.version} was trained or "
             f"calibrated on (until {learned_until.isoformat()}); choose a later window"
         )
-    end = pd.Timestamp(cfg_end) if cfg_end else None
-    if end is not None and end.tz is None:
-        end = end.tz_localize("UTC")
-    return start, end
+    return start, (as_utc(cfg_end) if cfg_end else None)
 
 
 def _history_days(mv: Any) -> float:
@@ -212,8 +208,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     from hydra.utils import instantiate
     from mlflow.tracking import MlflowClient
 
-    from phat.backtest import build_triggers, run_backtest
-    from phat.data import parse_timeframe
+    from phat.backtest import build_triggers, cost_kwargs, run_backtest
     from phat.labels import make_labels
     from phat.metrics import brier, ece
     from phat.pipeline import load_bars
@@ -274,12 +269,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     }
     policy = instantiate(cfg["policy"]["params"], _convert_="all")
     trigger = build_triggers(cfg, bars)
-    kw = {
-        "symbol": bars.symbol,
-        "fee_bps": float(cfg["costs"]["fee_bps"]),
-        "slippage_bps": float(cfg["costs"]["slippage_bps"]),
-        "timeframe": parse_timeframe(lspec.timeframe),
-    }
+    kw = cost_kwargs(cfg, bars.symbol, lspec.timeframe)
     frame = bars.frame[in_win]
     bt_c = run_backtest(frame, sig_c[in_win], trigger[in_win], policy, cand.binding, **kw).metrics
     bt_b = run_backtest(frame, sig_b[in_win], trigger[in_win], policy, base.binding, **kw).metrics

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.data import as_utc
 from phat.errors import ConfigError, DataValidationError
 
 SPANS = ("train", "calibration", "test")
@@ -93,14 +94,11 @@ def _boundary_bars(
                 "split.method=dates needs split.calibration_start and split.test_start"
             )
         try:
-            cs = pd.Timestamp(cfg.calibration_start)
-            ts = pd.Timestamp(cfg.test_start)
-            te = pd.Timestamp(cfg.test_end) if cfg.test_end else None
+            cs = as_utc(cfg.calibration_start)
+            ts = as_utc(cfg.test_start)
+            te = as_utc(cfg.test_end) if cfg.test_end else None
         except ValueError as e:
             raise ConfigError(f"split dates: {e}") from None
-        cs, ts = (x.tz_localize("UTC") if x.tz is None else x for x in (cs, ts))
-        if te is not None and te.tz is None:
-            te = te.tz_localize("UTC")
         if not cs < ts:
             raise ConfigError(
                 f"split.calibration_start {cs.isoformat()} must be before split.test_start {ts.isoformat()}"
