@@ -21,11 +21,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    from phat.backtest import run_backtest
     from phat.data import prepare_bars
-    from phat.policy import ReferencePolicy, ema_trend_triggers
-    from phat.signals import Binding, proxy_p_hat
-    from phat.synthetic import generate
+    from phat.data.synthetic import generate
+    from phat.trading.backtest import run_backtest
+    from phat.trading.policy import ReferencePolicy, ema_trend_triggers
+    from phat.trading.signals import Binding, proxy_p_hat
 
     raw = generate().bars
     bars = prepare_bars(raw, timeframe="15m")

@@ -32,9 +32,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     import phat
     from conftest import make_cfg
-    from phat.models import WindowData
-    from phat.synthetic import generate
-    from phat.train import run
+    from phat.cli.train import run
+    from phat.data.synthetic import generate
+    from phat.models.baselines import WindowData
 
     bars = generate().bars
     with tempfile.TemporaryDirectory() as d:

@@ -33,10 +33,10 @@ def bare_logistic_fit() -> float:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from phat.features import FeatureSpec
-    from phat.labels import LabelSpec, make_labels
-    from phat.models import WindowData
-    from phat.synthetic import generate
+    from phat.contract.features import FeatureSpec
+    from phat.contract.labels import LabelSpec, make_labels
+    from phat.data.synthetic import generate
+    from phat.models.baselines import WindowData
 
     bars = generate().bars
     spec = FeatureSpec()

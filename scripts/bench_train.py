@@ -34,10 +34,10 @@ def main() -> None:
     import lightning as L
     import torch
 
-    from phat.features import FeatureSpec
-    from phat.labels import LabelSpec, make_labels
-    from phat.synthetic import SyntheticConfig, generate
-    from phat.tcn import (
+    from phat.contract.features import FeatureSpec
+    from phat.contract.labels import LabelSpec, make_labels
+    from phat.data.synthetic import SyntheticConfig, generate
+    from phat.models.tcn import (
         INFER_BATCH,
         WindowBatches,
         build_net,

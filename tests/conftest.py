@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from phat.synthetic import SyntheticConfig, generate
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from phat.cli import CONF_DIR
+from phat.cli.config import validate
+from phat.data.synthetic import SyntheticConfig, generate
 
 
 def make_cfg(out_dir: Path, *overrides: str, uri: str | None = None) -> dict[str, Any]:
@@ -23,9 +22,7 @@ def make_cfg(out_dir: Path, *overrides: str, uri: str | None = None) -> dict[str
         ov.append(f"tracking.uri={uri}")
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose("train", overrides=[*ov, *overrides])
-    out = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(out, dict)
-    return out
+    return validate("train", cfg)
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from conftest import make_cfg
-from phat.artifact import load_artifact
 from phat.errors import ContractError, DataValidationError
 from phat.pipeline import train
+from phat.registry.artifact import load_artifact
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +98,13 @@ def test_horizon_mismatch_refused(trained) -> None:
 
 
 def test_foreign_feature_code_refused(trained, tmp_path, monkeypatch) -> None:
-    import phat.artifact
+    import phat.registry.artifact
+    from phat.errors import FeatureVersionMismatch
 
-    monkeypatch.setattr(phat.artifact, "FEATURE_CODE_VERSION", "2")
+    monkeypatch.setattr(phat.registry.artifact, "FEATURE_CODE_VERSION", "2")
     with pytest.raises(
-        ContractError, match="needs feature code version '1'.*installed phat computes version '2'"
+        FeatureVersionMismatch,
+        match="needs feature code version '1'.*installed phat computes version '2'",
     ):
         load_artifact(trained.artifact_dir)
 

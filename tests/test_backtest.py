@@ -10,15 +10,23 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from conftest import make_cfg
-from phat.backtest import isolation_compliance, run_backtest
-from phat.backtest import run as backtest
-from phat.errors import ConfigError, ContractError
-from phat.policy import TRIGGERS, ReferencePolicy
-from phat.signals import Binding, classify_load_error, parse_source, proxy_p_hat
-from phat.train import run as train_run
+from phat.cli.backtest import run as backtest
+from phat.cli.config import validate
+from phat.cli.train import run as train_run
+from phat.errors import (
+    ConfigError,
+    ContractError,
+    FeatureVersionMismatch,
+    HashMismatch,
+    HorizonMismatch,
+    MalformedArtifact,
+    RegistryUnavailable,
+)
+from phat.trading.backtest import isolation_compliance, run_backtest
+from phat.trading.policy import TRIGGERS, ReferencePolicy
+from phat.trading.signals import Binding, classify_load_error, parse_source, proxy_p_hat
 
 CONF = make_cfg.__globals__["CONF_DIR"]
 PERIODS = "data.synthetic.periods=5000"
@@ -36,7 +44,7 @@ def bt_cfg(tmp_path, uri, *overrides):
                 *overrides,
             ],
         )
-    return OmegaConf.to_container(cfg, resolve=True)
+    return validate("backtest", cfg)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +66,14 @@ def test_parse_source_and_error_classes() -> None:
     assert parse_source("production") == ("alias", "production")
     with pytest.raises(ConfigError, match="signal_source='models:/x'"):
         parse_source("models:/x")
-    assert classify_load_error(ContractError("x: model_hash mismatch: ...")) == "hash_mismatch"
-    assert classify_load_error(ContractError("horizon mismatch: ...")) == "horizon_mismatch"
-    assert classify_load_error(Exception("RESOURCE_DOES_NOT_EXIST")) == "model_unavailable"
+    # The reason comes from the class, whatever the message says (reworded on purpose here).
+    assert classify_load_error(HashMismatch("the horizon mismatch is fine")) == "hash_mismatch"
+    assert classify_load_error(HorizonMismatch("model_hash mismatch")) == "horizon_mismatch"
+    assert classify_load_error(FeatureVersionMismatch("x")) == "feature_version_mismatch"
+    assert classify_load_error(MalformedArtifact("model_hash mismatch")) == "malformed_artifact"
+    assert classify_load_error(RegistryUnavailable("x")) == "registry_unavailable"
+    assert classify_load_error(ContractError("model_hash mismatch")) == "model_unavailable"
+    assert classify_load_error(Exception("model_hash mismatch")) == "model_unavailable"
 
 
 def test_proxy_formula_and_causality() -> None:
@@ -270,7 +283,7 @@ def test_drawdown_is_positive_and_sign_safe() -> None:
 
 
 def test_trigger_column_from_the_data_file(tmp_path) -> None:
-    from phat.synthetic import SyntheticConfig, generate
+    from phat.data.synthetic import SyntheticConfig, generate
 
     bars = generate(SyntheticConfig(periods=800, seed=2)).bars
     df = bars.reset_index()

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from phat.calibration import Calibrator, fit_calibrator, fit_sklearn, sigmoid
 from phat.errors import ConfigError
-from phat.metrics import ece
+from phat.evaluation.metrics import ece
+from phat.models.calibration import Calibrator, fit_calibrator, fit_sklearn, sigmoid
 
 RNG = np.random.default_rng(3)
 TRUE_LOGIT = RNG.normal(0, 1, 6000)

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ohlcv
+from phat.contract.features import FEATURE_CODE_VERSION, FeatureSpec, windows
+from phat.data.synthetic import SyntheticConfig, generate, random_walk
 from phat.errors import ConfigError, DataValidationError
-from phat.features import FEATURE_CODE_VERSION, FeatureSpec, windows
-from phat.synthetic import SyntheticConfig, generate, random_walk
 
 SPEC = FeatureSpec()
 

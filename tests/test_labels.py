@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from phat.contract.labels import LabelSpec, make_labels
 from phat.errors import ConfigError
-from phat.labels import LabelSpec, make_labels
 
 CLOSE = np.array([100.0, 101.0, 101.0, 100.99, 100.0, 100.2, 100.2])
 SEG = np.zeros(len(CLOSE), dtype=np.int64)

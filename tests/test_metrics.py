@@ -9,7 +9,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 from torchmetrics.functional.classification import binary_calibration_error
 
-from phat.metrics import (
+from phat.evaluation.metrics import (
     block_bootstrap_ci,
     brier,
     ece,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from phat.contract.features import FeatureSpec
+from phat.contract.labels import LabelSpec, make_labels
+from phat.data.synthetic import SyntheticConfig, generate
 from phat.errors import ConfigError
-from phat.features import FeatureSpec
-from phat.labels import LabelSpec, make_labels
-from phat.models import LogisticModel, TreeModel, WindowData, build_model, model_class
-from phat.synthetic import SyntheticConfig, generate
+from phat.models.baselines import LogisticModel, TreeModel, WindowData, build_model, model_class
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from phat.plots import reliability_diagram, wilson_interval
+from phat.evaluation.plots import reliability_diagram, wilson_interval
 
 
 def test_wilson_interval_matches_scipy_and_widens_for_sparse_bins() -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phat.errors import ConfigError
-from phat.policy import TRIGGERS, ReferencePolicy, ema_trend_triggers, triggers_from
+from phat.trading.policy import TRIGGERS, ReferencePolicy, ema_trend_triggers, triggers_from
 
 CODE = {n: i for i, n in enumerate(TRIGGERS)}
 POL = ReferencePolicy(

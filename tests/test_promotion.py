@@ -18,25 +18,26 @@ from hydra import compose, initialize_config_dir
 from hypothesis import given
 from hypothesis import strategies as st
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from conftest import make_cfg
-from phat.backtest import run as backtest
+from phat.cli.backtest import run as backtest
+from phat.cli.config import validate
+from phat.cli.train import run as train_run
 from phat.errors import ConfigError
-from phat.promotion import (
+from phat.lifecycle.gates import allowed_limit
+from phat.lifecycle.promotion import (
     PromotionRefused,
     RegistryConflict,
-    allowed_limit,
     current_production,
     move_production,
     promote,
     read_history,
     rollback,
 )
-from phat.train import run as train_run
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
+from phat.cli import CONF_DIR as CONF  # noqa: E402
+
 DATA = "data.synthetic.periods=5000"
 NAME = "phat-promo"
 RELAXED = (
@@ -55,7 +56,7 @@ def _compose(name: str, uri: str, *overrides: str) -> dict:
         cfg = compose(
             name, overrides=[f"tracking.uri={uri}", f"registry.model_name={NAME}", *overrides]
         )
-    return OmegaConf.to_container(cfg, resolve=True)
+    return validate(name, cfg)
 
 
 def _train(tmp: Path, uri: str, *overrides: str) -> str:

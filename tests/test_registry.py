@@ -18,9 +18,9 @@ from mlflow.tracking import MlflowClient
 
 import phat
 from conftest import make_cfg
+from phat.cli.train import run
+from phat.data.synthetic import SyntheticConfig, generate
 from phat.errors import ContractError
-from phat.synthetic import SyntheticConfig, generate
-from phat.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ("data.synthetic.periods=5000", "metrics.bootstrap_n=10")
@@ -206,7 +206,7 @@ def test_store_keeps_artifacts_beside_the_database(registered) -> None:
 
 
 def test_default_model_name() -> None:
-    from phat.registry import default_model_name
+    from phat.registry.client import default_model_name
 
     assert default_model_name("BTC/USDT", "4x15m") == "phat-btc-usdt-4x15m"
     _ = shutil

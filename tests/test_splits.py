@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from phat.contract.features import FeatureSpec
+from phat.contract.labels import LabelSpec, make_labels
+from phat.contract.splits import SplitConfig, carve_tail, make_splits, resolve_boundaries
+from phat.data.synthetic import SyntheticConfig, generate
 from phat.errors import ConfigError, DataValidationError
-from phat.features import FeatureSpec
-from phat.labels import LabelSpec, make_labels
-from phat.splits import SplitConfig, carve_tail, make_splits, resolve_boundaries
-from phat.synthetic import SyntheticConfig, generate
 
 MARKET = generate(SyntheticConfig(periods=2500, seed=21))
 

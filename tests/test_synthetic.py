@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from phat.contract.features import FeatureSpec
 from phat.data import prepare_bars
-from phat.features import FeatureSpec
-from phat.synthetic import REGIMES, SyntheticConfig, generate
+from phat.data.synthetic import REGIMES, SyntheticConfig, generate
 
 
 def test_same_seed_same_bytes_other_seed_differs() -> None:

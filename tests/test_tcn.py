@@ -13,9 +13,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import make_cfg
-from phat.artifact import load_artifact
+from phat.models.tcn import build_net, receptive_field
 from phat.pipeline import train
-from phat.tcn import build_net, receptive_field
+from phat.registry.artifact import load_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_TCN = (
@@ -102,7 +102,7 @@ def test_inference_is_bitwise_identical_across_processes_and_batches(tcn_result,
         assert pm.predict_bars(frame.iloc[t - 130 : t + 1])["p_hat"].iloc[-1] == full[t]
     frame.to_parquet(tmp_path / "bars.parquet")
     code = (
-        "import numpy as np, pandas as pd; from phat.artifact import load_artifact;"
+        "import numpy as np, pandas as pd; from phat.registry.artifact import load_artifact;"
         f"pm = load_artifact({str(out / 'model')!r});"
         f"p = pm.predict_bars(pd.read_parquet({str(tmp_path / 'bars.parquet')!r}))['p_hat'].to_numpy();"
         f"np.save({str(tmp_path / 'p.npy')!r}, p)"
@@ -140,7 +140,7 @@ def test_overfit_tcn_is_miscalibrated_raw_and_calibration_repairs_it(tmp_path) -
 
 @pytest.mark.slow
 def test_lightning_metrics_land_in_the_one_training_run(tmp_path, mlflow_uri) -> None:
-    from phat.train import run
+    from phat.cli.train import run
 
     client = MlflowClient(mlflow_uri)
     exp = client.get_experiment_by_name("phat")

@@ -14,9 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import make_cfg
+from phat.cli.train import run
+from phat.data.synthetic import random_walk
 from phat.errors import ConfigError, DataValidationError
-from phat.synthetic import random_walk
-from phat.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ("data.synthetic.periods=6000", "metrics.bootstrap_n=30")
@@ -62,7 +62,7 @@ def test_run_logs_everything_a_reader_needs(tmp_path, mlflow_uri, capsys) -> Non
                 assert m[f"{split}_{k}{suffix}_ci_low"] <= m[f"{split}_{k}{suffix}_ci_high"]
         assert f"{split}_brier_climatology" in m and f"{split}_brier_skill" in m
     assert run_.data.params["model.kind"] == "logistic"
-    assert run_.data.params["horizon.horizon_bars"] == "4"
+    assert run_.data.params["horizon"] == "4x15m"
     arts = {a.path for a in MlflowClient(mlflow_uri).list_artifacts(out["run_id"])}
     assert {
         "config.yaml",
@@ -206,8 +206,8 @@ def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
 
 def test_cli_help_and_config_error_answer_without_heavy_imports(tmp_path) -> None:
     r = _cli("--help")
-    assert r.returncode == 0 and "model: logistic, tcn, tree" in r.stdout
-    assert "python -m phat.train model=tcn horizon=15m" in r.stdout
+    assert r.returncode == 0 and "model        logistic, tcn, tree" in r.stdout
+    assert "phat train model=tcn horizon=4x15m" in r.stdout
     r = _cli("model=nope")
     assert r.returncode != 0 and "nope" in r.stderr
     r = _cli("split.embargo_bars=3", f"tracking.uri=sqlite:///{tmp_path}/x.db")
@@ -228,7 +228,7 @@ def test_cli_help_and_config_error_answer_without_heavy_imports(tmp_path) -> Non
 
 
 def test_tracking_uri_default_and_env(monkeypatch) -> None:
-    from phat.tracking import tracking_uri
+    from phat.registry.tracking import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking_uri() == "sqlite:///mlflow.db"

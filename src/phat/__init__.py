@@ -12,6 +12,6 @@ def load(uri: str, horizon_id: str | None = None):  # type: ignore[no-untyped-de
     """Load a verified p_hat model: `models:/name/3`, `models:/name@alias`, `runs:/...`, or a
     local directory. Refuses a hash mismatch, foreign feature code, or another horizon.
     Returns an object with `.predict(ohlcv_frame)` and `.metadata`."""
-    from phat.registry import load as _load
+    from phat.registry.client import load as _load
 
     return _load(uri, horizon_id=horizon_id)

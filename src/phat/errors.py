@@ -1,17 +1,70 @@
-"""Exceptions users see. Each message names the thing that is wrong and what was expected."""
+"""Exceptions users see. Each message names the thing that is wrong and what was expected.
+
+Refusals a consumer must tell apart have their own class, and the reason code written into
+decision records comes from the class (`reason`), never from the message text.
+"""
 
 
 class PhatError(Exception):
     """Base class for errors raised by phat."""
 
+    reason = "error"
+
 
 class DataValidationError(PhatError, ValueError):
     """Input OHLCV data violates the data contract (column, row or timestamp is named)."""
+
+    reason = "bad_data"
 
 
 class ConfigError(PhatError, ValueError):
     """A configuration value is invalid or inconsistent with the contracts."""
 
+    reason = "bad_config"
+
 
 class ContractError(PhatError, ValueError):
     """An artifact's contract (hash, feature version, horizon) does not match what is expected."""
+
+    reason = "model_unavailable"
+
+
+class HashMismatch(ContractError):
+    """The artifact's files do not hash to the recorded model_hash, or weights are unreadable."""
+
+    reason = "hash_mismatch"
+
+
+class HorizonMismatch(ContractError):
+    """The model predicts another horizon than the consumer asked for."""
+
+    reason = "horizon_mismatch"
+
+
+class FeatureVersionMismatch(ContractError):
+    """The model needs feature code that the installed phat does not compute."""
+
+    reason = "feature_version_mismatch"
+
+
+class MalformedArtifact(ContractError):
+    """An artifact file is missing or cannot be parsed."""
+
+    reason = "malformed_artifact"
+
+
+class ModelUnavailable(ContractError):
+    """The registry has no such model, version or alias."""
+
+    reason = "model_unavailable"
+
+
+class RegistryUnavailable(PhatError):
+    """The tracking/registry store could not be reached or answered with an error."""
+
+    reason = "registry_unavailable"
+
+
+def reason_of(err: BaseException) -> str:
+    """The reason code of a refusal: from its class; anything else is `model_unavailable`."""
+    return err.reason if isinstance(err, PhatError) else "model_unavailable"

@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phat.artifact import save_artifact
-from phat.calibration import Calibrator, fit_calibrator
+from phat.contract.features import POLICY_MISSING, FeatureSpec
+from phat.contract.labels import LabelSpec, make_labels, parse_horizon
+from phat.contract.splits import SplitConfig, carve_tail, make_splits, span_window
 from phat.data import Bars, prepare_bars, read_table
 from phat.errors import ConfigError
-from phat.features import DEFAULT_MISSING, FeatureSpec
+from phat.evaluation.metrics import evaluate_split
 from phat.hashing import canonical_json
-from phat.labels import LabelSpec, make_labels
-from phat.metrics import evaluate_split
-from phat.models import WindowData, build_model
-from phat.splits import SplitConfig, carve_tail, make_splits, span_window
+from phat.models.baselines import WindowData, build_model
+from phat.models.calibration import Calibrator, fit_calibrator
+from phat.registry.artifact import save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +57,39 @@ class TrainResult:
     p_bayes: pd.Series | None = None  # known Bayes-optimal p on synthetic data
 
 
+def horizon_spec(cfg: dict[str, Any]) -> tuple[str, int, str]:
+    """`horizon` -> (timeframe, horizon_bars, horizon_id) by one rule (phat.contract.labels)."""
+    return parse_horizon(str(cfg["horizon"]))
+
+
 def label_spec_from_cfg(cfg: dict[str, Any]) -> LabelSpec:
-    h, lab = cfg["horizon"], cfg["label"]
+    timeframe, horizon_bars, horizon_id = horizon_spec(cfg)
+    lab = cfg["label"]
     return LabelSpec(
-        timeframe=str(h["timeframe"]),
-        horizon_bars=int(h["horizon_bars"]),
-        horizon_id=str(h["horizon_id"]),
+        timeframe=timeframe,
+        horizon_bars=horizon_bars,
+        horizon_id=horizon_id,
         kind=str(lab["kind"]),
-        threshold_bps=float(lab.get("threshold_bps") or 0.0),
-        aggregation=str(lab.get("aggregation", "log_return_sum")),
-        neutral=str(lab.get("neutral", "drop")),
+        threshold_bps=float(lab["threshold_bps"]),
+        aggregation=str(lab["aggregation"]),
+        neutral=str(lab["neutral"]),
     )
 
 
 def feature_spec_from_cfg(cfg: dict[str, Any]) -> FeatureSpec:
     f = cfg["features"]
-    missing = {**DEFAULT_MISSING, **dict(f.get("missing") or {})}
+    # The missing-data policy is part of the contract; NaN volume is read by data.volume_nan
+    # (one key for every verb) and recorded here so the artifact says how it was trained.
+    missing = {
+        **POLICY_MISSING,
+        **dict(f["missing"]),
+        "volume_nan": str(cfg["data"]["volume_nan"]),
+    }
     return FeatureSpec(
-        features=tuple(
-            {"fn": str(x["fn"]), "params": dict(x.get("params") or {})} for x in f["list"]
-        ),
+        features=tuple({"fn": str(x["fn"]), "params": dict(x["params"])} for x in f["list"]),
         window=int(f["window"]),
-        normalization=str(f.get("normalization", "zscore")),
-        clip=float(f.get("clip", 8.0)),
+        normalization=str(f["normalization"]),
+        clip=float(f["clip"]),
         missing=missing,
     )
 
@@ -94,9 +104,9 @@ def split_config_from_cfg(cfg: dict[str, Any]) -> SplitConfig:
 
 def validate_config(cfg: dict[str, Any]) -> tuple[LabelSpec, FeatureSpec, SplitConfig]:
     """Cheap checks that answer before any heavy import or data load."""
-    from phat.calibration import METHODS
-    from phat.models import MODEL_KINDS
-    from phat.splits import resolve_boundaries
+    from phat.contract.splits import resolve_boundaries
+    from phat.models.baselines import MODEL_KINDS
+    from phat.models.calibration import METHODS
 
     lspec = label_spec_from_cfg(cfg)
     fspec = feature_spec_from_cfg(cfg)
@@ -110,33 +120,35 @@ def validate_config(cfg: dict[str, Any]) -> tuple[LabelSpec, FeatureSpec, SplitC
         raise ConfigError(
             f"calibration={cfg['calibration']['method']!r}: expected one of {list(METHODS)}"
         )
-    if int(cfg.get("threads", 1)) < 1:
-        raise ConfigError(f"threads={cfg.get('threads')}: expected >= 1")
     return lspec, fspec, scfg
 
 
-def load_bars(
-    cfg: dict[str, Any], timeframe: str, volume_nan: str
-) -> tuple[Bars, pd.Series | None]:
-    """The configured data: a user file (`data.path`) or the embedded synthetic generator."""
-    d = cfg["data"]
-    common = {
-        "timeframe": timeframe,
-        "max_gap": d.get("max_gap", 2),
-        "calendar": d.get("calendar", "24x7"),
-        "volume_nan": volume_nan,
-        "resample_min_coverage": float(d.get("resample_min_coverage", 1.0)),
-    }
-    if d.get("path"):
-        raw = read_table(d["path"])
-        return prepare_bars(
-            raw, symbol=str(d.get("symbol") or Path(d["path"]).stem), **common
-        ), None
-    from phat.synthetic import SyntheticConfig, generate
+def read_raw(d: dict[str, Any]) -> tuple[pd.DataFrame, str, pd.Series | None]:
+    """The configured data before validation: a user file (`data.path`) or the embedded
+    synthetic generator; returns (raw frame, symbol, known Bayes p for synthetic data)."""
+    if d["path"]:
+        return read_table(d["path"]), str(d["symbol"] or Path(d["path"]).stem), None
+    from phat.data.synthetic import SyntheticConfig, generate
 
     market = generate(SyntheticConfig(**dict(d["synthetic"])))
-    bars = prepare_bars(market.bars, symbol=str(d.get("symbol") or "SYNTH"), **common)
-    p = market.p_up if bars.report.get("resampled_from") is None else None
+    return market.bars, str(d["symbol"] or "SYNTH"), market.p_up
+
+
+def load_bars(cfg: dict[str, Any], timeframe: str) -> tuple[Bars, pd.Series | None]:
+    """The configured data, validated as `timeframe` bars under the data.* settings."""
+    d = cfg["data"]
+    raw, symbol, p = read_raw(d)
+    bars = prepare_bars(
+        raw,
+        symbol=symbol,
+        timeframe=timeframe,
+        max_gap=d["max_gap"],
+        calendar=d["calendar"],
+        volume_nan=d["volume_nan"],
+        resample_min_coverage=float(d["resample_min_coverage"]),
+    )
+    if bars.report.get("resampled_from") is not None:
+        p = None  # the planted p is per native bar
     return bars, p
 
 
@@ -202,9 +214,9 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     t0 = time.perf_counter()
     lspec, fspec, scfg = validate_config(cfg)
     seed = int(cfg["seed"])
-    threads = int(cfg.get("threads", 1))
+    threads = int(cfg["threads"])
     _seed_all(seed, threads)
-    bars, p_bayes = load_bars(cfg, lspec.timeframe, fspec.missing.get("volume_nan", "refuse"))
+    bars, p_bayes = load_bars(cfg, lspec.timeframe)
     t1 = time.perf_counter()
 
     close = bars.frame["close"].to_numpy()
@@ -239,7 +251,7 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     fspec = fspec.fit_normalization(raw, norm_rows)
     data = WindowData(fspec.normalize(raw), fspec.window)
     if cfg["model"]["kind"] == "tcn":
-        val_fraction = float((cfg.get("trainer") or {}).get("val_fraction", 0.15))
+        val_fraction = float(cfg["trainer"]["val_fraction"])
         fit_ends, val_ends = carve_tail(tr, val_fraction, lspec.horizon_bars, fspec.bars_read)
         spans = {
             "train": fit_ends,
@@ -265,9 +277,9 @@ def fit_evaluate(
     timings = dict(prep.timings)
     t = time.perf_counter()
     mcfg = cfg["model"]
-    params = dict(mcfg.get("params") or {})
+    params = dict(mcfg["params"])
     if mcfg["kind"] == "tcn":
-        params["trainer"] = dict(cfg.get("trainer") or {})
+        params["trainer"] = dict(cfg["trainer"])
         params["threads"] = prep.threads
         params["tracking"] = tracking
     model = build_model(mcfg["kind"], params, prep.seed)
@@ -295,7 +307,7 @@ def fit_evaluate(
         )
         for k, ends in spans.items()
     }
-    mc = cfg.get("metrics") or {}
+    mc = cfg["metrics"]
     base_rate = float(np.mean(y[tr]))
     metrics: dict[str, float] = {}
     for k in ("calibration", "test"):
@@ -306,9 +318,9 @@ def fit_evaluate(
                 preds[k].p_raw,
                 preds[k].p_hat,
                 base_rate,
-                n_bins=int(mc.get("n_bins", 15)),
-                block=int(mc.get("bootstrap_block", 96)),
-                n_boot=int(mc.get("bootstrap_n", 200)),
+                n_bins=int(mc["n_bins"]),
+                block=int(mc["bootstrap_block"]),
+                n_boot=int(mc["bootstrap_n"]),
                 seed=prep.seed,
             )
         )

@@ -1,0 +1,82 @@
+"""The command line: one thin module per verb (`phat <verb>` = `python -m phat.<verb>`), the
+config schema and loader (phat.cli.config), and what every verb does around its work.
+
+Around its work every verb: answers `--help` from its own page without heavy imports; checks
+the overrides against the schema before Hydra starts (a misspelt key, a wrong type, an unknown
+group option or a value out of range is one line and exit 2); runs; and turns phat's own
+refusals into one line and exit 2 (the verb may map a refusal to another code, e.g. a failed
+gate exits 1) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# verb -> (module with main(), config name, one line)
+VERBS: dict[str, tuple[str, str, str]] = {
+    "train": ("phat.cli.train", "train", "train, calibrate, evaluate and register one p_hat model"),
+    "predict": ("phat.cli.predict", "predict", "score OHLCV bars with a verified model"),
+    "backtest": (
+        "phat.cli.backtest",
+        "backtest",
+        "run the reference policy on a signal source (proxy, model_vN, production)",
+    ),
+    "promote": ("phat.cli.promote", "promote", "gate a registered version and make it production"),
+    "rollback": ("phat.cli.rollback", "rollback", "move production back to the previous version"),
+}
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and exit: what every expected failure looks like to a user."""
+    print(message.replace("\n", " "), file=sys.stderr)
+    sys.exit(code)
+
+
+def call(
+    fn: Callable[[dict[str, Any]], Any],
+    cfg: Any,
+    logger: logging.Logger,
+    exit_codes: dict[type[BaseException], int] | None = None,
+    verb: str | None = None,
+) -> Any:
+    """Validate the composed config against the verb's schema, run `fn` on it as a plain dict,
+    and map phat's errors to one line and an exit code."""
+    from phat.cli.config import validate
+    from phat.errors import PhatError
+
+    try:
+        container = validate(verb or _verb_of(logger), cfg)
+        return fn(container)
+    except PhatError as e:
+        code = next((c for t, c in (exit_codes or {}).items() if isinstance(e, t)), 2)
+        logger.error("%s: %s", type(e).__name__, e)
+        sys.exit(code)
+
+
+def _verb_of(logger: logging.Logger) -> str:
+    return logger.name.rsplit(".", 1)[-1]
+
+
+def entry(verb: str, hydra_main: Callable[[], Any]) -> None:
+    """`python -m phat.<verb>`: fast help, overrides checked before Hydra runs, then Hydra."""
+    from phat.cli.config import help_text, precheck
+    from phat.errors import ConfigError
+
+    args = sys.argv[1:]
+    if "--dry-run" in args and verb == "promote":  # a flag people expect; Hydra takes key=value
+        args = [a for a in args if a != "--dry-run"] + ["promotion.dry_run=true"]
+        sys.argv = [sys.argv[0], *args]
+    if "--help" in args or "-h" in args:
+        print(help_text(verb))
+        sys.exit(0)
+    try:
+        precheck(verb, args)
+    except ConfigError as e:
+        fail(f"ConfigError: {e}")
+    hydra_main()

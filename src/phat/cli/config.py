@@ -1,0 +1,626 @@
+"""The config schema and loader: one key per setting, declared once in conf/ with its default.
+
+The YAML files under `phat/conf/` hold every default; the dataclasses below hold only names and
+types (every field is MISSING here), so a default cannot differ between the file a user reads
+and the code that runs. A composed config is merged into the verb's schema: an undeclared or
+misspelt key (`data.volum_nan=1`, also with `+`), a wrong type (`seed=abc`) or a value out of
+range (`metrics.n_bins=0`) is a `ConfigError` naming the key, before any data is read or any
+MLflow run exists. `precheck` does the same for a command line before Hydra starts, so every
+config error is one line and exit code 2.
+
+Only this module reads config with defaults; everything downstream indexes the validated dict.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from phat.contract.labels import parse_horizon
+from phat.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Schema: names and types only (defaults live in conf/)
+
+
+@dataclass
+class SyntheticConf:
+    seed: int = MISSING
+    start: str = MISSING
+    periods: int = MISSING
+    timeframe: str = MISSING
+    start_price: float = MISSING
+    base_vol: float = MISSING
+    high_vol_mult: float = MISSING
+    mean_regime_bars: int = MISSING
+    planted_strength: float = MISSING
+    clv_max: float = MISSING
+    trend_bias: float = MISSING
+    revert_strength: float = MISSING
+    base_volume: float = MISSING
+    with_funding: bool = MISSING
+    with_spread: bool = MISSING
+
+
+@dataclass
+class DataConf:
+    path: str | None = MISSING
+    symbol: str | None = MISSING
+    max_gap: Any = MISSING  # bars (int) or a duration ("1h"); null: the calendar's rule
+    calendar: str = MISSING
+    volume_nan: str = MISSING
+    resample_min_coverage: float = MISSING
+    timestamp_format: str | None = MISSING
+    dayfirst: bool | None = MISSING
+    synthetic: SyntheticConf = field(default_factory=SyntheticConf)
+
+
+@dataclass
+class LabelConf:
+    kind: str = MISSING
+    threshold_bps: float = MISSING
+    aggregation: str = MISSING
+    neutral: str = MISSING
+
+
+@dataclass
+class FeatureItem:
+    fn: str = MISSING
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MissingConf:
+    optional_ffill_bars: int = MISSING
+
+
+@dataclass
+class FeaturesConf:
+    window: int = MISSING
+    normalization: str = MISSING
+    clip: float = MISSING
+    missing: MissingConf = field(default_factory=MissingConf)
+    list: builtins.list[FeatureItem] = MISSING
+
+
+@dataclass
+class LogisticParams:
+    C: float = MISSING
+    lookback: int = MISSING
+    max_iter: int = MISSING
+
+
+@dataclass
+class TreeParams:
+    lookback: int = MISSING
+    max_iter: int = MISSING
+    learning_rate: float = MISSING
+    max_leaf_nodes: int = MISSING
+    min_samples_leaf: int = MISSING
+    l2_regularization: float = MISSING
+
+
+@dataclass
+class TCNParams:
+    channels: int = MISSING
+    levels: int = MISSING
+    kernel_size: int = MISSING
+    dropout: float = MISSING
+
+
+MODEL_PARAMS: dict[str, type] = {
+    "logistic": LogisticParams,
+    "tree": TreeParams,
+    "tcn": TCNParams,
+}
+
+
+@dataclass
+class CalibrationConf:
+    method: str = MISSING
+
+
+@dataclass
+class SplitConf:
+    method: str = MISSING
+    train: float = MISSING
+    calibration: float = MISSING
+    test: float = MISSING
+    calibration_start: str | None = MISSING
+    test_start: str | None = MISSING
+    test_end: str | None = MISSING
+    purge_bars: int | None = MISSING
+    embargo_bars: int | None = MISSING
+    min_samples: int = MISSING
+
+
+@dataclass
+class TrainerConf:
+    max_epochs: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    patience: int = MISSING
+    restore_best: bool = MISSING
+    val_fraction: float = MISSING
+    accelerator: str = MISSING
+    progress_bar: str = MISSING
+    deterministic: bool = MISSING
+
+
+@dataclass
+class MetricsConf:
+    n_bins: int = MISSING
+    bootstrap_n: int = MISSING
+    bootstrap_block: int = MISSING
+
+
+@dataclass
+class RegistryConf:
+    model_name: str | None = MISSING
+    register: bool = MISSING
+
+
+@dataclass
+class TrackingConf:
+    uri: str | None = MISSING
+    experiment: str = MISSING
+
+
+@dataclass
+class TriggerConf:
+    rule: str = MISSING
+    fast: int = MISSING
+    slow: int = MISSING
+
+
+@dataclass
+class PolicyConf:
+    # Open on purpose: `params._target_` may name the user's own policy class with its own
+    # arguments; instantiate() refuses unknown ones by name.
+    params: dict[str, Any] = MISSING
+    trigger: TriggerConf = field(default_factory=TriggerConf)
+
+
+@dataclass
+class ProxyConf:
+    k: float = MISSING
+    momentum: int = MISSING
+    zscore_window: int = MISSING
+
+
+@dataclass
+class SignalConf:
+    strict: bool = MISSING
+    min_scored_share: float = MISSING
+    proxy: ProxyConf = field(default_factory=ProxyConf)
+
+
+@dataclass
+class CostsConf:
+    fee_bps: float = MISSING
+    slippage_bps: float = MISSING
+
+
+@dataclass
+class RegressionConf:
+    churn: float = MISSING
+    slippage: float = MISSING
+    drawdown: float = MISSING
+
+
+@dataclass
+class WindowConf:
+    start: str | None = MISSING
+    end: str | None = MISSING
+
+
+@dataclass
+class PromotionConf:
+    max_ece: float = MISSING
+    brier_tolerance: float = MISSING
+    ece_tolerance: float = MISSING
+    max_regression: RegressionConf = field(default_factory=RegressionConf)
+    min_slack: RegressionConf = field(default_factory=RegressionConf)
+    min_history_days: float = MISSING
+    min_samples: int = MISSING
+    window: WindowConf = field(default_factory=WindowConf)
+    dry_run: bool = MISSING
+    allow_other_data: bool = MISSING
+
+
+@dataclass
+class TrainConf:
+    data: DataConf = field(default_factory=DataConf)
+    horizon: str = MISSING
+    label: LabelConf = field(default_factory=LabelConf)
+    features: FeaturesConf = field(default_factory=FeaturesConf)
+    model: Any = MISSING  # {kind, params}: checked against MODEL_PARAMS[kind]
+    calibration: CalibrationConf = field(default_factory=CalibrationConf)
+    split: SplitConf = field(default_factory=SplitConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    seed: int = MISSING
+    threads: int = MISSING
+    out_dir: str = MISSING
+
+
+@dataclass
+class PredictConf:
+    data: DataConf = field(default_factory=DataConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    model_uri: str = MISSING
+    horizon_id: str | None = MISSING
+    out: str = MISSING
+
+
+@dataclass
+class BacktestWindow:
+    start: str | None = MISSING
+    end: str | None = MISSING
+
+
+@dataclass
+class BacktestConf:
+    data: DataConf = field(default_factory=DataConf)
+    horizon: str = MISSING
+    policy: PolicyConf = field(default_factory=PolicyConf)
+    signal: SignalConf = field(default_factory=SignalConf)
+    costs: CostsConf = field(default_factory=CostsConf)
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    signal_source: str = MISSING
+    backtest: BacktestWindow = field(default_factory=BacktestWindow)
+    out_dir: str = MISSING
+
+
+@dataclass
+class PromoteConf:
+    data: DataConf = field(default_factory=DataConf)
+    horizon: str = MISSING
+    policy: PolicyConf = field(default_factory=PolicyConf)
+    signal: SignalConf = field(default_factory=SignalConf)
+    costs: CostsConf = field(default_factory=CostsConf)
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    promotion: PromotionConf = field(default_factory=PromotionConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    version: str = MISSING
+
+
+@dataclass
+class RollbackConf:
+    data: DataConf = field(default_factory=DataConf)
+    horizon: str = MISSING
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    reason: str = MISSING
+
+
+SCHEMAS: dict[str, type] = {
+    "train": TrainConf,
+    "predict": PredictConf,
+    "backtest": BacktestConf,
+    "promote": PromoteConf,
+    "rollback": RollbackConf,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Values: ranges and choices, checked before any work
+
+CALENDAR_WORDS = ("auto", "24x7", "fx")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.volume_nan": ("refuse", "zero"),
+    "label.kind": ("sign", "threshold"),
+    "label.neutral": ("drop", "down"),
+    "label.aggregation": ("log_return_sum",),
+    "features.normalization": ("zscore",),
+    "model.kind": tuple(MODEL_PARAMS),
+    "calibration.method": ("auto", "platt", "temperature", "isotonic", "none"),
+    "split.method": ("fractions", "dates"),
+    "trainer.accelerator": ("cpu", "auto", "gpu", "cuda", "mps"),
+    "trainer.progress_bar": ("auto", "true", "false"),
+    "policy.trigger.rule": ("ema_trend", "always_long", "column"),
+}
+# key -> (lowest allowed, inclusive?)
+_MINIMA: dict[str, tuple[float, bool]] = {
+    "seed": (0, True),
+    "threads": (1, True),
+    "metrics.n_bins": (2, True),
+    "metrics.bootstrap_n": (1, True),
+    "metrics.bootstrap_block": (1, True),
+    "features.window": (1, True),
+    "features.clip": (0, False),
+    "features.missing.optional_ffill_bars": (0, True),
+    "split.min_samples": (1, True),
+    "trainer.max_epochs": (1, True),
+    "trainer.batch_size": (1, True),
+    "trainer.lr": (0, False),
+    "trainer.patience": (0, True),
+    "data.resample_min_coverage": (0, False),
+    "data.synthetic.periods": (3, True),
+    "signal.min_scored_share": (0, True),
+    "signal.proxy.momentum": (1, True),
+    "signal.proxy.zscore_window": (2, True),
+    "costs.fee_bps": (0, True),
+    "costs.slippage_bps": (0, True),
+    "promotion.min_samples": (1, True),
+}
+_MAXIMA: dict[str, float] = {
+    "data.resample_min_coverage": 1.0,
+    "signal.min_scored_share": 1.0,
+    "trainer.val_fraction": 1.0,
+}
+
+
+def _lookup(cfg: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def check_values(cfg: dict[str, Any]) -> None:
+    """Ranges and choices that the types alone do not say."""
+    for key, choices in _CHOICES.items():
+        found, v = _lookup(cfg, key)
+        if found and v is not None and str(v).lower() not in choices:
+            raise ConfigError(f"{key}={v!r}: expected one of {list(choices)}")
+    for key, (low, inclusive) in _MINIMA.items():
+        found, v = _lookup(cfg, key)
+        if found and v is not None and (v < low if inclusive else v <= low):
+            raise ConfigError(f"{key}={v!r}: expected {'>=' if inclusive else '>'} {low}")
+    for key, high in _MAXIMA.items():
+        found, v = _lookup(cfg, key)
+        if found and v is not None and v > high:
+            raise ConfigError(f"{key}={v!r}: expected <= {high}")
+    if "horizon" in cfg:
+        parse_horizon(cfg["horizon"])
+    found, cal = _lookup(cfg, "data.calendar")
+    if found and cal not in CALENDAR_WORDS and not re.fullmatch(r"[A-Z0-9]{3,5}", str(cal)):
+        raise ConfigError(
+            f"data.calendar={cal!r}: expected auto, 24x7, fx or an exchange code such as XNYS"
+        )
+    if "version" in cfg and not re.fullmatch(r"\d+", str(cfg["version"])):
+        raise ConfigError(f"version={cfg['version']!r}: expected a registry version number")
+
+
+def _field_error(e: Exception) -> ConfigError:
+    """OmegaConf's multi-line validation error -> one line naming the key."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    key = getattr(e, "full_key", None) or ""
+    msg = str(getattr(e, "msg", e)).split("\n")[0]
+    if (
+        isinstance(e, ConfigKeyError | ConfigAttributeError)
+        and "not in struct" in msg
+        or (isinstance(e, ConfigKeyError) and "not in" in msg)
+    ):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        return ConfigError(
+            f"{key or msg}: not a setting{' of ' + parent if parent else ''} (misspelt or "
+            "undeclared; `phat <verb> --help` lists the keys)"
+        )
+    return ConfigError(f"{key}: {msg}" if key else msg)
+
+
+def validate(verb: str, cfg: Any) -> dict[str, Any]:
+    """The composed config (DictConfig or dict) checked against the verb's schema; returns the
+    resolved plain dict. Refuses undeclared keys, wrong types and out-of-range values."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {k: v for k, v in dict(cfg).items() if k != "hydra"}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SCHEMAS[verb]), cfg)
+        out = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise _field_error(e) from None
+    if verb == "train":
+        out["model"] = _validate_model(cfg["model"])
+    assert isinstance(out, dict)
+    check_values(out)
+    return out
+
+
+def _validate_model(model: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(model, dict):
+        raise ConfigError("model: expected a group option such as model=logistic")
+    kind = model.get("kind")
+    if kind not in MODEL_PARAMS:
+        raise ConfigError(f"model.kind={kind!r}: expected one of {list(MODEL_PARAMS)}")
+    extra = sorted(set(model) - {"kind", "params"})
+    if extra:
+        raise ConfigError(f"model.{extra[0]}: not a setting of model")
+    try:
+        params = OmegaConf.merge(
+            OmegaConf.structured(MODEL_PARAMS[kind]), model.get("params") or {}
+        )
+        plain = OmegaConf.to_container(params, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        err = _field_error(e)
+        raise ConfigError(f"model.params.{err} (model={kind})") from None
+    assert isinstance(plain, dict)
+    return {"kind": kind, "params": plain}
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _split_args(args: list[str]) -> tuple[list[str], bool]:
+    """Overrides that phat owns (not Hydra's flags or hydra.* keys) and whether -m was given."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    overrides = [
+        a
+        for a in args
+        if not a.startswith("-")
+        and "=" in a
+        and not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+    ]
+    return overrides, multirun
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """One override list per value of each sweep (`model=logistic,tree`), so every value of a
+    multirun is checked; interval/range sweeps a sweeper samples are checked by the job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    base: list[str] = []
+    sweeps: list[tuple[int, list[str]]] = []
+    for o in parsed:
+        if o.is_sweep_override():
+            try:
+                values = list(o.sweep_string_iterator())
+            except Exception:  # interval(): a sweeper samples it
+                continue
+            prefix = "+" if o.is_add() else ""
+            key = o.get_key_element()
+            sweeps.append((len(base), [f"{prefix}{key}={v}" for v in values]))
+            base.append(sweeps[-1][1][0])
+        else:
+            base.append(o.input_line)
+    runs = [base]
+    for pos, values in sweeps:
+        for v in values[1:]:
+            runs.append([*base[:pos], v, *base[pos + 1 :]])
+    return runs[:64]
+
+
+def compose(verb: str, overrides: list[str]) -> Any:
+    """The verb's config composed with overrides (Hydra's compose API; no run, no output dir)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from phat.cli import CONF_DIR, VERBS
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            return _compose(VERBS[verb][1], overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def precheck(verb: str, args: list[str]) -> None:
+    """Compose and validate what the command line asks for; raises ConfigError in one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides, _ = _split_args(args)
+    try:
+        runs = _expand(overrides)
+    except HydraException as e:
+        raise ConfigError(f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}") from None
+    for ov in runs:
+        try:
+            cfg = compose(verb, ov)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise _compose_error(e) from None
+        try:
+            validate(verb, cfg)
+        except OmegaConfBaseException as e:  # interpolation errors while resolving
+            raise _field_error(e) from None
+
+
+def _compose_error(e: Exception) -> ConfigError:
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+            return _field_error(cause)
+        cause = cause.__cause__
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    m = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if m:
+        import os
+
+        from phat.cli import CONF_DIR
+
+        group = m.group(1)
+        folder = os.path.join(CONF_DIR, group)
+        options = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+        return ConfigError(f"{group}={m.group(2)}: no such option; expected one of {options}")
+    return ConfigError(
+        text.replace("To append to your config use +", "(undeclared; `+` would add ")[:400]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Help
+
+_EXAMPLES = {
+    "train": [
+        "phat train model=logistic horizon=15m",
+        "phat train model=tcn horizon=4x15m calibration=temperature",
+        "phat train data.path=btc.parquet data.symbol=BTCUSDT horizon=1h",
+    ],
+    "predict": [
+        "phat predict model_uri=models:/phat-synth-15m@production data.path=bars.csv out=p.parquet",
+        "phat predict model_uri=outputs/train/<run>/model data.path=bars.parquet",
+    ],
+    "backtest": [
+        "phat backtest signal_source=proxy horizon=15m",
+        "phat backtest signal_source=production horizon=15m",
+        "phat backtest signal_source=model_v3 data.path=btc.parquet data.symbol=BTCUSDT",
+    ],
+    "promote": [
+        "phat promote version=2 --dry-run",
+        "phat promote version=2 horizon=15m promotion.max_ece=0.02",
+    ],
+    "rollback": [
+        'phat rollback horizon=15m reason="calibration drift"',
+        "phat rollback registry.model_name=phat-btcusdt-15m",
+    ],
+}
+
+
+def help_text(verb: str) -> str:
+    """The verb's page: what it does, examples, its groups with options, and every key with
+    its default (read from conf/, no heavy import)."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from phat.cli import CONF_DIR, VERBS
+
+    cfg = compose(verb, [])
+    lines = [f"phat {verb}: {VERBS[verb][2]}", "", "Examples:"]
+    lines += [f"  {e}" for e in _EXAMPLES[verb]]
+    groups = []
+    for name in sorted(os.listdir(CONF_DIR)):
+        folder = os.path.join(CONF_DIR, name)
+        if os.path.isdir(folder) and name in cfg:
+            opts = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+            groups.append(f"  {name:<12} {', '.join(opts)}")
+    if groups:
+        lines += ["", "Config groups (group=option):", *groups]
+    if "horizon" in cfg:
+        lines += ["  horizon      any <timeframe> or <bars>x<timeframe>: 15m, 1h, 1d, 4x15m, 3x1h"]
+    body = OmegaConf.to_yaml(cfg, resolve=False).rstrip()
+    lines += [
+        "",
+        "Keys and defaults (override with key=value):",
+        *("  " + x for x in body.split("\n")),
+    ]
+    lines += [
+        "",
+        "Tracking: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (tracking.uri=... overrides).",
+        "Config errors exit 2 with one line. Hydra's own flags: --hydra-help, -m (multirun).",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,367 @@
+"""OHLCV bars: validating, resampling and finding gaps.
+
+Everything downstream sees `Bars`: a frame indexed by a sorted, unique, UTC DatetimeIndex of one
+timeframe, with lower-case columns `open high low close volume` and any of the optional columns
+`funding_rate spread vwap`, plus a segment id per bar (a new segment starts after every gap).
+
+Policy decisions (see docs/data.md):
+- Bars are never fabricated. A missing stretch up to `max_gap` is tolerated (the bars on either
+  side are treated as consecutive); a longer one is a gap, and samples whose windows or labels
+  span it are dropped downstream.
+- `calendar="fx"` bridges the scheduled FX weekend closure (missing stretch inside Friday 20:00 to
+  Monday 00:00 UTC) instead of treating it as a gap; unscheduled holes are still gaps.
+- Naive timestamps are taken as UTC. Exact duplicate rows are dropped with a warning;
+  duplicates with different values are refused. Unsorted input is refused, not re-sorted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phat.data.io import PRICE_COLUMNS, REQUIRED, normalize_layout
+from phat.data.timeframes import format_timeframe, parse_timeframe
+from phat.data.timeframes import iso as _iso
+from phat.errors import DataValidationError
+from phat.hashing import sha256_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bars:
+    """Validated bars of one timeframe and the report of what validation did to them."""
+
+    frame: pd.DataFrame
+    timeframe: str
+    symbol: str
+    segment: np.ndarray
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return self.frame.index  # type: ignore[return-value]
+
+    def data_hash(self) -> str:
+        """sha256 over timestamps and values: identifies the exact data a model saw."""
+        parts = [self.index.asi8.tobytes()]
+        for col in self.frame.columns:
+            parts.append(col.encode())
+            parts.append(np.ascontiguousarray(self.frame[col].to_numpy(np.float64)).tobytes())
+        return sha256_bytes(b"".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_numeric(df: pd.DataFrame) -> pd.DataFrame:
+    out = {}
+    for col in df.columns:
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s.dtype):
+            raise DataValidationError(f"column {col!r} is boolean; expected numbers")
+        num = pd.to_numeric(s, errors="coerce")
+        bad = num.isna().to_numpy() & s.notna().to_numpy()
+        if bad.any():
+            i = _first(bad)
+            raise DataValidationError(
+                f"column {col!r} has {int(bad.sum())} non-numeric values, first at row {i} "
+                f"({_iso(df.index[i])}): {s.iloc[i]!r}"
+            )
+        out[col] = num.astype("float64")
+    return pd.DataFrame(out, index=df.index)
+
+
+def _drop_duplicate_timestamps(df: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
+    dup = df.index.duplicated(keep=False)
+    if not dup.any():
+        report["duplicates_dropped"] = 0
+        return df
+    sub = df[dup]
+    # A timestamp is an exact duplicate when every row carrying it has the same values.
+    for ts, grp in sub.groupby(level=0, sort=False):
+        if len(grp.drop_duplicates()) > 1:
+            cols = [c for c in grp.columns if grp[c].nunique(dropna=False) > 1]
+            raise DataValidationError(
+                f"duplicate timestamp {_iso(ts)} with conflicting values in columns {cols} "
+                f"({len(grp)} rows); refusing to choose one"
+            )
+    keep = ~df.index.duplicated(keep="first")
+    n = int((~keep).sum())
+    log.warning("dropped %d exact duplicate rows (same timestamp, same values)", n)
+    report["duplicates_dropped"] = n
+    return df[keep]
+
+
+def validate_values(df: pd.DataFrame, *, volume_nan: str = "refuse") -> pd.DataFrame:
+    """Check column presence, numeric types, finiteness, positivity and OHLC consistency."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"missing required columns {missing}; expected {list(REQUIRED)} (any case), "
+            f"got {list(df.columns)}"
+        )
+    df = _check_numeric(df)
+    for col in PRICE_COLUMNS:
+        v = df[col].to_numpy()
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i = _first(bad)
+            raise DataValidationError(
+                f"column {col!r} has {int(bad.sum())} NaN/inf values, first at row {i} "
+                f"({_iso(df.index[i])}); prices are never filled"
+            )
+        nonpos = v <= 0
+        if nonpos.any():
+            i = _first(nonpos)
+            raise DataValidationError(
+                f"column {col!r} has {int(nonpos.sum())} non-positive values, first at row {i} "
+                f"({_iso(df.index[i])}): {float(v[i])!r}"
+            )
+    vol = df["volume"].to_numpy()
+    if np.isinf(vol).any():
+        i = _first(np.isinf(vol))
+        raise DataValidationError(f"column 'volume' is infinite at row {i} ({_iso(df.index[i])})")
+    if np.isnan(vol).any():
+        i = _first(np.isnan(vol))
+        if volume_nan != "zero":
+            raise DataValidationError(
+                f"column 'volume' has {int(np.isnan(vol).sum())} NaN values, first at row {i} "
+                f"({_iso(df.index[i])}); set data.volume_nan=zero to treat them as no trading"
+            )
+        df["volume"] = df["volume"].fillna(0.0)
+    if (df["volume"].to_numpy() < 0).any():
+        i = _first(df["volume"].to_numpy() < 0)
+        raise DataValidationError(
+            f"column 'volume' has negative values, first at row {i} ({_iso(df.index[i])})"
+        )
+    o, h, lo, c = (df[k].to_numpy() for k in PRICE_COLUMNS)
+    tol = 1e-9 * np.maximum(np.abs(h), 1.0)
+    bad_h = h + tol < np.maximum(o, c)
+    bad_l = lo - tol > np.minimum(o, c)
+    bad_hl = h + tol < lo
+    for mask, what in (
+        (bad_hl, "high < low"),
+        (bad_h, "high < max(open, close)"),
+        (bad_l, "low > min(open, close)"),
+    ):
+        if mask.any():
+            i = _first(mask)
+            raise DataValidationError(
+                f"{int(mask.sum())} bars have {what}, first at row {i} ({_iso(df.index[i])}): "
+                f"open={o[i]} high={h[i]} low={lo[i]} close={c[i]}"
+            )
+    for col in ("funding_rate", "spread", "vwap"):
+        if col in df.columns and np.isinf(df[col].to_numpy()).any():
+            i = _first(np.isinf(df[col].to_numpy()))
+            raise DataValidationError(
+                f"column {col!r} is infinite at row {i} ({_iso(df.index[i])})"
+            )
+    if "spread" in df.columns and (df["spread"].to_numpy() < 0).any():
+        i = _first(df["spread"].to_numpy() < 0)
+        raise DataValidationError(f"column 'spread' is negative at row {i} ({_iso(df.index[i])})")
+    return df
+
+
+def _check_sorted(df: pd.DataFrame) -> None:
+    ts = df.index.asi8
+    back = np.flatnonzero(np.diff(ts) < 0)
+    if len(back):
+        i = int(back[0]) + 1
+        raise DataValidationError(
+            f"timestamps are not sorted: row {i} ({_iso(df.index[i])}) comes after row {i - 1} "
+            f"({_iso(df.index[i - 1])}); sort the input by time"
+        )
+
+
+def infer_timeframe(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The bar spacing: the most common step. Refuses steps that are not a multiple of it."""
+    if len(index) < 3:
+        raise DataValidationError(f"need at least 3 bars to infer the timeframe, got {len(index)}")
+    index = pd.DatetimeIndex(index).as_unit("ns")
+    steps = np.diff(index.asi8)
+    values, counts = np.unique(steps, return_counts=True)
+    base = int(values[np.argmax(counts)])
+    off = steps % base != 0
+    if off.any():
+        i = _first(off) + 1
+        raise DataValidationError(
+            f"irregular or mixed timeframe: bars are mostly {format_timeframe(pd.Timedelta(base))} "
+            f"apart but row {i} ({_iso(index[i])}) is {pd.Timedelta(int(steps[i - 1]))} after the "
+            "previous bar, which is not a whole number of bars"
+        )
+    return pd.Timedelta(base)
+
+
+def resample_bars(
+    df: pd.DataFrame, native: pd.Timedelta, target: pd.Timedelta, min_coverage: float = 1.0
+) -> tuple[pd.DataFrame, int]:
+    """Aggregate finer bars into `target` bars aligned to the epoch (00:00, 00:15, ...).
+
+    open=first, high=max, low=min, close=last, volume=sum, funding_rate=last, spread=mean,
+    vwap=volume-weighted mean. Buckets holding fewer than `min_coverage` of their sub-bars are
+    dropped (never completed with invented data); the count is returned.
+    """
+    if target % native != pd.Timedelta(0):
+        raise DataValidationError(
+            f"cannot resample {format_timeframe(native)} bars to {format_timeframe(target)}: "
+            "the target is not a whole multiple"
+        )
+    per = int(target / native)
+    g = df.groupby(df.index.floor(target))
+    out = pd.DataFrame(
+        {
+            "open": g["open"].first(),
+            "high": g["high"].max(),
+            "low": g["low"].min(),
+            "close": g["close"].last(),
+            "volume": g["volume"].sum(),
+        }
+    )
+    if "funding_rate" in df.columns:
+        out["funding_rate"] = g["funding_rate"].last()
+    if "spread" in df.columns:
+        out["spread"] = g["spread"].mean()
+    if "vwap" in df.columns:
+        pv = (df["vwap"] * df["volume"]).groupby(df.index.floor(target)).sum()
+        vol = out["volume"]
+        out["vwap"] = np.where(vol > 0, pv / vol.where(vol > 0, 1.0), g["vwap"].mean())
+    count = g["close"].size()
+    keep = count >= int(np.ceil(min_coverage * per))
+    out.index.name = "timestamp"
+    return out[keep.to_numpy()], int((~keep).sum())
+
+
+_FX_CLOSE = (4, 20)  # Friday 20:00 UTC: earliest scheduled FX weekend close
+_FX_OPEN = (0, 0)  # Monday 00:00 UTC: latest scheduled reopen
+
+
+def _inside_fx_weekend(start: pd.Timestamp, end: pd.Timestamp) -> bool:
+    """True when the missing stretch [start, end) lies inside one Fri 20:00 .. Mon 00:00 window."""
+    days_back = (start.weekday() - _FX_CLOSE[0]) % 7
+    close = (start - pd.Timedelta(days=days_back)).normalize() + pd.Timedelta(hours=_FX_CLOSE[1])
+    if close > start:
+        close -= pd.Timedelta(days=7)
+    reopen = close.normalize() + pd.Timedelta(days=3)
+    return close <= start and end <= reopen
+
+
+def find_segments(
+    index: pd.DatetimeIndex, timeframe: pd.Timedelta, max_gap: pd.Timedelta, calendar: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Segment id per bar: a new segment starts after a missing stretch longer than `max_gap`."""
+    index = pd.DatetimeIndex(index).as_unit("ns")
+    steps = np.diff(index.asi8)
+    missing = steps - timeframe.value  # length of each missing stretch (0 when contiguous)
+    is_gap = missing > max_gap.value
+    bridged = 0
+    if calendar == "fx":
+        for i in np.flatnonzero(is_gap):
+            start = index[i] + timeframe
+            if _inside_fx_weekend(start, index[i + 1]):
+                is_gap[i] = False
+                bridged += 1
+    elif calendar != "24x7":
+        raise DataValidationError(f"data.calendar={calendar!r}; expected '24x7' or 'fx'")
+    segment = np.concatenate([[0], np.cumsum(is_gap)]).astype(np.int64)
+    gaps = [
+        {
+            "after": _iso(index[i]),
+            "before": _iso(index[i + 1]),
+            "missing_bars": int(missing[i] // timeframe.value),
+        }
+        for i in np.flatnonzero(is_gap)
+    ]
+    tolerated = int(((missing > 0) & ~is_gap).sum()) - bridged
+    return segment, {
+        "gaps": len(gaps),
+        "gap_list": gaps[:50],
+        "small_holes_tolerated": tolerated,
+        "closures_bridged": bridged,
+    }
+
+
+def _as_duration(value: Any, timeframe: pd.Timedelta, name: str) -> pd.Timedelta:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        if value < 0:
+            raise DataValidationError(f"{name}={value}: expected a number of bars >= 0")
+        return timeframe * int(value)
+    try:
+        return parse_timeframe(str(value))
+    except DataValidationError:
+        raise DataValidationError(
+            f"{name}={value!r}: expected a number of bars or a duration such as '1h'"
+        ) from None
+
+
+def prepare_bars(
+    raw: pd.DataFrame,
+    *,
+    timeframe: str,
+    symbol: str = "UNKNOWN",
+    max_gap: Any = 2,
+    calendar: str = "24x7",
+    volume_nan: str = "refuse",
+    resample_min_coverage: float = 1.0,
+    allow_resample: bool = True,
+) -> Bars:
+    """Normalize, validate and (if finer and allowed) resample raw OHLCV to `timeframe`."""
+    target = parse_timeframe(timeframe)
+    report: dict[str, Any] = {"rows_in": len(raw)}
+    df = normalize_layout(raw)
+    if len(df) == 0:
+        raise DataValidationError("the data has no rows")
+    df = validate_values(df, volume_nan=volume_nan)
+    df = _drop_duplicate_timestamps(df, report)
+    _check_sorted(df)
+    native = infer_timeframe(df.index)
+    report["native_timeframe"] = format_timeframe(native)
+    if native > target:
+        raise DataValidationError(
+            f"data is {format_timeframe(native)} bars but timeframe {timeframe} was asked for; "
+            "bars can be aggregated to a coarser timeframe, never split into a finer one"
+        )
+    if native < target and not allow_resample:
+        raise DataValidationError(
+            f"bars are {format_timeframe(native)} but this model takes {timeframe} bars; "
+            "resample before scoring"
+        )
+    if native < target:
+        df, dropped = resample_bars(df, native, target, resample_min_coverage)
+        report["resampled_from"] = format_timeframe(native)
+        report["partial_buckets_dropped"] = dropped
+        if dropped:
+            log.warning(
+                "resampling %s -> %s dropped %d incomplete buckets",
+                format_timeframe(native),
+                timeframe,
+                dropped,
+            )
+        if len(df) < 3:
+            raise DataValidationError(
+                f"resampling to {timeframe} left {len(df)} complete bars; need more history"
+            )
+    else:
+        # Spacing finer than the timeframe would mean mixed bars; infer_timeframe ensured
+        # every step is a multiple of the native step, which equals the target here.
+        pass
+    segment, gap_report = find_segments(
+        df.index, target, _as_duration(max_gap, target, "data.max_gap"), calendar
+    )
+    report.update(gap_report)
+    report["rows_out"] = len(df)
+    if gap_report["gaps"]:
+        log.warning("%d gaps longer than data.max_gap split the series", gap_report["gaps"])
+    return Bars(frame=df, timeframe=timeframe, symbol=symbol, segment=segment, report=report)

@@ -1,0 +1,72 @@
+"""Reliability diagram: computation lives in phat.metrics, drawing lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def wilson_interval(
+    freq: np.ndarray, n: np.ndarray, z: float = 1.96
+) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval of a binomial frequency: wide for the sparse edge bins, so a
+    reader can tell a few-sample swing from real miscalibration."""
+    n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    centre = (freq + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(freq * (1 - freq) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def reliability_diagram(
+    y: np.ndarray,
+    curves: dict[str, np.ndarray],
+    path: str | Path,
+    *,
+    n_bins: int = 15,
+    title: str = "Reliability",
+) -> Path:
+    """Raw and calibrated reliability curves on one figure (95% Wilson intervals per bin), with
+    a histogram of p below.
+
+    `curves` maps a label ("raw", "calibrated") to its p_hat array over the same samples.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from phat.evaluation.metrics import ece, reliability_curve
+
+    fig, (ax, axh) = plt.subplots(
+        2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect")
+    for (label, p), color in zip(
+        curves.items(), ("tab:orange", "tab:blue", "tab:green"), strict=False
+    ):
+        rc = reliability_curve(y, p, n_bins=n_bins)
+        lo, hi = wilson_interval(rc["observed_freq"].to_numpy(), rc["count"].to_numpy())
+        ax.errorbar(
+            rc["mean_p"],
+            rc["observed_freq"],
+            yerr=[rc["observed_freq"] - lo, hi - rc["observed_freq"]],
+            marker="o",
+            capsize=2,
+            color=color,
+            label=f"{label} (ECE {ece(y, p, n_bins=n_bins):.4f})",
+        )
+        axh.hist(p, bins=np.linspace(0, 1, 4 * n_bins + 1), alpha=0.5, color=color, label=label)
+    ax.set_ylabel("observed frequency of up")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    axh.set_xlabel("p_hat")
+    axh.set_ylabel("count")
+    axh.set_yscale("log")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,135 @@
+"""Promotion gates as a pure function: evidence + thresholds -> gate report. No registry, no
+files, no clock: phat.lifecycle.promotion collects the evidence and acts on the decision.
+
+Why not `mlflow.models.MetricThreshold`: it expresses a minimum *improvement* over a baseline
+(`min_absolute_change` > 0, `min_relative_change` in (0, 1]); these gates are tolerated
+*regressions* ("churn no worse than baseline x 1.10"), which it cannot state. The comparison
+here is sign-safe: the allowance is `tolerance * |baseline|`, so a negative baseline (a Sharpe)
+widens the limit instead of flipping the test, and a drawdown is compared by its magnitude, so
+one stored as a negative number (-0.05) means the same as 0.05.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    metric: str
+    candidate: float | str
+    baseline: float | str
+    threshold: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class TradingEvidence:
+    churn: float  # position sign flips per day
+    cost_bps: float  # fees + slippage
+    max_drawdown: float  # either sign; compared by magnitude
+    isolation_compliance: float  # share of model trades fully tagged
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the gates look at, measured on one evaluation window."""
+
+    calibration_method: str
+    promotable: bool  # the candidate's phat.promotable tag
+    candidate_ece: float
+    candidate_brier: float
+    baseline_ece: float
+    baseline_brier: float
+    climatology_brier: float
+    candidate_trading: TradingEvidence
+    baseline_trading: TradingEvidence
+    history_days: float  # train start .. calibration end
+
+
+def allowed_limit(
+    baseline: float, rel_tolerance: float, higher_is_better: bool, min_slack: float = 0.0
+) -> float:
+    """The worst value still accepted: baseline worsened by rel_tolerance of its magnitude
+    (at least `min_slack`, for baselines near zero)."""
+    slack = max(rel_tolerance * abs(baseline), min_slack)
+    return baseline - slack if higher_is_better else baseline + slack
+
+
+def _at_most(
+    name: str, metric: str, candidate: float, baseline: float | str, limit: float, text: str
+) -> Gate:
+    return Gate(name, metric, candidate, baseline, text, bool(candidate <= limit))
+
+
+def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
+    """Every gate's outcome; the candidate passes when all pass. `thresholds` is the
+    `promotion` config section (conf/promotion/default.yaml holds the defaults)."""
+    t = thresholds
+    gates = [
+        Gate(
+            "calibrated",
+            "calibration",
+            ev.calibration_method,
+            "-",
+            "not none, has resolution",
+            ev.promotable,
+        ),
+        _at_most("ece_max", "ece", ev.candidate_ece, "-", t["max_ece"], f"<= {t['max_ece']}"),
+        _at_most(
+            "brier_vs_baseline",
+            "brier",
+            ev.candidate_brier,
+            ev.baseline_brier,
+            ev.baseline_brier + t["brier_tolerance"],
+            f"<= baseline + {t['brier_tolerance']}",
+        ),
+        _at_most(
+            "brier_vs_climatology",
+            "brier",
+            ev.candidate_brier,
+            ev.climatology_brier,
+            ev.climatology_brier + t["brier_tolerance"],
+            f"<= climatology + {t['brier_tolerance']}",
+        ),
+        _at_most(
+            "ece_vs_baseline",
+            "ece",
+            ev.candidate_ece,
+            ev.baseline_ece,
+            ev.baseline_ece + t["ece_tolerance"],
+            f"<= baseline + {t['ece_tolerance']}",
+        ),
+    ]
+    c, b = ev.candidate_trading, ev.baseline_trading
+    for gate, metric, cand, base in (
+        ("churn", "churn", c.churn, b.churn),
+        ("slippage", "cost_bps", c.cost_bps, b.cost_bps),
+        ("drawdown", "max_drawdown", abs(c.max_drawdown), abs(b.max_drawdown)),
+    ):
+        lim = allowed_limit(
+            base,
+            float(t["max_regression"][gate]),
+            higher_is_better=False,
+            min_slack=float(t["min_slack"][gate]),
+        )
+        gates.append(_at_most(f"{gate}_regression", metric, cand, base, lim, f"<= {lim:.6g}"))
+    iso = c.isolation_compliance
+    gates.append(Gate("isolation", "isolation_compliance", iso, "-", "== 1.0", iso == 1.0))
+    gates.append(
+        Gate(
+            "min_history",
+            "training_days",
+            ev.history_days,
+            "-",
+            f">= {t['min_history_days']}",
+            ev.history_days >= float(t["min_history_days"]),
+        )
+    )
+    return gates
+
+
+def report_dict(gates: list[Gate]) -> dict[str, Any]:
+    return {"gates": [asdict(g) for g in gates], "passed": all(g.passed for g in gates)}

@@ -1,0 +1,248 @@
+"""The model zoo's shared interface and the scikit-learn baselines.
+
+Every model has the same small surface, so one config word swaps one for another:
+
+    fit(data, train_ends, y_train, val_ends=None, y_val=None) -> None
+    logits(data, ends) -> float64 raw logits (log-odds of "up"), one per window end
+    state() -> (arrays, config)      weights as named numpy arrays + JSON-able hyperparameters
+    from_state(arrays, config)       rebuild for inference, no pickles, no code in the weights
+
+Baselines see the last `lookback` rows of the FeatureSpec window, flattened (the same features
+the TCN sees, fewer lags). Their inference runs here in numpy from the exported arrays, both in
+the training run and after loading, so a reloaded model's output is bitwise identical.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from phat.contract.features import windows
+from phat.errors import ConfigError
+
+
+@dataclass
+class WindowData:
+    """Normalized feature rows of a bar series; windows are cut on demand, never all at once."""
+
+    features: np.ndarray  # [n_bars, n_features] float32
+    window: int
+
+    def windows(self, ends: np.ndarray) -> np.ndarray:
+        return windows(self.features, ends, self.window)
+
+    def tabular(self, ends: np.ndarray, lookback: int) -> np.ndarray:
+        """Last `lookback` feature rows of each window, flattened, float64 [n, lookback*F]."""
+        if not 1 <= lookback <= self.window:
+            raise ConfigError(f"model.lookback={lookback}: expected 1..{self.window}")
+        ends = np.asarray(ends)
+        rows = ends[:, None] + np.arange(-lookback + 1, 1)[None, :]
+        return self.features[rows].reshape(len(ends), -1).astype(np.float64)
+
+
+class Model(Protocol):
+    kind: str
+
+    def fit(
+        self,
+        data: WindowData,
+        train_ends: np.ndarray,
+        y_train: np.ndarray,
+        val_ends: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+    ) -> None: ...
+
+    def logits(self, data: WindowData, ends: np.ndarray) -> np.ndarray: ...
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
+
+
+class LogisticModel:
+    """L2-regularized logistic regression (scikit-learn lbfgs) on the last `lookback` rows."""
+
+    kind = "logistic"
+
+    def __init__(self, C: float = 0.1, lookback: int = 4, max_iter: int = 1000, seed: int = 0):
+        if C <= 0:
+            raise ConfigError(f"model.C={C}: expected > 0")
+        self.C = float(C)
+        self.lookback = int(lookback)
+        self.max_iter = int(max_iter)
+        self.seed = int(seed)
+        self.coef_: np.ndarray | None = None
+        self.intercept_: float = 0.0
+
+    def fit(self, data, train_ends, y_train, val_ends=None, y_val=None) -> None:  # type: ignore[no-untyped-def]
+        from sklearn.linear_model import LogisticRegression
+
+        X = data.tabular(train_ends, self.lookback)
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        clf.fit(X, np.asarray(y_train).astype(int))
+        self.coef_ = clf.coef_[0].astype(np.float64)
+        self.intercept_ = float(clf.intercept_[0])
+        self._sklearn = clf  # kept in memory only, for cross-checks in tests
+
+    def logits(self, data: WindowData, ends: np.ndarray) -> np.ndarray:
+        if self.coef_ is None:
+            raise RuntimeError("model is not fitted")
+        # A per-row reduction, not BLAS gemv: gemv's blocking depends on how many rows are
+        # scored together, which changed the last bit of some rows (a live consumer scoring
+        # one bar must get the same p_hat as a backtest scoring a year).
+        return (data.tabular(ends, self.lookback) * self.coef_).sum(axis=1) + self.intercept_
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        assert self.coef_ is not None
+        return (
+            {"coef": self.coef_, "intercept": np.array([self.intercept_])},
+            {"C": self.C, "lookback": self.lookback, "max_iter": self.max_iter, "seed": self.seed},
+        )
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> LogisticModel:
+        m = cls(**config)
+        m.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
+        m.intercept_ = float(arrays["intercept"][0])
+        return m
+
+    @property
+    def n_parameters(self) -> int:
+        return 0 if self.coef_ is None else len(self.coef_) + 1
+
+
+_TREE_FIELDS = (
+    "feature_idx",
+    "num_threshold",
+    "left",
+    "right",
+    "is_leaf",
+    "value",
+    "missing_go_to_left",
+)
+
+
+class TreeModel:
+    """Histogram gradient boosting (scikit-learn), exported to flat node arrays."""
+
+    kind = "tree"
+
+    def __init__(
+        self,
+        lookback: int = 4,
+        max_iter: int = 200,
+        learning_rate: float = 0.05,
+        max_leaf_nodes: int = 15,
+        min_samples_leaf: int = 200,
+        l2_regularization: float = 1.0,
+        seed: int = 0,
+    ):
+        self.lookback = int(lookback)
+        self.params = {
+            "max_iter": int(max_iter),
+            "learning_rate": float(learning_rate),
+            "max_leaf_nodes": int(max_leaf_nodes),
+            "min_samples_leaf": int(min_samples_leaf),
+            "l2_regularization": float(l2_regularization),
+        }
+        self.seed = int(seed)
+        self.arrays: dict[str, np.ndarray] | None = None
+
+    def fit(self, data, train_ends, y_train, val_ends=None, y_val=None) -> None:  # type: ignore[no-untyped-def]
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        X = data.tabular(train_ends, self.lookback)
+        clf = HistGradientBoostingClassifier(
+            early_stopping=False, random_state=self.seed, **self.params
+        )
+        clf.fit(X, np.asarray(y_train).astype(int))
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in _TREE_FIELDS}
+        offsets = [0]
+        for (pred,) in clf._predictors:
+            nodes = pred.nodes
+            for k in _TREE_FIELDS:
+                parts[k].append(np.asarray(nodes[k]))
+            offsets.append(offsets[-1] + len(nodes))
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        arrays = {
+            "feature_idx": arrays["feature_idx"].astype(np.int64),
+            "num_threshold": arrays["num_threshold"].astype(np.float64),
+            "left": arrays["left"].astype(np.int64),
+            "right": arrays["right"].astype(np.int64),
+            "is_leaf": arrays["is_leaf"].astype(np.uint8),
+            "value": arrays["value"].astype(np.float64),
+            "missing_go_to_left": arrays["missing_go_to_left"].astype(np.uint8),
+            "tree_offsets": np.asarray(offsets, dtype=np.int64),
+            "baseline": np.asarray(clf._baseline_prediction, dtype=np.float64).reshape(-1),
+        }
+        self.arrays = arrays
+        self._sklearn = clf
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        a = self.arrays
+        assert a is not None
+        out = np.full(len(X), a["baseline"][0])
+        rows = np.arange(len(X))
+        offs = a["tree_offsets"]
+        leaf = a["is_leaf"].astype(bool)
+        for t in range(len(offs) - 1):
+            base = offs[t]
+            node = np.full(len(X), base, dtype=np.int64)
+            while True:
+                active = ~leaf[node]
+                if not active.any():
+                    break
+                x = X[rows, a["feature_idx"][node]]
+                go_left = np.where(
+                    np.isnan(x),
+                    a["missing_go_to_left"][node].astype(bool),
+                    x <= a["num_threshold"][node],
+                )
+                nxt = base + np.where(go_left, a["left"][node], a["right"][node])
+                node = np.where(active, nxt, node)
+            out += a["value"][node]
+        return out
+
+    def logits(self, data: WindowData, ends: np.ndarray) -> np.ndarray:
+        if self.arrays is None:
+            raise RuntimeError("model is not fitted")
+        return self._raw(data.tabular(ends, self.lookback))
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        assert self.arrays is not None
+        return dict(self.arrays), {"lookback": self.lookback, "seed": self.seed, **self.params}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> TreeModel:
+        m = cls(**config)
+        m.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        return m
+
+    @property
+    def n_parameters(self) -> int:
+        return 0 if self.arrays is None else int(len(self.arrays["value"]))
+
+
+# kind -> "module:Class". Only these kinds load from an artifact (no arbitrary import paths).
+MODEL_KINDS = {
+    "logistic": "phat.models.baselines:LogisticModel",
+    "tree": "phat.models.baselines:TreeModel",
+    "tcn": "phat.models.tcn:TCNModel",
+}
+
+
+def model_class(kind: str) -> Any:
+    try:
+        mod, cls = MODEL_KINDS[kind].split(":")
+    except KeyError:
+        raise ConfigError(f"model kind {kind!r}: expected one of {sorted(MODEL_KINDS)}") from None
+    return getattr(importlib.import_module(mod), cls)
+
+
+def build_model(kind: str, params: dict[str, Any], seed: int) -> Model:
+    cls = model_class(kind)
+    try:
+        return cls(seed=seed, **params)
+    except TypeError as e:
+        raise ConfigError(f"model={kind}: {e}") from None

@@ -1,0 +1,201 @@
+"""The model artifact: a directory holding the whole inference function, with no pickles.
+
+    model.json          {"kind", "config", "n_parameters"}
+    weights.safetensors named arrays (safetensors: a header plus raw bytes, nothing executes)
+    feature_spec.json   FeatureSpec with fitted normalization
+    label_spec.json     LabelSpec
+    calibration.json    calibrator method and parameters
+    metadata.json       every phat.* tag of DESIGN.md (identity and lineage)
+
+`model_hash` is the sha256 of the canonical JSON of the four contract files plus the digest of
+every tensor (name, dtype, shape, bytes): it changes with any weight, spec or calibration change
+and with nothing else. `load_artifact` recomputes it and refuses a mismatch before returning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phat.contract.features import FEATURE_CODE_VERSION, FeatureSpec
+from phat.contract.labels import LabelSpec
+from phat.errors import (
+    FeatureVersionMismatch,
+    HashMismatch,
+    HorizonMismatch,
+    MalformedArtifact,
+)
+from phat.hashing import canonical_json, sha256_bytes, sha256_text
+from phat.models.baselines import WindowData, model_class
+from phat.models.calibration import Calibrator
+
+FILES = (
+    "model.json",
+    "weights.safetensors",
+    "feature_spec.json",
+    "label_spec.json",
+    "calibration.json",
+    "metadata.json",
+)
+
+
+def tensors_digest(arrays: dict[str, np.ndarray]) -> str:
+    parts = []
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        parts.append(f"{name}|{a.dtype.str}|{a.shape}|".encode() + a.tobytes())
+    return sha256_bytes(b"".join(parts))
+
+
+def compute_model_hash(
+    model_json: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    feature_spec: dict[str, Any],
+    label_spec: dict[str, Any],
+    calibration: dict[str, Any],
+) -> str:
+    return sha256_text(
+        canonical_json(
+            {
+                "model": model_json,
+                "weights": tensors_digest(arrays),
+                "feature_spec": feature_spec,
+                "label_spec": label_spec,
+                "calibration": calibration,
+            }
+        )
+    )
+
+
+@dataclass
+class PHatModel:
+    """A loaded, verified inference function: OHLCV bars in, p_hat per bar out."""
+
+    model: Any
+    feature_spec: FeatureSpec
+    label_spec: LabelSpec
+    calibrator: Calibrator
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_hash(self) -> str:
+        return str(self.metadata.get("phat.model_hash", ""))
+
+    def predict_bars(self, frame: pd.DataFrame, segment: np.ndarray | None = None) -> pd.DataFrame:
+        """p_hat_raw and p_hat for every bar of validated bars (NaN where no full window)."""
+        raw = self.feature_spec.compute_raw(frame)
+        seg = np.zeros(len(frame), dtype=np.int64) if segment is None else segment
+        ok = self.feature_spec.valid_end_mask(raw, seg)
+        data = WindowData(self.feature_spec.normalize(raw), self.feature_spec.window)
+        ends = np.flatnonzero(ok)
+        p_raw = np.full(len(frame), np.nan)
+        p_cal = np.full(len(frame), np.nan)
+        if len(ends):
+            z = self.model.logits(data, ends)
+            p_raw[ends] = Calibrator("none").predict(z)
+            p_cal[ends] = self.calibrator.predict(z)
+        return pd.DataFrame({"p_hat_raw": p_raw, "p_hat": p_cal}, index=frame.index)
+
+    def predict(self, ohlcv: pd.DataFrame, **data_kwargs: Any) -> pd.DataFrame:
+        """Accepts any layout the file loader accepts; refuses bars of another timeframe."""
+        from phat.data import prepare_bars
+
+        bars = prepare_bars(
+            ohlcv, timeframe=self.label_spec.timeframe, allow_resample=False, **data_kwargs
+        )
+        return self.predict_bars(bars.frame, bars.segment)
+
+
+def save_artifact(
+    path: str | Path,
+    model: Any,
+    feature_spec: FeatureSpec,
+    label_spec: LabelSpec,
+    calibrator: Calibrator,
+    metadata: dict[str, Any],
+) -> str:
+    """Write the artifact directory; returns model_hash (also written into metadata.json)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    arrays, config = model.state()
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    model_json = {"kind": model.kind, "config": config, "n_parameters": int(model.n_parameters)}
+    fs, ls, cal = feature_spec.to_dict(), label_spec.to_dict(), calibrator.to_dict()
+    model_hash = compute_model_hash(model_json, arrays, fs, ls, cal)
+    save_file(arrays, str(path / "weights.safetensors"))
+    for name, obj in (
+        ("model.json", model_json),
+        ("feature_spec.json", fs),
+        ("label_spec.json", ls),
+        ("calibration.json", cal),
+        ("metadata.json", {**metadata, "phat.model_hash": model_hash}),
+    ):
+        (path / name).write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return model_hash
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MalformedArtifact(f"artifact file {str(file)!r} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise MalformedArtifact(f"artifact file {str(file)!r}: expected a JSON object")
+    return obj
+
+
+def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
+    """Load and verify an artifact directory; refuses on any contract mismatch."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    missing = [f for f in FILES if not (path / f).exists()]
+    if missing:
+        raise MalformedArtifact(f"artifact {str(path)!r} lacks {missing}")
+    read = {f: _read_json(path / f) for f in FILES if f.endswith(".json")}
+    try:
+        arrays = load_file(str(path / "weights.safetensors"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise HashMismatch(f"artifact {str(path)!r}: weights unreadable ({e})") from None
+    meta = read["metadata.json"]
+    expected = meta.get("phat.model_hash")
+    actual = compute_model_hash(
+        read["model.json"],
+        arrays,
+        read["feature_spec.json"],
+        read["label_spec.json"],
+        read["calibration.json"],
+    )
+    if expected != actual:
+        raise HashMismatch(
+            f"artifact {str(path)!r}: model_hash mismatch: metadata says {expected}, files hash "
+            f"to {actual}; the weights, specs or calibration were changed after training"
+        )
+    fs_dict = read["feature_spec.json"]
+    if fs_dict.get("code_version") != FEATURE_CODE_VERSION:
+        raise FeatureVersionMismatch(
+            f"artifact needs feature code version {fs_dict.get('code_version')!r} "
+            f"(feature_version {str(fs_dict.get('feature_version'))[:12]}), but the installed phat "
+            f"computes version {FEATURE_CODE_VERSION!r}; install the phat that trained it"
+        )
+    try:
+        fspec = FeatureSpec.from_dict(fs_dict)
+        lspec = LabelSpec.from_dict(read["label_spec.json"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise MalformedArtifact(f"artifact {str(path)!r}: spec files are malformed ({e})") from None
+    if horizon_id is not None and lspec.horizon_id != horizon_id:
+        raise HorizonMismatch(
+            f"horizon mismatch: the caller expects horizon {horizon_id!r} but the model predicts "
+            f"{lspec.horizon_id!r} ({lspec.horizon_bars} x {lspec.timeframe})"
+        )
+    mj = read["model.json"]
+    model = model_class(mj["kind"]).from_state(arrays, mj["config"])
+    return PHatModel(model, fspec, lspec, Calibrator.from_dict(read["calibration.json"]), meta)

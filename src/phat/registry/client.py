@@ -1,0 +1,221 @@
+"""The MLflow Model Registry side: log the pyfunc, register a version, and load it back verified.
+
+- `log_and_register` (inside a training run): logs the pyfunc from code with the artifact
+  directory, then registers a version under `registry.model_name` (default
+  `phat-{symbol}-{horizon_id}`, lower case) whose tags equal the run's `phat.*` tags and whose
+  description summarises the model and its test metrics. If anything fails after the version
+  exists, the version is deleted again: a failed run registers nothing.
+- `load(uri, horizon_id=None)`: `models:/name/3`, `models:/name@alias`, `runs:/<id>/model`, or a
+  local directory; downloads, verifies the hash (and, for registry URIs, that the files hash to
+  the version's `phat.model_hash` tag), checks the feature code and horizon, returns a
+  `PHatModel` with `.predict(ohlcv_frame)` and `.metadata`.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from phat.contract.labels import parse_horizon
+from phat.errors import (
+    HashMismatch,
+    MalformedArtifact,
+    ModelUnavailable,
+    RegistryUnavailable,
+)
+from phat.registry.artifact import PHatModel, load_artifact
+
+PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
+ARTIFACT_KEY = "phat_model"
+
+
+def default_model_name(symbol: str, horizon_id: str) -> str:
+    name = f"phat-{symbol}-{horizon_id}".lower()
+    return re.sub(r"[^a-z0-9_.-]+", "-", name)
+
+
+def symbol_of(data: dict[str, Any]) -> str:
+    """The data's symbol as every verb derives it: data.symbol, else the file's stem, else SYNTH."""
+    if data["symbol"]:
+        return str(data["symbol"])
+    return Path(str(data["path"])).stem if data["path"] else "SYNTH"
+
+
+def model_name_for(cfg: dict[str, Any], symbol: str | None = None) -> str:
+    """The registered model name, derived the same way by every verb:
+    `registry.model_name`, else `phat-<symbol>-<horizon_id>` (lower case)."""
+    if cfg["registry"]["model_name"]:
+        return str(cfg["registry"]["model_name"])
+    _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
+    return default_model_name(symbol or symbol_of(cfg["data"]), horizon_id)
+
+
+def registry_error(err: Exception, what: str) -> Exception:
+    """An MLflow exception -> ModelUnavailable (the store answered: no such thing) or
+    RegistryUnavailable (the store could not answer), with the existing names where useful."""
+    from mlflow.exceptions import MlflowException
+
+    code = getattr(err, "error_code", "") if isinstance(err, MlflowException) else ""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        return ModelUnavailable(f"{what}: {first}{_known_names()}")
+    return RegistryUnavailable(f"{what}: the registry did not answer ({first})")
+
+
+def _known_names() -> str:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        names = sorted(m.name for m in MlflowClient().search_registered_models(max_results=50))
+    except Exception:
+        return ""
+    return f"; registered models here: {names}" if names else "; no model is registered here"
+
+
+def _requirements(kind: str) -> list[str]:
+    from importlib.metadata import version
+
+    reqs = [
+        f"{p}=={version(p)}" for p in ("numpy", "pandas", "scikit-learn", "safetensors", "mlflow")
+    ]
+    if kind == "tcn":
+        reqs.append("torch==2.13.0")
+    return reqs + ["phat"]
+
+
+def _description(result: Any) -> str:
+    m = result.metrics
+    t = result.tags
+    return (
+        f"phat {t['phat.model_kind']} for {t['phat.symbol']} {t['phat.horizon_id']} "
+        f"({t['phat.horizon_bars']} x {t['phat.timeframe']}), calibration {result.calibrator.method}. "
+        f"Test: Brier {m['test_brier']:.5f} (raw {m['test_brier_raw']:.5f}, climatology "
+        f"{m['test_brier_climatology']:.5f}), ECE {m['test_ece']:.4f} (raw {m['test_ece_raw']:.4f}), "
+        f"AUC {m['test_auc']:.4f}. model_hash {t['phat.model_hash'][:16]}, "
+        f"feature_version {t['phat.feature_version'][:16]}, promotable {t['phat.promotable']}."
+    )
+
+
+def log_and_register(result: Any, model_name: str | None, register: bool) -> dict[str, Any]:
+    """Log the pyfunc into the active run and (optionally) register a version."""
+    import os
+    import warnings
+
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    # The signature names the columns the spec needs; time rides on the DatetimeIndex, which
+    # MLflow's schema enforcement passes through untouched (it refuses tz-aware datetime
+    # columns and drops columns the schema does not name).
+    cols = [c for c in ("open", "high", "low", "close", "volume") if c in result.bars.frame.columns]
+    cols += [c for c in result.feature_spec.required_columns if c not in cols]
+    example = result.bars.frame[cols].iloc[-(result.feature_spec.bars_read + 2) :]
+    out_example = load_artifact(result.artifact_dir).predict(example)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with warnings.catch_warnings():
+        # No input_example on purpose: MLflow stores it as JSON without the index and then
+        # fails its own serving check on it; the signature carries the schema.
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        info = mlflow.pyfunc.log_model(
+            name="pyfunc",
+            python_model=PYFUNC_CODE,
+            artifacts={ARTIFACT_KEY: str(result.artifact_dir)},
+            signature=infer_signature(example, out_example),
+            pip_requirements=_requirements(result.model.kind),
+        )
+    if not register:
+        return {"model_uri": info.model_uri}
+    name = model_name or default_model_name(
+        result.tags["phat.symbol"], result.tags["phat.horizon_id"]
+    )
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description=f"phat p_hat models, {name}")
+    mv = client.create_model_version(
+        name,
+        info.model_uri,
+        run_id=mlflow.active_run().info.run_id,
+        tags=dict(result.tags),
+        description=_description(result),
+        model_id=info.model_id,  # a tracking server needs the logged model id with a models:/ source
+    )
+    try:
+        mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(mv.version)})
+    except Exception:
+        client.delete_model_version(name, mv.version)
+        raise
+    return {"model_uri": info.model_uri, "model_name": name, "model_version": int(mv.version)}
+
+
+def _find_artifact_dir(root: Path) -> Path:
+    if (root / "model.json").exists():
+        return root
+    for cand in (root / "artifacts" / ARTIFACT_KEY, root / ARTIFACT_KEY, root / "model"):
+        if (cand / "model.json").exists():
+            return cand
+    hits = sorted(
+        p.parent for p in root.rglob("model.json") if (p.parent / "weights.safetensors").exists()
+    )
+    if len(hits) == 1:
+        return hits[0]
+    raise MalformedArtifact(f"no phat artifact (model.json + weights.safetensors) under {root}")
+
+
+def resolve_version(uri: str) -> Any | None:
+    """The ModelVersion a `models:/` URI names (None for other URIs)."""
+    from mlflow.tracking import MlflowClient
+
+    m = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w.-]+))", uri)
+    if not m:
+        return None
+    client = MlflowClient()
+    name, ver, alias = m.groups()
+    try:
+        return (
+            client.get_model_version(name, ver)
+            if ver
+            else client.get_model_version_by_alias(name, alias)
+        )
+    except Exception as e:
+        raise registry_error(e, uri) from None
+
+
+def load(uri: str | Path, horizon_id: str | None = None) -> PHatModel:
+    """Load a verified phat model from a registry/run URI or a local directory."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    local = Path(str(uri))
+    if local.exists():
+        return load_artifact(_find_artifact_dir(local), horizon_id=horizon_id)
+    import mlflow
+
+    uri = str(uri)
+    mv = resolve_version(uri)
+    source = uri
+    if mv is not None:
+        # The version's own source: the logged pyfunc's files.
+        source = f"models:/{mv.name}/{mv.version}"
+    with tempfile.TemporaryDirectory(prefix="phat-load-") as tmp:
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+        except Exception as e:  # MLflow raises several types for a missing model/run
+            raise registry_error(e, f"cannot download model {uri!r}") from None
+        model = load_artifact(_find_artifact_dir(path), horizon_id=horizon_id)
+    if mv is not None:
+        expected = mv.tags.get("phat.model_hash")
+        if expected != model.model_hash:
+            raise HashMismatch(
+                f"{uri}: registry says phat.model_hash {expected} but the files hash to {model.model_hash}"
+            )
+        model.metadata = {
+            **model.metadata,
+            "registry.name": mv.name,
+            "registry.version": str(mv.version),
+        }
+    return model

@@ -1,0 +1,166 @@
+"""The reference policy (evaluation only; a user's own plugs in through Hydra `_target_`).
+
+p_hat modulates magnitude only; direction and permission come from `trigger_state`
+(`inactive`, `long_allowed`, `short_allowed`, `exit_only`). Per bar, in this order:
+
+1. signal_strength s: long_allowed: clamp(2(p-0.5), 0, 1); short_allowed: clamp(2(0.5-p), 0, 1);
+   inactive and exit_only: 0.
+2. deadband: s_db = 0 if s < tau else (s - tau) / (1 - tau).
+3. volatility scaling: v = clamp(vol_target / max(vol_hat, eps), 0, 1); m = s_db * v.
+4. bounds: m = min(m, w_max); a nonzero m below w_min becomes 0 (no dust positions).
+   target_raw = +m (long) / -m (short) / 0.
+5. smoothing toward the target: w = w_prev + alpha * (target - w_prev); exit_only always targets
+   0, so it decays monotonically to 0 (snapped to 0 below epsilon_w).
+6. risk cap of the book: |w| <= cap (`learning_cap` for model-sourced exposure, `profit_cap`
+   for proxy-sourced exposure; the two books never share a cap).
+7. overrides: `inactive` forces 0 immediately (no permission, no exposure).
+Then a rebalance smaller than epsilon_w is skipped (while exiting, such a step goes flat instead,
+so a decay can never stall), and a rebalance starts a cooldown of `cooldown_bars` bars during
+which only moves to 0 are allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from phat.errors import ConfigError
+
+TRIGGERS = ("inactive", "long_allowed", "short_allowed", "exit_only")
+_CODE = {name: i for i, name in enumerate(TRIGGERS)}
+
+
+@dataclass(frozen=True)
+class ReferencePolicy:
+    tau: float = 0.1
+    vol_target: float = 0.003
+    eps: float = 1e-6
+    w_min: float = 0.02
+    w_max: float = 1.0
+    alpha: float = 0.5
+    epsilon_w: float = 0.02
+    cooldown_bars: int = 2
+    learning_cap: float = 0.25
+    profit_cap: float = 1.0
+    vol_lookback: int = 64  # bars of 1-bar log returns behind vol_hat
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tau < 1:
+            raise ConfigError(f"policy.params.tau={self.tau}: expected 0 <= tau < 1")
+        if not 0 < self.alpha <= 1:
+            raise ConfigError(f"policy.params.alpha={self.alpha}: expected 0 < alpha <= 1")
+        if not 0 <= self.w_min <= self.w_max:
+            raise ConfigError(
+                f"policy bounds w_min={self.w_min}, w_max={self.w_max}: expected 0 <= w_min <= w_max"
+            )
+        if self.cooldown_bars < 0 or self.epsilon_w < 0:
+            raise ConfigError(
+                "policy.params.cooldown_bars and policy.params.epsilon_w must be >= 0"
+            )
+
+    def signal_strength(self, trigger: np.ndarray, p_hat: np.ndarray) -> np.ndarray:
+        p = np.nan_to_num(np.asarray(p_hat, dtype=np.float64), nan=0.5)
+        s = np.zeros(len(p))
+        long_ = trigger == _CODE["long_allowed"]
+        short = trigger == _CODE["short_allowed"]
+        s[long_] = np.clip(2 * (p[long_] - 0.5), 0, 1)
+        s[short] = np.clip(2 * (0.5 - p[short]), 0, 1)
+        return s
+
+    def target_raw(
+        self, trigger: np.ndarray, p_hat: np.ndarray, vol_hat: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(signal_strength, raw target weight) per bar: steps 1-4, vectorized."""
+        s = self.signal_strength(trigger, p_hat)
+        s_db = np.where(s < self.tau, 0.0, (s - self.tau) / (1 - self.tau))
+        v = np.clip(
+            self.vol_target / np.maximum(np.nan_to_num(vol_hat, nan=np.inf), self.eps), 0, 1
+        )
+        m = np.minimum(s_db * v, self.w_max)
+        m = np.where(m < self.w_min, 0.0, m)
+        direction = np.where(
+            trigger == _CODE["long_allowed"],
+            1.0,
+            np.where(trigger == _CODE["short_allowed"], -1.0, 0.0),
+        )
+        return s, direction * m
+
+    def run_book(
+        self, trigger: np.ndarray, target: np.ndarray, active: np.ndarray, cap: float
+    ) -> np.ndarray:
+        """Held weight per bar for one book: steps 5-7, rebalance band and cooldown.
+
+        `active` marks bars where this book owns the signal; elsewhere it targets 0 (exits).
+        """
+        n = len(target)
+        w = np.zeros(n)
+        prev = 0.0
+        cool = 0
+        for t in range(n):
+            trig = trigger[t]
+            tgt = target[t] if active[t] else 0.0
+            if trig == _CODE["exit_only"] or not active[t]:
+                tgt = 0.0
+            if trig == _CODE["inactive"]:
+                want = 0.0
+            else:
+                want = prev + self.alpha * (tgt - prev)
+                if tgt == 0.0 and abs(want) < self.epsilon_w:
+                    want = 0.0
+            want = float(np.clip(want, -cap, cap))
+            move = want - prev
+            if cool > 0 and want != 0.0:
+                want, move = prev, 0.0  # cooldown: hold, unless going flat
+            if move != 0.0 and abs(move) < self.epsilon_w and want != 0.0:
+                if tgt == 0.0:
+                    want, move = 0.0, -prev  # an exit step inside the band goes flat, never stalls
+                else:
+                    want, move = prev, 0.0  # rebalance band
+            if move != 0.0:
+                cool = self.cooldown_bars
+            elif cool > 0:
+                cool -= 1
+            w[t] = want
+            prev = want
+        return w
+
+
+def ema_trend_triggers(close: np.ndarray, fast: int = 24, slow: int = 96) -> np.ndarray:
+    """long_allowed when EMA(fast) > EMA(slow) of close, else short_allowed; inactive until
+    `slow` bars of history exist."""
+
+    def ema(x: np.ndarray, n: int) -> np.ndarray:
+        a = 2.0 / (n + 1)
+        out = np.empty(len(x))
+        acc = x[0]
+        for i, v in enumerate(x):
+            acc = a * v + (1 - a) * acc
+            out[i] = acc
+        return out
+
+    c = np.asarray(close, dtype=np.float64)
+    trig = np.where(ema(c, fast) > ema(c, slow), _CODE["long_allowed"], _CODE["short_allowed"])
+    trig[:slow] = _CODE["inactive"]
+    return trig
+
+
+def triggers_from(
+    rule: str, close: np.ndarray, column: np.ndarray | None = None, **params
+) -> np.ndarray:  # type: ignore[no-untyped-def]
+    if rule == "ema_trend":
+        return ema_trend_triggers(close, **params)
+    if rule == "always_long":
+        return np.full(len(close), _CODE["long_allowed"])
+    if rule == "column":
+        if column is None:
+            raise ConfigError("policy.trigger.rule=column needs a trigger_state column in the data")
+        bad = sorted(set(map(str, column)) - set(TRIGGERS))
+        if bad:
+            raise ConfigError(f"trigger_state values {bad[:5]} not in {list(TRIGGERS)}")
+        return np.array([_CODE[str(v)] for v in column])
+    raise ConfigError(f"policy.trigger.rule={rule!r}: expected ema_trend, always_long or column")
+
+
+def trigger_names(codes: np.ndarray) -> np.ndarray:
+    return np.array(TRIGGERS, dtype=object)[codes]

@@ -1,0 +1,194 @@
+"""Signal sources: where a consumer's p_hat comes from, switched by one config key.
+
+    signal_source=proxy        rule-based p_hat (no model)
+    signal_source=model_v3     version 3 of registry.model_name
+    signal_source=production   the registry alias `production`, resolved once and pinned
+
+A binding is resolved once at the start of a run and never changes inside it. A model source
+fails closed: when the model cannot be loaded (`model_unavailable`), fails verification
+(`hash_mismatch`, `feature_version_mismatch`), predicts another horizon (`horizon_mismatch`),
+or fails on a bar (`inference_error`), those bars take the proxy's p_hat and say why in
+`fallback_reason`; `signal.strict=true` raises instead. Bars before the model has a full window
+(warm-up, right after a gap) also take the proxy, with `no_window`.
+
+Proxy: p_hat = 0.5 * (1 + tanh(k * z_t)), z_t = z-score of the momentum log(c_t / c_{t-n})
+against its own mean/std over the last `zscore_window` bars (causal, finite windows).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from phat.errors import ConfigError, ModelUnavailable, PhatError, reason_of
+
+log = logging.getLogger(__name__)
+FALLBACK_REASONS = (
+    "model_unavailable",
+    "registry_unavailable",
+    "malformed_artifact",
+    "hash_mismatch",
+    "feature_version_mismatch",
+    "horizon_mismatch",
+    "inference_error",
+    "no_window",
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    signal_source: str
+    model_name: str = ""
+    model_version: str = ""
+    model_hash: str = ""
+    feature_version: str = ""
+    horizon_id: str = ""
+    fallback_signal_source: str = "proxy"
+
+    def tags(self) -> dict[str, str]:
+        return {f"phat.binding.{k}": str(v) for k, v in asdict(self).items()}
+
+    @property
+    def experiment_id(self) -> str:
+        return f"{self.model_name}/v{self.model_version}" if self.model_version else ""
+
+    @property
+    def experiment_variant(self) -> str:
+        return self.model_hash[:12]
+
+
+def proxy_p_hat(
+    close: np.ndarray, k: float = 1.0, momentum: int = 16, zscore_window: int = 96
+) -> np.ndarray:
+    """Rule-based p_hat; NaN until `momentum + zscore_window - 1` bars of history exist."""
+    lc = np.log(np.asarray(close, dtype=np.float64))
+    mom = np.full(len(lc), np.nan)
+    mom[momentum:] = lc[momentum:] - lc[:-momentum]
+    out = np.full(len(lc), np.nan)
+    if len(lc) >= momentum + zscore_window:
+        win = sliding_window_view(mom[momentum:], zscore_window)
+        mu, sd = win.mean(axis=1), win.std(axis=1)
+        z = np.divide(
+            mom[momentum + zscore_window - 1 :] - mu, sd, out=np.zeros_like(mu), where=sd > 0
+        )
+        out[momentum + zscore_window - 1 :] = 0.5 * (1.0 + np.tanh(k * z))
+    return out
+
+
+def classify_load_error(err: BaseException) -> str:
+    """The fallback reason of a load failure: from the exception's class (phat.errors), never
+    from its message."""
+    return reason_of(err)
+
+
+def parse_source(source: str) -> tuple[str, str | None]:
+    """('proxy', None) | ('version', '3') | ('alias', 'production')."""
+    s = str(source).strip()
+    if s == "proxy":
+        return "proxy", None
+    m = re.fullmatch(r"model_v(\d+)", s)
+    if m:
+        return "version", m.group(1)
+    if re.fullmatch(r"[A-Za-z][\w-]*", s):
+        return "alias", s
+    raise ConfigError(
+        f"signal_source={source!r}: expected proxy, model_v<N> or a registry alias such as production"
+    )
+
+
+@dataclass
+class ResolvedSignal:
+    binding: Binding
+    model: Any | None  # a loaded PHatModel, or None (proxy / fallback)
+    fallback_reason: str = ""  # set when a model was asked for but is not usable
+
+
+def resolve(
+    source: str, model_name: str | None, horizon_id: str, strict: bool = False
+) -> ResolvedSignal:
+    """Resolve and pin the binding once. Registry and verification failures fail closed."""
+    from phat.registry.client import load
+
+    kind, ref = parse_source(source)
+    if kind == "proxy":
+        return ResolvedSignal(Binding("proxy", horizon_id=horizon_id), None)
+    if not model_name:
+        raise ConfigError(f"signal_source={source} needs registry.model_name")
+    version = ref
+    try:
+        if kind == "alias":
+            from phat.registry.client import resolve_version
+
+            version = str(resolve_version(f"models:/{model_name}@{ref}").version)
+        model = load(f"models:/{model_name}/{version}", horizon_id=horizon_id)
+    except Exception as e:  # any registry/verification failure: fail closed to the proxy
+        reason = classify_load_error(e)
+        if strict:
+            if isinstance(e, PhatError):  # same class (same reason), message says where
+                raise type(e)(f"signal_source={source}: {reason}: {e}") from None
+            raise ModelUnavailable(f"signal_source={source}: {reason}: {e}") from e
+        log.warning(
+            "signal_source=%s unusable (%s): %s; FALLING BACK TO THE PROXY for every bar",
+            source,
+            reason,
+            e,
+        )
+        return ResolvedSignal(
+            Binding(source, model_name, version or "", horizon_id=horizon_id),
+            None,
+            fallback_reason=reason,
+        )
+    b = Binding(
+        signal_source=source,
+        model_name=model_name,
+        model_version=str(version),
+        model_hash=model.model_hash,
+        feature_version=model.feature_spec.feature_version,
+        horizon_id=model.label_spec.horizon_id,
+    )
+    return ResolvedSignal(b, model)
+
+
+def p_hat_frame(
+    resolved: ResolvedSignal,
+    frame: pd.DataFrame,
+    segment: np.ndarray,
+    proxy_params: dict[str, Any],
+    strict: bool = False,
+) -> pd.DataFrame:
+    """Per bar: p_hat_raw, p_hat, source ('model'|'proxy'), fallback_reason."""
+    proxy = proxy_p_hat(frame["close"].to_numpy(), **proxy_params)
+    out = pd.DataFrame(
+        {
+            "p_hat_raw": proxy,
+            "p_hat": proxy,
+            "source": "proxy",
+            "fallback_reason": resolved.fallback_reason,
+        },
+        index=frame.index,
+    )
+    if resolved.model is None:
+        return out
+    try:
+        pm = resolved.model.predict_bars(frame, segment)
+        bad = ~np.isfinite(pm["p_hat"].to_numpy())
+    except Exception as e:
+        if strict:
+            raise
+        log.warning("model inference failed (%s); FALLING BACK TO THE PROXY for every bar", e)
+        out["fallback_reason"] = "inference_error"
+        return out
+    ok = ~bad
+    out.loc[ok, "p_hat_raw"] = pm["p_hat_raw"].to_numpy()[ok]
+    out.loc[ok, "p_hat"] = pm["p_hat"].to_numpy()[ok]
+    out.loc[ok, "source"] = "model"
+    # Bars where the model has no full window (warm-up, after a gap) are not errors: the proxy
+    # takes them and says so.
+    out.loc[bad, "fallback_reason"] = "no_window"
+    return out

@@ -1,0 +1,185 @@
+"""The command line as a user meets it: one `phat` command, help pages per verb without heavy
+imports, every config error one line and exit 2, and every remedy a message names works."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_cfg, ohlcv
+from phat.cli import VERBS
+from phat.cli.config import compose, precheck, validate
+from phat.errors import ConfigError, DataValidationError
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "phat"
+
+
+def phat(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "phat", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "data.volum_nan=zero"], "data.volum_nan: not a setting of data"),
+        (["train", "+data.volum_nan=zero"], "data.volum_nan: not a setting of data"),
+        (["train", "seed=abc"], "seed: Value 'abc'"),
+        (["train", "metrics.n_bins=0"], "metrics.n_bins=0: expected >= 2"),
+        (["train", "metrics.bootstrap_n=0"], "metrics.bootstrap_n=0: expected >= 1"),
+        (["train", "model=nope"], "model=nope: no such option; expected one of"),
+        (["train", "horizon=15"], "horizon='15'"),
+        (["train", "model.params.C=x"], "model.params.C"),
+        (["train", "+model.params.penalty=l1"], "model.params.penalty: not a setting"),
+        (["train", "-m", "model=logistic,nope"], "model=nope: no such option"),
+        (["train", "model.kind=svm"], "model.kind='svm'"),
+        (["backtest", "signal.stric=true"], "signal.stric: not a setting"),
+        (["predict", "data.path=x.csv"], "model_uri"),
+        (["promote", "version=abc"], "version='abc': expected a registry version number"),
+        (["promote", "version=1", "promotion.max_ec=0.1"], "promotion.max_ec: not a setting"),
+        (["rollback", "reasn=x"], "reasn: not a setting"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2(args: list[str], needle: str) -> None:
+    r = phat(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [x for x in (r.stdout + r.stderr).splitlines() if x.strip()]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in r.stderr
+    assert needle in lines[0]
+
+
+def test_phat_lists_verbs_and_python_m_works() -> None:
+    r = phat()
+    assert r.returncode == 0
+    for verb in VERBS:
+        assert re.search(rf"^\s+{verb}\s", r.stdout, re.M)
+    r = phat("nope")
+    assert r.returncode == 2 and "unknown verb 'nope'" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "phat.rollback", "reasn=x"], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "reasn: not a setting" in r.stderr
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_verb_help_is_its_own_page_without_heavy_imports(verb: str) -> None:
+    code = (
+        "import sys\n"
+        f"sys.argv = ['phat {verb}', '--help']\n"
+        f"from {VERBS[verb][0]} import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in ('torch', 'mlflow', 'lightning', 'sklearn') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"phat {verb}:" in r.stdout and "Examples:" in r.stdout
+    assert "Keys and defaults" in r.stdout
+    assert "HEAVY []" in r.stdout
+
+
+def test_every_conf_file_composes_and_validates() -> None:
+    for verb in VERBS:
+        extra = ["model_uri=x"] if verb == "predict" else ["version=1"] if verb == "promote" else []
+        validate(verb, compose(verb, extra))
+    for option in sorted(p.stem for p in (SRC / "conf" / "model").glob("*.yaml")):
+        validate("train", compose("train", [f"model={option}"]))
+    for group in ("calibration", "features", "label", "split"):
+        for option in sorted(p.stem for p in (SRC / "conf" / group).glob("*.yaml")):
+            ov = [f"{group}={option}"]
+            if option == "dates":
+                ov += ["split.calibration_start=2025-07-01", "split.test_start=2025-10-01"]
+            validate("train", compose("train", ov))
+
+
+def test_horizon_is_one_rule() -> None:
+    from phat.contract.labels import parse_horizon
+
+    assert parse_horizon("15m") == ("15m", 1, "15m")
+    assert parse_horizon("1d") == ("1d", 1, "1d")
+    assert parse_horizon("2h") == ("2h", 1, "2h")
+    assert parse_horizon("3x1h") == ("1h", 3, "3x1h")
+    assert parse_horizon("4x15m") == ("15m", 4, "4x15m")
+    for bad in ("0x15m", "15", "x15m", "15s", "0m"):
+        with pytest.raises(ConfigError, match="horizon="):
+            parse_horizon(bad)
+    precheck("train", ["horizon=3x1h"])
+
+
+KEY_RE = re.compile(
+    r"(?<![\w.])((?:data|features|split|trainer|promotion|signal|registry|policy|metrics|calibration|"
+    r"label|tracking|backtest)\.[a-z_]+(?:\.[a-z_]+)*)"
+)
+# Artifact metadata keys that share a prefix with a config group (not settings).
+METADATA_KEYS = {"registry.name", "registry.version"}
+
+
+def test_every_key_named_in_a_message_exists() -> None:
+    """Every `group.key` a message or docstring in src/phat names is a declared setting."""
+    declared: set[str] = set()
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                declared.add(prefix + k)
+                walk(v, prefix + k + ".")
+
+    for verb in VERBS:
+        extra = ["model_uri=x"] if verb == "predict" else ["version=1"] if verb == "promote" else []
+        walk(validate(verb, compose(verb, extra)), "")
+    named = set()
+    for f in SRC.rglob("*.py"):
+        for literal in re.findall(r"\"[^\"\n]*\"|'[^'\n]*'", f.read_text()):
+            named.update(KEY_RE.findall(literal))
+    named = {k for k in named if not k.endswith(".json")} - METADATA_KEYS  # file names
+    assert named, "the scan found no keys at all"
+    missing = sorted(k for k in named if k not in declared)
+    assert not missing, f"messages name undeclared keys: {missing}"
+
+
+def test_nan_volume_remedy_works_when_followed(tmp_path: Path, mlflow_uri: str) -> None:
+    from phat.cli.train import run
+    from phat.data.synthetic import SyntheticConfig, generate
+
+    bars = generate(SyntheticConfig(periods=3000, seed=3)).bars.copy()
+    bars.iloc[100, bars.columns.get_loc("volume")] = np.nan
+    path = tmp_path / "nanvol.parquet"
+    bars.to_parquet(path)
+    common = [f"data.path={path}", "metrics.bootstrap_n=5", "registry.register=false"]
+    with pytest.raises(DataValidationError, match=r"set data\.volume_nan=zero") as e:
+        run(make_cfg(tmp_path / "a", *common, uri=mlflow_uri))
+    remedy = re.search(r"set (\S+=\S+)", str(e.value)).group(1)
+    out = run(make_cfg(tmp_path / "b", *common, remedy, uri=mlflow_uri))
+    assert out["metrics"]["data_bars"] == 3000
+
+
+def test_promote_and_rollback_of_unknown_model_are_one_line(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for args in (
+        ["promote", "version=1", f"tracking.uri={uri}", "registry.model_name=nobody"],
+        ["rollback", f"tracking.uri={uri}", "registry.model_name=nobody"],
+    ):
+        r = phat(*args, cwd=tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = [x for x in (r.stdout + r.stderr).splitlines() if "ModelUnavailable" in x]
+        assert len(lines) == 1 and "nobody" in lines[0], r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_ohlcv_helper_still_importable() -> None:
+    assert len(ohlcv(10)) == 10

@@ -1,0 +1,148 @@
+"""Promotion gates as a pure function, table-tested at their edges with the DEFAULT thresholds
+(conf/promotion/default.yaml, composed as the promote verb sees it): just passing, just failing,
+and sign cases (negative Sharpe, drawdown stored negative, zero baseline)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from phat.cli.config import compose, validate
+from phat.lifecycle.gates import Evidence, TradingEvidence, allowed_limit, decide
+
+T = validate("promote", compose("promote", ["version=1"]))["promotion"]
+EPS = 1e-9
+
+BASE_TRADING = TradingEvidence(
+    churn=1.0, cost_bps=50.0, max_drawdown=0.05, isolation_compliance=1.0
+)
+GOOD = Evidence(
+    calibration_method="platt",
+    promotable=True,
+    candidate_ece=0.01,
+    candidate_brier=0.240,
+    baseline_ece=0.01,
+    baseline_brier=0.240,
+    climatology_brier=0.250,
+    candidate_trading=BASE_TRADING,
+    baseline_trading=BASE_TRADING,
+    history_days=365.0,
+)
+
+
+def outcome(ev: Evidence, gate: str) -> bool:
+    gates = {g.name: g for g in decide(ev, T)}
+    return gates[gate].passed
+
+
+def cand_trading(**kw: float) -> Evidence:
+    return replace(GOOD, candidate_trading=replace(BASE_TRADING, **kw))
+
+
+def base_trading(ev: Evidence, **kw: float) -> Evidence:
+    return replace(ev, baseline_trading=replace(BASE_TRADING, **kw))
+
+
+def test_defaults_are_the_ones_this_table_was_written_for() -> None:
+    # If a default changes, these edges move with it: the table reads T, but say so loudly.
+    assert T["max_ece"] == 0.03 and T["brier_tolerance"] == 0.0 and T["ece_tolerance"] == 0.005
+    assert T["max_regression"] == {"churn": 0.10, "slippage": 0.10, "drawdown": 0.10}
+    assert T["min_history_days"] == 180
+
+
+def test_good_candidate_passes_every_gate() -> None:
+    gates = decide(GOOD, T)
+    assert all(g.passed for g in gates), [g for g in gates if not g.passed]
+    assert {g.name for g in gates} == {
+        "calibrated",
+        "ece_max",
+        "brier_vs_baseline",
+        "brier_vs_climatology",
+        "ece_vs_baseline",
+        "churn_regression",
+        "slippage_regression",
+        "drawdown_regression",
+        "isolation",
+        "min_history",
+    }
+
+
+CASES = [
+    # gate, evidence, passes
+    ("calibrated", GOOD, True),
+    ("calibrated", replace(GOOD, promotable=False, calibration_method="none"), False),
+    ("ece_max", replace(GOOD, candidate_ece=T["max_ece"], baseline_ece=T["max_ece"]), True),
+    ("ece_max", replace(GOOD, candidate_ece=T["max_ece"] + EPS, baseline_ece=0.03), False),
+    ("brier_vs_baseline", replace(GOOD, candidate_brier=0.240), True),
+    ("brier_vs_baseline", replace(GOOD, candidate_brier=0.240 + 1e-7), False),
+    ("brier_vs_climatology", replace(GOOD, candidate_brier=0.25, baseline_brier=0.26), True),
+    (
+        "brier_vs_climatology",
+        replace(GOOD, candidate_brier=0.25 + 1e-7, baseline_brier=0.26),
+        False,
+    ),
+    # climatology of zero (a one-outcome window): only a perfect forecast passes
+    ("brier_vs_climatology", replace(GOOD, candidate_brier=0.0, climatology_brier=0.0), True),
+    ("brier_vs_climatology", replace(GOOD, candidate_brier=1e-7, climatology_brier=0.0), False),
+    ("ece_vs_baseline", replace(GOOD, candidate_ece=0.015, baseline_ece=0.01), True),
+    ("ece_vs_baseline", replace(GOOD, candidate_ece=0.015 + 1e-7, baseline_ece=0.01), False),
+    ("churn_regression", cand_trading(churn=1.1), True),
+    ("churn_regression", cand_trading(churn=1.1 + 1e-7), False),
+    # zero baseline: the absolute min_slack is the allowance
+    ("churn_regression", base_trading(cand_trading(churn=0.01), churn=0.0), True),
+    ("churn_regression", base_trading(cand_trading(churn=0.01 + 1e-7), churn=0.0), False),
+    ("slippage_regression", cand_trading(cost_bps=55.0), True),
+    ("slippage_regression", cand_trading(cost_bps=55.0 + 1e-6), False),
+    ("slippage_regression", base_trading(cand_trading(cost_bps=1.0), cost_bps=0.0), True),
+    ("slippage_regression", base_trading(cand_trading(cost_bps=1.0 + 1e-7), cost_bps=0.0), False),
+    ("drawdown_regression", cand_trading(max_drawdown=0.055), True),
+    ("drawdown_regression", cand_trading(max_drawdown=0.055 + 1e-9), False),
+    # drawdown stored negative means the same as positive: a deeper one still fails
+    (
+        "drawdown_regression",
+        base_trading(cand_trading(max_drawdown=-0.055), max_drawdown=-0.05),
+        True,
+    ),
+    (
+        "drawdown_regression",
+        base_trading(cand_trading(max_drawdown=-0.06), max_drawdown=-0.05),
+        False,
+    ),
+    ("drawdown_regression", base_trading(cand_trading(max_drawdown=0.0), max_drawdown=0.0), True),
+    (
+        "drawdown_regression",
+        base_trading(cand_trading(max_drawdown=1e-4 + 1e-9), max_drawdown=0.0),
+        False,
+    ),
+    ("isolation", cand_trading(isolation_compliance=1.0), True),
+    ("isolation", cand_trading(isolation_compliance=0.999), False),
+    ("min_history", replace(GOOD, history_days=180.0), True),
+    ("min_history", replace(GOOD, history_days=180.0 - 1e-6), False),
+]
+
+
+@pytest.mark.parametrize(("gate", "ev", "passes"), CASES)
+def test_gate_edges_at_default_thresholds(gate: str, ev: Evidence, passes: bool) -> None:
+    assert outcome(ev, gate) is passes
+
+
+def test_every_gate_has_a_failing_edge_case() -> None:
+    failing = {g for g, _, p in CASES if not p}
+    assert failing == {g.name for g in decide(GOOD, T)}
+
+
+@pytest.mark.parametrize(
+    ("baseline", "higher_is_better", "limit"),
+    [
+        (1.0, True, 0.9),  # a Sharpe of 1.0 may fall to 0.9
+        (-1.0, True, -1.1),  # negative Sharpe: the limit is below it, never above
+        (0.05, False, 0.055),  # a drawdown of 5% may grow to 5.5%
+        (0.0, False, 0.0),  # zero baseline, no slack: no regression allowed
+    ],
+)
+def test_allowed_limit_is_sign_safe(baseline: float, higher_is_better: bool, limit: float) -> None:
+    got = allowed_limit(baseline, 0.10, higher_is_better)
+    assert got == pytest.approx(limit)
+    # The limit is never better than the baseline, whatever the sign.
+    assert (got <= baseline) if higher_is_better else (got >= baseline)
