@@ -114,6 +114,7 @@ def test_no_pickle_in_the_artifact(trained) -> None:
     assert names == sorted(
         [
             "calibration.json",
+            "data_spec.json",
             "feature_spec.json",
             "label_spec.json",
             "metadata.json",

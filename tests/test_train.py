@@ -113,8 +113,11 @@ def test_bad_data_fails_before_any_run_exists(tmp_path, mlflow_uri) -> None:
         run(make_cfg(tmp_path / "o", f"data.path={path}", uri=mlflow_uri))
     short = random_walk(300, seed=1)
     short.to_csv(path)
-    with pytest.raises(DataValidationError, match="too little history"):
+    # Three days: too short for auto to see a weekend, and too short to train.
+    with pytest.raises(DataValidationError, match="less than a week of bars.*data.calendar=24x7"):
         run(make_cfg(tmp_path / "o", f"data.path={path}", uri=mlflow_uri))
+    with pytest.raises(DataValidationError, match="too little history"):
+        run(make_cfg(tmp_path / "o", f"data.path={path}", "data.calendar=24x7", uri=mlflow_uri))
     assert _runs(mlflow_uri) == before
 
 

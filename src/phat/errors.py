@@ -17,6 +17,13 @@ class DataValidationError(PhatError, ValueError):
     reason = "bad_data"
 
 
+class CalendarMismatch(DataValidationError):
+    """Bars that follow another calendar than the one they are read under (e.g. Saturday bars
+    given to a model trained on the FX week)."""
+
+    reason = "calendar_mismatch"
+
+
 class ConfigError(PhatError, ValueError):
     """A configuration value is invalid or inconsistent with the contracts."""
 

@@ -134,18 +134,24 @@ def read_raw(d: dict[str, Any]) -> tuple[pd.DataFrame, str, pd.Series | None]:
     return market.bars, str(d["symbol"] or "SYNTH"), market.p_up
 
 
-def load_bars(cfg: dict[str, Any], timeframe: str) -> tuple[Bars, pd.Series | None]:
-    """The configured data, validated as `timeframe` bars under the data.* settings."""
+def load_bars(
+    cfg: dict[str, Any], timeframe: str, model_spec: dict[str, Any] | None = None
+) -> tuple[Bars, pd.Series | None]:
+    """The configured data, validated as `timeframe` bars under the data.* settings; with a
+    model's DataSpec (scoring), under the model's calendar and max_gap instead."""
     d = cfg["data"]
     raw, symbol, p = read_raw(d)
     bars = prepare_bars(
         raw,
         symbol=symbol,
         timeframe=timeframe,
-        max_gap=d["max_gap"],
+        max_gap=int(model_spec["max_gap_bars"]) if model_spec else d["max_gap"],
         calendar=d["calendar"],
+        model_calendar=str(model_spec["calendar"]) if model_spec else None,
         volume_nan=d["volume_nan"],
         resample_min_coverage=float(d["resample_min_coverage"]),
+        timestamp_format=d["timestamp_format"],
+        dayfirst=d["dayfirst"],
     )
     if bars.report.get("resampled_from") is not None:
         p = None  # the planted p is per native bar
@@ -347,6 +353,8 @@ def fit_evaluate(
         "phat.threads": str(prep.threads),
         "phat.git_sha": git_sha(),
         "phat.symbol": bars.symbol,
+        "phat.calendar": bars.calendar,
+        "phat.max_gap_bars": str(bars.max_gap_bars),
         "phat.promotable": "true" if calibrator.promotable else "false",
     }
     if len(tags["phat.calibration"]) > 4000:  # isotonic tables are long; the JSON file has them
@@ -354,7 +362,9 @@ def fit_evaluate(
             {"method": calibrator.method, "params": "see model/calibration.json"}
         )
     out = Path(out_dir)
-    tags["phat.model_hash"] = save_artifact(out / "model", model, fspec, lspec, calibrator, tags)
+    tags["phat.model_hash"] = save_artifact(
+        out / "model", model, fspec, lspec, calibrator, tags, bars.data_spec()
+    )
     timings["total_s"] = sum(timings.values())
     return TrainResult(
         bars=bars,

@@ -40,14 +40,13 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     mlflow.set_tracking_uri(uri)
     timeframe, _, horizon_id = horizon_spec(cfg)
     policy = build_policy(cfg["policy"]["params"])
-    bars, _ = load_bars(cfg, timeframe)
-    model_name = model_name_for(cfg, bars.symbol)
+    model_name = model_name_for(cfg)
     strict = bool(cfg["signal"]["strict"])
     resolved = resolve(str(cfg["signal_source"]), model_name, horizon_id, strict=strict)
     binding = resolved.binding
-    signal = p_hat_frame(
-        resolved, bars.frame, bars.segment, dict(cfg["signal"]["proxy"]), strict=strict
-    )
+    # A bound model reads the data under its own DataSpec (calendar, max_gap), as in training.
+    bars, _ = load_bars(cfg, timeframe, resolved.model.data_spec if resolved.model else None)
+    signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
 
     trigger = build_triggers(cfg, bars)
     start = evaluation_start(binding, model_name, cfg["backtest"]["start"])
@@ -64,6 +63,16 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             f"evaluation window from {start} to {end} holds {int(keep.sum())} bars"
         )
     frame = bars.frame[keep]
+    if resolved.model is not None:  # a bound model must score the window, not hand it to the proxy
+        p_model = np.where(signal["source"].to_numpy() == "model", signal["p_hat"], np.nan)
+        resolved.model.check_coverage(
+            p_model[keep],
+            int(bars.report["gaps"]),
+            float(cfg["signal"]["min_scored_share"]),
+            f"phat backtest signal_source={binding.signal_source} ({binding.model_name} "
+            f"v{binding.model_version})",
+            from_start=bool(keep[0]),
+        )
     result = run_backtest(
         frame,
         signal[keep],

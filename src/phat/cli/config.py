@@ -254,6 +254,7 @@ class TrainConf:
 @dataclass
 class PredictConf:
     data: DataConf = field(default_factory=DataConf)
+    signal: SignalConf = field(default_factory=SignalConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     model_uri: str = MISSING
     horizon_id: str | None = MISSING

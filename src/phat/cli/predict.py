@@ -34,9 +34,21 @@ def run(cfg: dict[str, Any]) -> Path:
     mlflow.set_tracking_uri(tracking_uri(cfg["tracking"]["uri"]))
     model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
     d = cfg["data"]
-    raw, _, _ = read_raw(d)
-    preds = model.predict(
-        raw, max_gap=d["max_gap"], calendar=d["calendar"], volume_nan=d["volume_nan"]
+    raw, symbol, _ = read_raw(d)
+    bars = model.read_bars(
+        raw,
+        symbol=symbol,
+        calendar=d["calendar"],
+        volume_nan=d["volume_nan"],
+        timestamp_format=d["timestamp_format"],
+        dayfirst=d["dayfirst"],
+    )
+    preds = model.predict_bars(bars.frame, bars.segment)
+    coverage = model.check_coverage(
+        preds["p_hat"].to_numpy(),
+        int(bars.report["gaps"]),
+        float(cfg["signal"]["min_scored_share"]),
+        f"phat predict with {cfg['model_uri']}",
     )
     meta = {k: str(v) for k, v in model.metadata.items() if k.startswith(("phat.", "registry."))}
     meta["phat.model_uri"] = str(cfg["model_uri"])
@@ -47,11 +59,9 @@ def run(cfg: dict[str, Any]) -> Path:
     out = Path(cfg["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out)
-    n = int(preds["p_hat"].notna().sum())
     print(
-        f"phat.predict: {n} of {len(preds)} bars scored ({len(preds) - n} without a full window) "
-        f"by {cfg['model_uri']} (model_hash {model.model_hash[:16]}, horizon "
-        f"{model.label_spec.horizon_id}) -> {out}"
+        f"phat predict: {coverage}; by {cfg['model_uri']} (model_hash {model.model_hash[:16]}, "
+        f"horizon {model.label_spec.horizon_id}) -> {out}"
     )
     return out
 

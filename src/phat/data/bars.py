@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.data.calendars import Calendar, check_follows, infer
+from phat.data.calendars import resolve as resolve_calendar
 from phat.data.io import PRICE_COLUMNS, REQUIRED, normalize_layout
 from phat.data.timeframes import format_timeframe, parse_timeframe
 from phat.data.timeframes import iso as _iso
-from phat.errors import DataValidationError
+from phat.errors import CalendarMismatch, DataValidationError
 from phat.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,18 @@ class Bars:
     symbol: str
     segment: np.ndarray
     report: dict[str, Any] = field(default_factory=dict)
+    calendar: str = "24x7"  # resolved: 24x7 | fx | an exchange code (never "auto")
+    max_gap_bars: int = 2  # in-session bar slots a tolerated hole may miss
+
+    def data_spec(self) -> dict[str, Any]:
+        """The DataSpec an artifact stores: whoever scores with the model reads data this way."""
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "calendar": self.calendar,
+            "max_gap_bars": int(self.max_gap_bars),
+            "timestamps": "UTC; naive taken as UTC",
+        }
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -182,7 +196,8 @@ def _check_sorted(df: pd.DataFrame) -> None:
         i = int(back[0]) + 1
         raise DataValidationError(
             f"timestamps are not sorted: row {i} ({_iso(df.index[i])}) comes after row {i - 1} "
-            f"({_iso(df.index[i - 1])}); sort the input by time"
+            f"({_iso(df.index[i - 1])}); sort the input by time (for text dates, check that "
+            "day and month are read in the right order: data.dayfirst, data.timestamp_format)"
         )
 
 
@@ -244,52 +259,33 @@ def resample_bars(
     return out[keep.to_numpy()], int((~keep).sum())
 
 
-_FX_CLOSE = (4, 20)  # Friday 20:00 UTC: earliest scheduled FX weekend close
-_FX_OPEN = (0, 0)  # Monday 00:00 UTC: latest scheduled reopen
-
-
-def _inside_fx_weekend(start: pd.Timestamp, end: pd.Timestamp) -> bool:
-    """True when the missing stretch [start, end) lies inside one Fri 20:00 .. Mon 00:00 window."""
-    days_back = (start.weekday() - _FX_CLOSE[0]) % 7
-    close = (start - pd.Timedelta(days=days_back)).normalize() + pd.Timedelta(hours=_FX_CLOSE[1])
-    if close > start:
-        close -= pd.Timedelta(days=7)
-    reopen = close.normalize() + pd.Timedelta(days=3)
-    return close <= start and end <= reopen
-
-
 def find_segments(
-    index: pd.DatetimeIndex, timeframe: pd.Timedelta, max_gap: pd.Timedelta, calendar: str
+    index: pd.DatetimeIndex,
+    timeframe: pd.Timedelta,
+    max_gap: pd.Timedelta,
+    calendar: str | Calendar,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Segment id per bar: a new segment starts after a missing stretch longer than `max_gap`."""
+    """Segment id per bar: a new segment starts after a missing stretch of more than `max_gap`
+    in-session bar slots (scheduled closures of the calendar miss no slot)."""
+    cal = calendar if isinstance(calendar, Calendar) else resolve_calendar(calendar)
     index = pd.DatetimeIndex(index).as_unit("ns")
     steps = np.diff(index.asi8)
-    missing = steps - timeframe.value  # length of each missing stretch (0 when contiguous)
-    is_gap = missing > max_gap.value
-    bridged = 0
-    if calendar == "fx":
-        for i in np.flatnonzero(is_gap):
-            start = index[i] + timeframe
-            if _inside_fx_weekend(start, index[i + 1]):
-                is_gap[i] = False
-                bridged += 1
-    elif calendar != "24x7":
-        raise DataValidationError(f"data.calendar={calendar!r}; expected '24x7' or 'fx'")
+    holes = np.flatnonzero(steps > timeframe.value)
+    max_slots = int(max_gap // timeframe)
+    missing = cal.missing_slots(index[holes], index[holes + 1], timeframe)
+    is_gap = np.zeros(len(steps), dtype=bool)
+    is_gap[holes] = missing > max_slots
     segment = np.concatenate([[0], np.cumsum(is_gap)]).astype(np.int64)
     gaps = [
-        {
-            "after": _iso(index[i]),
-            "before": _iso(index[i + 1]),
-            "missing_bars": int(missing[i] // timeframe.value),
-        }
-        for i in np.flatnonzero(is_gap)
+        {"after": _iso(index[i]), "before": _iso(index[i + 1]), "missing_bars": int(m)}
+        for i, m in zip(holes, missing, strict=True)
+        if m > max_slots
     ]
-    tolerated = int(((missing > 0) & ~is_gap).sum()) - bridged
     return segment, {
         "gaps": len(gaps),
         "gap_list": gaps[:50],
-        "small_holes_tolerated": tolerated,
-        "closures_bridged": bridged,
+        "small_holes_tolerated": int(((missing > 0) & (missing <= max_slots)).sum()),
+        "closures_bridged": int((missing == 0).sum()),
     }
 
 
@@ -316,11 +312,17 @@ def prepare_bars(
     volume_nan: str = "refuse",
     resample_min_coverage: float = 1.0,
     allow_resample: bool = True,
+    model_calendar: str | None = None,
+    timestamp_format: str | None = None,
+    dayfirst: bool | None = None,
 ) -> Bars:
-    """Normalize, validate and (if finer and allowed) resample raw OHLCV to `timeframe`."""
+    """Normalize, validate and (if finer and allowed) resample raw OHLCV to `timeframe`.
+
+    `calendar`: auto | 24x7 | fx | an exchange code. `model_calendar` (scoring): the calendar
+    the model was trained under; data of another calendar is refused by name."""
     target = parse_timeframe(timeframe)
     report: dict[str, Any] = {"rows_in": len(raw)}
-    df = normalize_layout(raw)
+    df = normalize_layout(raw, timestamp_format=timestamp_format, dayfirst=dayfirst)
     if len(df) == 0:
         raise DataValidationError("the data has no rows")
     df = validate_values(df, volume_nan=volume_nan)
@@ -357,11 +359,74 @@ def prepare_bars(
         # Spacing finer than the timeframe would mean mixed bars; infer_timeframe ensured
         # every step is a multiple of the native step, which equals the target here.
         pass
-    segment, gap_report = find_segments(
-        df.index, target, _as_duration(max_gap, target, "data.max_gap"), calendar
+    cal, reason = _choose_calendar(df.index, target, calendar, model_calendar)
+    report["calendar"], report["calendar_reason"] = cal.name, reason
+    remedy = (
+        f"this model scores only {model_calendar} data"
+        if model_calendar
+        else f"set data.calendar to the data's calendar (data.calendar=auto infers it; it is {calendar} now)"
     )
+    check_follows(df.index, target, cal, reason, remedy)
+    gap = _as_duration(max_gap, target, "data.max_gap")
+    segment, gap_report = find_segments(df.index, target, gap, cal)
     report.update(gap_report)
     report["rows_out"] = len(df)
     if gap_report["gaps"]:
-        log.warning("%d gaps longer than data.max_gap split the series", gap_report["gaps"])
-    return Bars(frame=df, timeframe=timeframe, symbol=symbol, segment=segment, report=report)
+        first = gap_report["gap_list"][0]
+        log.warning(
+            "%d gaps of more than %d missing in-session bars split the series under calendar %s "
+            "(first: %d bars missing after %s); if these are scheduled closures set data.calendar, "
+            "if they are small outages raise data.max_gap",
+            gap_report["gaps"],
+            int(gap // target),
+            cal.name,
+            first["missing_bars"],
+            first["after"],
+        )
+    return Bars(
+        frame=df,
+        timeframe=timeframe,
+        symbol=symbol,
+        segment=segment,
+        report=report,
+        calendar=cal.name,
+        max_gap_bars=int(gap // target),
+    )
+
+
+def _family(name: str) -> str:
+    return name if name in ("24x7", "fx") else "exchange"
+
+
+def _choose_calendar(
+    index: pd.DatetimeIndex, tf: pd.Timedelta, calendar: str, model_calendar: str | None
+) -> tuple[Calendar, str]:
+    """The calendar to read the bars under, and why (printed, logged, stored)."""
+    if model_calendar:
+        if calendar not in ("auto", model_calendar):
+            raise CalendarMismatch(
+                f"data.calendar={calendar} but the model was trained under calendar "
+                f"{model_calendar}; a model scores only data of its own calendar"
+            )
+        try:
+            seen = infer(index, tf)
+        except DataValidationError:
+            seen = None
+        if seen is not None and seen.calendar and _family(seen.calendar) != _family(model_calendar):
+            raise CalendarMismatch(
+                f"the data follows calendar {seen.calendar} ({seen.reason}) but the model was "
+                f"trained under calendar {model_calendar}; a model scores only data of its own "
+                "calendar"
+            )
+        return resolve_calendar(model_calendar), "the model's calendar"
+    if calendar != "auto":
+        return resolve_calendar(calendar), "set by data.calendar"
+    seen = infer(index, tf)
+    if seen.calendar is None:
+        raise DataValidationError(
+            f"data.calendar=auto cannot tell the calendar: {seen.reason}; set it "
+            "(data.calendar=24x7 for crypto, data.calendar=fx, or an exchange code such as "
+            "data.calendar=XNYS)"
+        )
+    log.info("data.calendar=auto chose %s: %s", seen.calendar, seen.reason)
+    return resolve_calendar(seen.calendar), f"auto: {seen.reason}"

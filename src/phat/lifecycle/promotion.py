@@ -224,7 +224,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         else ResolvedSignal(resolve("proxy", None, lspec.horizon_id).binding, None)
     )
     start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
-    bars, _ = load_bars(cfg, lspec.timeframe)
+    bars, _ = load_bars(cfg, lspec.timeframe, cand.model.data_spec)
     other_data = (
         bool(mv.tags.get("phat.data_hash")) and bars.data_hash() != mv.tags["phat.data_hash"]
     )
@@ -237,8 +237,8 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     if end is not None:
         in_win &= bars.index < end
     proxy_params = dict(cfg["signal"]["proxy"])
-    sig_c = p_hat_frame(cand, bars.frame, bars.segment, proxy_params, strict=True)
-    sig_b = p_hat_frame(base, bars.frame, bars.segment, proxy_params, strict=True)
+    sig_c = p_hat_frame(cand, bars.frame, proxy_params, strict=True)
+    sig_b = p_hat_frame(base, bars.frame, proxy_params, strict=True)
     y = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec)
     pc_, pb_ = sig_c["p_hat"].to_numpy(), sig_b["p_hat"].to_numpy()
     cand_ok = (sig_c["source"] == "model").to_numpy()

@@ -5,11 +5,13 @@
     feature_spec.json   FeatureSpec with fitted normalization
     label_spec.json     LabelSpec
     calibration.json    calibrator method and parameters
+    data_spec.json      DataSpec: symbol, timeframe, calendar, max_gap (how to read bars to score)
     metadata.json       every phat.* tag of DESIGN.md (identity and lineage)
 
-`model_hash` is the sha256 of the canonical JSON of the four contract files plus the digest of
-every tensor (name, dtype, shape, bytes): it changes with any weight, spec or calibration change
-and with nothing else. `load_artifact` recomputes it and refuses a mismatch before returning.
+`model_hash` is the sha256 of the canonical JSON of the contract files plus the digest of every
+tensor (name, dtype, shape, bytes): it changes with any weight, spec, calibration or DataSpec
+change and with nothing else. Artifacts written before the DataSpec existed load with the
+calendar they were trained under then (24x7, max_gap 2 bars) and hash as they did. `load_artifact` recomputes it and refuses a mismatch before returning.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ FILES = (
     "calibration.json",
     "metadata.json",
 )
+OPTIONAL_FILES = ("data_spec.json",)
+LEGACY_DATA_SPEC = {"calendar": "24x7", "max_gap_bars": 2}
 
 
 def tensors_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -58,18 +62,18 @@ def compute_model_hash(
     feature_spec: dict[str, Any],
     label_spec: dict[str, Any],
     calibration: dict[str, Any],
+    data_spec: dict[str, Any] | None = None,
 ) -> str:
-    return sha256_text(
-        canonical_json(
-            {
-                "model": model_json,
-                "weights": tensors_digest(arrays),
-                "feature_spec": feature_spec,
-                "label_spec": label_spec,
-                "calibration": calibration,
-            }
-        )
-    )
+    parts = {
+        "model": model_json,
+        "weights": tensors_digest(arrays),
+        "feature_spec": feature_spec,
+        "label_spec": label_spec,
+        "calibration": calibration,
+    }
+    if data_spec is not None:
+        parts["data_spec"] = data_spec
+    return sha256_text(canonical_json(parts))
 
 
 @dataclass
@@ -81,6 +85,7 @@ class PHatModel:
     label_spec: LabelSpec
     calibrator: Calibrator
     metadata: dict[str, Any] = field(default_factory=dict)
+    data_spec: dict[str, Any] = field(default_factory=lambda: dict(LEGACY_DATA_SPEC))
 
     @property
     def model_hash(self) -> str:
@@ -101,13 +106,76 @@ class PHatModel:
             p_cal[ends] = self.calibrator.predict(z)
         return pd.DataFrame({"p_hat_raw": p_raw, "p_hat": p_cal}, index=frame.index)
 
-    def predict(self, ohlcv: pd.DataFrame, **data_kwargs: Any) -> pd.DataFrame:
-        """Accepts any layout the file loader accepts; refuses bars of another timeframe."""
+    @property
+    def calendar(self) -> str:
+        return str(self.data_spec["calendar"])
+
+    def read_bars(self, ohlcv: pd.DataFrame, **data_kwargs: Any) -> Any:
+        """Validate raw bars under this model's DataSpec (its timeframe, calendar and max_gap):
+        the same reading as in training, so windows break at the same places. Data of another
+        timeframe or calendar is refused by name. `data_kwargs`: calendar (auto or the model's),
+        volume_nan, timestamp_format, dayfirst, symbol."""
         from phat.data import prepare_bars
 
-        bars = prepare_bars(
-            ohlcv, timeframe=self.label_spec.timeframe, allow_resample=False, **data_kwargs
+        return prepare_bars(
+            ohlcv,
+            timeframe=self.label_spec.timeframe,
+            allow_resample=False,
+            max_gap=int(self.data_spec["max_gap_bars"]),
+            model_calendar=self.calendar,
+            **{"calendar": "auto", **data_kwargs},
         )
+
+    def segments(self, frame: pd.DataFrame) -> np.ndarray:
+        """Segment ids of already validated bars under this model's calendar and max_gap
+        (refuses bars inside the calendar's closures)."""
+        from phat.data.bars import find_segments
+        from phat.data.calendars import check_follows, resolve
+        from phat.data.timeframes import parse_timeframe
+
+        tf = parse_timeframe(self.label_spec.timeframe)
+        cal = resolve(self.calendar)
+        index = pd.DatetimeIndex(frame.index)
+        check_follows(
+            index, tf, cal, "the model's calendar", f"this model scores only {cal.name} data"
+        )
+        seg, _ = find_segments(index, tf, tf * int(self.data_spec["max_gap_bars"]), cal)
+        return seg
+
+    def check_coverage(
+        self, p_hat: np.ndarray, gaps: int, min_share: float, what: str, from_start: bool = True
+    ) -> str:
+        """Refuse scoring that scores nothing, or less than `min_share` of the bars that could
+        have a window (all of them, less the first warm-up when `p_hat` starts at the data's
+        first bar); returns the one-line coverage summary otherwise."""
+        from phat.errors import DataValidationError
+
+        warm = self.feature_spec.bars_read - 1
+        eligible = max(len(p_hat) - (warm if from_start else 0), 0)
+        scored = int(np.isfinite(p_hat).sum())
+        share = scored / eligible if eligible else 0.0
+        line = (
+            f"{scored} of {len(p_hat)} bars scored ({share:.0%} of {eligible} eligible) "
+            f"under the model's calendar {self.calendar}, max_gap "
+            f"{self.data_spec['max_gap_bars']} bars; {gaps} gaps"
+        )
+        if scored == 0 or share < min_share:
+            cause = (
+                f"{gaps} gaps split the data and each costs a {warm + 1}-bar window before "
+                "scoring resumes; if they are scheduled closures, train with the data's "
+                "calendar (data.calendar=...), if short outages, with a larger data.max_gap"
+                if gaps
+                else f"the data is too short for the model's {warm + 1}-bar window"
+            )
+            raise DataValidationError(
+                f"{what}: {line}, below signal.min_scored_share={min_share}: {cause}"
+            )
+        return line
+
+    def predict(self, ohlcv: pd.DataFrame, **data_kwargs: Any) -> pd.DataFrame:
+        """p_hat_raw and p_hat per bar of `ohlcv` (any layout the file loader accepts), read
+        under the model's DataSpec (see read_bars); NaN where no full window exists."""
+        bars = self.read_bars(ohlcv, **data_kwargs)
         return self.predict_bars(bars.frame, bars.segment)
 
 
@@ -118,6 +186,7 @@ def save_artifact(
     label_spec: LabelSpec,
     calibrator: Calibrator,
     metadata: dict[str, Any],
+    data_spec: dict[str, Any],
 ) -> str:
     """Write the artifact directory; returns model_hash (also written into metadata.json)."""
     from safetensors.numpy import save_file
@@ -128,13 +197,14 @@ def save_artifact(
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     model_json = {"kind": model.kind, "config": config, "n_parameters": int(model.n_parameters)}
     fs, ls, cal = feature_spec.to_dict(), label_spec.to_dict(), calibrator.to_dict()
-    model_hash = compute_model_hash(model_json, arrays, fs, ls, cal)
+    model_hash = compute_model_hash(model_json, arrays, fs, ls, cal, data_spec)
     save_file(arrays, str(path / "weights.safetensors"))
     for name, obj in (
         ("model.json", model_json),
         ("feature_spec.json", fs),
         ("label_spec.json", ls),
         ("calibration.json", cal),
+        ("data_spec.json", data_spec),
         ("metadata.json", {**metadata, "phat.model_hash": model_hash}),
     ):
         (path / name).write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
@@ -161,6 +231,7 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
     if missing:
         raise MalformedArtifact(f"artifact {str(path)!r} lacks {missing}")
     read = {f: _read_json(path / f) for f in FILES if f.endswith(".json")}
+    data_spec = _read_json(path / "data_spec.json") if (path / "data_spec.json").exists() else None
     try:
         arrays = load_file(str(path / "weights.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:
@@ -173,6 +244,7 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
         read["feature_spec.json"],
         read["label_spec.json"],
         read["calibration.json"],
+        data_spec,
     )
     if expected != actual:
         raise HashMismatch(
@@ -198,4 +270,11 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
         )
     mj = read["model.json"]
     model = model_class(mj["kind"]).from_state(arrays, mj["config"])
-    return PHatModel(model, fspec, lspec, Calibrator.from_dict(read["calibration.json"]), meta)
+    return PHatModel(
+        model,
+        fspec,
+        lspec,
+        Calibrator.from_dict(read["calibration.json"]),
+        meta,
+        data_spec if data_spec is not None else dict(LEGACY_DATA_SPEC),
+    )

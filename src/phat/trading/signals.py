@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from phat.errors import ConfigError, ModelUnavailable, PhatError, reason_of
+from phat.errors import CalendarMismatch, ConfigError, ModelUnavailable, PhatError, reason_of
 
 log = logging.getLogger(__name__)
 FALLBACK_REASONS = (
@@ -37,6 +37,7 @@ FALLBACK_REASONS = (
     "feature_version_mismatch",
     "horizon_mismatch",
     "inference_error",
+    "calendar_mismatch",
     "no_window",
 )
 
@@ -158,11 +159,13 @@ def resolve(
 def p_hat_frame(
     resolved: ResolvedSignal,
     frame: pd.DataFrame,
-    segment: np.ndarray,
     proxy_params: dict[str, Any],
     strict: bool = False,
 ) -> pd.DataFrame:
-    """Per bar: p_hat_raw, p_hat, source ('model'|'proxy'), fallback_reason."""
+    """Per bar: p_hat_raw, p_hat, source ('model'|'proxy'), fallback_reason.
+
+    The model reads the bars under its own DataSpec (calendar, max_gap), exactly as in
+    training; bars of another calendar fall back with `calendar_mismatch`."""
     proxy = proxy_p_hat(frame["close"].to_numpy(), **proxy_params)
     out = pd.DataFrame(
         {
@@ -174,6 +177,14 @@ def p_hat_frame(
         index=frame.index,
     )
     if resolved.model is None:
+        return out
+    try:
+        segment = resolved.model.segments(frame)
+    except CalendarMismatch as e:
+        if strict:
+            raise
+        log.warning("%s; FALLING BACK TO THE PROXY for every bar", e)
+        out["fallback_reason"] = "calendar_mismatch"
         return out
     try:
         pm = resolved.model.predict_bars(frame, segment)
