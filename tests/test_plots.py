@@ -26,3 +26,39 @@ def test_reliability_diagram_writes_a_png(tmp_path) -> None:
     )
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_wilson_bounds_never_cross_an_all_up_or_all_down_bin() -> None:
+    # n where rounding put the bound a hair past freq 0 or 1 (seen on real data): 6, 11, 21, ...
+    n = np.arange(1, 400, dtype=float)
+    for freq in (0.0, 1.0):
+        lo, hi = wilson_interval(np.full(len(n), freq), n)
+        assert (lo <= freq).all() and (hi >= freq).all()
+
+
+def test_reliability_diagram_draws_all_up_and_all_down_bins(tmp_path) -> None:
+    for n in (6, 11, 21, 22, 27, 31, 38):
+        y = np.r_[np.zeros(n), np.ones(n)]
+        p = np.r_[np.full(n, 0.03), np.full(n, 0.97)]
+        reliability_diagram(y, {"calibrated": p}, tmp_path / f"r{n}.png", n_bins=15)
+        assert (tmp_path / f"r{n}.png").stat().st_size > 0
+
+
+def test_a_plot_failure_cannot_lose_the_run(tmp_path, mlflow_uri, monkeypatch) -> None:
+    import mlflow
+
+    import phat.evaluation.plots
+    from conftest import make_cfg
+    from phat.cli.train import run
+
+    def broken(*a, **k):
+        raise ValueError("'yerr' must not contain negative values")
+
+    monkeypatch.setattr(phat.evaluation.plots, "reliability_diagram", broken)
+    out = run(
+        make_cfg(tmp_path, "data.synthetic.periods=3000", "metrics.bootstrap_n=5", uri=mlflow_uri)
+    )
+    assert out["model_version"] >= 1  # registered: the fit was not lost
+    run_ = mlflow.MlflowClient(mlflow_uri).get_run(out["run_id"])
+    assert "reliability plot (test) not drawn" in run_.data.tags["phat.warnings"]
+    assert run_.data.metrics["test_brier"] > 0

@@ -20,7 +20,7 @@ from phat.contract.features import POLICY_MISSING, FeatureSpec
 from phat.contract.labels import LabelSpec, make_labels, parse_horizon
 from phat.contract.splits import SplitConfig, carve_tail, make_splits, span_window
 from phat.data import Bars, prepare_bars, read_table
-from phat.errors import ConfigError
+from phat.errors import ConfigError, DataValidationError
 from phat.evaluation.metrics import evaluate_split
 from phat.hashing import canonical_json
 from phat.models.baselines import WindowData, build_model
@@ -152,6 +152,7 @@ def load_bars(
         resample_min_coverage=float(d["resample_min_coverage"]),
         timestamp_format=d["timestamp_format"],
         dayfirst=d["dayfirst"],
+        now=pd.Timestamp.now(tz="UTC"),
     )
     if bars.report.get("resampled_from") is not None:
         p = None  # the planted p is per native bar
@@ -226,6 +227,7 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     t1 = time.perf_counter()
 
     close = bars.frame["close"].to_numpy()
+    fspec.check_data(bars.frame)
     raw = fspec.compute_raw(bars.frame)
     y = make_labels(close, bars.segment, lspec)
     windows_ok = fspec.valid_end_mask(raw, bars.segment)
@@ -250,7 +252,18 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
             counts["samples_dropped_gap"],
             counts["gaps"],
         )
-    spans = make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
+    try:
+        spans = make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
+    except DataValidationError as e:
+        if not counts["samples_dropped_gap"]:
+            raise
+        first = bars.report["gap_list"][0]
+        raise DataValidationError(
+            f"{e}; {counts['samples_dropped_gap']} samples were lost to {counts['gaps']} gaps "
+            f"under calendar {bars.calendar} (first: {first['missing_bars']} bars missing after "
+            f"{first['after']}): if they are scheduled closures set data.calendar (auto infers "
+            "it), if short outages raise data.max_gap"
+        ) from None
     tr = spans["train"]
     # Normalization sees only bars that train samples read.
     norm_rows = np.arange(max(0, int(tr[0]) - fspec.bars_read + 1), int(tr[-1]) + 1)
@@ -300,7 +313,10 @@ def fit_evaluate(
     t = time.perf_counter()
     logits = {k: model.logits(data, v) for k, v in spans.items()}
     calibrator = fit_calibrator(
-        cfg["calibration"]["method"], logits["calibration"], y[spans["calibration"]]
+        cfg["calibration"]["method"],
+        logits["calibration"],
+        y[spans["calibration"]],
+        purge=lspec.horizon_bars,
     )
     preds = {
         k: SpanPredictions(
@@ -356,6 +372,7 @@ def fit_evaluate(
         "phat.calendar": bars.calendar,
         "phat.max_gap_bars": str(bars.max_gap_bars),
         "phat.promotable": "true" if calibrator.promotable else "false",
+        "phat.resolution": str(calibrator.params.get("resolution", "ok")),
     }
     if len(tags["phat.calibration"]) > 4000:  # isotonic tables are long; the JSON file has them
         tags["phat.calibration"] = canonical_json(

@@ -46,15 +46,19 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
     with mlflow.start_run(run_name=run_name) as active:
         run_id = active.info.run_id
         result = fit_evaluate(prep, out_dir, tracking={"uri": uri, "run_id": run_id})
-        write_run_files(
+        warnings = write_run_files(
             result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg["metrics"]["n_bins"])
         )
         log_run(result, cfg, out_dir)
+        if warnings:
+            mlflow.set_tag("phat.warnings", " | ".join(warnings)[:5000])
         registered = log_and_register(
             result, model_name_for(cfg, prep.bars.symbol), bool(cfg["registry"]["register"])
         )
     for line in summary_lines(result, run_id, uri, experiment, registered):
         print(line)
+    for w in warnings:
+        print(f"  WARNING       {w} (the model, metrics and artifact are kept)")
     return {
         "run_id": run_id,
         "model_hash": result.tags["phat.model_hash"],

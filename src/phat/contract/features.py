@@ -305,6 +305,16 @@ class FeatureSpec:
         return spec
 
     # -----------------------------------------------------------------------------------------
+    def check_data(self, frame: pd.DataFrame) -> None:
+        """Refuse data the features cannot describe (the math itself stays finite on it)."""
+        if any(f["fn"] == "volume_z" for f in self.features) and len(frame):
+            vol = frame["volume"].to_numpy(np.float64)
+            if not (vol > 0).any():
+                raise DataValidationError(
+                    f"column 'volume' is 0 on all {len(frame)} bars, but feature volume_z needs "
+                    "traded volume (many FX feeds have none); train with features=no_volume"
+                )
+
     def compute_raw(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw (unnormalized) features, shape [n_bars, n_features], NaN during warm-up."""
         if self.code_version != FEATURE_CODE_VERSION:
@@ -314,6 +324,7 @@ class FeatureSpec:
             )
         cols: dict[str, np.ndarray] = {}
         limit = int(self.missing.get("optional_ffill_bars", 0))
+
         for col in self.required_columns:
             if col not in frame.columns:
                 raise DataValidationError(

@@ -315,11 +315,13 @@ def prepare_bars(
     model_calendar: str | None = None,
     timestamp_format: str | None = None,
     dayfirst: bool | None = None,
+    now: pd.Timestamp | None = None,
 ) -> Bars:
     """Normalize, validate and (if finer and allowed) resample raw OHLCV to `timeframe`.
 
     `calendar`: auto | 24x7 | fx | an exchange code. `model_calendar` (scoring): the calendar
-    the model was trained under; data of another calendar is refused by name."""
+    the model was trained under; data of another calendar is refused by name. `now` (the
+    caller's clock): bars stamped more than a day after it are refused."""
     target = parse_timeframe(timeframe)
     report: dict[str, Any] = {"rows_in": len(raw)}
     df = normalize_layout(raw, timestamp_format=timestamp_format, dayfirst=dayfirst)
@@ -328,6 +330,12 @@ def prepare_bars(
     df = validate_values(df, volume_nan=volume_nan)
     df = _drop_duplicate_timestamps(df, report)
     _check_sorted(df)
+    if now is not None and df.index[-1] > now + pd.Timedelta(days=1):
+        i = int(np.searchsorted(df.index.asi8, (now + pd.Timedelta(days=1)).value, side="right"))
+        raise DataValidationError(
+            f"{len(df) - i} bars are stamped in the future, first at row {i} "
+            f"({_iso(df.index[i])}; now is {_iso(now)}): wrong epoch unit or a misread date"
+        )
     native = infer_timeframe(df.index)
     report["native_timeframe"] = format_timeframe(native)
     if native > target:

@@ -85,9 +85,13 @@ def resolve(name: str) -> Calendar:
 
 @functools.lru_cache(maxsize=32)
 def _exchange_cached(code: str, start: str, end: str) -> Any:
+    import warnings
+
     import exchange_calendars as xc
 
-    return xc.get_calendar(code, start=start, end=end)
+    with warnings.catch_warnings():  # its pandas-3 deprecation notices are not ours to act on
+        warnings.simplefilter("ignore")
+        return xc.get_calendar(code, start=start, end=end)
 
 
 def exchange(code: str, first: pd.Timestamp, last: pd.Timestamp) -> Any:

@@ -13,9 +13,12 @@ def wilson_interval(
     """95% Wilson score interval of a binomial frequency: wide for the sparse edge bins, so a
     reader can tell a few-sample swing from real miscalibration."""
     n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    freq = np.asarray(freq, dtype=np.float64)
     centre = (freq + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(freq * (1 - freq) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    # In exact arithmetic lo <= freq <= hi; at freq 0 or 1 rounding can put the bound a hair
+    # on the wrong side (n = 6, 11, 21, ...), which matplotlib refuses as a negative error bar.
+    return np.minimum(centre - half, freq), np.maximum(centre + half, freq)
 
 
 def reliability_diagram(
@@ -50,7 +53,10 @@ def reliability_diagram(
         ax.errorbar(
             rc["mean_p"],
             rc["observed_freq"],
-            yerr=[rc["observed_freq"] - lo, hi - rc["observed_freq"]],
+            yerr=[
+                np.maximum(rc["observed_freq"] - lo, 0.0),
+                np.maximum(hi - rc["observed_freq"], 0.0),
+            ],
             marker="o",
             capsize=2,
             color=color,

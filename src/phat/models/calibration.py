@@ -9,11 +9,22 @@ numbers and applied here with numpy, so an artifact never needs a pickle:
                replaced by the slope-0 fit, the calibration span's base rate
 - temperature: p = sigmoid(2 * beta * z)                   (Guo et al. 2017; sklearn treats a
                binary decision value z as the logit pair (-z, z), hence the 2; T = 1/(2 beta))
-- isotonic:    p = interp(clip(z, x_min, x_max), x_thresholds, y_thresholds)
+- isotonic:    p = interp(clip(z, x_min, x_max), x_thresholds, y_thresholds), where each
+               PAV block's rate is the posterior mean under a Beta prior of strength
+               `ISOTONIC_PRIOR` = 2 pseudo-samples at the calibration base rate pi,
+               (k + 2 pi) / (n + 2), re-made monotone by weighted PAV: a block of 3 "all up"
+               bars says 0.6-0.8, not 1.0, and small blocks shrink toward climatology
 - none:        p = sigmoid(z)   (research only: tagged phat.promotable=false)
+- auto:        fits none, platt, temperature and isotonic on the first 2/3 of the calibration
+               span (time order), scores each by log loss on the last 1/3 (after a purge of
+               the horizon), refits the winner on the whole span and records the losses
+
+Every output is clipped to [P_MIN, 1 - P_MIN] (1e-6): no calibrated p_hat is exactly 0 or 1,
+so one bar can never cost an infinite log loss. A calibrator whose output on its own span is
+constant has no resolution: it is reported so and the model is not promotable.
 
 tests/test_calibration.py checks that the stored parameters reproduce scikit-learn's
-`predict_proba` on fresh inputs.
+`predict_proba` on fresh inputs (isotonic: with the prior set to 0).
 """
 
 from __future__ import annotations
@@ -26,7 +37,10 @@ import numpy as np
 from phat.errors import ConfigError
 from phat.hashing import canonical_json
 
-METHODS = ("platt", "temperature", "isotonic", "none")
+METHODS = ("auto", "platt", "temperature", "isotonic", "none")
+FITTED = ("none", "platt", "temperature", "isotonic")  # what `auto` chooses among
+P_MIN = 1e-6
+ISOTONIC_PRIOR = 2.0
 _SKLEARN_METHOD = {"platt": "sigmoid", "temperature": "temperature", "isotonic": "isotonic"}
 
 
@@ -87,10 +101,15 @@ class Calibrator:
 
     @property
     def promotable(self) -> bool:
-        return self.method != "none"
+        """Calibrated on purpose (not the research `none`, unless `auto` chose it on held-out
+        data) and with resolution (not a constant)."""
+        chosen = self.method != "none" or self.params.get("selected_by") == "auto"
+        return chosen and self.params.get("resolution", "ok") != "none"
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
-        z = np.asarray(logits, dtype=np.float64)
+        return np.clip(self._map(np.asarray(logits, dtype=np.float64)), P_MIN, 1.0 - P_MIN)
+
+    def _map(self, z: np.ndarray) -> np.ndarray:
         if self.method == "none":
             return sigmoid(z)
         if self.method == "platt":
@@ -112,16 +131,29 @@ class Calibrator:
         return cls(method=d["method"], params=dict(d.get("params") or {}))
 
 
-def fit_calibrator(method: str, logits: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Fit on the calibration span's raw logits and labels; returns explicit parameters."""
+def fit_calibrator(method: str, logits: np.ndarray, y: np.ndarray, purge: int = 1) -> Calibrator:
+    """Fit on the calibration span's raw logits and labels (in time order); returns explicit
+    parameters, with `resolution: none` recorded when the fitted map is constant there.
+    `purge`: samples dropped between auto's inner fit and evaluation parts (the horizon)."""
     if method not in METHODS:
         raise ConfigError(f"calibration={method!r}: expected one of {list(METHODS)}")
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y)
+    cal = _fit_auto(z, y, purge) if method == "auto" else _fit(method, z, y)
+    p = cal.predict(z)
+    if len(p) and float(p.max() - p.min()) < 1e-9:
+        cal = Calibrator(cal.method, {**cal.params, "resolution": "none"})
+    return cal
+
+
+def _fit(method: str, z: np.ndarray, y: np.ndarray) -> Calibrator:
     if method == "none":
         return Calibrator("none")
-    y = np.asarray(y)
     if len(np.unique(y)) < 2:
         raise ConfigError("calibration span holds one outcome only; cannot fit a calibrator")
-    cal = fit_sklearn(method, logits, y).calibrated_classifiers_[0].calibrators[0]
+    if method == "isotonic":
+        return Calibrator("isotonic", fit_isotonic(z, y, ISOTONIC_PRIOR))
+    cal = fit_sklearn(method, z, y).calibrated_classifiers_[0].calibrators[0]
     if method == "platt":
         a, b = float(cal.a_), float(cal.b_)
         if a > 0:
@@ -134,13 +166,64 @@ def fit_calibrator(method: str, logits: np.ndarray, y: np.ndarray) -> Calibrator
                 "platt", {"a": 0.0, "b": float(-np.log(rate / (1 - rate))), "clamped_from_a": a}
             )
         return Calibrator("platt", {"a": a, "b": b})
-    if method == "temperature":
-        beta = float(np.asarray(cal.beta_))
-        return Calibrator("temperature", {"beta": beta, "temperature": 1.0 / (2.0 * beta)})
+    beta = float(np.asarray(cal.beta_))
+    return Calibrator("temperature", {"beta": beta, "temperature": 1.0 / (2.0 * beta)})
+
+
+def fit_isotonic(z: np.ndarray, y: np.ndarray, prior: float) -> dict[str, Any]:
+    """Isotonic (PAV, scikit-learn's IsotonicRegression) with each block's rate shrunk to
+    (k + prior * pi) / (n + prior), then weighted PAV again so the map stays non-decreasing.
+    prior = 0 gives scikit-learn's isotonic calibration exactly."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    iso.fit(z, y.astype(np.float64))
+    x_thr = np.asarray(iso.X_thresholds_, dtype=np.float64)
+    y_thr = np.asarray(iso.y_thresholds_, dtype=np.float64)
+    if prior > 0:
+        fitted = iso.predict(z)
+        values = np.unique(y_thr)  # one per block, increasing
+        block = np.searchsorted(values, fitted)
+        n = np.bincount(block, minlength=len(values)).astype(np.float64)
+        k = np.bincount(block, weights=y.astype(np.float64), minlength=len(values))
+        pi = float(np.mean(y))
+        rate = (k + prior * pi) / (n + prior)
+        smooth = IsotonicRegression().fit(values, rate, sample_weight=n + prior).predict(values)
+        y_thr = smooth[np.searchsorted(values, y_thr)]
+    return {
+        "x_thresholds": [float(v) for v in x_thr],
+        "y_thresholds": [float(v) for v in y_thr],
+        "prior": float(prior),
+    }
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def _fit_auto(z: np.ndarray, y: np.ndarray, purge: int) -> Calibrator:
+    n = len(z)
+    cut = (2 * n) // 3
+    fit_part, eval_part = slice(0, cut), slice(min(cut + max(purge, 0), n), n)
+    if cut < 20 or n - eval_part.start < 20:
+        raise ConfigError(
+            f"calibration=auto needs more calibration samples than {n} to choose on a held-out "
+            "part; choose a method (calibration=platt)"
+        )
+    losses: dict[str, float] = {}
+    for m in FITTED:
+        try:
+            c = _fit(m, z[fit_part], y[fit_part])
+        except ConfigError:
+            continue
+        losses[m] = _log_loss(y[eval_part], c.predict(z[eval_part]))
+    best = min(losses, key=lambda m: (losses[m], FITTED.index(m)))
+    chosen = _fit(best, z, y)
     return Calibrator(
-        "isotonic",
+        best,
         {
-            "x_thresholds": [float(v) for v in cal.X_thresholds_],
-            "y_thresholds": [float(v) for v in cal.y_thresholds_],
+            **chosen.params,
+            "selected_by": "auto",
+            "inner_log_loss": {m: round(v, 8) for m, v in losses.items()},
         },
     )

@@ -123,6 +123,7 @@ class PHatModel:
             allow_resample=False,
             max_gap=int(self.data_spec["max_gap_bars"]),
             model_calendar=self.calendar,
+            now=pd.Timestamp.now(tz="UTC"),
             **{"calendar": "auto", **data_kwargs},
         )
 
@@ -176,6 +177,7 @@ class PHatModel:
         """p_hat_raw and p_hat per bar of `ohlcv` (any layout the file loader accepts), read
         under the model's DataSpec (see read_bars); NaN where no full window exists."""
         bars = self.read_bars(ohlcv, **data_kwargs)
+        self.feature_spec.check_data(bars.frame)
         return self.predict_bars(bars.frame, bars.segment)
 
 

@@ -7,6 +7,7 @@ SQLite file `sqlite:///mlflow.db` (the Model Registry needs a database; no serve
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_LEN = 6000  # MLflow 3 stores params up to 6000 characters
 
@@ -63,11 +65,15 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def write_run_files(result: Any, out_dir: Path, config_yaml: str, n_bins: int) -> None:
-    """Files a person opens: config, specs, reliability data and plots, test predictions."""
+def write_run_files(result: Any, out_dir: Path, config_yaml: str, n_bins: int) -> list[str]:
+    """Files a person opens: config, specs, reliability data and plots, test predictions.
+
+    Nothing here may lose a fitted model: a figure that fails to draw is skipped and its
+    error returned as a warning (logged on the run); tables and the artifact are kept."""
     from phat.evaluation.metrics import reliability_curve
     from phat.evaluation.plots import reliability_diagram
 
+    warnings: list[str] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(config_yaml)
     (out_dir / "label_spec.json").write_text(json.dumps(result.label_spec.to_dict(), indent=2))
@@ -89,18 +95,23 @@ def write_run_files(result: Any, out_dir: Path, config_yaml: str, n_bins: int) -
         table = pd.concat(frames, ignore_index=True)
         table.to_csv(rel / f"{split}.csv", index=False)
         (rel / f"{split}.json").write_text(table.to_json(orient="records", indent=1))
-        reliability_diagram(
-            pr.y,
-            {"raw": pr.p_raw, "calibrated": pr.p_hat},
-            plots / f"reliability_{split}.png",
-            n_bins=n_bins,
-            title=f"{result.model.kind} {result.label_spec.horizon_id}: {split} span",
-        )
+        try:
+            reliability_diagram(
+                pr.y,
+                {"raw": pr.p_raw, "calibrated": pr.p_hat},
+                plots / f"reliability_{split}.png",
+                n_bins=n_bins,
+                title=f"{result.model.kind} {result.label_spec.horizon_id}: {split} span",
+            )
+        except Exception as e:  # a figure is a report, not the model
+            warnings.append(f"reliability plot ({split}) not drawn: {type(e).__name__}: {e}")
+            log.warning("%s", warnings[-1])
     pr = result.predictions["test"]
     pd.DataFrame(
         {"y": pr.y, "logit": pr.logits, "p_hat_raw": pr.p_raw, "p_hat": pr.p_hat},
         index=pr.timestamps,
     ).to_parquet(out_dir / "test_predictions.parquet")
+    return warnings
 
 
 def log_run(result: Any, cfg: dict[str, Any], out_dir: Path) -> None:
@@ -116,6 +127,24 @@ def log_run(result: Any, cfg: dict[str, Any], out_dir: Path) -> None:
     metrics.update({f"timing_{k}": float(v) for k, v in result.timings.items()})
     mlflow.log_metrics(metrics)
     mlflow.log_artifacts(str(out_dir))
+
+
+def _span(index: Any) -> str:
+    def day(ts: Any) -> str:
+        t = pd.Timestamp(ts)
+        return t.strftime("%Y-%m-%d %H:%M") if (t.hour or t.minute) else t.strftime("%Y-%m-%d")
+
+    return f"{day(index[0])} .. {day(index[-1])} UTC" if len(index) else "(empty)"
+
+
+def _calibration_line(cal: Any) -> str:
+    text = cal.method
+    if cal.params.get("selected_by") == "auto":
+        losses = ", ".join(f"{m} {v:.5f}" for m, v in cal.params["inner_log_loss"].items())
+        text += f" (auto; held-out log loss: {losses})"
+    if cal.params.get("resolution") == "none":
+        text += "  NO RESOLUTION: p_hat is constant; not promotable"
+    return text
 
 
 def summary_lines(
@@ -134,9 +163,12 @@ def summary_lines(
         f"phat.train: {result.model.kind} {result.label_spec.horizon_id} on {result.bars.symbol} "
         f"({result.counts['bars']} bars, {len(result.spans['train'])} train / "
         f"{len(result.spans['calibration'])} calibration / {len(result.spans['test'])} test samples)",
+        f"  data          {_span(result.bars.index)}  calendar {result.bars.calendar} "
+        f"({result.bars.report.get('calendar_reason', '')}), {result.counts['gaps']} gaps",
+        f"  test span     {_span(result.predictions['test'].timestamps)}",
         f"  run id        {run_id}  (experiment {experiment!r})",
         f"  model hash    {result.tags['phat.model_hash']}",
-        f"  calibration   {result.calibrator.method}",
+        f"  calibration   {_calibration_line(result.calibrator)}",
         f"  {'test metric':<18}{'raw':>10}{'calibrated':>12}   95% CI (calibrated)",
     ]
     for label, key in rows:
