@@ -17,11 +17,15 @@ numbers and applied here with numpy, so an artifact never needs a pickle:
 - none:        p = sigmoid(z)   (research only: tagged phat.promotable=false)
 - auto:        fits none, platt, temperature and isotonic on the first 2/3 of the calibration
                span (time order), scores each by log loss on the last 1/3 (after a purge of
-               the horizon), refits the winner on the whole span and records the losses
+               the horizon), and keeps Platt (two parameters, able to fall back to the base
+               rate) unless another method beats it by more than one standard error of the
+               per-sample loss difference (the one-standard-error rule); refits the choice on
+               the whole span and records the losses
 
 Every output is clipped to [P_MIN, 1 - P_MIN] (1e-6): no calibrated p_hat is exactly 0 or 1,
 so one bar can never cost an infinite log loss. A calibrator whose output on its own span is
-constant has no resolution: it is reported so and the model is not promotable.
+near-constant (standard deviation under `MIN_RESOLUTION_SD` = 0.001, a tenth of a percentage
+point) has no resolution: it is reported so and the model is not promotable.
 
 tests/test_calibration.py checks that the stored parameters reproduce scikit-learn's
 `predict_proba` on fresh inputs (isotonic: with the prior set to 0).
@@ -41,6 +45,7 @@ METHODS = ("auto", "platt", "temperature", "isotonic", "none")
 FITTED = ("none", "platt", "temperature", "isotonic")  # what `auto` chooses among
 P_MIN = 1e-6
 ISOTONIC_PRIOR = 2.0
+MIN_RESOLUTION_SD = 1e-3
 _SKLEARN_METHOD = {"platt": "sigmoid", "temperature": "temperature", "isotonic": "isotonic"}
 
 
@@ -141,7 +146,7 @@ def fit_calibrator(method: str, logits: np.ndarray, y: np.ndarray, purge: int = 
     y = np.asarray(y)
     cal = _fit_auto(z, y, purge) if method == "auto" else _fit(method, z, y)
     p = cal.predict(z)
-    if len(p) and float(p.max() - p.min()) < 1e-9:
+    if len(p) and float(np.std(p)) < MIN_RESOLUTION_SD:
         cal = Calibrator(cal.method, {**cal.params, "resolution": "none"})
     return cal
 
@@ -197,8 +202,8 @@ def fit_isotonic(z: np.ndarray, y: np.ndarray, prior: float) -> dict[str, Any]:
     }
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+def _log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 
 def _fit_auto(z: np.ndarray, y: np.ndarray, purge: int) -> Calibrator:
@@ -210,14 +215,24 @@ def _fit_auto(z: np.ndarray, y: np.ndarray, purge: int) -> Calibrator:
             f"calibration=auto needs more calibration samples than {n} to choose on a held-out "
             "part; choose a method (calibration=platt)"
         )
-    losses: dict[str, float] = {}
+    per_sample: dict[str, np.ndarray] = {}
     for m in FITTED:
         try:
             c = _fit(m, z[fit_part], y[fit_part])
         except ConfigError:
             continue
-        losses[m] = _log_loss(y[eval_part], c.predict(z[eval_part]))
-    best = min(losses, key=lambda m: (losses[m], FITTED.index(m)))
+        per_sample[m] = _log_losses(y[eval_part], c.predict(z[eval_part]))
+    losses = {m: float(v.mean()) for m, v in per_sample.items()}
+    best = "platt" if "platt" in per_sample else min(losses, key=losses.get)
+
+    def beats_best_by_one_se(m: str) -> bool:
+        diff = per_sample[m] - per_sample[best]
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        return bool(diff.mean() < -se)
+
+    challengers = [m for m in per_sample if m != best and beats_best_by_one_se(m)]
+    if challengers:
+        best = min(challengers, key=lambda m: losses[m])
     chosen = _fit(best, z, y)
     return Calibrator(
         best,
