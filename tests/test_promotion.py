@@ -3,6 +3,7 @@ whole flow against a real `mlflow server` and the default local SQLite store."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hypothesis import given
@@ -23,7 +25,7 @@ from conftest import make_cfg
 from phat.cli.backtest import run as backtest
 from phat.cli.config import validate
 from phat.cli.train import run as train_run
-from phat.errors import ConfigError
+from phat.errors import ConfigError, ModelUnavailable
 from phat.lifecycle.gates import allowed_limit
 from phat.lifecycle.promotion import (
     PromotionRefused,
@@ -317,3 +319,43 @@ def mlflow_server(tmp_path_factory):
 @pytest.mark.slow
 def test_flow_on_a_real_mlflow_server(tmp_path, mlflow_server) -> None:
     _flow(tmp_path, mlflow_server)
+
+
+@pytest.mark.slow
+def test_flow_without_a_model_name(tmp_path) -> None:
+    """train -> backtest production -> promote -> rollback, naming no model: every verb derives
+    phat-<symbol>-<horizon> from the same data and horizon."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+
+    def verb(name: str, *overrides: str) -> dict:
+        with initialize_config_dir(config_dir=CONF, version_base=None):
+            cfg = compose(name, overrides=[f"tracking.uri={uri}", DATA, *overrides])
+        return validate(name, cfg)
+
+    v1 = str(
+        train_run(make_cfg(tmp_path / "t1", DATA, "metrics.bootstrap_n=10", uri=uri))[
+            "model_version"
+        ]
+    )
+    v2 = str(
+        train_run(make_cfg(tmp_path / "t2", DATA, "metrics.bootstrap_n=10", "seed=9", uri=uri))[
+            "model_version"
+        ]
+    )
+    name = "phat-synth-15m"
+    promote(verb("promote", f"version={v1}", *RELAXED))
+    assert current_production(client, name) == v1
+    bt = backtest(verb("backtest", "signal_source=production", f"out_dir={tmp_path / 'bt'}"))
+    assert client.get_run(bt["run_id"]).data.tags["phat.binding.model_name"] == name
+    proxy = backtest(verb("backtest", "signal_source=proxy", f"out_dir={tmp_path / 'bp'}"))
+    window = json.loads(client.get_model_version(name, v1).tags["phat.training_window"])
+    # A proxy run with no window compares like with like: production's test span.
+    assert proxy["result"].decisions["timestamp"].iloc[0] >= pd.Timestamp(window["test"][0])
+    promote(verb("promote", f"version={v2}", *RELAXED))
+    out = rollback(verb("rollback", "reason=no-name"))
+    assert out == {"from": v2, "to": v1}
+    with pytest.raises(
+        ModelUnavailable, match=r"phat-synth-1h.*registered models here: \['phat-synth-15m'\]"
+    ):
+        rollback(verb("rollback", "horizon=1h"))

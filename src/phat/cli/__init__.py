@@ -63,12 +63,27 @@ def _verb_of(logger: logging.Logger) -> str:
     return logger.name.rsplit(".", 1)[-1]
 
 
+def expand_overrides(args: list[str]) -> list[str]:
+    """`overrides="a=1 b=2"` (one argument, as `mlflow run -P overrides=...` passes it) ->
+    `a=1`, `b=2`, split like a shell would; an empty `overrides=` adds nothing."""
+    import shlex
+
+    out: list[str] = []
+    for a in args:
+        if a.startswith("overrides="):
+            out.extend(shlex.split(a[len("overrides=") :]))
+        else:
+            out.append(a)
+    return out
+
+
 def entry(verb: str, hydra_main: Callable[[], Any]) -> None:
     """`python -m phat.<verb>`: fast help, overrides checked before Hydra runs, then Hydra."""
     from phat.cli.config import help_text, precheck
     from phat.errors import ConfigError
 
-    args = sys.argv[1:]
+    args = expand_overrides(sys.argv[1:])
+    sys.argv = [sys.argv[0], *args]
     if "--dry-run" in args and verb == "promote":  # a flag people expect; Hydra takes key=value
         args = [a for a in args if a != "--dry-run"] + ["promotion.dry_run=true"]
         sys.argv = [sys.argv[0], *args]

@@ -25,7 +25,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from phat.pipeline import horizon_spec, load_bars
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import tracking_uri, use_experiment
+    from phat.registry.tracking import tracked_run, tracking_uri
     from phat.trading.backtest import (
         build_policy,
         build_triggers,
@@ -81,7 +81,6 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         binding,
         **cost_kwargs(cfg, bars.symbol, timeframe),
     )
-    use_experiment(uri, str(cfg["tracking"]["experiment"]))
     out_dir = Path(cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     result.decisions.to_parquet(out_dir / "decisions.parquet")
@@ -92,7 +91,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         f"{binding.signal_source} on {bars.symbol} {horizon_id}",
     )
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    with mlflow.start_run(run_name=f"backtest-{binding.signal_source}-{bars.symbol}") as r:
+    run_name = f"backtest-{binding.signal_source}-{bars.symbol}"
+    with tracked_run(uri, str(cfg["tracking"]["experiment"]), run_name) as r:
         mlflow.set_tags(
             {
                 **binding.tags(),

@@ -35,16 +35,16 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
     import mlflow
 
     from phat.registry.client import log_and_register, model_name_for
-    from phat.registry.tracking import log_run, summary_lines, use_experiment, write_run_files
+    from phat.registry.tracking import log_run, summary_lines, tracked_run, write_run_files
 
     uri = tracking_uri(cfg["tracking"]["uri"])
     experiment = str(cfg["tracking"]["experiment"])
-    use_experiment(uri, experiment)
     out_dir = Path(cfg["out_dir"])
     lspec = prep.label_spec
     run_name = f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}"
-    with mlflow.start_run(run_name=run_name) as active:
+    with tracked_run(uri, experiment, run_name) as active:
         run_id = active.info.run_id
+        experiment = mlflow.get_experiment(active.info.experiment_id).name  # mlflow run picks
         result = fit_evaluate(prep, out_dir, tracking={"uri": uri, "run_id": run_id})
         warnings = write_run_files(
             result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg["metrics"]["n_bins"])

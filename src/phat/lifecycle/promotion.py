@@ -326,7 +326,7 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import tracking_uri, use_experiment
+    from phat.registry.tracking import tracked_run, tracking_uri
 
     uri = tracking_uri(cfg["tracking"]["uri"])
     mlflow.set_tracking_uri(uri)
@@ -337,9 +337,8 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     report = evaluate(cfg, name, version)
     dry = bool(cfg["promotion"]["dry_run"])
     md = report_markdown(report)
-    use_experiment(uri, str(cfg["tracking"]["experiment"]))
     with (
-        mlflow.start_run(run_name=f"promote-{name}-v{version}") as run,
+        tracked_run(uri, str(cfg["tracking"]["experiment"]), f"promote-{name}-v{version}") as run,
         tempfile.TemporaryDirectory() as d,
     ):
         (Path(d) / "gate_report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,24 @@ def use_experiment(uri: str, name: str) -> str:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+@contextmanager
+def tracked_run(uri: str, experiment: str, run_name: str) -> Iterator[Any]:
+    """The MLflow run a verb logs into: the one `mlflow run` created for it (MLFLOW_RUN_ID, in
+    whatever experiment `mlflow run` chose), else a new run in `experiment`."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    outer = os.environ.get("MLFLOW_RUN_ID")
+    if outer:
+        with mlflow.start_run(run_id=outer) as run:
+            mlflow.set_tag("mlflow.runName", run_name)
+            yield run
+        return
+    use_experiment(uri, experiment)
+    with mlflow.start_run(run_name=run_name) as run:
+        yield run
 
 
 def ui_command(uri: str) -> str:

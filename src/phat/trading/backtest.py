@@ -241,8 +241,9 @@ def build_triggers(cfg: dict[str, Any], bars: Any) -> np.ndarray:
 def evaluation_start(
     binding: Any, model_name: str | None, cfg_start: str | None
 ) -> pd.Timestamp | None:
-    """Explicit `backtest.start`, else the bound model's test span start; a proxy run takes the
-    production model's test start when one exists, so the two compare on one window."""
+    """Explicit `backtest.start`, else the bound model's test span start. A proxy run takes the
+    test start of the production model, or of the newest version when none is live, so proxy
+    and model figures compare on one window; with no model at all, the whole history."""
     if cfg_start:
         return as_utc(cfg_start)
     from mlflow.tracking import MlflowClient
@@ -251,15 +252,34 @@ def evaluation_start(
     name = binding.model_name or model_name
     if not name:
         return None
-    try:
-        client = MlflowClient()
-        mv = (
-            client.get_model_version(name, version)
-            if version
-            else client.get_model_version_by_alias(name, "production")
+    from mlflow.exceptions import MlflowException
+
+    from phat.registry.client import registry_error
+
+    def absent(e: Exception) -> bool:  # the store answered: no such model, version or alias
+        return isinstance(e, MlflowException) and e.error_code in (
+            "RESOURCE_DOES_NOT_EXIST",
+            "INVALID_PARAMETER_VALUE",
         )
-    except Exception:
-        return None
+
+    client = MlflowClient()
+    try:
+        if version:
+            mv = client.get_model_version(name, version)
+        else:
+            try:
+                mv = client.get_model_version_by_alias(name, "production")
+            except Exception as e:
+                if not absent(e):
+                    raise
+                versions = client.search_model_versions(f"name='{name}'")
+                if not versions:
+                    return None
+                mv = max(versions, key=lambda v: int(v.version))
+    except Exception as e:
+        if absent(e):
+            return None
+        raise registry_error(e, f"{name}: reading the evaluation window") from None
     window = (
         json.loads(mv.tags["phat.training_window"]) if "phat.training_window" in mv.tags else {}
     )
