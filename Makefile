@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m phat.train model=logistic horizon=15m
+	$(BIN)/phat train model=logistic horizon=15m
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -28,6 +28,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_pipeline.py
@@ -39,4 +40,4 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 clean:
-	rm -rf outputs mlruns mlflow.db .pytest_cache
+	rm -rf outputs multirun mlruns mlflow.db .pytest_cache
