@@ -55,8 +55,7 @@ def call(
         return fn(container)
     except PhatError as e:
         code = next((c for t, c in (exit_codes or {}).items() if isinstance(e, t)), 2)
-        logger.error("%s: %s", type(e).__name__, e)
-        sys.exit(code)
+        fail(f"{type(e).__name__}: {e}", code)
 
 
 def _verb_of(logger: logging.Logger) -> str:
