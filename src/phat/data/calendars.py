@@ -201,37 +201,37 @@ def infer(index: pd.DatetimeIndex, tf: pd.Timedelta) -> Inference:
     return Inference("fx", f"no weekend bars in {weeks:.0f} weeks, trading around the clock")
 
 
-def _best_exchange_daily(index: pd.DatetimeIndex) -> tuple[str, float]:
-    days = index.tz_convert(None).normalize().unique()
+def _best_exchange(index: pd.DatetimeIndex, share_of: Any) -> tuple[str, float]:
+    """The AUTO_EXCHANGES calendar with the highest `share_of(calendar)` (first wins ties;
+    a near-perfect match stops the search)."""
     best = ("XNYS", 0.0)
     for code in AUTO_EXCHANGES:
         try:
             cal = exchange(code, index[0], index[-1])
         except DataValidationError:
             continue
-        sessions = cal.sessions_in_range(days[0], days[-1])
-        inter = len(days.intersection(sessions))
-        share = inter / max(len(days.union(sessions)), 1)
+        share = float(share_of(cal))
         if share > best[1]:
             best = (code, share)
         if share >= 0.995:
             break
     return best
+
+
+def _best_exchange_daily(index: pd.DatetimeIndex) -> tuple[str, float]:
+    """Jaccard agreement between the bar dates and the sessions in their span."""
+    days = index.tz_convert(None).normalize().unique()
+
+    def agreement(cal: Any) -> float:
+        sessions = cal.sessions_in_range(days[0], days[-1])
+        return len(days.intersection(sessions)) / max(len(days.union(sessions)), 1)
+
+    return _best_exchange(index, agreement)
 
 
 def _best_exchange_intraday(index: pd.DatetimeIndex) -> tuple[str, float]:
-    best = ("XNYS", 0.0)
-    for code in AUTO_EXCHANGES:
-        try:
-            cal = exchange(code, index[0], index[-1])
-        except DataValidationError:
-            continue
-        share = float(_in_trading_hours(cal, index).mean())
-        if share > best[1]:
-            best = (code, share)
-        if share >= 0.995:
-            break
-    return best
+    """Share of bars that start inside the exchange's trading hours."""
+    return _best_exchange(index, lambda cal: _in_trading_hours(cal, index).mean())
 
 
 def check_follows(

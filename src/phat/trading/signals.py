@@ -178,22 +178,15 @@ def p_hat_frame(
     )
     if resolved.model is None:
         return out
-    try:
-        segment = resolved.model.segments(frame)
-    except CalendarMismatch as e:
-        if strict:
-            raise
-        log.warning("%s; FALLING BACK TO THE PROXY for every bar", e)
-        out["fallback_reason"] = "calendar_mismatch"
-        return out
-    try:
-        pm = resolved.model.predict_bars(frame, segment)
+    try:  # the model reads the bars under its own calendar and max_gap
+        pm = resolved.model.predict_bars(frame, resolved.model.segments(frame))
         bad = ~np.isfinite(pm["p_hat"].to_numpy())
     except Exception as e:
         if strict:
             raise
-        log.warning("model inference failed (%s); FALLING BACK TO THE PROXY for every bar", e)
-        out["fallback_reason"] = "inference_error"
+        reason = e.reason if isinstance(e, CalendarMismatch) else "inference_error"
+        log.warning("model unusable (%s: %s); FALLING BACK TO THE PROXY for every bar", reason, e)
+        out["fallback_reason"] = reason
         return out
     ok = ~bad
     out.loc[ok, "p_hat_raw"] = pm["p_hat_raw"].to_numpy()[ok]
