@@ -93,7 +93,7 @@ def test_registry_tag_disagreeing_with_files_refused(registered) -> None:
     v = str(out["model_version"])
     client.set_model_version_tag("phat-test-15m", v, "phat.model_hash", "0" * 64)
     try:
-        with pytest.raises(ContractError, match="registry says phat.model_hash 0000"):
+        with pytest.raises(ContractError, match="the registry recorded phat.model_hash 0000"):
             phat.load(f"models:/phat-test-15m/{v}")
     finally:
         client.set_model_version_tag("phat-test-15m", v, "phat.model_hash", out["model_hash"])
@@ -106,7 +106,7 @@ def test_missing_version_and_wrong_horizon_refused(registered) -> None:
         phat.load("models:/phat-test-15m@production", horizon_id="4x15m")
 
 
-def test_pyfunc_from_code_predicts_the_same(registered) -> None:
+def test_pyfunc_predicts_the_same(registered) -> None:
     out, _, _ = registered
     pf = mlflow.pyfunc.load_model(f"models:/phat-test-15m/{out['model_version']}")
     bars = generate(SyntheticConfig(periods=600, seed=3)).bars
@@ -119,8 +119,9 @@ def test_pyfunc_from_code_predicts_the_same(registered) -> None:
     flavor = __import__("yaml").safe_load((local / "MLmodel").read_text())["flavors"][
         "python_function"
     ]
-    assert flavor["model_code_path"].endswith("pyfunc_model.py")  # logged from code
-    assert "python_model" not in flavor and not list(local.rglob("*.pkl"))  # nothing pickled
+    # Installed code loads it; the logged model holds data only (nothing pickled, no code).
+    assert flavor["loader_module"] == "phat.registry.pyfunc_loader" and not flavor.get("code")
+    assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.py"))
 
 
 def test_batch_scoring_cli(registered, tmp_path) -> None:

@@ -8,9 +8,13 @@
     data_spec.json      DataSpec: symbol, timeframe, calendar, max_gap (how to read bars to score)
     metadata.json       every phat.* tag of DESIGN.md (identity and lineage)
 
-`model_hash` is the sha256 of the canonical JSON of the contract files plus the digest of every
-tensor (name, dtype, shape, bytes): it changes with any weight, spec, calibration or DataSpec
-change and with nothing else. Artifacts written before the DataSpec existed load with the
+`model_hash` is the sha256 of the canonical JSON of the contract files and of every metadata field
+(but the hash itself) plus the digest of every tensor (name, dtype, shape, bytes): it changes
+with any weight, spec, calibration, DataSpec or metadata change and with nothing else. A file
+the hash does not cover (anything else in the directory) is refused. The artifact holds no code:
+the pyfunc's loader is installed code (phat.registry.pyfunc_loader), so nothing from the
+artifact runs before the hash is verified. A hash checks itself only against accidental
+corruption: against tampering, loaders compare it with the hash the registry recorded. Artifacts written before the DataSpec existed load with the
 calendar they were trained under then (24x7, max_gap 2 bars) and hash as they did. `load_artifact` recomputes it and refuses a mismatch before returning.
 """
 
@@ -63,6 +67,7 @@ def compute_model_hash(
     label_spec: dict[str, Any],
     calibration: dict[str, Any],
     data_spec: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> str:
     parts = {
         "model": model_json,
@@ -73,6 +78,8 @@ def compute_model_hash(
     }
     if data_spec is not None:
         parts["data_spec"] = data_spec
+    if metadata is not None:  # every field but the hash itself
+        parts["metadata"] = {k: v for k, v in metadata.items() if k != "phat.model_hash"}
     return sha256_text(canonical_json(parts))
 
 
@@ -199,7 +206,7 @@ def save_artifact(
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     model_json = {"kind": model.kind, "config": config, "n_parameters": int(model.n_parameters)}
     fs, ls, cal = feature_spec.to_dict(), label_spec.to_dict(), calibrator.to_dict()
-    model_hash = compute_model_hash(model_json, arrays, fs, ls, cal, data_spec)
+    model_hash = compute_model_hash(model_json, arrays, fs, ls, cal, data_spec, metadata)
     save_file(arrays, str(path / "weights.safetensors"))
     for name, obj in (
         ("model.json", model_json),
@@ -229,9 +236,17 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
     from safetensors.numpy import load_file
 
     path = Path(path)
+    if not path.is_dir():
+        raise MalformedArtifact(f"artifact {str(path)!r} is not a directory")
     missing = [f for f in FILES if not (path / f).exists()]
     if missing:
         raise MalformedArtifact(f"artifact {str(path)!r} lacks {missing}")
+    # The hash covers every file: anything else in the directory was put there after training.
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in FILES + OPTIONAL_FILES)
+    if foreign:
+        raise HashMismatch(
+            f"artifact {str(path)!r} holds files no model_hash covers: {foreign}; refusing to load"
+        )
     read = {f: _read_json(path / f) for f in FILES if f.endswith(".json")}
     data_spec = _read_json(path / "data_spec.json") if (path / "data_spec.json").exists() else None
     try:
@@ -247,11 +262,13 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
         read["label_spec.json"],
         read["calibration.json"],
         data_spec,
+        meta if data_spec is not None else None,  # artifacts before the DataSpec: legacy hash
     )
     if expected != actual:
         raise HashMismatch(
-            f"artifact {str(path)!r}: model_hash mismatch: metadata says {expected}, files hash "
-            f"to {actual}; the weights, specs or calibration were changed after training"
+            f"artifact {str(path)!r}: model_hash mismatch: metadata.json says {expected}, the "
+            f"files hash to {actual}; weights, specs, calibration or metadata were changed after "
+            "training"
         )
     fs_dict = read["feature_spec.json"]
     if fs_dict.get("code_version") != FEATURE_CODE_VERSION:

@@ -27,8 +27,7 @@ from phat.errors import (
 )
 from phat.registry.artifact import PHatModel, load_artifact
 
-PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
-ARTIFACT_KEY = "phat_model"
+LOADER_MODULE = "phat.registry.pyfunc_loader"  # installed code; the logged model holds data only
 
 
 def default_model_name(symbol: str, horizon_id: str) -> str:
@@ -121,8 +120,8 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         info = mlflow.pyfunc.log_model(
             name="pyfunc",
-            python_model=PYFUNC_CODE,
-            artifacts={ARTIFACT_KEY: str(result.artifact_dir)},
+            loader_module=LOADER_MODULE,
+            data_path=str(result.artifact_dir),
             signature=infer_signature(example, out_example),
             pip_requirements=_requirements(result.model.kind),
         )
@@ -155,7 +154,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
 def _find_artifact_dir(root: Path) -> Path:
     if (root / "model.json").exists():
         return root
-    for cand in (root / "artifacts" / ARTIFACT_KEY, root / ARTIFACT_KEY, root / "model"):
+    for cand in (root / "data" / "model", root / "artifacts" / "phat_model", root / "model"):
         if (cand / "model.json").exists():
             return cand
     hits = sorted(
@@ -186,36 +185,69 @@ def resolve_version(uri: str) -> Any | None:
 
 
 def load(uri: str | Path, horizon_id: str | None = None) -> PHatModel:
-    """Load a verified phat model from a registry/run URI or a local directory."""
+    """Load a verified phat model from a registry/run URI or a local directory.
+
+    Every path verifies the artifact's own hash (all files, foreign files refused) and then, where
+    a registry knows the model, compares it with the hash recorded there: the version's tag for
+    `models:/`, the training run's tag for `runs:/`, and for a local MLflow model directory (one
+    with an MLmodel file) the run's tag when MLFLOW_TRACKING_URI is set. A bare artifact
+    directory outside MLflow can only vouch for itself."""
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     local = Path(str(uri))
     if local.exists():
-        return load_artifact(_find_artifact_dir(local), horizon_id=horizon_id)
+        root = _find_artifact_dir(local)
+        model = _load_named(root, str(uri), horizon_id)
+        from phat.registry.pyfunc_loader import recorded_hash
+
+        for candidate in (local, root.parent.parent, root.parent):
+            recorded = recorded_hash(candidate)
+            if recorded is not None:
+                _same_hash(str(uri), f"training run {recorded[0]}", recorded[1], model.model_hash)
+                break
+        return model
     import mlflow
 
     uri = str(uri)
     mv = resolve_version(uri)
-    source = uri
-    if mv is not None:
-        # The version's own source: the logged pyfunc's files.
-        source = f"models:/{mv.name}/{mv.version}"
+    source = f"models:/{mv.name}/{mv.version}" if mv is not None else uri
     with tempfile.TemporaryDirectory(prefix="phat-load-") as tmp:
         try:
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
         except Exception as e:  # MLflow raises several types for a missing model/run
             raise registry_error(e, f"cannot download model {uri!r}") from None
-        model = load_artifact(_find_artifact_dir(path), horizon_id=horizon_id)
+        model = _load_named(_find_artifact_dir(path), uri, horizon_id)
     if mv is not None:
-        expected = mv.tags.get("phat.model_hash")
-        if expected != model.model_hash:
-            raise HashMismatch(
-                f"{uri}: registry says phat.model_hash {expected} but the files hash to {model.model_hash}"
-            )
+        _same_hash(uri, "the registry", mv.tags.get("phat.model_hash"), model.model_hash)
         model.metadata = {
             **model.metadata,
             "registry.name": mv.name,
             "registry.version": str(mv.version),
         }
+    run = re.fullmatch(r"runs:/([0-9a-f]+)/.*", uri)
+    if run:
+        from mlflow.tracking import MlflowClient
+
+        try:
+            tags = MlflowClient().get_run(run.group(1)).data.tags
+        except Exception as e:
+            raise registry_error(e, f"run {run.group(1)}") from None
+        _same_hash(uri, f"run {run.group(1)}", tags.get("phat.model_hash"), model.model_hash)
     return model
+
+
+def _load_named(root: Path, uri: str, horizon_id: str | None) -> PHatModel:
+    """load_artifact, with the URI the caller gave named in a malformed-artifact refusal."""
+    try:
+        return load_artifact(root, horizon_id=horizon_id)
+    except MalformedArtifact as e:
+        raise MalformedArtifact(f"{uri}: {e}") from None
+
+
+def _same_hash(uri: str, who: str, recorded: str | None, actual: str) -> None:
+    if recorded != actual:
+        raise HashMismatch(
+            f"{uri}: {who} recorded phat.model_hash {recorded} but the files hash to {actual}; "
+            "refusing a model changed after training"
+        )
