@@ -25,13 +25,13 @@ from conftest import make_cfg
 from phat.cli.backtest import run as backtest
 from phat.cli.config import validate
 from phat.cli.train import run as train_run
-from phat.errors import ConfigError, ModelUnavailable
+from phat.errors import ConfigError, ModelUnavailable, RegistryUnavailable
 from phat.lifecycle.gates import allowed_limit
+from phat.lifecycle.production import event_key, exclusive, move_production
 from phat.lifecycle.promotion import (
     PromotionRefused,
     RegistryConflict,
     current_production,
-    move_production,
     promote,
     read_history,
     rollback,
@@ -171,58 +171,50 @@ def test_registry_error_half_way_leaves_previous_state(local_store, monkeypatch)
     def boom(self, *a, **k):
         raise RuntimeError("registry down")
 
-    monkeypatch.setattr(MlflowClient, "set_registered_model_tag", boom)
-    with pytest.raises(RuntimeError, match="registry down"):
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", boom)
+    with pytest.raises(RegistryUnavailable, match="registry down.*nothing changed"):
         promote(_compose("promote", uri, f"version={v['good']}", *RELAXED))
     monkeypatch.undo()
     assert current_production(client, NAME) == before
-    assert read_history(client, NAME) == hist_before
+    assert read_history(client, NAME).as_dict() == hist_before.as_dict()  # event undone
     _ = prev_before
 
 
-def test_racing_promotions_never_leave_two_productions(local_store) -> None:
+def test_a_stale_decision_cannot_commit(local_store) -> None:
+    """Compare-and-set inside the hold: a move decided against an old production refuses."""
     uri, v = local_store
     client = MlflowClient(uri)
     base = current_production(client, NAME)
-    stack = read_history(client, NAME)["stack"]
-    # Both commands read production == base, then both try to commit.
-    move_production(
-        client,
-        NAME,
-        v["good"],
-        expected_current=base,
-        event={"action": "promote"},
-        stack=[*stack, v["good"]],
-    )
-    with pytest.raises(RegistryConflict, match="production moved"):
+    n_events = len(read_history(client, NAME).events)
+    with exclusive(client, uri, NAME) as hold:
         move_production(
-            client,
-            NAME,
-            v["good2"],
+            hold,
+            v["good"],
             expected_current=base,
-            event={"action": "promote"},
-            stack=[*stack, v["good2"]],
+            event={"action": "promote", "version": v["good"], "previous": base},
         )
+        with pytest.raises(RegistryConflict, match="nothing changed"):
+            move_production(
+                hold,
+                v["good2"],
+                expected_current=base,
+                event={"action": "promote", "version": v["good2"], "previous": base},
+            )
     assert current_production(client, NAME) == v["good"]
-    versions_with_alias = [
+    with_alias = [
         str(mv.version)
         for mv in client.search_model_versions(f"name='{NAME}'")
         if "production" in (client.get_model_version(NAME, mv.version).aliases or [])
     ]
-    assert versions_with_alias == [v["good"]]
-    # undo for the other tests
+    assert with_alias == [v["good"]]
+    assert len(read_history(client, NAME).events) == n_events + 1  # one event, the winner's
+    # put the store back as it was for the other tests
+    for seq, _ in read_history(client, NAME).events[n_events:]:
+        client.delete_registered_model_tag(NAME, event_key(seq))
     if base:
-        move_production(
-            client,
-            NAME,
-            base,
-            expected_current=v["good"],
-            event={"action": "test-undo"},
-            stack=stack,
-        )
+        client.set_registered_model_alias(NAME, "production", base)
     else:
         client.delete_registered_model_alias(NAME, "production")
-        client.set_registered_model_tag(NAME, "phat.production_history", '{"stack":[],"events":[]}')
 
 
 def _flow(tmp: Path, uri: str) -> None:
@@ -246,7 +238,7 @@ def _flow(tmp: Path, uri: str) -> None:
     )
     assert client.get_run(bt["run_id"]).data.tags["phat.binding.model_version"] == v1
     hist = read_history(client, NAME)
-    assert hist["stack"] == [v1] and [e["action"] for e in hist["events"]][-3:] == [
+    assert hist.stack == [v1] and [e["action"] for _, e in hist.events][-3:] == [
         "promote",
         "promote",
         "rollback",

@@ -56,6 +56,12 @@ def call(
     except PhatError as e:
         code = next((c for t, c in (exit_codes or {}).items() if isinstance(e, t)), 2)
         fail(f"{type(e).__name__}: {e}", code)
+    except Exception as e:
+        # The store itself failed (MLflow, its HTTP client or its database): one line, exit 2.
+        if type(e).__module__.split(".")[0] not in ("mlflow", "requests", "urllib3", "sqlalchemy"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"RegistryUnavailable: the MLflow store failed: {first[:300]}", 2)
 
 
 def _verb_of(logger: logging.Logger) -> str:

@@ -15,17 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from phat.cli import CONF_DIR, call, entry
 from phat.data import as_utc
+from phat.errors import RegistryUnavailable
 
 log = logging.getLogger("phat.backtest")
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """Resolve the binding once, score, run the policy, log one MLflow run."""
-    import mlflow
-
     from phat.pipeline import horizon_spec, load_bars
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import tracked_run, tracking_uri
+    from phat.registry.tracking import connect
     from phat.trading.backtest import (
         build_policy,
         build_triggers,
@@ -36,8 +35,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     from phat.trading.signals import p_hat_frame, resolve
 
-    uri = tracking_uri(cfg["tracking"]["uri"])
-    mlflow.set_tracking_uri(uri)
+    uri = connect(cfg["tracking"])
     timeframe, _, horizon_id = horizon_spec(cfg)
     policy = build_policy(cfg["policy"]["params"])
     model_name = model_name_for(cfg)
@@ -49,7 +47,11 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
 
     trigger = build_triggers(cfg, bars)
-    start = evaluation_start(binding, model_name, cfg["backtest"]["start"])
+    try:
+        start = evaluation_start(binding, model_name, cfg["backtest"]["start"])
+    except RegistryUnavailable as e:  # the proxy needs no registry: carry on, and say so
+        log.warning("%s; the backtest window is the whole history (set backtest.start)", e)
+        start = None
     end = cfg["backtest"]["end"]
     keep = np.ones(len(bars), dtype=bool)
     if start is not None:
@@ -92,6 +94,44 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     run_name = f"backtest-{binding.signal_source}-{bars.symbol}"
+    try:
+        run_id = _log(uri, cfg, run_name, binding, frame, bars, result, out_dir)
+    except Exception as e:  # the store is down: the decisions are on disk, say where
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        log.warning(
+            "NOTHING WAS LOGGED to MLflow at %s (%s); decisions, trades and equity are in %s",
+            uri,
+            first[:200],
+            out_dir,
+        )
+        run_id = None
+    m = result.metrics
+    print(
+        f"phat backtest: {binding.signal_source} (model {binding.model_name or '-'} "
+        f"v{binding.model_version or '-'}) on {bars.symbol}, {int(m['bars'])} bars from "
+        f"{frame.index[0]} | pnl_net {m['pnl_net'] * 1e4:.1f} bps, sharpe {m['sharpe']:.2f}, "
+        f"max_drawdown {m['max_drawdown'] * 1e4:.1f} bps, churn {m['churn']:.3f}/day, cost "
+        f"{m['cost_bps']:.1f} bps, trades {int(m['trade_count'])}, isolation "
+        f"{m['isolation_compliance']:.2f}, fallback bars {int(m['fallback_bars'])} | "
+        f"run {run_id or '(not logged)'} | files {out_dir}"
+    )
+    return {"run_id": run_id, "binding": binding, "metrics": result.metrics, "result": result}
+
+
+def _log(
+    uri: str,
+    cfg: dict[str, Any],
+    run_name: str,
+    binding: Any,
+    frame: Any,
+    bars: Any,
+    result: Any,
+    out_dir: Path,
+) -> str:
+    import mlflow
+
+    from phat.registry.tracking import tracked_run
+
     with tracked_run(uri, str(cfg["tracking"]["experiment"]), run_name) as r:
         mlflow.set_tags(
             {
@@ -109,16 +149,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         mlflow.log_metrics(result.metrics)
         mlflow.log_artifacts(str(out_dir))
-        run_id = r.info.run_id
-    m = result.metrics
-    print(
-        f"phat.trading.backtest: {binding.signal_source} (model {binding.model_name or '-'} v{binding.model_version or '-'}) on "
-        f"{bars.symbol}, {int(m['bars'])} bars from {frame.index[0]} | pnl_net {m['pnl_net'] * 1e4:.1f} bps, "
-        f"sharpe {m['sharpe']:.2f}, max_drawdown {m['max_drawdown'] * 1e4:.1f} bps, churn {m['churn']:.3f}/day, "
-        f"cost {m['cost_bps']:.1f} bps, trades {int(m['trade_count'])}, isolation {m['isolation_compliance']:.2f}, "
-        f"fallback bars {int(m['fallback_bars'])} | run {run_id}"
-    )
-    return {"run_id": run_id, "binding": binding, "metrics": result.metrics, "result": result}
+        return str(r.info.run_id)
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="backtest")

@@ -169,6 +169,7 @@ class RegistryConf:
 class TrackingConf:
     uri: str | None = MISSING
     experiment: str = MISSING
+    timeout: int = MISSING
 
 
 @dataclass
@@ -351,6 +352,7 @@ _MINIMA: dict[str, tuple[float, bool]] = {
     "costs.fee_bps": (0, True),
     "costs.slippage_bps": (0, True),
     "promotion.min_samples": (1, True),
+    "tracking.timeout": (1, True),
 }
 _MAXIMA: dict[str, float] = {
     "data.resample_min_coverage": 1.0,

@@ -23,15 +23,14 @@ log = logging.getLogger("phat.predict")
 
 
 def run(cfg: dict[str, Any]) -> Path:
-    import mlflow
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from phat.pipeline import read_raw
     from phat.registry.client import load
-    from phat.registry.tracking import tracking_uri
+    from phat.registry.tracking import connect
 
-    mlflow.set_tracking_uri(tracking_uri(cfg["tracking"]["uri"]))
+    connect(cfg["tracking"])
     model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
     d = cfg["data"]
     raw, symbol, _ = read_raw(d)

@@ -27,7 +27,7 @@ log = logging.getLogger("phat.train")
 def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
     """Train and track; returns {"run_id", "model_hash", "metrics", "model_version"}."""
     from phat.pipeline import fit_evaluate, prepare, validate_config
-    from phat.registry.tracking import tracking_uri
+    from phat.registry.tracking import connect
 
     validate_config(cfg)
     prep = prepare(cfg)
@@ -37,7 +37,7 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
     from phat.registry.client import log_and_register, model_name_for
     from phat.registry.tracking import log_run, summary_lines, tracked_run, write_run_files
 
-    uri = tracking_uri(cfg["tracking"]["uri"])
+    uri = connect(cfg["tracking"])
     experiment = str(cfg["tracking"]["experiment"])
     out_dir = Path(cfg["out_dir"])
     lspec = prep.label_spec

@@ -8,17 +8,14 @@ when there is none. Gate thresholds live in conf/promotion/.
 The decision itself is a pure function (phat.lifecycle.gates); this module collects the
 evidence (load, score, backtest, read MLflow) and acts on the decision (tags, alias moves).
 
-History: the registered model's tag `phat.production_history` holds the stack of production
-versions (oldest first) and the last events; alias `previous` points at the version below the
-top. Stages (Production / Archived) are mirrored while the installed MLflow still has them.
+The registry side (exclusive hold, append-only history, all-or-nothing moves, fail-safe reads)
+is phat.lifecycle.production.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -27,26 +24,24 @@ import pandas as pd
 from phat.data import as_utc
 from phat.errors import ConfigError, ContractError, PhatError
 from phat.lifecycle.gates import Evidence, TradingEvidence, decide, report_dict
+from phat.lifecycle.production import (
+    RegistryConflict,
+    current_production,
+    exclusive,
+    move_production,
+    now_iso,
+    read_history,
+)
+
+__all__ = ["PromotionRefused", "RegistryConflict", "current_production", "read_history"]
 
 log = logging.getLogger(__name__)
-HISTORY_TAG = "phat.production_history"
-MAX_EVENTS = 25
 
 
 class PromotionRefused(PhatError):
-    """The candidate failed a gate (the report says which)."""
+    """The candidate failed a gate, or is not a finished training (the message says which)."""
 
-
-class RegistryConflict(PhatError):
-    """Production moved while this command was deciding; nothing was changed."""
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ---------------------------------------------------------------------------------------------
-# History
+    reason = "promotion_refused"
 
 
 def require_model(client: Any, name: str) -> Any:
@@ -57,99 +52,6 @@ def require_model(client: Any, name: str) -> Any:
         return client.get_registered_model(name)
     except Exception as e:
         raise registry_error(e, f"registered model {name!r}") from None
-
-
-def read_history(client: Any, name: str) -> dict[str, Any]:
-    rm = require_model(client, name)
-    raw = (rm.tags or {}).get(HISTORY_TAG)
-    if not raw:
-        return {"stack": [], "events": []}
-    return json.loads(raw)
-
-
-def current_production(client: Any, name: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, "production").version)
-    except Exception:
-        return None
-
-
-def _alias_version(client: Any, name: str, alias: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except Exception:
-        return None
-
-
-def _mirror_stages(client: Any, name: str, production: str, archived: str | None) -> None:
-    """Best effort: stages are deprecated since MLflow 2.9; the alias is what counts."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            client.transition_model_version_stage(name, production, "Production")
-            if archived and archived != production:
-                client.transition_model_version_stage(name, archived, "Archived")
-    except Exception as e:  # pragma: no cover - depends on the installed MLflow
-        log.info("stage mirror skipped: %s", e)
-
-
-def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> None:
-    """Put `alias` back on `version`, or remove it when it did not exist."""
-    if version:
-        client.set_registered_model_alias(name, alias, version)
-    else:
-        with contextlib.suppress(Exception):
-            client.delete_registered_model_alias(name, alias)
-
-
-def move_production(
-    client: Any,
-    name: str,
-    new: str,
-    *,
-    expected_current: str | None,
-    event: dict[str, Any],
-    stack: list[str],
-) -> None:
-    """Point `production` at `new`, `previous` at the version below it, and record the event.
-
-    Compare-and-set: refuses if production is no longer `expected_current`. If any registry call
-    fails part-way, the aliases and the history tag are put back as they were, then it re-raises.
-    """
-    cur = current_production(client, name)
-    if cur != expected_current:
-        raise RegistryConflict(
-            f"{name}: production moved from {expected_current} to {cur} while deciding; nothing changed, re-run"
-        )
-    old_prev = _alias_version(client, name, "previous")
-    old_tag = (client.get_registered_model(name).tags or {}).get(HISTORY_TAG)
-    hist = read_history(client, name)
-    hist["stack"] = stack
-    hist["events"] = (hist.get("events", []) + [event])[-MAX_EVENTS:]
-    try:
-        client.set_registered_model_alias(name, "production", new)
-        below = stack[-2] if len(stack) >= 2 else None
-        if below:
-            client.set_registered_model_alias(name, "previous", below)
-        elif old_prev:
-            client.delete_registered_model_alias(name, "previous")
-        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(hist, separators=(",", ":")))
-    except Exception:
-        log.error("registry error while moving production; restoring the previous state")
-        _restore_alias(client, name, "production", expected_current)
-        _restore_alias(client, name, "previous", old_prev)
-        if old_tag is not None:
-            client.set_registered_model_tag(name, HISTORY_TAG, old_tag)
-        else:
-            with contextlib.suppress(Exception):
-                client.delete_registered_model_tag(name, HISTORY_TAG)
-        raise
-    after = current_production(client, name)
-    if after != new:  # another writer got in between our CAS read and our write
-        raise RegistryConflict(f"{name}: production is {after} after setting it to {new}; re-run")
-    _mirror_stages(client, name, new, expected_current)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +88,27 @@ def _history_days(mv: Any) -> float:
     return (pd.Timestamp(last) - pd.Timestamp(w["train"][0])) / pd.Timedelta(days=1)
 
 
+def _require_finished(client: Any, name: str, mv: Any) -> None:
+    """A version whose training run did not finish (a crash, kill -9) is never a candidate."""
+    from phat.registry.client import registry_error
+
+    if mv.tags.get("phat.debris"):
+        raise PromotionRefused(
+            f"{name} v{mv.version} is crash debris ({mv.tags['phat.debris']}); train again"
+        )
+    if not mv.run_id:
+        return
+    try:
+        status = client.get_run(mv.run_id).info.status
+    except Exception as e:
+        raise registry_error(e, f"run {mv.run_id} of {name} v{mv.version}") from None
+    if status != "FINISHED":
+        raise PromotionRefused(
+            f"{name} v{mv.version}: its training run {mv.run_id} is {status}, not FINISHED; "
+            "`phat doctor` lists what crashes left behind"
+        )
+
+
 def _trading(m: dict[str, float]) -> TradingEvidence:
     return TradingEvidence(
         churn=m["churn"],
@@ -213,6 +136,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         mv = client.get_model_version(name, version)
     except Exception as e:
         raise registry_error(e, f"{name} v{version}") from None
+    _require_finished(client, name, mv)
     cand = resolve(f"model_v{version}", name, mv.tags.get("phat.horizon_id", ""), strict=True)
     lspec = cand.model.label_spec
     prod = current_production(client, name)
@@ -318,7 +242,9 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def promote(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate, log a promotion run, tag the candidate, and move production on a pass."""
+    """Hold the model exclusively, evaluate, log a promotion run, tag the candidate, and on a
+    pass move production (all or nothing). A concurrent promote/rollback of the same model
+    exits with RegistryConflict having changed nothing."""
     import tempfile
     from pathlib import Path
 
@@ -326,105 +252,109 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import tracked_run, tracking_uri
+    from phat.registry.tracking import connect, tracked_run
 
-    uri = tracking_uri(cfg["tracking"]["uri"])
-    mlflow.set_tracking_uri(uri)
+    uri = connect(cfg["tracking"])
     name = model_name_for(cfg)
     version = str(cfg["version"])
     client = MlflowClient()
-    before = current_production(client, name)
-    report = evaluate(cfg, name, version)
-    dry = bool(cfg["promotion"]["dry_run"])
-    md = report_markdown(report)
-    with (
-        tracked_run(uri, str(cfg["tracking"]["experiment"]), f"promote-{name}-v{version}") as run,
-        tempfile.TemporaryDirectory() as d,
-    ):
-        (Path(d) / "gate_report.json").write_text(json.dumps(report, indent=2, default=str))
-        (Path(d) / "gate_report.md").write_text(md)
-        mlflow.log_artifacts(d)
-        mlflow.set_tags(
-            {
-                "phat.promotion.model_name": name,
-                "phat.promotion.candidate": version,
-                "phat.promotion.baseline": report["baseline"],
-                "phat.promotion.passed": str(report["passed"]).lower(),
-                "phat.promotion.dry_run": str(dry).lower(),
-            }
-        )
-        mlflow.log_metrics({f"gate_{g['name']}": float(g["passed"]) for g in report["gates"]})
-        run_id = run.info.run_id
-    print(md)
-    if dry:
-        print("dry run: nothing changed")
-        return {**report, "run_id": run_id, "promoted": False}
-    failed = [g["name"] for g in report["gates"] if not g["passed"]]
-    tags = {
-        "phat.gate.status": "passed" if report["passed"] else "failed",
-        "phat.gate.run_id": run_id,
-        "phat.gate.evaluated_at": _now(),
-        "phat.gate.baseline": report["baseline"],
-        "phat.gate.failed": ",".join(failed),
-    }
-    for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, v)
-    if not report["passed"]:
-        raise PromotionRefused(
-            f"{name} v{version} failed gates {failed}; production stays {before or 'unset (proxy)'}"
-        )
-    hist = read_history(client, name)
-    stack = [v for v in hist.get("stack", []) if v != version]
-    if before and (not stack or stack[-1] != before):
-        stack.append(before)  # production set outside phat: keep it reachable by rollback
-    stack.append(version)
-    event = {
-        "action": "promote",
-        "version": version,
-        "previous": before,
-        "at": _now(),
-        "run_id": run_id,
-    }
-    move_production(client, name, version, expected_current=before, event=event, stack=stack)
+    require_model(client, name)
+    with exclusive(client, uri, name) as hold:
+        before = current_production(client, name)
+        report = evaluate(cfg, name, version)
+        dry = bool(cfg["promotion"]["dry_run"])
+        md = report_markdown(report)
+        with (
+            tracked_run(
+                uri, str(cfg["tracking"]["experiment"]), f"promote-{name}-v{version}"
+            ) as run,
+            tempfile.TemporaryDirectory() as d,
+        ):
+            (Path(d) / "gate_report.json").write_text(json.dumps(report, indent=2, default=str))
+            (Path(d) / "gate_report.md").write_text(md)
+            mlflow.log_artifacts(d)
+            mlflow.set_tags(
+                {
+                    "phat.promotion.model_name": name,
+                    "phat.promotion.candidate": version,
+                    "phat.promotion.baseline": report["baseline"],
+                    "phat.promotion.passed": str(report["passed"]).lower(),
+                    "phat.promotion.dry_run": str(dry).lower(),
+                }
+            )
+            mlflow.log_metrics({f"gate_{g['name']}": float(g["passed"]) for g in report["gates"]})
+            run_id = run.info.run_id
+        print(md)
+        if dry:
+            print("dry run: nothing changed")
+            return {**report, "run_id": run_id, "promoted": False}
+        failed = [g["name"] for g in report["gates"] if not g["passed"]]
+        tags = {
+            "phat.gate.status": "passed" if report["passed"] else "failed",
+            "phat.gate.run_id": run_id,
+            "phat.gate.evaluated_at": now_iso(),
+            "phat.gate.baseline": report["baseline"],
+            "phat.gate.failed": ",".join(failed),
+        }
+        for k, v in tags.items():
+            client.set_model_version_tag(name, version, k, v)
+        if not report["passed"]:
+            raise PromotionRefused(
+                f"{name} v{version} failed gates {failed}; production stays {before or 'unset (proxy)'}"
+            )
+        event = {
+            "action": "promote",
+            "version": version,
+            "previous": before,
+            "at": now_iso(),
+            "run_id": run_id,
+        }
+        move_production(hold, version, expected_current=before, event=event)
     print(f"{name}: production {before or '(none)'} -> {version}")
     return {**report, "run_id": run_id, "promoted": True}
 
 
 def rollback(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Move production back to the version below it in the history stack."""
-    import mlflow
+    """Move production back to the version below it in the history: only to a version the
+    history shows was production. All or nothing, under the same exclusive hold as promote."""
     from mlflow.tracking import MlflowClient
 
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import tracking_uri
+    from phat.registry.tracking import connect
 
-    mlflow.set_tracking_uri(tracking_uri(cfg["tracking"]["uri"]))
+    uri = connect(cfg["tracking"])
     name = model_name_for(cfg)
     client = MlflowClient()
     require_model(client, name)
-    cur = current_production(client, name)
-    hist = read_history(client, name)
-    stack = list(hist.get("stack", []))
-    if cur is None:
-        raise ConfigError(f"{name} has no production version to roll back from")
-    if stack and stack[-1] == cur:
-        stack.pop()
-    if not stack:
-        raise ConfigError(
-            f"{name}: no earlier production version to return to (production is v{cur}); "
-            "use signal_source=proxy in the consumer to stop using the model"
-        )
-    target = stack[-1]
-    event = {
-        "action": "rollback",
-        "version": target,
-        "previous": cur,
-        "at": _now(),
-        "reason": str(cfg["reason"]),
-    }
-    move_production(client, name, target, expected_current=cur, event=event, stack=stack)
-    client.set_model_version_tag(name, cur, "phat.rolled_back_at", event["at"])
-    print(
-        f"{name}: production {cur} -> {target} (rollback{': ' + event['reason'] if event['reason'] else ''})"
-    )
+    with exclusive(client, uri, name) as hold:
+        cur = current_production(client, name)
+        if cur is None:
+            raise ConfigError(f"{name} has no production version to roll back from")
+        stack = read_history(client, name).stack
+        if cur not in stack:
+            raise RegistryConflict(
+                f"{name}: production v{cur} is not in the promotion history (moved outside "
+                "phat?); nothing changed. `phat doctor` reports the disagreement"
+            )
+        below = stack[: len(stack) - 1 - stack[::-1].index(cur)]
+        if not below:
+            raise ConfigError(
+                f"{name}: no earlier production version to return to (production is v{cur}); "
+                "use signal_source=proxy in the consumer to stop using the model"
+            )
+        target = below[-1]
+        event = {
+            "action": "rollback",
+            "version": target,
+            "previous": cur,
+            "at": now_iso(),
+            "reason": str(cfg["reason"]),
+        }
+        move_production(hold, target, expected_current=cur, event=event)
+    try:
+        client.set_model_version_tag(name, cur, "phat.rolled_back_at", event["at"])
+    except Exception as e:  # informational; production has moved and the history says so
+        log.warning("could not tag v%s as rolled back: %s", cur, e)
+    reason = f": {event['reason']}" if event["reason"] else ""
+    print(f"{name}: production {cur} -> {target} (rollback{reason})")
     return {"from": cur, "to": target}
