@@ -29,6 +29,11 @@ VERBS: dict[str, tuple[str, str, str]] = {
     ),
     "promote": ("phat.cli.promote", "promote", "gate a registered version and make it production"),
     "rollback": ("phat.cli.rollback", "rollback", "move production back to the previous version"),
+    "doctor": (
+        "phat.cli.doctor",
+        "doctor",
+        "list and repair what crashes left in the MLflow store",
+    ),
 }
 
 
@@ -89,8 +94,9 @@ def entry(verb: str, hydra_main: Callable[[], Any]) -> None:
 
     args = expand_overrides(sys.argv[1:])
     sys.argv = [sys.argv[0], *args]
-    if "--dry-run" in args and verb == "promote":  # a flag people expect; Hydra takes key=value
-        args = [a for a in args if a != "--dry-run"] + ["promotion.dry_run=true"]
+    if "--dry-run" in args and verb in ("promote", "doctor"):  # a flag people expect
+        key = "promotion.dry_run" if verb == "promote" else "dry_run"
+        args = [a for a in args if a != "--dry-run"] + [f"{key}=true"]
         sys.argv = [sys.argv[0], *args]
     if "--help" in args or "-h" in args:
         print(help_text(verb))

@@ -304,7 +304,15 @@ class RollbackConf:
     reason: str = MISSING
 
 
+@dataclass
+class DoctorConf:
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    dry_run: bool = MISSING
+    stale_after_hours: float = MISSING
+
+
 SCHEMAS: dict[str, type] = {
+    "doctor": DoctorConf,
     "train": TrainConf,
     "predict": PredictConf,
     "backtest": BacktestConf,
@@ -353,6 +361,7 @@ _MINIMA: dict[str, tuple[float, bool]] = {
     "costs.slippage_bps": (0, True),
     "promotion.min_samples": (1, True),
     "tracking.timeout": (1, True),
+    "stale_after_hours": (0, True),
 }
 _MAXIMA: dict[str, float] = {
     "data.resample_min_coverage": 1.0,
@@ -585,6 +594,10 @@ _EXAMPLES = {
     "promote": [
         "phat promote version=2 --dry-run",
         "phat promote version=2 horizon=15m promotion.max_ece=0.02",
+    ],
+    "doctor": [
+        "phat doctor --dry-run",
+        "phat doctor stale_after_hours=1",
     ],
     "rollback": [
         'phat rollback horizon=15m reason="calibration drift"',

@@ -351,10 +351,6 @@ def rollback(cfg: dict[str, Any]) -> dict[str, Any]:
             "reason": str(cfg["reason"]),
         }
         move_production(hold, target, expected_current=cur, event=event)
-    try:
-        client.set_model_version_tag(name, cur, "phat.rolled_back_at", event["at"])
-    except Exception as e:  # informational; production has moved and the history says so
-        log.warning("could not tag v%s as rolled back: %s", cur, e)
     reason = f": {event['reason']}" if event["reason"] else ""
     print(f"{name}: production {cur} -> {target} (rollback{reason})")
     return {"from": cur, "to": target}

@@ -125,6 +125,9 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
             signature=infer_signature(example, out_example),
             pip_requirements=_requirements(result.model.kind),
         )
+    from phat.registry.tracking import pause_point
+
+    pause_point("model_logged")
     if not register:
         return {"model_uri": info.model_uri}
     name = model_name or default_model_name(
@@ -143,6 +146,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         description=_description(result),
         model_id=info.model_id,  # a tracking server needs the logged model id with a models:/ source
     )
+    pause_point("version_registered")
     try:
         mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(mv.version)})
     except Exception:

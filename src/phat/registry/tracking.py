@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,15 +74,28 @@ def tracked_run(uri: str, experiment: str, run_name: str) -> Iterator[Any]:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    # Who runs it: `phat doctor` tells a crashed run (process gone) from a live one.
+    owner = {"phat.host": socket.gethostname(), "phat.pid": str(os.getpid())}
     outer = os.environ.get("MLFLOW_RUN_ID")
     if outer:
         with mlflow.start_run(run_id=outer) as run:
-            mlflow.set_tag("mlflow.runName", run_name)
+            mlflow.set_tags({"mlflow.runName": run_name, **owner})
             yield run
         return
     use_experiment(uri, experiment)
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name, tags=owner) as run:
+        pause_point("run_started")
         yield run
+
+
+def pause_point(name: str) -> None:
+    """Fault injection for crash tests: with PHAT_PAUSE_AT=<name> the process says so on stdout
+    and waits there (to be killed). Points: run_started, model_logged, version_registered."""
+    if os.environ.get("PHAT_PAUSE_AT") == name:
+        import time
+
+        print(f"PHAT_PAUSED {name}", flush=True)
+        time.sleep(600)
 
 
 def ui_command(uri: str) -> str:

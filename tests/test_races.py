@@ -1,0 +1,200 @@
+"""Registry integrity with real processes and real faults: two OS processes racing to promote or
+roll back, a registry error injected at every registry call of promote and rollback, a store
+that does not answer, and `kill -9` of training followed by `phat doctor`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from phat.errors import PhatError
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_races", ROOT / "scripts" / "bench_races.py")
+races = importlib.util.module_from_spec(_spec)
+sys.modules["bench_races"] = races  # dataclasses look their module up by name
+_spec.loader.exec_module(races)  # type: ignore[union-attr]
+NAME = "phat-synth-15m"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("races")
+    return d, races.train_versions(d, 3)
+
+
+@pytest.mark.slow
+def test_two_process_races_never_both_succeed(store) -> None:
+    d, versions = store
+    for kind, n in (("promote", 12), ("rollback", 10)):
+        tally, consistent = races.run_races(d, versions, n, kind)
+        assert tally.races == n
+        assert tally.double == 0, f"{kind}: {tally}"
+        assert not tally.errors, tally.errors
+        assert tally.single + tally.sequential == n  # someone always wins, the loser says why
+        assert consistent, races.state(d, NAME)
+
+
+def _snapshot(d: Path) -> dict:
+    return races.state(d, NAME)
+
+
+class Injected(MlflowException):
+    def __init__(self) -> None:
+        super().__init__("injected registry fault", error_code="TEMPORARILY_UNAVAILABLE")
+
+
+def _count_and_fail(monkeypatch, fail_at: int | None) -> list[str]:
+    """Wrap every public MlflowClient method: record each call; raise at call `fail_at`."""
+    calls: list[str] = []
+    for attr in dir(MlflowClient):
+        fn = getattr(MlflowClient, attr)
+        if attr.startswith("_") or not callable(fn) or isinstance(fn, type):
+            continue
+
+        def wrapper(self, *a, __fn=fn, __name=attr, **k):
+            calls.append(__name)
+            if fail_at is not None and len(calls) == fail_at:
+                raise Injected()
+            return __fn(self, *a, **k)
+
+        monkeypatch.setattr(MlflowClient, attr, wrapper)
+    return calls
+
+
+@pytest.mark.slow
+def test_a_fault_at_every_registry_call_leaves_production_unchanged(store, monkeypatch) -> None:
+    from phat.lifecycle.promotion import promote, rollback
+
+    d, (base, a, _) = store
+    for verb, settle, cfg_args in (
+        ("rollback", (a, base), ("reason=fault",)),
+        ("promote", (base, None), (f"version={a}", *races.RELAXED)),
+    ):
+        races._settle(d, NAME, settle[0], below=settle[1])
+        cfg = races._verb(d, verb, *cfg_args)
+        fn = promote if verb == "promote" else rollback
+        with monkeypatch.context() as m:  # count the calls of a clean run, then undo it
+            calls = _count_and_fail(m, None)
+            fn(cfg)
+        total = len(calls)
+        print(f"{verb}: {total} registry calls: {calls}")
+        assert total >= 8, calls
+        races._settle(d, NAME, settle[0], below=settle[1])
+        before = _snapshot(d)
+        for k in range(1, total + 1):
+            with monkeypatch.context() as m:
+                _count_and_fail(m, k)
+                with pytest.raises((PhatError, MlflowException)):
+                    fn(cfg)
+            after = _snapshot(d)
+            assert after == before, f"{verb}: a fault at call {k} ({calls[k - 1]}) changed {after}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _phat(*args: str, cwd: Path, env: dict | None = None, timeout: int = 120):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-m", "phat", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**base, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_an_unreachable_store_costs_seconds_and_the_proxy_still_works(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    t = time.perf_counter()
+    r = _phat("promote", "version=1", f"tracking.uri={dead}", "tracking.timeout=3", cwd=tmp_path)
+    took = time.perf_counter() - t
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and "RegistryUnavailable" in lines[0] and dead in lines[0], lines
+    assert took < 30, took
+    r = _phat(
+        "backtest",
+        "signal_source=proxy",
+        f"tracking.uri={dead}",
+        "tracking.timeout=3",
+        "data.synthetic.periods=3000",
+        f"out_dir={tmp_path / 'bt'}",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "NOTHING WAS LOGGED" in r.stdout + r.stderr
+    assert (tmp_path / "bt" / "decisions.parquet").exists()
+    assert (tmp_path / "bt" / "trades.parquet").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["run_started", "model_logged", "version_registered"])
+def test_kill_9_then_doctor_then_a_clean_train_and_promote(tmp_path: Path, point: str) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    small = ["data.synthetic.periods=3000", "metrics.bootstrap_n=5", f"tracking.uri={uri}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "phat", "train", *small, f"out_dir={tmp_path / 'crash'}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PHAT_PAUSE_AT": point},
+    )
+    deadline = time.time() + 120
+    for line in p.stdout:  # type: ignore[union-attr]
+        if f"PHAT_PAUSED {point}" in line or time.time() > deadline:
+            break
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    client = MlflowClient(uri)
+    (crashed,) = client.search_runs([client.get_experiment_by_name("phat").experiment_id])
+    assert crashed.info.status == "RUNNING"  # what kill -9 leaves
+
+    r = _phat("doctor", "--dry-run", f"tracking.uri={uri}", cwd=tmp_path)
+    assert r.returncode == 0 and "stale_run" in r.stdout and "process" in r.stdout, r.stdout
+    assert client.get_run(crashed.info.run_id).info.status == "RUNNING"  # dry run
+    versions = client.search_model_versions(f"name='{NAME}'")
+    if point == "version_registered":
+        assert "unfinished_version" in r.stdout and len(versions) == 1
+        r2 = _phat("promote", f"version={versions[0].version}", f"tracking.uri={uri}", cwd=tmp_path)
+        assert r2.returncode != 0 and "not FINISHED" in r2.stderr, r2.stderr
+    r = _phat("doctor", f"tracking.uri={uri}", cwd=tmp_path)
+    assert r.returncode == 0 and "repaired" in r.stdout, r.stdout
+    assert client.get_run(crashed.info.run_id).info.status == "KILLED"
+    for mv in client.search_model_versions(f"name='{NAME}'"):
+        assert mv.tags.get("phat.debris") and mv.tags["phat.promotable"] == "false"
+    exp = client.get_experiment_by_name("phat").experiment_id
+    assert not list(client.search_logged_models([exp], filter_string="status = 'PENDING'"))
+    r = _phat("doctor", f"tracking.uri={uri}", cwd=tmp_path)
+    assert "no crash debris found" in r.stdout
+
+    r = _phat("train", *small, f"out_dir={tmp_path / 'clean'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    good = max(int(v.version) for v in client.search_model_versions(f"name='{NAME}'"))
+    r = _phat(
+        "promote",
+        f"version={good}",
+        f"tracking.uri={uri}",
+        "data.synthetic.periods=3000",
+        *races.RELAXED,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(client.get_model_version_by_alias(NAME, "production").version) == str(good)
