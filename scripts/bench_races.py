@@ -44,12 +44,16 @@ class Tally:
     errors: list[str] = field(default_factory=list)
 
 
-def train_versions(store: Path, n: int) -> list[str]:
+def local_uri(store: Path) -> str:
+    return f"sqlite:///{store}/mlflow.db"
+
+
+def train_versions(store: Path, n: int, uri: str | None = None) -> list[str]:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import make_cfg
     from phat.cli.train import run
 
-    uri = f"sqlite:///{store}/mlflow.db"
+    uri = uri or local_uri(store)
     out = []
     for i in range(n):
         cfg = make_cfg(store / f"t{i}", DATA, "metrics.bootstrap_n=5", f"seed={i + 1}", uri=uri)
@@ -57,10 +61,10 @@ def train_versions(store: Path, n: int) -> list[str]:
     return out
 
 
-def _phat(store: Path, *args: str) -> subprocess.Popen:
+def _phat(store: Path, uri: str, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "phat", *args, f"tracking.uri=sqlite:///{store}/mlflow.db", DATA],
+        [sys.executable, "-m", "phat", *args, f"tracking.uri={uri}", DATA],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -69,12 +73,12 @@ def _phat(store: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def state(store: Path, name: str) -> dict:
+def state(uri: str, name: str) -> dict:
     from mlflow.tracking import MlflowClient
 
     from phat.lifecycle.production import alias_version, read_history
 
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    client = MlflowClient(uri)
     h = read_history(client, name)
     stages = {
         str(mv.version): mv.current_stage for mv in client.search_model_versions(f"name='{name}'")
@@ -99,9 +103,9 @@ def consistent(s: dict) -> bool:
     return in_production == ([s["production"]] if s["production"] else [])
 
 
-def race(store: Path, name: str, commands: list[list[str]], tally: Tally) -> None:
-    before = len(state(store, name)["events"])
-    procs = [_phat(store, *c) for c in commands]
+def race(store: Path, uri: str, name: str, commands: list[list[str]], tally: Tally) -> None:
+    before = len(state(uri, name)["events"])
+    procs = [_phat(store, uri, *c) for c in commands]
     codes = []
     for p in procs:
         out, err = p.communicate(timeout=600)
@@ -112,7 +116,7 @@ def race(store: Path, name: str, commands: list[list[str]], tally: Tally) -> Non
             )
         elif p.returncode == 2 and len([x for x in err.splitlines() if x.strip()]) != 1:
             tally.errors.append(f"not one line: {err!r}")
-    new = state(store, name)["events"][before:]
+    new = state(uri, name)["events"][before:]
     tally.races += 1
     wins = codes.count(0)
     if wins != len(new):
@@ -128,34 +132,38 @@ def race(store: Path, name: str, commands: list[list[str]], tally: Tally) -> Non
         tally.neither += 1
 
 
-def run_races(store: Path, versions: list[str], n: int, kind: str) -> tuple[Tally, bool]:
+def run_races(
+    store: Path, versions: list[str], n: int, kind: str, uri: str | None = None
+) -> tuple[Tally, bool]:
     """`kind` promote: two processes promote two different candidates over the same production;
     rollback: two processes roll back the same production."""
     name = "phat-synth-15m"
+    uri = uri or local_uri(store)
     tally = Tally()
     base, a, b = versions[0], versions[1], versions[2]
     for _ in range(n):
         if kind == "promote":
-            _settle(store, name, base, below=None)
+            _settle(uri, name, base, below=None)
             cmds = [["promote", f"version={a}", *RELAXED], ["promote", f"version={b}", *RELAXED]]
         else:
-            _settle(store, name, a, below=base)
+            _settle(uri, name, a, below=base)
             cmds = [["rollback", "reason=race"], ["rollback", "reason=race"]]
-        race(store, name, cmds, tally)
-    return tally, consistent(state(store, name))
+        race(store, uri, name, cmds, tally)
+    return tally, consistent(state(uri, name))
 
 
-def _verb(store: Path, verb: str, *overrides: str) -> dict:
+def _verb(uri: str, verb: str, *overrides: str) -> dict:
     from phat.cli.config import compose, validate
 
-    cfg = compose(verb, [f"tracking.uri=sqlite:///{store}/mlflow.db", DATA, *overrides])
+    cfg = compose(verb, [f"tracking.uri={uri}", DATA, *overrides])
     return validate(verb, cfg)
 
 
-def _settle(store: Path, name: str, production: str, below: str | None) -> None:
+def _settle(uri: str, name: str, production: str, below: str | None) -> None:
     """Through phat itself: roll back until `production` is live (promoting it if it never
     was), then promote on top when `below` is asked for."""
     import contextlib
+    import io
 
     from mlflow.tracking import MlflowClient
 
@@ -163,21 +171,21 @@ def _settle(store: Path, name: str, production: str, below: str | None) -> None:
     from phat.lifecycle.production import current_production
     from phat.lifecycle.promotion import promote, rollback
 
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    client = MlflowClient(uri)
     target = below or production
     for _ in range(8):
         cur = current_production(client, name)
         if cur == target:
             break
         try:
-            with contextlib.redirect_stdout(None):
-                rollback(_verb(store, "rollback", "reason=settle"))
+            with contextlib.redirect_stdout(io.StringIO()):
+                rollback(_verb(uri, "rollback", "reason=settle"))
         except PhatError:  # nothing below: put the target up directly
-            with contextlib.redirect_stdout(None):
-                promote(_verb(store, "promote", f"version={target}", *RELAXED))
+            with contextlib.redirect_stdout(io.StringIO()):
+                promote(_verb(uri, "promote", f"version={target}", *RELAXED))
     if below is not None and current_production(client, name) != production:
-        with contextlib.redirect_stdout(None):
-            promote(_verb(store, "promote", f"version={production}", *RELAXED))
+        with contextlib.redirect_stdout(io.StringIO()):
+            promote(_verb(uri, "promote", f"version={production}", *RELAXED))
     assert current_production(client, name) == production
 
 

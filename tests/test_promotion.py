@@ -4,13 +4,8 @@ whole flow against a real `mlflow server` and the default local SQLite store."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -250,62 +245,6 @@ def _flow(tmp: Path, uri: str) -> None:
 @pytest.mark.slow
 def test_flow_on_local_sqlite(tmp_path) -> None:
     _flow(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` (SQLite backend) on 127.0.0.1, started once, stopped by its pid."""
-    d = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-    log_file = open(d / "server.log", "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [
-            mlflow_bin,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{d}/db.sqlite",
-            "--artifacts-destination",
-            str(d / "art"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGTERM)
-            raise RuntimeError(
-                f"mlflow server did not start: {(d / 'server.log').read_text()[-2000:]}"
-            )
-        time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log_file.close()
 
 
 @pytest.mark.slow

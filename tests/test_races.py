@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -42,11 +43,11 @@ def test_two_process_races_never_both_succeed(store) -> None:
         assert tally.double == 0, f"{kind}: {tally}"
         assert not tally.errors, tally.errors
         assert tally.single + tally.sequential == n  # someone always wins, the loser says why
-        assert consistent, races.state(d, NAME)
+        assert consistent, races.state(races.local_uri(d), NAME)
 
 
 def _snapshot(d: Path) -> dict:
-    return races.state(d, NAME)
+    return races.state(races.local_uri(d), NAME)
 
 
 class Injected(MlflowException):
@@ -81,8 +82,9 @@ def test_a_fault_at_every_registry_call_leaves_production_unchanged(store, monke
         ("rollback", (a, base), ("reason=fault",)),
         ("promote", (base, None), (f"version={a}", *races.RELAXED)),
     ):
-        races._settle(d, NAME, settle[0], below=settle[1])
-        cfg = races._verb(d, verb, *cfg_args)
+        uri = races.local_uri(d)
+        races._settle(uri, NAME, settle[0], below=settle[1])
+        cfg = races._verb(uri, verb, *cfg_args)
         fn = promote if verb == "promote" else rollback
         with monkeypatch.context() as m:  # count the calls of a clean run, then undo it
             calls = _count_and_fail(m, None)
@@ -90,7 +92,7 @@ def test_a_fault_at_every_registry_call_leaves_production_unchanged(store, monke
         total = len(calls)
         print(f"{verb}: {total} registry calls: {calls}")
         assert total >= 8, calls
-        races._settle(d, NAME, settle[0], below=settle[1])
+        races._settle(uri, NAME, settle[0], below=settle[1])
         before = _snapshot(d)
         for k in range(1, total + 1):
             with monkeypatch.context() as m:
@@ -128,19 +130,21 @@ def test_an_unreachable_store_costs_seconds_and_the_proxy_still_works(tmp_path: 
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(lines) == 1 and "RegistryUnavailable" in lines[0] and dead in lines[0], lines
     assert took < 30, took
+    offline = [f"tracking.uri={dead}", "tracking.timeout=3", "data.synthetic.periods=3000"]
     r = _phat(
-        "backtest",
-        "signal_source=proxy",
-        f"tracking.uri={dead}",
-        "tracking.timeout=3",
-        "data.synthetic.periods=3000",
-        f"out_dir={tmp_path / 'bt'}",
-        cwd=tmp_path,
+        "backtest", "signal_source=proxy", *offline, f"out_dir={tmp_path / 'bt'}", cwd=tmp_path
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "NOTHING WAS LOGGED" in r.stdout + r.stderr
     assert (tmp_path / "bt" / "decisions.parquet").exists()
     assert (tmp_path / "bt" / "trades.parquet").exists()
+    # A consumer bound to production that cannot reach the registry says so on every bar.
+    bound = ["signal_source=production", "backtest.start=2025-01-20"]
+    r = _phat("backtest", *bound, *offline, f"out_dir={tmp_path / 'bt2'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = pd.read_parquet(tmp_path / "bt2" / "decisions.parquet")
+    assert (d["fallback_reason"] == "registry_unavailable").all()
+    assert (d["signal_source"] == "proxy").all()
 
 
 @pytest.mark.slow
@@ -198,3 +202,17 @@ def test_kill_9_then_doctor_then_a_clean_train_and_promote(tmp_path: Path, point
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert str(client.get_model_version_by_alias(NAME, "production").version) == str(good)
+
+
+@pytest.mark.slow
+def test_races_on_a_tracking_server_go_through_the_lease(tmp_path: Path, mlflow_server) -> None:
+    """Several machines share one server: no file lock reaches them, the lease must hold."""
+    client = MlflowClient(mlflow_server)
+    if client.search_registered_models(filter_string=f"name='{NAME}'"):
+        client.delete_registered_model(NAME)  # the session server is shared with other tests
+    versions = races.train_versions(tmp_path, 3, uri=mlflow_server)
+    for kind in ("promote", "rollback"):
+        tally, consistent = races.run_races(tmp_path, versions, 2, kind, uri=mlflow_server)
+        assert tally.double == 0 and not tally.errors, (kind, tally)
+        assert consistent, races.state(mlflow_server, NAME)
+    assert "phat.lease" not in (client.get_registered_model(NAME).tags or {})  # released
