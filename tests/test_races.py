@@ -37,7 +37,7 @@ def store(tmp_path_factory):
 @pytest.mark.slow
 def test_two_process_races_never_both_succeed(store) -> None:
     d, versions = store
-    for kind, n in (("promote", 12), ("rollback", 10)):
+    for kind, n in (("promote", 11), ("rollback", 10)):  # 21 races; the script runs 100
         tally, consistent = races.run_races(d, versions, n, kind)
         assert tally.races == n
         assert tally.double == 0, f"{kind}: {tally}"
@@ -188,6 +188,8 @@ def test_kill_9_then_doctor_then_a_clean_train_and_promote(tmp_path: Path, point
     assert not list(client.search_logged_models([exp], filter_string="status = 'PENDING'"))
     r = _phat("doctor", f"tracking.uri={uri}", cwd=tmp_path)
     assert "no crash debris found" in r.stdout
+    if point != "version_registered":
+        return  # the store is clean; one point (the worst) goes on to train and promote again
 
     r = _phat("train", *small, f"out_dir={tmp_path / 'clean'}", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -212,7 +214,7 @@ def test_races_on_a_tracking_server_go_through_the_lease(tmp_path: Path, mlflow_
         client.delete_registered_model(NAME)  # the session server is shared with other tests
     versions = races.train_versions(tmp_path, 3, uri=mlflow_server)
     for kind in ("promote", "rollback"):
-        tally, consistent = races.run_races(tmp_path, versions, 2, kind, uri=mlflow_server)
+        tally, consistent = races.run_races(tmp_path, versions, 1, kind, uri=mlflow_server)
         assert tally.double == 0 and not tally.errors, (kind, tally)
         assert consistent, races.state(mlflow_server, NAME)
     assert "phat.lease" not in (client.get_registered_model(NAME).tags or {})  # released
