@@ -345,8 +345,9 @@ def prepare_bars(
         )
     if native < target and not allow_resample:
         raise DataValidationError(
-            f"bars are {format_timeframe(native)} but this model takes {timeframe} bars; "
-            "resample before scoring"
+            f"bars are {format_timeframe(native)} but this model takes {timeframe} bars; a model "
+            f"scores bars of its own timeframe: give {timeframe} bars (phat resamples only when "
+            "training, where incomplete buckets can be dropped)"
         )
     if native < target:
         df, dropped = resample_bars(df, native, target, resample_min_coverage)

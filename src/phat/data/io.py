@@ -283,6 +283,12 @@ def normalize_layout(
     dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dupes:
         raise DataValidationError(f"columns {dupes} appear more than once after lower-casing")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:  # name what the file has, before unknown columns are dropped
+        raise DataValidationError(
+            f"missing required columns {missing}; expected {list(REQUIRED)} (any case) beside "
+            f"the timestamp, got columns {[str(c) for c in df.columns]}"
+        )
     keep = [c for c in REQUIRED + OPTIONAL if c in df.columns]
     df = df[keep]
     df.index = idx.rename("timestamp")
