@@ -410,11 +410,7 @@ def _field_error(e: Exception) -> ConfigError:
 
     key = getattr(e, "full_key", None) or ""
     msg = str(getattr(e, "msg", e)).split("\n")[0]
-    if (
-        isinstance(e, ConfigKeyError | ConfigAttributeError)
-        and "not in struct" in msg
-        or (isinstance(e, ConfigKeyError) and "not in" in msg)
-    ):
+    if isinstance(e, ConfigKeyError | ConfigAttributeError) and "not in" in msg:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         return ConfigError(
             f"{key or msg}: not a setting{' of ' + parent if parent else ''} (misspelt or "
@@ -472,17 +468,15 @@ def _validate_model(model: Any) -> dict[str, Any]:
 # Command line
 
 
-def _split_args(args: list[str]) -> tuple[list[str], bool]:
-    """Overrides that phat owns (not Hydra's flags or hydra.* keys) and whether -m was given."""
-    multirun = any(a in ("-m", "--multirun") for a in args)
-    overrides = [
+def _split_args(args: list[str]) -> list[str]:
+    """The overrides phat owns: not Hydra's flags (-m, --cfg, ...) nor hydra.* / hydra/ keys."""
+    return [
         a
         for a in args
         if not a.startswith("-")
         and "=" in a
         and not a.lstrip("+~").startswith(("hydra.", "hydra/"))
     ]
-    return overrides, multirun
 
 
 def _expand(overrides: list[str]) -> list[list[str]]:
@@ -533,7 +527,7 @@ def precheck(verb: str, args: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides, _ = _split_args(args)
+    overrides = _split_args(args)
     try:
         runs = _expand(overrides)
     except HydraException as e:

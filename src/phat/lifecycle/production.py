@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from phat.errors import PhatError, RegistryUnavailable
+from phat.registry.client import is_absent
 
 log = logging.getLogger(__name__)
 EVENT_PREFIX = "phat.history."
@@ -54,16 +55,6 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _absent(e: Exception) -> bool:
-    """The store answered, and the thing is not there (as opposed to: it could not answer)."""
-    from mlflow.exceptions import MlflowException
-
-    return isinstance(e, MlflowException) and e.error_code in (
-        "RESOURCE_DOES_NOT_EXIST",
-        "INVALID_PARAMETER_VALUE",
-    )
-
-
 def _unavailable(e: Exception, what: str) -> RegistryUnavailable:
     import mlflow
 
@@ -78,7 +69,7 @@ def alias_version(client: Any, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except Exception as e:
-        if _absent(e):
+        if is_absent(e):
             return None
         raise _unavailable(e, f"reading {name}@{alias}") from None
 
@@ -121,14 +112,19 @@ class History:
         return {"stack": self.stack, "events": [e for _, e in self.events]}
 
 
-def read_history(client: Any, name: str) -> History:
-    try:
-        rm = client.get_registered_model(name)
-    except Exception as e:
-        from phat.registry.client import registry_error
+def require_model(client: Any, name: str) -> Any:
+    """The registered model, or ModelUnavailable naming the models that do exist (or
+    RegistryUnavailable when the store cannot answer)."""
+    from phat.registry.client import registry_error
 
+    try:
+        return client.get_registered_model(name)
+    except Exception as e:
         raise registry_error(e, f"registered model {name!r}") from None
-    tags = rm.tags or {}
+
+
+def read_history(client: Any, name: str) -> History:
+    tags = require_model(client, name).tags or {}
     events = sorted(
         (int(k[len(EVENT_PREFIX) :]), json.loads(v))
         for k, v in tags.items()
@@ -215,12 +211,7 @@ def exclusive(client: Any, uri: str, name: str) -> Iterator[Hold]:
 
 
 def _lease(client: Any, name: str, owner: str) -> Iterator[Hold]:
-    try:
-        raw = (client.get_registered_model(name).tags or {}).get(LEASE_TAG)
-    except Exception as e:
-        from phat.registry.client import registry_error
-
-        raise registry_error(e, f"registered model {name!r}") from None
+    raw = (require_model(client, name).tags or {}).get(LEASE_TAG)
     if raw:
         held = json.loads(raw)
         if held.get("expires", 0) > time.time():
@@ -330,5 +321,5 @@ def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> N
         try:
             client.delete_registered_model_alias(name, alias)
         except Exception as e:
-            if not _absent(e):
+            if not is_absent(e):
                 raise

@@ -31,6 +31,7 @@ from phat.lifecycle.production import (
     move_production,
     now_iso,
     read_history,
+    require_model,
 )
 
 __all__ = ["PromotionRefused", "RegistryConflict", "current_production", "read_history"]
@@ -42,16 +43,6 @@ class PromotionRefused(PhatError):
     """The candidate failed a gate, or is not a finished training (the message says which)."""
 
     reason = "promotion_refused"
-
-
-def require_model(client: Any, name: str) -> Any:
-    """The registered model, or ModelUnavailable naming the models that do exist."""
-    from phat.registry.client import registry_error
-
-    try:
-        return client.get_registered_model(name)
-    except Exception as e:
-        raise registry_error(e, f"registered model {name!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------

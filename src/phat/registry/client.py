@@ -51,14 +51,23 @@ def model_name_for(cfg: dict[str, Any], symbol: str | None = None) -> str:
     return default_model_name(symbol or symbol_of(cfg["data"]), horizon_id)
 
 
+def is_absent(err: Exception) -> bool:
+    """The store answered, and the model, version, alias or run is not there (as opposed to:
+    the store could not answer). MLflow says INVALID_PARAMETER_VALUE for a missing alias."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(err, MlflowException) and err.error_code in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+        "NOT_FOUND",
+    )
+
+
 def registry_error(err: Exception, what: str) -> Exception:
     """An MLflow exception -> ModelUnavailable (the store answered: no such thing) or
     RegistryUnavailable (the store could not answer), with the existing names where useful."""
-    from mlflow.exceptions import MlflowException
-
-    code = getattr(err, "error_code", "") if isinstance(err, MlflowException) else ""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+    if is_absent(err):
         return ModelUnavailable(f"{what}: {first}{_known_names()}")
     return RegistryUnavailable(f"{what}: the registry did not answer ({first})")
 

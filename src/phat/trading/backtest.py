@@ -252,15 +252,8 @@ def evaluation_start(
     name = binding.model_name or model_name
     if not name:
         return None
-    from mlflow.exceptions import MlflowException
-
+    from phat.registry.client import is_absent as absent
     from phat.registry.client import registry_error
-
-    def absent(e: Exception) -> bool:  # the store answered: no such model, version or alias
-        return isinstance(e, MlflowException) and e.error_code in (
-            "RESOURCE_DOES_NOT_EXIST",
-            "INVALID_PARAMETER_VALUE",
-        )
 
     client = MlflowClient()
     try:
