@@ -115,7 +115,7 @@ def test_mlflow_run_logs_into_the_run_it_created(tmp_path: Path) -> None:
     runs = client.search_runs([client.get_experiment_by_name("phat").experiment_id])
     assert len(runs) == 1  # the run mlflow created is the one phat logged into
     (only,) = runs
-    assert only.info.status == "FINISHED" and only.info.run_name == "logistic-15m-SYNTH"
+    assert only.info.status == "FINISHED" and only.info.run_name == "logistic-15m-SYNTH-platt-s42"
     assert only.data.metrics["test_brier"] > 0 and only.data.tags["phat.model_hash"]
     assert (
         only.data.params["horizon"] == "15m"

@@ -213,3 +213,22 @@ def test_default_model_name() -> None:
 
     assert default_model_name("BTC/USDT", "4x15m") == "phat-btc-usdt-4x15m"
     _ = shutil
+
+
+def test_identical_training_registers_nothing_new_and_says_which(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    a = run(make_cfg(tmp_path / "a", *SMALL, uri=uri))
+    b = run(make_cfg(tmp_path / "b", *SMALL, uri=uri))  # same data, config and seed
+    c = run(make_cfg(tmp_path / "c", *SMALL, "calibration=isotonic", uri=uri))
+    client = MlflowClient(uri)
+    assert a["model_hash"] == b["model_hash"] != c["model_hash"]
+    assert b["model_version"] == a["model_version"] and b["duplicate_of"] == a["model_version"]
+    versions = sorted(int(v.version) for v in client.search_model_versions("name='phat-synth-15m'"))
+    assert versions == [a["model_version"], c["model_version"]]
+    tags = client.get_run(b["run_id"]).data.tags
+    assert tags["phat.duplicate_of"] == f"phat-synth-15m/v{a['model_version']}"
+    # Runs that differ only in calibration or seed have different names.
+    names = {client.get_run(x["run_id"]).info.run_name for x in (a, c)}
+    assert names == {"logistic-15m-SYNTH-platt-s42", "logistic-15m-SYNTH-isotonic-s42"}
+    logged = client.get_logged_model(a["model_uri"].split("/")[-1])  # models:/<model id>
+    assert logged.name == "phat-synth-15m"

@@ -41,7 +41,11 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
     experiment = str(cfg["tracking"]["experiment"])
     out_dir = Path(cfg["out_dir"])
     lspec = prep.label_spec
-    run_name = f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}"
+    # Runs that differ in model, horizon, data, calibration or seed read differently in tables.
+    run_name = (
+        f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}-"
+        f"{cfg['calibration']['method']}-s{prep.seed}"
+    )
     with tracked_run(uri, experiment, run_name) as active:
         run_id = active.info.run_id
         experiment = mlflow.get_experiment(active.info.experiment_id).name  # mlflow run picks

@@ -128,7 +128,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         # fails its own serving check on it; the signature carries the schema.
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         info = mlflow.pyfunc.log_model(
-            name="pyfunc",
+            name=model_name or "phat",  # the logged model carries the registered model's name
             loader_module=LOADER_MODULE,
             data_path=str(result.artifact_dir),
             signature=infer_signature(example, out_example),
@@ -147,6 +147,21 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description=f"phat p_hat models, {name}")
+    same = _same_model(client, name, result.tags["phat.model_hash"])
+    if same is not None:  # an identical inference function: register nothing new, say which
+        mlflow.set_tags(
+            {
+                "phat.registered_model": name,
+                "phat.model_version": same,
+                "phat.duplicate_of": f"{name}/v{same}",
+            }
+        )
+        return {
+            "model_uri": info.model_uri,
+            "model_name": name,
+            "model_version": int(same),
+            "duplicate_of": int(same),
+        }
     mv = client.create_model_version(
         name,
         info.model_uri,
@@ -162,6 +177,16 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         client.delete_model_version(name, mv.version)
         raise
     return {"model_uri": info.model_uri, "model_name": name, "model_version": int(mv.version)}
+
+
+def _same_model(client: Any, name: str, model_hash: str) -> str | None:
+    """The first version of `name` with this exact model_hash (crash debris excluded)."""
+    same = [
+        int(mv.version)
+        for mv in client.search_model_versions(f"name='{name}'")
+        if mv.tags.get("phat.model_hash") == model_hash and not mv.tags.get("phat.debris")
+    ]
+    return str(min(same)) if same else None
 
 
 def _find_artifact_dir(root: Path) -> Path:

@@ -236,7 +236,13 @@ def summary_lines(
         lines.append(
             f"  {'bayes brier':<18}{m['test_brier_bayes']:>22.5f}   (planted signal's optimum)"
         )
-    if registered and registered.get("model_version"):
+    if registered and registered.get("duplicate_of"):
+        name, ver = registered["model_name"], registered["model_version"]
+        lines.append(
+            f"  registered    nothing new: the model_hash equals models:/{name}/{ver}'s "
+            "(tag phat.duplicate_of on this run)"
+        )
+    elif registered and registered.get("model_version"):
         name, ver = registered["model_name"], registered["model_version"]
         lines.append(
             f'  registered    models:/{name}/{ver}  (load: phat.load("models:/{name}/{ver}"))'
