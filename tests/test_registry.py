@@ -227,6 +227,7 @@ def test_identical_training_registers_nothing_new_and_says_which(tmp_path) -> No
     assert versions == [a["model_version"], c["model_version"]]
     tags = client.get_run(b["run_id"]).data.tags
     assert tags["phat.duplicate_of"] == f"phat-synth-15m/v{a['model_version']}"
+    assert "nothing new: the model_hash equals" in tags["mlflow.note.content"]  # description
     # Runs that differ only in calibration or seed have different names.
     names = {client.get_run(x["run_id"]).info.run_name for x in (a, c)}
     assert names == {"logistic-15m-SYNTH-platt-s42", "logistic-15m-SYNTH-isotonic-s42"}

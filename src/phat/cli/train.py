@@ -59,8 +59,11 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
         registered = log_and_register(
             result, model_name_for(cfg, prep.bars.symbol), bool(cfg["registry"]["register"])
         )
-    for line in summary_lines(result, run_id, uri, experiment, registered):
-        print(line)
+    lines = summary_lines(result, run_id, uri, experiment, registered)
+    print("\n".join(lines))
+    # The same summary as the run's description in the UI (MLflow renders it as Markdown).
+    summary = "\n".join(line for line in lines if line.strip())
+    mlflow.MlflowClient().set_tag(run_id, "mlflow.note.content", f"```\n{summary}\n```")
     for w in warnings:
         print(f"  WARNING       {w} (the model, metrics and artifact are kept)")
     return {
