@@ -40,4 +40,4 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 clean:
-	rm -rf outputs multirun mlruns mlflow.db .pytest_cache
+	rm -rf outputs multirun mlruns mlflow.db .phat-locks .pytest_cache
