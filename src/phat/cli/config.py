@@ -324,19 +324,30 @@ SCHEMAS: dict[str, type] = {
 # Values: ranges and choices, checked before any work
 
 CALENDAR_WORDS = ("auto", "24x7", "fx")
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "data.volume_nan": ("refuse", "zero"),
-    "label.kind": ("sign", "threshold"),
-    "label.neutral": ("drop", "down"),
-    "label.aggregation": ("log_return_sum",),
-    "features.normalization": ("zscore",),
-    "model.kind": tuple(MODEL_PARAMS),
-    "calibration.method": ("auto", "platt", "temperature", "isotonic", "none"),
-    "split.method": ("fractions", "dates"),
-    "trainer.accelerator": ("cpu", "auto", "gpu", "cuda", "mps"),
-    "trainer.progress_bar": ("auto", "true", "false"),
-    "policy.trigger.rule": ("ema_trend", "always_long", "column"),
-}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Allowed values, taken from the code that defines them (imported when checking, not for
+    --help: the feature module imports pandas)."""
+    from phat.contract.features import NORMALIZATIONS
+    from phat.contract.labels import AGGREGATIONS, KINDS, NEUTRAL
+    from phat.models.calibration import METHODS
+
+    return {
+        "data.volume_nan": ("refuse", "zero"),
+        "label.kind": KINDS,
+        "label.neutral": NEUTRAL,
+        "label.aggregation": AGGREGATIONS,
+        "features.normalization": NORMALIZATIONS,
+        "model.kind": tuple(MODEL_PARAMS),
+        "calibration.method": METHODS,
+        "split.method": ("fractions", "dates"),
+        "trainer.accelerator": ("cpu", "auto", "gpu", "cuda", "mps"),
+        "trainer.progress_bar": ("auto", "true", "false"),
+        "policy.trigger.rule": ("ema_trend", "always_long", "column"),
+    }
+
+
 # key -> (lowest allowed, inclusive?)
 _MINIMA: dict[str, tuple[float, bool]] = {
     "seed": (0, True),
@@ -381,7 +392,7 @@ def _lookup(cfg: dict[str, Any], dotted: str) -> tuple[bool, Any]:
 
 def check_values(cfg: dict[str, Any]) -> None:
     """Ranges and choices that the types alone do not say."""
-    for key, choices in _CHOICES.items():
+    for key, choices in _choices().items():
         found, v = _lookup(cfg, key)
         if found and v is not None and str(v).lower() not in choices:
             raise ConfigError(f"{key}={v!r}: expected one of {list(choices)}")

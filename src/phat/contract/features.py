@@ -39,6 +39,7 @@ from phat.errors import ConfigError, DataValidationError
 from phat.hashing import canonical_json, sha256_text
 
 FEATURE_CODE_VERSION = "1"
+NORMALIZATIONS = ("zscore", "none")
 
 
 def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
@@ -195,7 +196,7 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ConfigError(f"features.window={self.window}: expected >= 1")
-        if self.normalization not in ("zscore", "none"):
+        if self.normalization not in NORMALIZATIONS:
             raise ConfigError(
                 f"features.normalization={self.normalization!r}: expected 'zscore' or 'none'"
             )

@@ -13,9 +13,11 @@
 with any weight, spec, calibration, DataSpec or metadata change and with nothing else. A file
 the hash does not cover (anything else in the directory) is refused. The artifact holds no code:
 the pyfunc's loader is installed code (phat.registry.pyfunc_loader), so nothing from the
-artifact runs before the hash is verified. A hash checks itself only against accidental
-corruption: against tampering, loaders compare it with the hash the registry recorded. Artifacts written before the DataSpec existed load with the
-calendar they were trained under then (24x7, max_gap 2 bars) and hash as they did. `load_artifact` recomputes it and refuses a mismatch before returning.
+artifact runs before the hash is verified. `load_artifact` recomputes the hash and refuses a
+mismatch before returning. A hash checks itself only against accidental corruption: against
+tampering, loaders compare it with the hash the registry recorded. Artifacts written before the
+DataSpec existed load with the calendar they were trained under then (24x7, max_gap 2 bars) and
+hash as they did.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class PHatModel:
 
     def predict_bars(self, frame: pd.DataFrame, segment: np.ndarray | None = None) -> pd.DataFrame:
         """p_hat_raw and p_hat for every bar of validated bars (NaN where no full window)."""
+        self.feature_spec.check_data(frame)  # every scoring path: predict, backtest, promote
         raw = self.feature_spec.compute_raw(frame)
         seg = np.zeros(len(frame), dtype=np.int64) if segment is None else segment
         ok = self.feature_spec.valid_end_mask(raw, seg)
@@ -184,7 +187,6 @@ class PHatModel:
         """p_hat_raw and p_hat per bar of `ohlcv` (any layout the file loader accepts), read
         under the model's DataSpec (see read_bars); NaN where no full window exists."""
         bars = self.read_bars(ohlcv, **data_kwargs)
-        self.feature_spec.check_data(bars.frame)
         return self.predict_bars(bars.frame, bars.segment)
 
 
