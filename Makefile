@@ -6,7 +6,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean ui
+.PHONY: setup demo test lint bench clean ui serve
 
 setup: $(STAMP)
 
@@ -38,6 +38,14 @@ bench: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# REST scoring of a registered model from this project's environment (docs/mlflow.md):
+#   make serve MODEL=models:/phat-synth-15m@production PORT=5001
+MODEL ?= models:/phat-synth-15m@production
+PORT  ?= 5001
+serve: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
+	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(PORT)
 
 clean:
 	rm -rf outputs multirun mlruns mlflow.db .phat-locks .pytest_cache

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -112,18 +113,208 @@ def test_pyfunc_predicts_the_same(registered) -> None:
     out, _, _ = registered
     pf = mlflow.pyfunc.load_model(f"models:/phat-test-15m/{out['model_version']}")
     bars = generate(SyntheticConfig(periods=600, seed=3)).bars
-    a = pf.predict(bars)
+    a = pf.predict(bars)  # time as the index
     b = phat.load(f"models:/phat-test-15m/{out['model_version']}").predict(bars)
-    np.testing.assert_array_equal(a["p_hat"].to_numpy(), b["p_hat"].to_numpy())
+    p_hat = a["p_hat"].map(lambda v: np.nan if v is None else v).to_numpy(dtype=float)
+    np.testing.assert_array_equal(p_hat, b["p_hat"].to_numpy())
+    assert a["p_hat"].iloc[0] is None  # None, not NaN: JSON null in a serving response
+    assert (pd.DatetimeIndex(a["timestamp"]) == b.index).all()
     local = Path(
         mlflow.artifacts.download_artifacts(f"models:/phat-test-15m/{out['model_version']}")
     )
-    flavor = __import__("yaml").safe_load((local / "MLmodel").read_text())["flavors"][
-        "python_function"
+    mlmodel = __import__("yaml").safe_load((local / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["python_function"]
+    # The model ships phat's code (no pickles), so it loads without any installed phat.
+    assert flavor["loader_module"] == "phat.registry.pyfunc_loader" and flavor["code"] == "code"
+    assert (local / "code" / "phat" / "registry" / "pyfunc_loader.py").exists()
+    assert not list(local.rglob("*.pkl")) and not list(local.rglob("__pycache__"))
+    inputs = json.loads(mlmodel["signature"]["inputs"])
+    assert inputs[0] == {"type": "string", "name": "timestamp", "required": False}
+    assert (local / "serving_input_example.json").exists()
+
+
+def test_requirements_are_pinned_and_name_no_stranger(registered) -> None:
+    out, _, _ = registered
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/phat-test-15m/{out['model_version']}")
+    )
+    reqs = [r for r in (local / "requirements.txt").read_text().splitlines() if r.strip()]
+    pins = [r for r in (local / "constraints.txt").read_text().splitlines() if r.strip()]
+    assert reqs[-1] == "-c constraints.txt"
+    for line in reqs[:-1] + pins:
+        name, sep, version = line.partition("==")
+        assert sep and version and not any(c in version for c in "<>=*,"), line
+        # phat travels as code inside the model, never as a package to look up in an index
+        assert name.lower().replace("_", "-") not in ("phat", "phat-ohlcv"), line
+    assert {r.split("==")[0] for r in reqs[:-1]} <= {p.split("==")[0] for p in pins}
+
+
+def _wait_ping(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"server did not answer: {log.read_text()[-3000:]}")
+
+
+def _post(url: str, body: str, content_type: str = "application/json") -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{url}/invocations", data=body.encode(), headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_json_and_csv_like_phat_load(registered, tmp_path) -> None:
+    """The real `mlflow models serve` (as `make serve` starts it) on the registered version:
+    dataframe_split (timestamp column, ISO index, epoch index), dataframe_records and CSV give
+    the p_hat phat.load gives on the same bars, with timestamps and JSON nulls; refusals are
+    400s carrying phat's one-line reason."""
+    import signal
+
+    from conftest import _free_port
+
+    out, uri, _ = registered
+    model = f"models:/phat-test-15m/{out['model_version']}"
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model,
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ping(url, proc, log)
+        bars = generate(SyntheticConfig(periods=400, seed=9)).bars.iloc[:200]
+        want = phat.load(model).predict(bars)
+        iso = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in bars.index]
+        cols = ["open", "high", "low", "close", "volume"]
+        frame = bars[cols].reset_index(drop=True)
+        bodies = {
+            "split+column": json.dumps(
+                {
+                    "dataframe_split": frame.assign(timestamp=iso).to_dict(
+                        orient="split", index=False
+                    )
+                }
+            ),
+            "split+iso index": json.dumps(
+                {"dataframe_split": {"columns": cols, "index": iso, "data": frame.values.tolist()}}
+            ),
+            "split+epoch index": json.dumps(
+                {
+                    "dataframe_split": {
+                        "columns": cols,
+                        "index": [int(t.timestamp() * 1000) for t in bars.index],
+                        "data": frame.values.tolist(),
+                    }
+                }
+            ),  # fmt: skip
+            "records": json.dumps(
+                {"dataframe_records": frame.assign(timestamp=iso).to_dict(orient="records")}
+            ),
+        }
+        answers = {k: _post(url, b) for k, b in bodies.items()}
+        answers["csv"] = _post(url, frame.assign(timestamp=iso).to_csv(index=False), "text/csv")
+        for form, (status, text) in answers.items():
+            assert status == 200, (form, text[-500:])
+            assert "NaN" not in text and "null" in text, form  # strict JSON, warm-up as null
+            got = pd.DataFrame(json.loads(text)["predictions"])
+            assert list(got.columns) == ["timestamp", "p_hat_raw", "p_hat"], form
+            assert (pd.to_datetime(got["timestamp"], utc=True) == want.index).all(), form
+            p = got["p_hat"].astype(float).to_numpy()  # null -> NaN
+            np.testing.assert_array_equal(p, want["p_hat"].to_numpy(), err_msg=form)
+        # Refusals: phat's reason in a 400.
+        hourly = frame.assign(
+            timestamp=[t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in
+                       pd.date_range("2025-01-01", periods=len(frame), freq="1h", tz="UTC")]
+        )  # fmt: skip
+        status, text = _post(
+            url, json.dumps({"dataframe_split": hourly.to_dict(orient="split", index=False)})
+        )
+        assert status == 400 and "data is 1h bars but timeframe 15m" in json.loads(text)["message"]
+        short = frame.assign(timestamp=iso).iloc[:20]
+        status, text = _post(
+            url, json.dumps({"dataframe_split": short.to_dict(orient="split", index=False)})
+        )
+        assert status == 400 and "no bar scored: 20 bars given" in json.loads(text)["message"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_model_environment_builds_from_its_own_requirements(registered, tmp_path) -> None:
+    """A fresh virtualenv (no phat installed, nothing from this project) built from the logged
+    model's requirements.txt + constraints.txt, from this machine's package mirror, loads the
+    model through MLflow and gives the same p_hat as phat.load here."""
+    out, _, _ = registered
+    model = f"models:/phat-test-15m/{out['model_version']}"
+    local = Path(mlflow.artifacts.download_artifacts(model, dst_path=str(tmp_path / "m")))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pip = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "-r", "requirements.txt"],
+        cwd=local, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    bars = generate(SyntheticConfig(periods=400, seed=9)).bars.iloc[:200]
+    bars.to_parquet(tmp_path / "bars.parquet")
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "import phat; print('PHAT_FROM', phat.__file__)\n"
+        "out = m.predict(pd.read_parquet(sys.argv[2]))\n"
+        "out['p_hat'] = out['p_hat'].astype(float)\n"
+        "out.to_parquet(sys.argv[3])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    res = subprocess.run(
+        [str(py), "-c", script, str(local), str(tmp_path / "bars.parquet"), str(tmp_path / "o.pq")],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"PHAT_FROM {local / 'code' / 'phat'}" in res.stdout  # the model's own code
+    got = pd.read_parquet(tmp_path / "o.pq")
+    np.testing.assert_array_equal(
+        got["p_hat"].to_numpy(), phat.load(model).predict(bars)["p_hat"].to_numpy()
+    )
+
+
+def test_version_and_logged_model_are_linked(registered) -> None:
+    out, uri, _ = registered
+    client = MlflowClient(uri)
+    mv = client.get_model_version("phat-test-15m", str(out["model_version"]))
+    logged = client.get_logged_model(mv.source.split("/")[-1])
+    assert logged.name == "phat-test-15m" and logged.source_run_id == out["run_id"]
+    links = json.loads(logged.tags["mlflow.modelVersions"])  # the UI's "Registered versions"
+    assert {"name": "phat-test-15m", "version": int(out["model_version"])} in [
+        {"name": x["name"], "version": int(x["version"])} for x in links
     ]
-    # Installed code loads it; the logged model holds data only (nothing pickled, no code).
-    assert flavor["loader_module"] == "phat.registry.pyfunc_loader" and not flavor.get("code")
-    assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.py"))
 
 
 def test_batch_scoring_cli(registered, tmp_path) -> None:

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from phat.contract.labels import parse_horizon
 from phat.errors import (
     HashMismatch,
@@ -27,7 +29,7 @@ from phat.errors import (
 )
 from phat.registry.artifact import PHatModel, load_artifact
 
-LOADER_MODULE = "phat.registry.pyfunc_loader"  # installed code; the logged model holds data only
+LOADER_MODULE = "phat.registry.pyfunc_loader"  # from the code shipped in the model (code/phat)
 
 
 def default_model_name(symbol: str, horizon_id: str) -> str:
@@ -82,17 +84,6 @@ def _known_names() -> str:
     return f"; registered models here: {names}" if names else "; no model is registered here"
 
 
-def _requirements(kind: str) -> list[str]:
-    from importlib.metadata import version
-
-    reqs = [
-        f"{p}=={version(p)}" for p in ("numpy", "pandas", "scikit-learn", "safetensors", "mlflow")
-    ]
-    if kind == "tcn":
-        reqs.append("torch==2.13.0")
-    return reqs + ["phat"]
-
-
 def _description(result: Any) -> str:
     m = result.metrics
     t = result.tags
@@ -106,36 +97,67 @@ def _description(result: Any) -> str:
     )
 
 
+def model_signature(columns: list[str]) -> Any:
+    """Input: `timestamp` and the bar columns the model reads. Output: timestamp, p_hat_raw and
+    p_hat (optional: null during the warm-up).
+
+    The timestamp is declared as text, read by phat's own timestamp rules (ISO 8601 with or
+    without an offset, epoch digits), and optional (a dataframe_split body may carry time in its
+    index instead). MLflow 3.17's datetime column type would break CSV bodies (its read_csv
+    refuses a datetime64 dtype), refuse offsets such as `Z`, and read 01/02/2024 month-first
+    without a word: docs/mlflow.md."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema(
+        [ColSpec("string", "timestamp", required=False)] + [ColSpec("double", c) for c in columns]
+    )
+    outputs = Schema(
+        [
+            ColSpec("datetime", "timestamp"),
+            ColSpec("double", "p_hat_raw", required=False),
+            ColSpec("double", "p_hat", required=False),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example(result: Any, columns: list[str]) -> Any:
+    """The last few bars of the training data, enough for the first full window plus two, with
+    time as ISO 8601 UTC text in a `timestamp` column."""
+    n = result.feature_spec.bars_read + 2
+    example = result.bars.frame[columns].iloc[-n:].copy()
+    stamps = pd.DatetimeIndex(example.index).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    example.insert(0, "timestamp", list(stamps))
+    return example.reset_index(drop=True)
+
+
 def log_and_register(result: Any, model_name: str | None, register: bool) -> dict[str, Any]:
     """Log the pyfunc into the active run and (optionally) register a version."""
     import os
-    import warnings
 
     import mlflow
-    from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    # The signature names the columns the spec needs; time rides on the DatetimeIndex, which
-    # MLflow's schema enforcement passes through untouched (it refuses tz-aware datetime
-    # columns and drops columns the schema does not name).
+    from phat.registry.environment import code_copy, constraints, requirements
+    from phat.registry.tracking import pause_point
+
     cols = [c for c in ("open", "high", "low", "close", "volume") if c in result.bars.frame.columns]
     cols += [c for c in result.feature_spec.required_columns if c not in cols]
-    example = result.bars.frame[cols].iloc[-(result.feature_spec.bars_read + 2) :]
-    out_example = load_artifact(result.artifact_dir).predict(example)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with warnings.catch_warnings():
-        # No input_example on purpose: MLflow stores it as JSON without the index and then
-        # fails its own serving check on it; the signature carries the schema.
-        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+    kind = result.model.kind
+    with tempfile.TemporaryDirectory(prefix="phat-model-") as tmp:
+        pins = Path(tmp) / "constraints.txt"
+        pins.write_text("\n".join(constraints(kind)) + "\n")
         info = mlflow.pyfunc.log_model(
             name=model_name or "phat",  # the logged model carries the registered model's name
             loader_module=LOADER_MODULE,
             data_path=str(result.artifact_dir),
-            signature=infer_signature(example, out_example),
-            pip_requirements=_requirements(result.model.kind),
+            code_paths=[str(code_copy(Path(tmp) / "code"))],
+            signature=model_signature(cols),
+            input_example=input_example(result, cols),
+            pip_requirements=[*requirements(kind), f"-c {pins}"],
         )
-    from phat.registry.tracking import pause_point
-
     pause_point("model_logged")
     if not register:
         return {"model_uri": info.model_uri}
@@ -162,21 +184,32 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
             "model_version": int(same),
             "duplicate_of": int(same),
         }
-    mv = client.create_model_version(
-        name,
-        info.model_uri,
-        run_id=mlflow.active_run().info.run_id,
-        tags=dict(result.tags),
-        description=_description(result),
-        model_id=info.model_id,  # a tracking server needs the logged model id with a models:/ source
-    )
-    pause_point("version_registered")
+    run_id = mlflow.active_run().info.run_id
     try:
+        # mlflow.register_model links both ways: the version records the logged model, and the
+        # logged model's page lists "<name> vN" (its mlflow.modelVersions tag).
+        mv = mlflow.register_model(
+            info.model_uri, name, tags=dict(result.tags), await_registration_for=30
+        )
+        pause_point("version_registered")
+        client.update_model_version(name, mv.version, description=_description(result))
         mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(mv.version)})
-    except Exception:
-        client.delete_model_version(name, mv.version)
+    except BaseException:
+        _undo_versions(client, name, run_id, info.model_id)
         raise
     return {"model_uri": info.model_uri, "model_name": name, "model_version": int(mv.version)}
+
+
+def _undo_versions(client: Any, name: str, run_id: str, model_id: str) -> None:
+    """A failed registration leaves no version behind: delete whatever this run registered
+    (the store may have created it before the failure reached us), and the logged model's link
+    to it (the logged model is this run's own, so its only link is this one)."""
+    try:
+        for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+            client.delete_model_version(name, mv.version)
+        client.delete_logged_model_tag(model_id, "mlflow.modelVersions")
+    except Exception:  # the store is failing; phat doctor finds what is left (unfinished run)
+        pass
 
 
 def _same_model(client: Any, name: str, model_hash: str) -> str | None:
