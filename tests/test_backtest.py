@@ -120,6 +120,17 @@ def test_model_run_binds_version_evaluates_test_span_and_logs_everything(store, 
         for prefix in ("", "learning_", "profit_"):
             assert prefix + k in run_.data.metrics
     assert run_.data.metrics["isolation_compliance"] == 1.0
+    # Every policy and cost setting is a param, with the bound version and the signal source.
+    params = run_.data.params
+    assert (
+        params["model_version"] == str(out["model_version"]) and params["model_name"] == "phat-bt"
+    )
+    assert params["signal_source"] == f"model_v{out['model_version']}"
+    cfg = bt_cfg(tmp_path, uri, f"signal_source=model_v{out['model_version']}")
+    from phat.registry.tracking import flatten
+
+    for key, value in flatten({"policy": cfg["policy"], "costs": cfg["costs"]}).items():
+        assert value == "None" or params[key] == value, key
     arts = {a.path for a in MlflowClient(uri).list_artifacts(res["run_id"])}
     assert {"decisions.parquet", "trades.parquet", "equity.png"} <= arts
     cols = {

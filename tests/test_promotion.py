@@ -112,6 +112,15 @@ def test_uncalibrated_candidate_is_refused_and_production_unchanged(local_store)
     runs = client.search_runs([client.get_experiment_by_name("phat-promotion").experiment_id])
     arts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"gate_report.json", "gate_report.md"} <= arts
+    # Per gate: the outcome and the values compared (candidate, baseline, limit).
+    m = runs[0].data.metrics
+    assert m["gate_calibrated"] == 0.0 and m["gate_brier_vs_baseline"] in (0.0, 1.0)
+    assert m["gate_brier_vs_baseline_candidate"] > 0 and m["gate_brier_vs_baseline_baseline"] > 0
+    tol = float(runs[0].data.params["promotion.brier_tolerance"])
+    assert m["gate_brier_vs_baseline_limit"] == pytest.approx(
+        m["gate_brier_vs_baseline_baseline"] + tol
+    )
+    assert "gate_ece_max_baseline" not in m  # no baseline there: nothing made up
 
 
 def test_dry_run_changes_nothing(local_store) -> None:

@@ -130,7 +130,7 @@ def _log(
 ) -> str:
     import mlflow
 
-    from phat.registry.tracking import tracked_run
+    from phat.registry.tracking import flatten, tracked_run
 
     with tracked_run(uri, str(cfg["tracking"]["experiment"]), run_name) as r:
         mlflow.set_tags(
@@ -141,12 +141,21 @@ def _log(
                 "phat.data_hash": bars.data_hash(),
             }
         )
-        mlflow.log_params(
+        # Every setting that shaped the trades, one param each, and what p_hat came from.
+        params = {
+            k: v
+            for k, v in flatten({g: cfg[g] for g in ("policy", "costs", "signal")}).items()
+            if v != "None"
+        }
+        params.update(
             {
                 "signal_source": binding.signal_source,
-                "policy": json.dumps(cfg["policy"], sort_keys=True)[:6000],
+                "model_name": str(binding.model_name or "-"),
+                "model_version": str(binding.model_version or "-"),
+                "horizon": str(cfg["horizon"]),
             }
         )
+        mlflow.log_params(params)
         mlflow.log_metrics(result.metrics)
         mlflow.log_artifacts(str(out_dir))
         return str(r.info.run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +29,14 @@ def reliability_diagram(
     *,
     n_bins: int = 15,
     title: str = "Reliability",
-) -> Path:
+    keep: bool = False,
+) -> Any:
     """Raw and calibrated reliability curves on one figure (95% Wilson intervals per bin), with
-    a histogram of p below.
+    a histogram of p below, saved as PNG at `path`.
 
     `curves` maps a label ("raw", "calibrated") to its p_hat array over the same samples.
+    Returns the path, or with `keep=True` the open matplotlib Figure (for mlflow.log_figure;
+    the caller closes it).
     """
     import matplotlib
 
@@ -74,5 +78,7 @@ def reliability_diagram(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
+    if keep:
+        return fig
     plt.close(fig)
     return path

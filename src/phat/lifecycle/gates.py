@@ -23,6 +23,7 @@ class Gate:
     baseline: float | str
     threshold: str
     passed: bool
+    limit: float | None = None  # the number `threshold` holds the candidate to, where one
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def allowed_limit(
 def _at_most(
     name: str, metric: str, candidate: float, baseline: float | str, limit: float, text: str
 ) -> Gate:
-    return Gate(name, metric, candidate, baseline, text, bool(candidate <= limit))
+    return Gate(name, metric, candidate, baseline, text, bool(candidate <= limit), float(limit))
 
 
 def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
@@ -117,7 +118,7 @@ def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
         )
         gates.append(_at_most(f"{gate}_regression", metric, cand, base, lim, f"<= {lim:.6g}"))
     iso = c.isolation_compliance
-    gates.append(Gate("isolation", "isolation_compliance", iso, "-", "== 1.0", iso == 1.0))
+    gates.append(Gate("isolation", "isolation_compliance", iso, "-", "== 1.0", iso == 1.0, 1.0))
     gates.append(
         Gate(
             "min_history",
@@ -126,6 +127,7 @@ def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
             "-",
             f">= {t['min_history_days']}",
             ev.history_days >= float(t["min_history_days"]),
+            float(t["min_history_days"]),
         )
     )
     return gates

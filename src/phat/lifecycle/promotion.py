@@ -232,6 +232,19 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gate_metrics(gates: list[dict[str, Any]]) -> dict[str, float]:
+    """Per gate: passed (0/1), and the candidate value, the baseline value and the limit it was
+    held to, where they are numbers (a gate against no baseline has none)."""
+    out: dict[str, float] = {}
+    for g in gates:
+        out[f"gate_{g['name']}"] = float(g["passed"])
+        for field in ("candidate", "baseline", "limit"):
+            value = g.get(field)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"gate_{g['name']}_{field}"] = float(value)
+    return out
+
+
 def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     """Hold the model exclusively, evaluate, log a promotion run, tag the candidate, and on a
     pass move production (all or nothing). A concurrent promote/rollback of the same model
@@ -243,7 +256,7 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import connect, tracked_run
+    from phat.registry.tracking import connect, flatten, tracked_run
 
     uri = connect(cfg["tracking"])
     name = model_name_for(cfg)
@@ -273,7 +286,10 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
                     "phat.promotion.dry_run": str(dry).lower(),
                 }
             )
-            mlflow.log_metrics({f"gate_{g['name']}": float(g["passed"]) for g in report["gates"]})
+            mlflow.log_metrics(gate_metrics(report["gates"]))
+            mlflow.log_params(
+                {k: v for k, v in flatten({"promotion": cfg["promotion"]}).items() if v != "None"}
+            )
             run_id = run.info.run_id
         print(md)
         if dry:
