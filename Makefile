@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	# Without its dependencies: its metadata still pins optuna<3, which would replace optuna 5
+	# (pinned in pyproject); the sweeper's calls work on optuna 5 (tests/test_sweeps.py).
+	$(BIN)/python -m pip install -q --no-deps hydra-optuna-sweeper==1.3.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,8 +43,9 @@ ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 # REST scoring of a registered model from this project's environment (docs/mlflow.md):
+#   make serve                       (the newest version of the demo model)
 #   make serve MODEL=models:/phat-synth-15m@production PORT=5001
-MODEL ?= models:/phat-synth-15m@production
+MODEL ?= models:/phat-synth-15m/latest
 PORT  ?= 5001
 serve: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \

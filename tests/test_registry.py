@@ -374,14 +374,14 @@ def test_failed_registration_leaves_no_version(tmp_path, monkeypatch) -> None:
     run(make_cfg(tmp_path / "a", *SMALL, "registry.model_name=phat-fail", uri=uri))
     client = MlflowClient(uri)
     before = [v.version for v in client.search_model_versions("name='phat-fail'")]
-    real = mlflow.set_tags
+    real = MlflowClient.set_tag
 
-    def flaky(tags):
-        if "phat.model_version" in tags:
+    def flaky(self, run_id, key, value, *a, **k):
+        if key == "phat.model_version":
             raise RuntimeError("registry went away")
-        return real(tags)
+        return real(self, run_id, key, value, *a, **k)
 
-    monkeypatch.setattr(mlflow, "set_tags", flaky)
+    monkeypatch.setattr(MlflowClient, "set_tag", flaky)
     with pytest.raises(RuntimeError, match="registry went away"):
         run(make_cfg(tmp_path / "b", *SMALL, "registry.model_name=phat-fail", "seed=5", uri=uri))
     assert [v.version for v in client.search_model_versions("name='phat-fail'")] == before
@@ -424,3 +424,38 @@ def test_identical_training_registers_nothing_new_and_says_which(tmp_path) -> No
     assert names == {"logistic-15m-SYNTH-platt-s42", "logistic-15m-SYNTH-isotonic-s42"}
     logged = client.get_logged_model(a["model_uri"].split("/")[-1])  # models:/<model id>
     assert logged.name == "phat-synth-15m"
+
+
+@pytest.mark.slow
+def test_a_readable_record(tmp_path) -> None:
+    """What the runs table and compare view show: names that tell calibration and seed apart,
+    params that apply (no trainer.* on a logistic run, no paths of the run, no "None"), the data
+    as a dataset input whose digest is phat.data_hash's, figures, system metrics on request,
+    and an experiment that opens in the model-training view."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    a = run(make_cfg(tmp_path / "a", *SMALL, "tracking.system_metrics=true", uri=uri))
+    b = run(make_cfg(tmp_path / "b", *SMALL, "seed=7", "registry.register=false", uri=uri))
+    client = MlflowClient(uri)
+    ra, rb = client.get_run(a["run_id"]), client.get_run(b["run_id"])
+    assert ra.info.run_name == "logistic-15m-SYNTH-platt-s42"
+    assert rb.info.run_name == "logistic-15m-SYNTH-platt-s7"
+    params = ra.data.params
+    assert params["model.kind"] == "logistic" and params["seed"] == "42"
+    assert not [k for k in params if k.startswith(("trainer.", "tracking.", "out_dir"))]
+    assert "None" not in params.values()
+    assert params["features.list"].startswith("log_return(1),log_return(4)")
+    (dsi,) = ra.inputs.dataset_inputs
+    data_hash = ra.data.tags["phat.data_hash"]
+    assert len(dsi.dataset.digest) == 32 and data_hash.startswith(dsi.dataset.digest)
+    tags = {t.key: t.value for t in dsi.tags}
+    assert tags["phat.data_hash"] == data_hash and tags["mlflow.data.context"] == "training"
+    assert dsi.dataset.name.startswith("SYNTH-15m 2025-01-01..")
+    assert tags["phat.start"].startswith("2025-01-01T00:00:00")
+    plots = {x.path for x in client.list_artifacts(a["run_id"], "plots")}
+    assert plots == {"plots/reliability_calibration.png", "plots/reliability_test.png"}
+    assert any(k.startswith("system/") for k in ra.data.metrics)  # tracking.system_metrics
+    assert not any(k.startswith("system/") for k in rb.data.metrics)
+    exp = client.get_experiment(ra.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # The summary is the run's description.
+    assert "test metric" in ra.data.tags["mlflow.note.content"]

@@ -283,6 +283,32 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     )
 
 
+def selection_metrics(
+    method: str, logits: np.ndarray, y: np.ndarray, purge: int, n_bins: int
+) -> dict[str, float]:
+    """What a sweep may select by: the calibration slice cut in time, the calibrator (same
+    method) fitted on its first half only, and scored on its second half, `purge` samples
+    after the cut so no label of the fitting half overlaps a scored bar. The model never saw
+    these bars, the calibrator that scores them never saw them, and the test span plays no
+    part (selection_* metrics; docs/sweeps.md)."""
+    from phat.evaluation.metrics import brier, ece, log_loss
+
+    n = len(y)
+    cut = n // 2
+    fit_end = max(cut - purge, 0)
+    if fit_end < 20 or n - cut < 20:  # too few to fit and score anything
+        return {}
+    cal = fit_calibrator(method, logits[:fit_end], y[:fit_end], purge=purge)
+    p = cal.predict(logits[cut:])
+    yy = y[cut:]
+    return {
+        "selection_log_loss": log_loss(yy, p),
+        "selection_brier": brier(yy, p),
+        "selection_ece": ece(yy, p, n_bins=n_bins),
+        "selection_n": float(len(yy)),
+    }
+
+
 def fit_evaluate(
     prep: Prepared, out_dir: str | Path, tracking: dict[str, Any] | None = None
 ) -> TrainResult:
@@ -347,6 +373,15 @@ def fit_evaluate(
             )
         )
     metrics["train_base_rate"] = base_rate
+    metrics.update(
+        selection_metrics(
+            cfg["calibration"]["method"],
+            logits["calibration"],
+            y[spans["calibration"]],
+            lspec.horizon_bars,
+            int(mc["n_bins"]),
+        )
+    )
     if prep.p_bayes is not None:
         pb = prep.p_bayes.to_numpy()[spans["test"]]
         metrics["test_brier_bayes"] = float(np.mean((pb - preds["test"].y) ** 2))

@@ -170,6 +170,7 @@ class TrackingConf:
     uri: str | None = MISSING
     experiment: str = MISSING
     timeout: int = MISSING
+    system_metrics: bool = MISSING
 
 
 @dataclass
@@ -235,6 +236,13 @@ class PromotionConf:
 
 
 @dataclass
+class SweepConf:
+    name: str | None = MISSING
+    objectives: list[str] = MISSING
+    register_best: bool = MISSING
+
+
+@dataclass
 class TrainConf:
     data: DataConf = field(default_factory=DataConf)
     horizon: str = MISSING
@@ -247,6 +255,7 @@ class TrainConf:
     metrics: MetricsConf = field(default_factory=MetricsConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
+    sweep: SweepConf = field(default_factory=SweepConf)
     seed: int = MISSING
     threads: int = MISSING
     out_dir: str = MISSING
@@ -411,6 +420,20 @@ def check_values(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"data.calendar={cal!r}: expected auto, 24x7, fx or an exchange code such as XNYS"
         )
+    found, objectives = _lookup(cfg, "sweep.objectives")
+    if found:
+        allowed = ("selection_log_loss", "selection_brier", "selection_ece")
+        bad = [o for o in objectives or [] if o not in allowed]
+        if bad or not objectives:
+            why = (
+                " (a sweep never selects on the test span)"
+                if any(str(o).startswith("test_") for o in bad)
+                else ""
+            )
+            raise ConfigError(
+                f"sweep.objectives={list(objectives or [])}: expected one or more of "
+                f"{list(allowed)}{why}"
+            )
     if "version" in cfg and not re.fullmatch(r"\d+", str(cfg["version"])):
         raise ConfigError(f"version={cfg['version']!r}: expected a registry version number")
 

@@ -24,8 +24,14 @@ from phat.cli import CONF_DIR, call, entry
 log = logging.getLogger("phat.train")
 
 
-def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
-    """Train and track; returns {"run_id", "model_hash", "metrics", "model_version"}."""
+def run(
+    cfg: dict[str, Any], config_yaml: str = "", sweep: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train and track; returns {"run_id", "model_hash", "metrics", "model_version"}.
+
+    `sweep` ({"parent", "key", "job"}, from phat.cli.sweep.job): the run is a nested child of
+    the sweep's parent run, registers nothing, holds the test span's metrics out, and prints
+    no summary (the sweep prints one line per job)."""
     from phat.pipeline import fit_evaluate, prepare, validate_config
     from phat.registry.tracking import connect
 
@@ -46,19 +52,38 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
         f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}-"
         f"{cfg['calibration']['method']}-s{prep.seed}"
     )
-    with tracked_run(uri, experiment, run_name) as active:
+    system_metrics = bool(cfg["tracking"]["system_metrics"])
+    parent, tags = None, {}
+    if sweep is not None:
+        run_name += f"-j{sweep['job']}"
+        parent = sweep["parent"]
+        tags = {"phat.sweep.overrides": sweep["key"], "phat.sweep.job": str(sweep["job"])}
+    with tracked_run(uri, experiment, run_name, system_metrics, parent, tags) as active:
         run_id = active.info.run_id
+        if sweep is not None:
+            sweep["run_id"] = run_id
         experiment = mlflow.get_experiment(active.info.experiment_id).name  # mlflow run picks
         result = fit_evaluate(prep, out_dir, tracking={"uri": uri, "run_id": run_id})
-        warnings = write_run_files(
+        warnings, figures = write_run_files(
             result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg["metrics"]["n_bins"])
         )
-        log_run(result, cfg, out_dir)
+        log_run(result, cfg, out_dir, figures, hold_out_test=sweep is not None)
         if warnings:
             mlflow.set_tag("phat.warnings", " | ".join(warnings)[:5000])
-        registered = log_and_register(
-            result, model_name_for(cfg, prep.bars.symbol), bool(cfg["registry"]["register"])
-        )
+        # A sweep registers nothing per job (at most its winner, at the end).
+        register = bool(cfg["registry"]["register"]) and sweep is None
+        registered = log_and_register(result, model_name_for(cfg, prep.bars.symbol), register)
+        if sweep is not None:
+            sel = ", ".join(
+                f"{k} {v:.5f}" for k, v in result.metrics.items() if k.startswith("selection_")
+            )
+            mlflow.set_tag(
+                "mlflow.note.content",
+                f"Sweep job {sweep['job']} ({sweep['key']}): {sel}. Test-span metrics are held "
+                "out (held_out/test_metrics.json) and reported once, for the chosen job, on the "
+                "parent run.",
+            )
+            return {"run_id": run_id, "metrics": result.metrics, **registered}
     lines = summary_lines(result, run_id, uri, experiment, registered)
     print("\n".join(lines))
     # The same summary as the run's description in the UI (MLflow renders it as Markdown).
@@ -76,7 +101,34 @@ def run(cfg: dict[str, Any], config_yaml: str = "") -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> Any:
+    import os
+
+    from phat.cli.sweep import PARENT_ENV
+
+    parent = os.environ.get(PARENT_ENV)
+    if parent:  # a job of `phat train -m ...`: its value goes back to the sweeper
+        return _sweep_job(cfg, parent)
     return call(lambda c: run(c, OmegaConf.to_yaml(cfg, resolve=True)), cfg, log, verb="train")
+
+
+def _sweep_job(cfg: DictConfig, parent: str) -> Any:
+    from phat.cli.config import validate
+    from phat.cli.sweep import job, job_key, record_failure
+
+    try:
+        container = validate("train", cfg)
+    except Exception as e:  # a sampled value out of range: a FAILED job, the sweep goes on
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        assert isinstance(plain, dict)
+        sweep = {"parent": parent, "key": job_key(list(hc.overrides.task)), "job": hc.job.num}
+        record_failure(sweep, e)
+        print(f"[sweep] job {hc.job.num}: FAILED {type(e).__name__}: {e}", flush=True)
+        n = len(plain["sweep"]["objectives"])
+        return float("nan") if n == 1 else [float("nan")] * n
+    return job(container, OmegaConf.to_yaml(cfg, resolve=True), parent)
 
 
 def main() -> None:

@@ -84,12 +84,14 @@ def _known_names() -> str:
     return f"; registered models here: {names}" if names else "; no model is registered here"
 
 
-def _description(result: Any) -> str:
-    m = result.metrics
-    t = result.tags
+def _description(tags: dict[str, str], m: dict[str, float]) -> str:
+    import json
+
+    t = tags
+    method = json.loads(t["phat.calibration"])["method"]
     return (
         f"phat {t['phat.model_kind']} for {t['phat.symbol']} {t['phat.horizon_id']} "
-        f"({t['phat.horizon_bars']} x {t['phat.timeframe']}), calibration {result.calibrator.method}. "
+        f"({t['phat.horizon_bars']} x {t['phat.timeframe']}), calibration {method}. "
         f"Test: Brier {m['test_brier']:.5f} (raw {m['test_brier_raw']:.5f}, climatology "
         f"{m['test_brier_climatology']:.5f}), ECE {m['test_ece']:.4f} (raw {m['test_ece_raw']:.4f}), "
         f"AUC {m['test_auc']:.4f}. model_hash {t['phat.model_hash'][:16]}, "
@@ -164,40 +166,70 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     name = model_name or default_model_name(
         result.tags["phat.symbol"], result.tags["phat.horizon_id"]
     )
-    client = MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    out = register_logged(
+        MlflowClient(), run_id, dict(result.tags), result.metrics, info.model_id, name
+    )
+    return {"model_uri": info.model_uri, **out}
+
+
+# Tags of the run itself (who ran it, what became of it), not of the model it trained.
+_RUN_ONLY = {
+    "phat.host",
+    "phat.pid",
+    "phat.registered_model",
+    "phat.model_version",
+    "phat.duplicate_of",
+    "phat.warnings",
+    "phat.error",
+}
+
+
+def register_logged(
+    client: Any,
+    run_id: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    model_id: str,
+    name: str,
+) -> dict[str, Any]:
+    """Register logged model `model_id` of run `run_id` under `name`, the version's tags the
+    run's phat.* contract tags; or, when a version with the same model_hash exists, register
+    nothing and tag the run `phat.duplicate_of`. All or nothing: a failure after the version
+    exists deletes it again."""
+    import mlflow
+
+    from phat.registry.tracking import pause_point
+
+    contract = {k: v for k, v in tags.items() if k.startswith("phat.") and k not in _RUN_ONLY}
+    contract = {k: v for k, v in contract.items() if not k.startswith("phat.sweep.")}
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description=f"phat p_hat models, {name}")
-    same = _same_model(client, name, result.tags["phat.model_hash"])
+    same = _same_model(client, name, contract["phat.model_hash"])
     if same is not None:  # an identical inference function: register nothing new, say which
-        mlflow.set_tags(
-            {
-                "phat.registered_model": name,
-                "phat.model_version": same,
-                "phat.duplicate_of": f"{name}/v{same}",
-            }
-        )
-        return {
-            "model_uri": info.model_uri,
-            "model_name": name,
-            "model_version": int(same),
-            "duplicate_of": int(same),
-        }
-    run_id = mlflow.active_run().info.run_id
+        for k, v in {
+            "phat.registered_model": name,
+            "phat.model_version": same,
+            "phat.duplicate_of": f"{name}/v{same}",
+        }.items():
+            client.set_tag(run_id, k, v)
+        return {"model_name": name, "model_version": int(same), "duplicate_of": int(same)}
     try:
         # mlflow.register_model links both ways: the version records the logged model, and the
         # logged model's page lists "<name> vN" (its mlflow.modelVersions tag).
         mv = mlflow.register_model(
-            info.model_uri, name, tags=dict(result.tags), await_registration_for=30
+            f"models:/{model_id}", name, tags=contract, await_registration_for=30
         )
         pause_point("version_registered")
-        client.update_model_version(name, mv.version, description=_description(result))
-        mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(mv.version)})
+        client.update_model_version(name, mv.version, description=_description(contract, metrics))
+        client.set_tag(run_id, "phat.registered_model", name)
+        client.set_tag(run_id, "phat.model_version", str(mv.version))
     except BaseException:
-        _undo_versions(client, name, run_id, info.model_id)
+        _undo_versions(client, name, run_id, model_id)
         raise
-    return {"model_uri": info.model_uri, "model_name": name, "model_version": int(mv.version)}
+    return {"model_name": name, "model_version": int(mv.version)}
 
 
 def _undo_versions(client: Any, name: str, run_id: str, model_id: str) -> None:

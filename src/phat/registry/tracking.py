@@ -21,6 +21,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_LEN = 6000  # MLflow 3 stores params up to 6000 characters
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -63,27 +64,52 @@ def use_experiment(uri: str, name: str) -> str:
         exp_id = mlflow.create_experiment(name)
     else:
         exp_id = exp.experiment_id
+    if exp is None or EXPERIMENT_KIND[0] not in exp.tags:
+        # The UI opens it in the model-training view (runs, metrics, models), not GenAI traces.
+        mlflow.MlflowClient().set_experiment_tag(exp_id, *EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
 
 @contextmanager
-def tracked_run(uri: str, experiment: str, run_name: str) -> Iterator[Any]:
+def tracked_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    system_metrics: bool = False,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[Any]:
     """The MLflow run a verb logs into: the one `mlflow run` created for it (MLFLOW_RUN_ID, in
-    whatever experiment `mlflow run` chose), else a new run in `experiment`."""
+    whatever experiment `mlflow run` chose), else a new run in `experiment`. With
+    `system_metrics` (tracking.system_metrics) MLflow samples CPU, memory and disk (psutil)
+    every second into system/* metrics. With `parent_run_id` the run is a nested child of it
+    (a sweep's job), in the parent's experiment."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(1)
+        mlflow.set_system_metrics_samples_before_logging(1)
     # Who runs it: `phat doctor` tells a crashed run (process gone) from a live one.
     owner = {"phat.host": socket.gethostname(), "phat.pid": str(os.getpid())}
     outer = os.environ.get("MLFLOW_RUN_ID")
     if outer:
-        with mlflow.start_run(run_id=outer) as run:
+        with mlflow.start_run(run_id=outer, log_system_metrics=system_metrics) as run:
             mlflow.set_tags({"mlflow.runName": run_name, **owner})
             yield run
         return
-    use_experiment(uri, experiment)
-    with mlflow.start_run(run_name=run_name, tags=owner) as run:
+    if parent_run_id:
+        exp_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
+        mlflow.set_experiment(experiment_id=exp_id)
+    else:
+        use_experiment(uri, experiment)
+    with mlflow.start_run(
+        run_name=run_name,
+        tags={**owner, **(tags or {})},
+        log_system_metrics=system_metrics,
+        parent_run_id=parent_run_id,
+    ) as run:
         pause_point("run_started")
         yield run
 
@@ -117,8 +143,13 @@ def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def write_run_files(result: Any, out_dir: Path, config_yaml: str, n_bins: int) -> list[str]:
-    """Files a person opens: config, specs, reliability data and plots, test predictions.
+def write_run_files(
+    result: Any, out_dir: Path, config_yaml: str, n_bins: int
+) -> tuple[list[str], dict[str, Any]]:
+    """Files a person opens: config, specs, every metric (metrics.json: the run's metrics plus
+    the calibration slice's intervals), the training window, reliability data and plots, test
+    predictions. Returns (warnings, figures): the open reliability figures by artifact path, for
+    mlflow.log_figure.
 
     Nothing here may lose a fitted model: a figure that fails to draw is skipped and its
     error returned as a warning (logged on the run); tables and the artifact are kept."""
@@ -131,6 +162,11 @@ def write_run_files(result: Any, out_dir: Path, config_yaml: str, n_bins: int) -
     (out_dir / "label_spec.json").write_text(json.dumps(result.label_spec.to_dict(), indent=2))
     (out_dir / "feature_spec.json").write_text(json.dumps(result.feature_spec.to_dict(), indent=2))
     (out_dir / "data_report.json").write_text(json.dumps(result.bars.report, indent=2, default=str))
+    (out_dir / "metrics.json").write_text(json.dumps(_finite(result.metrics), indent=1))
+    (out_dir / "training_window.json").write_text(
+        json.dumps(json.loads(result.tags["phat.training_window"]), indent=2)
+    )
+    figures: dict[str, Any] = {}
     plots = out_dir / "plots"
     rel = out_dir / "reliability"
     plots.mkdir(exist_ok=True)
@@ -148,12 +184,13 @@ def write_run_files(result: Any, out_dir: Path, config_yaml: str, n_bins: int) -
         table.to_csv(rel / f"{split}.csv", index=False)
         (rel / f"{split}.json").write_text(table.to_json(orient="records", indent=1))
         try:
-            reliability_diagram(
+            figures[f"plots/reliability_{split}.png"] = reliability_diagram(
                 pr.y,
                 {"raw": pr.p_raw, "calibrated": pr.p_hat},
                 plots / f"reliability_{split}.png",
                 n_bins=n_bins,
                 title=f"{result.model.kind} {result.label_spec.horizon_id}: {split} span",
+                keep=True,
             )
         except Exception as e:  # a figure is a report, not the model
             warnings.append(f"reliability plot ({split}) not drawn: {type(e).__name__}: {e}")
@@ -163,22 +200,129 @@ def write_run_files(result: Any, out_dir: Path, config_yaml: str, n_bins: int) -
         {"y": pr.y, "logit": pr.logits, "p_hat_raw": pr.p_raw, "p_hat": pr.p_hat},
         index=pr.timestamps,
     ).to_parquet(out_dir / "test_predictions.parquet")
-    return warnings
+    return warnings, figures
 
 
-def log_run(result: Any, cfg: dict[str, Any], out_dir: Path) -> None:
-    """Log params, tags, metrics and every file under out_dir into the active MLflow run."""
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+# Settings that say where things go, not what was trained: they differ between identical
+# trainings and would fill "show diff only" with noise.
+_NOT_PARAMS = ("out_dir", "tracking.", "registry.", "sweep.", "hydra.")
+
+
+def run_params(cfg: dict[str, Any]) -> dict[str, str]:
+    """The settings that shaped this model, one param each: trainer.* only for the TCN (the
+    one model the trainer drives), data.synthetic.* only for synthetic data, no paths of this
+    run, no nulls (an unset setting is absent, not the string "None"), the feature list as
+    short names (the full list is in config.yaml and feature_spec.json)."""
+    flat = flatten(cfg)
+    kind = str(cfg["model"]["kind"])
+    out: dict[str, str] = {}
+    for key, value in flat.items():
+        if key.startswith(_NOT_PARAMS) or value == "None":
+            continue
+        if key.startswith("trainer.") and kind != "tcn":
+            continue
+        if key.startswith("data.synthetic.") and cfg["data"]["path"]:
+            continue
+        if key == "features.list":
+            value = ",".join(
+                f["fn"] + ("(" + ",".join(str(v) for v in f["params"].values()) + ")"
+                           if f["params"] else "")
+                for f in cfg["features"]["list"]
+            )  # fmt: skip
+        out[key] = value[:_MAX_PARAM_LEN]
+    return out
+
+
+def run_metrics(result: Any, hold_out_test: bool = False) -> dict[str, float]:
+    """The metrics logged on the run: every test-span metric with its interval, the
+    calibration slice's point values (its intervals are in metrics.json), the selection slice's
+    (selection_*), data counts, timings. A sweep's job holds the test span's metrics out
+    (`hold_out_test`): they are looked at once, for the chosen configuration."""
+    metrics = {
+        k: v
+        for k, v in _finite(result.metrics).items()
+        if not (k.startswith("calibration_") and "_ci_" in k)
+        and not (hold_out_test and k.startswith("test_"))
+    }
+    metrics.update({f"timing_{k}": float(v) for k, v in result.timings.items()})
+    return metrics
+
+
+def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
+    """The training data as an MLflow dataset input (the runs table's Datasets column): named
+    by symbol, timeframe and date span, its source (the file, or the synthetic generator with
+    its seed), and as digest the first 32 hex digits of phat.data_hash (MLflow's SQL schema
+    holds 36 characters; the full hash is the input's phat.data_hash tag)."""
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+
+    bars = result.bars
+    frame = bars.frame.copy()
+    frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC").tz_localize(None)
+    data_hash = result.tags["phat.data_hash"]
+    if cfg["data"]["path"]:
+        source: Any = FileSystemDatasetSource.from_dict(
+            {"uri": Path(str(cfg["data"]["path"])).resolve().as_uri()}
+        )
+    else:
+        source = CodeDatasetSource(
+            {"generator": "phat.data.synthetic", "seed": str(cfg["data"]["synthetic"]["seed"])}
+        )
+    start, end = bars.index[0], bars.index[-1]
+    name = f"{bars.symbol}-{result.label_spec.timeframe} {start:%Y-%m-%d}..{end:%Y-%m-%d}"
+    dataset = mlflow.data.from_pandas(
+        frame.rename_axis("timestamp").reset_index(),
+        source=source,
+        name=name,
+        digest=data_hash[:32],
+    )
+    mlflow.log_input(
+        dataset,
+        context="training",
+        tags={
+            "phat.data_hash": data_hash,
+            "phat.start": pd.Timestamp(start).isoformat(),
+            "phat.end": pd.Timestamp(end).isoformat(),
+            "phat.bars": str(len(bars.index)),
+        },
+    )
+
+
+def log_run(
+    result: Any,
+    cfg: dict[str, Any],
+    out_dir: Path,
+    figures: dict[str, Any] | None = None,
+    hold_out_test: bool = False,
+) -> None:
+    """Log params, tags, metrics, the dataset input, figures and the files under out_dir into
+    the active MLflow run. `hold_out_test` (a sweep's job): the test span's metrics go to
+    held_out/test_metrics.json, not into the run's metrics."""
+    import matplotlib.pyplot as plt
     import mlflow
 
-    params = flatten(cfg)
-    items = list(params.items())
+    items = list(run_params(cfg).items())
     for i in range(0, len(items), 100):
         mlflow.log_params(dict(items[i : i + 100]))
     mlflow.set_tags(result.tags)
-    metrics = {k: float(v) for k, v in result.metrics.items() if np.isfinite(v)}
-    metrics.update({f"timing_{k}": float(v) for k, v in result.timings.items()})
-    mlflow.log_metrics(metrics)
-    mlflow.log_artifacts(str(out_dir))
+    mlflow.log_metrics(run_metrics(result, hold_out_test))
+    if hold_out_test:
+        test = {k: v for k, v in _finite(result.metrics).items() if k.startswith("test_")}
+        mlflow.log_dict(test, "held_out/test_metrics.json")
+    log_dataset(result, cfg)
+    for artifact_file, fig in (figures or {}).items():
+        mlflow.log_figure(fig, artifact_file)
+        plt.close(fig)
+    for entry in sorted(Path(out_dir).iterdir()):
+        if entry.is_dir() and not (figures and entry.name == "plots"):
+            mlflow.log_artifacts(str(entry), artifact_path=entry.name)
+        elif entry.is_file():
+            mlflow.log_artifact(str(entry))
 
 
 def _span(index: Any) -> str:

@@ -1,0 +1,235 @@
+"""Sweeps: `phat train -m ...` (Hydra multirun, any sweeper and launcher).
+
+    phat train -m model=logistic,tree seed=1,2,3                  # 6 jobs, basic sweeper
+    phat train -m hparams_search=logistic_optuna hydra.sweeper.n_trials=20
+    phat train -m model=logistic,tree hydra/launcher=joblib hydra.launcher.n_jobs=2
+
+`SweepCallback` (hydra.callbacks in conf/train.yaml) runs in the sweeping process: before any
+job it connects to the tracking store (creating and migrating it once, so parallel jobs never
+race MLflow's migrations) and opens the sweep's parent run; after the last job it logs the
+summary (CSV + Markdown, best first), the Pareto front of a multi-objective search, the
+winner's held-out test metrics (reported once, after selection), and with
+`sweep.register_best=true` registers the winner, the only version a sweep registers.
+
+`job()` runs one job inside whichever process the launcher chose: a nested child run under the
+parent, nothing registered, the test span's metrics kept out of the run's metrics (in
+`held_out/`), and the value(s) of `sweep.objectives` returned to the sweeper. A job that fails
+is a FAILED child with its error (tag `phat.error`); the sweep goes on. A job whose overrides
+equal a FINISHED child's (a re-run sweep, or a second machine) is not trained again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_ENV = "PHAT_SWEEP_PARENT"
+
+
+def sweep_name(config: DictConfig) -> str:
+    """sweep.name, else the Optuna study's name, else one name per multirun start."""
+    name = OmegaConf.select(config, "sweep.name")
+    if name:
+        return str(name)
+    study = OmegaConf.select(config, "hydra.sweeper.study_name", default=None)
+    if study:
+        return str(study)
+    return time.strftime("train-%Y%m%d-%H%M%S")
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from phat.registry.sweeps import open_parent
+        from phat.registry.tracking import connect, use_experiment
+
+        cfg = OmegaConf.to_container(config, resolve=False)
+        assert isinstance(cfg, dict)
+        uri = connect(cfg["tracking"])
+        exp_id = use_experiment(uri, str(cfg["tracking"]["experiment"]))
+        name = sweep_name(config)
+        objectives = [str(o) for o in cfg["sweep"]["objectives"]]
+        parent = open_parent(name, exp_id, objectives)
+        os.environ[PARENT_ENV] = parent
+        os.environ["PHAT_SWEEP_NAME"] = name
+        # The overrides every job shares (no sweep syntax): progress lines leave them out.
+        given = OmegaConf.select(config, "hydra.overrides.task") or []
+        fixed = [o for o in given if "," not in o and "(" not in o]
+        os.environ["PHAT_SWEEP_FIXED"] = "\n".join(fixed)
+        print(f"[sweep {name}] parent run {parent} in {uri}; objectives {objectives}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        parent = os.environ.pop(PARENT_ENV, None)
+        if not parent:
+            return
+        cfg = OmegaConf.to_container(config, resolve=False)
+        assert isinstance(cfg, dict)
+        os.environ.pop("PHAT_SWEEP_FIXED", None)
+        finish(cfg, parent, os.environ.pop("PHAT_SWEEP_NAME", ""))
+
+
+def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
+    """Summarise the sweep on its parent run; register the winner on request."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from phat.registry.client import model_name_for
+    from phat.registry.sweeps import (
+        children,
+        held_out_metrics,
+        markdown,
+        pareto_front,
+        register_run,
+        summary_frame,
+    )
+
+    objectives = [str(o) for o in cfg["sweep"]["objectives"]]
+    client = MlflowClient()
+    runs = children(parent)
+    table = summary_frame(runs, objectives)
+    done = table[table["status"] == "FINISHED"] if not table.empty else table
+    out: dict[str, Any] = {"jobs": len(table), "finished": len(done)}
+    with tempfile.TemporaryDirectory() as d:
+        table.to_csv(Path(d) / "summary.csv", index=False)
+        (Path(d) / "summary.md").write_text(
+            f"# Sweep {name}: {len(done)} of {len(table)} jobs finished, best first by "
+            f"{objectives[0]}\n\n{markdown(table)}"
+        )
+        if len(objectives) > 1 and not done.empty:
+            front = pareto_front(table, objectives)
+            front.to_csv(Path(d) / "pareto.csv", index=False)
+            (Path(d) / "pareto.md").write_text(
+                f"# Pareto front of {objectives} (all minimised): {len(front)} of "
+                f"{len(done)} finished jobs\n\n{markdown(front)}"
+            )
+            out["pareto"] = len(front)
+        client.log_artifacts(parent, d)
+    if done.empty:
+        client.set_terminated(parent, "FAILED")
+        print(f"[sweep {name}] no job finished; see the FAILED children's phat.error", flush=True)
+        return out
+    best = done.iloc[0]
+    client.log_metric(parent, f"best_{objectives[0]}", float(best[objectives[0]]))
+    client.set_tag(parent, "phat.sweep.best_run", str(best["run_id"]))
+    client.set_tag(parent, "phat.sweep.best_overrides", str(best["overrides"]))
+    # Selection is over; the chosen configuration's test span is looked at now, once.
+    test = held_out_metrics(str(best["run_id"]))
+    for k in ("test_brier", "test_ece", "test_log_loss", "test_auc", "test_brier_climatology"):
+        if k in test and math.isfinite(test[k]):
+            client.log_metric(parent, f"chosen_{k}", test[k])
+    print(
+        f"[sweep {name}] chosen: {best['overrides']} ({objectives[0]} "
+        f"{best[objectives[0]]:.5f}, run {best['run_name']}); its test span, reported once: "
+        f"brier {test['test_brier']:.5f} [{test['test_brier_ci_low']:.5f}, "
+        f"{test['test_brier_ci_high']:.5f}], ece {test['test_ece']:.4f}, "
+        f"climatology {test['test_brier_climatology']:.5f}",
+        flush=True,
+    )
+    out.update(best_run=str(best["run_id"]), test=test)
+    if bool(cfg["sweep"]["register_best"]):
+        from phat.registry.tracking import connect
+
+        connect(cfg["tracking"])
+        reg = register_run(str(best["run_id"]), model_name_for(cfg))
+        client.set_tag(
+            parent, "phat.sweep.registered", f"{reg['model_name']}/v{reg['model_version']}"
+        )
+        print(
+            f"[sweep {name}] registered the winner: models:/{reg['model_name']}/{reg['model_version']}"
+        )
+        out["registered"] = reg
+    client.set_terminated(parent, "FINISHED")
+    return out
+
+
+def job_key(task_overrides: list[str]) -> str:
+    """A job's identity in its sweep: its overrides, sorted (hydra.* and paths left out)."""
+    return " ".join(
+        sorted(o for o in task_overrides if not o.startswith(("hydra.", "out_dir=", "sweep.")))
+    )
+
+
+def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[float]:
+    """One sweep job; returns the objective value(s) (NaN when the job failed)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from phat.cli.train import run
+    from phat.registry.sweeps import done_job, objective_values
+
+    objectives = [str(o) for o in cfg["sweep"]["objectives"]]
+    hc = HydraConfig.get()
+    key = job_key(list(hc.overrides.task))
+    fixed = set(os.environ.get("PHAT_SWEEP_FIXED", "").splitlines())
+    shown = " ".join(o for o in key.split() if o not in fixed) or key
+    num = hc.job.num
+    name = os.environ.get("PHAT_SWEEP_NAME", "")
+    t0 = time.perf_counter()
+    previous = done_job(parent, key)
+    if previous is not None:
+        values = objective_values(previous, objectives)
+        print(
+            f"[sweep {name}] job {num} {shown}: already done in run {previous.info.run_id} "
+            f"({objectives[0]} {values[0]:.5f}); not trained again",
+            flush=True,
+        )
+        return values[0] if len(values) == 1 else values
+    sweep = {"parent": parent, "key": key, "job": num}
+    try:
+        out = run(cfg, config_yaml, sweep=sweep)
+        values = [float(out["metrics"].get(m, math.nan)) for m in objectives]
+        status = " ".join(f"{m} {v:.5f}" for m, v in zip(objectives, values, strict=True))
+    except Exception as e:
+        record_failure(sweep, e)
+        values = [math.nan] * len(objectives)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        status = f"FAILED {type(e).__name__}: {first[:300]}"
+    print(
+        f"[sweep {name}] job {num} {shown}: {status} in {time.perf_counter() - t0:.1f} s"
+        f"{_best_so_far(parent, objectives)}",
+        flush=True,
+    )
+    return values[0] if len(values) == 1 else values
+
+
+def record_failure(sweep: dict[str, Any], err: Exception) -> None:
+    """The failed job as a FAILED child carrying its error (created here when the job failed
+    before its run existed, e.g. on bad data)."""
+    from mlflow.tracking import MlflowClient
+
+    from phat.registry.sweeps import KEY_TAG, PARENT_TAG
+
+    text = f"{type(err).__name__}: {str(err).strip()}"[:5000]
+    client = MlflowClient()
+    run_id = sweep.get("run_id")
+    if run_id is None:
+        parent = client.get_run(sweep["parent"])
+        run_id = client.create_run(
+            parent.info.experiment_id,
+            run_name=f"job-{sweep['job']}",
+            tags={
+                PARENT_TAG: sweep["parent"],
+                KEY_TAG: sweep["key"],
+                "phat.sweep.job": str(sweep["job"]),
+            },
+        ).info.run_id
+    client.set_tag(run_id, "phat.error", text)
+    client.set_terminated(run_id, "FAILED")
+
+
+def _best_so_far(parent: str, objectives: list[str]) -> str:
+    from phat.registry.sweeps import children, objective_values
+
+    best = None
+    for r in children(parent):
+        if r.info.status != "FINISHED":
+            continue
+        v = objective_values(r, objectives)[0]
+        if math.isfinite(v) and (best is None or v < best[0]):
+            best = (v, r.data.tags.get("phat.sweep.job", "?"))
+    return f" | best so far {best[0]:.5f} (job {best[1]})" if best else ""

@@ -1,0 +1,167 @@
+"""Sweeps through the real CLI (`phat train -m ...`): the basic sweeper, the Optuna sweeper
+(single objective and a Pareto front), the joblib launcher on a fresh store, resumption, a
+failing job, and honest selection (jobs are compared on the selection slice; the test span is
+looked at once, for the chosen job)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+SMALL = ("data.synthetic.periods=6000", "metrics.bootstrap_n=10")
+PHAT = str(Path(sys.executable).with_name("phat"))
+
+
+def _phat(tmp_path: Path, uri: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(
+        [PHAT, "train", "-m", *args, *SMALL, f"tracking.uri={uri}",
+         f"hydra.sweep.dir={tmp_path}/multirun"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PHAT_"))},
+    )  # fmt: skip
+    if check:
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def _runs(uri: str) -> tuple[Any, list[Any]]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("phat")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], kids
+
+
+def _artifact(uri: str, run_id: str, path: str) -> str:
+    mlflow.set_tracking_uri(uri)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)).read_text()
+
+
+@pytest.mark.slow
+def test_multirun_is_one_parent_with_a_child_per_job_and_registers_nothing(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res = _phat(tmp_path, uri, "model=logistic,tree", "seed=1,2,3")
+    parent, kids = _runs(uri)
+    assert len(kids) == 6 and all(k.info.status == "FINISHED" for k in kids)
+    names = sorted(k.info.run_name for k in kids)
+    assert names[0] == "logistic-15m-SYNTH-platt-s1-j0" and len(set(names)) == 6
+    assert MlflowClient(uri).search_registered_models() == []  # a sweep registers nothing
+    # Jobs are compared on the selection slice; no test metric is in a job's run.
+    for k in kids:
+        assert "selection_log_loss" in k.data.metrics
+        assert not [m for m in k.data.metrics if m.startswith("test_")]
+    table = pd.read_csv(pd.io.common.StringIO(_artifact(uri, parent.info.run_id, "summary.csv")))
+    assert len(table) == 6 and list(table["selection_log_loss"]) == sorted(
+        table["selection_log_loss"]
+    )
+    assert set(table["overrides"]) == {
+        f"model={m} seed={s}" for m in ("logistic", "tree") for s in (1, 2, 3)
+    }
+    assert "| overrides |" in _artifact(uri, parent.info.run_id, "summary.md")
+    # The chosen job's test span, reported once, on the parent (and printed once).
+    best = table.iloc[0]
+    assert parent.data.tags["phat.sweep.best_run"] == best["run_id"]
+    assert parent.data.metrics["best_selection_log_loss"] == pytest.approx(
+        best["selection_log_loss"]
+    )
+    assert "chosen_test_brier" in parent.data.metrics
+    assert res.stdout.count("its test span, reported once") == 1
+    assert res.stdout.count("| best so far") == 6  # one progress line per job
+
+
+@pytest.mark.slow
+def test_failing_job_is_a_failed_child_register_best_and_resume(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ("model=logistic,tree", "split.min_samples=200,5000", "sweep.name=s1")
+    res = _phat(tmp_path, uri, *args, "sweep.register_best=true")
+    parent, kids = _runs(uri)
+    status = {k.data.tags["phat.sweep.overrides"]: k.info.status for k in kids}
+    assert sorted(status.values()) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    failed = [k for k in kids if k.info.status == "FAILED"]
+    assert all(
+        "min_samples" in k.data.tags["phat.error"] or "samples" in k.data.tags["phat.error"]
+        for k in failed
+    )
+    assert "FAILED" in res.stdout
+    client = MlflowClient(uri)
+    versions = client.search_model_versions("name='phat-synth-15m'")
+    assert len(versions) == 1  # only the winner
+    assert versions[0].run_id == parent.data.tags["phat.sweep.best_run"]
+    assert parent.data.tags["phat.sweep.registered"] == "phat-synth-15m/v1"
+    # Re-run with the same name: finished jobs are not trained again; the parent is reused.
+    again = _phat(tmp_path, uri, *args)
+    assert again.stdout.count("not trained again") == 2
+    parent2, kids2 = _runs(uri)
+    assert parent2.info.run_id == parent.info.run_id
+    assert sum(k.info.status == "FINISHED" for k in kids2) == 2
+
+
+@pytest.mark.slow
+def test_optuna_single_objective_logs_best_and_resumes_its_study(tmp_path) -> None:
+    import optuna
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ("hparams_search=logistic_optuna", f"hydra.sweeper.storage={storage}")
+    res = _phat(tmp_path, uri, *args, "hydra.sweeper.n_trials=6")
+    parent, kids = _runs(uri)
+    assert len(kids) == 6 and parent.info.run_name == "sweep-logistic-optuna"
+    assert "model.params.C=" in parent.data.tags["phat.sweep.best_overrides"]
+    study = optuna.load_study(study_name="logistic-optuna", storage=storage)
+    assert parent.data.metrics["best_selection_log_loss"] == pytest.approx(study.best_value)
+    assert res.stdout.count("its test span, reported once") == 1
+    # Same study name again: the study continues (6 + 2 trials), the parent is reused. With
+    # the same sampler seed its first (random) suggestions repeat; those are answered from the
+    # finished runs, not trained again. A new sampler seed explores new points.
+    again = _phat(tmp_path, uri, *args, "hydra.sweeper.n_trials=2")
+    study = optuna.load_study(study_name="logistic-optuna", storage=storage)
+    assert len(study.trials) == 8
+    parent2, kids2 = _runs(uri)
+    assert parent2.info.run_id == parent.info.run_id
+    assert again.stdout.count("not trained again") == 2 and len(kids2) == 6
+    _phat(tmp_path, uri, *args, "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=7")
+    assert len(optuna.load_study(study_name="logistic-optuna", storage=storage).trials) == 10
+    assert len(_runs(uri)[1]) == 8
+
+
+@pytest.mark.slow
+def test_optuna_two_objectives_log_a_pareto_front(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    _phat(tmp_path, uri, "hparams_search=logistic_pareto", "hydra.sweeper.n_trials=4")
+    parent, kids = _runs(uri)
+    assert len(kids) == 4
+    front = pd.read_csv(pd.io.common.StringIO(_artifact(uri, parent.info.run_id, "pareto.csv")))
+    assert 1 <= len(front) <= 4
+    vals = front[["selection_brier", "selection_ece"]].to_numpy()
+    for i in range(len(vals)):  # nobody on the front is beaten on both objectives by another
+        assert not (((vals <= vals[i]).all(axis=1)) & ((vals < vals[i]).any(axis=1))).any()
+
+
+@pytest.mark.slow
+def test_joblib_launcher_on_a_fresh_sqlite_store(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    assert not (tmp_path / "fresh.db").exists()
+    _phat(tmp_path, uri, "model=logistic,tree", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    _, kids = _runs(uri)
+    assert len(kids) == 2 and all(k.info.status == "FINISHED" for k in kids)
+    assert len({k.data.tags["phat.pid"] for k in kids}) >= 1
+
+
+def test_objectives_on_the_test_span_are_refused(tmp_path) -> None:
+    res = subprocess.run(
+        [PHAT, "train", "-m", "model=logistic", "sweep.objectives=[test_brier]"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert "a sweep never selects on the test span" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
