@@ -6,7 +6,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean ui serve
+.PHONY: setup demo test lint bench clean ui serve server
 
 setup: $(STAMP)
 
@@ -41,6 +41,16 @@ bench: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# A shared tracking server: MLflow on PostgreSQL, artifacts proxied (docs/sweeps.md):
+#   make server SERVER_DIR=~/phat-server SERVER_PORT=5000 PG_PORT=5432 SERVER_HOST=0.0.0.0
+SERVER_DIR  ?= phat-server
+SERVER_PORT ?= 5000
+PG_PORT     ?= 5432
+SERVER_HOST ?= 127.0.0.1
+server: $(STAMP)
+	$(BIN)/python scripts/mlflow_server.py --dir $(SERVER_DIR) --port $(SERVER_PORT) \
+	  --pg-port $(PG_PORT) --host $(SERVER_HOST)
 
 # REST scoring of a registered model from this project's environment (docs/mlflow.md):
 #   make serve                       (the newest version of the demo model)

@@ -165,3 +165,87 @@ def test_objectives_on_the_test_span_are_refused(tmp_path) -> None:
     assert res.returncode == 2
     assert "a sweep never selects on the test span" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_machines_share_a_sweep_on_a_postgresql_backed_server(tmp_path) -> None:
+    """A throwaway PostgreSQL 15 cluster (initdb/pg_ctl, as the postgres user when root), an
+    MLflow server on it with proxied artifacts (scripts/mlflow_server.py = make server), two
+    workers joining one Optuna study in PostgreSQL and one MLflow sweep, then
+    train -> promote -> rollback against the same server."""
+    import shutil
+    import tempfile
+
+    import optuna
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import bench_races as races
+    import mlflow_server as ms
+
+    try:
+        ms.pg_bin("initdb")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    root = Path(tempfile.mkdtemp(prefix="phat-pg-", dir="/tmp"))  # reachable by postgres
+    server = ms.start(root, ms.free_port(), ms.free_port())
+    try:
+        uri = server.tracking_uri
+        common = ("hparams_search=logistic_optuna", f"hydra.sweeper.storage={server.optuna_uri}",
+                  "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=2", *SMALL,
+                  f"tracking.uri={uri}")  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PHAT_"))}
+        workers = [
+            subprocess.Popen(
+                [
+                    PHAT,
+                    "train",
+                    "-m",
+                    *common,
+                    f"hydra.sweeper.sampler.seed={seed}",
+                    f"hydra.sweep.dir={tmp_path}/w{seed}",
+                ],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )  # fmt: skip
+            for seed in (1, 2)
+        ]
+        outs = [w.communicate(timeout=600)[0] for w in workers]
+        assert all(w.returncode == 0 for w in workers), [o[-2000:] for o in outs]
+        study = optuna.load_study(study_name="shared", storage=server.optuna_uri)
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(done) == 4
+        parent, kids = _runs(uri)  # one parent for both machines
+        assert parent.info.run_name == "sweep-shared" and len(kids) == 4
+        assert {k.info.status for k in kids} == {"FINISHED"}
+
+        # The registry lifecycle on the same server.
+        def verb(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [PHAT, *args, f"tracking.uri={uri}", races.DATA], cwd=tmp_path,
+                capture_output=True, text=True, timeout=300, env=env,
+            )  # fmt: skip
+
+        for seed in (1, 2):
+            r = verb(
+                "train",
+                "metrics.bootstrap_n=5",
+                f"seed={seed}",
+                "calibration=isotonic" if seed == 2 else "calibration=platt",
+            )
+            assert r.returncode == 0, r.stderr[-2000:]
+        for v in ("1", "2"):
+            r = verb("promote", f"version={v}", *races.RELAXED)
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        client = MlflowClient(uri)
+        assert client.get_model_version_by_alias("phat-synth-15m", "production").version == "2"
+        r = verb("rollback", "reason=test")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert client.get_model_version_by_alias("phat-synth-15m", "production").version == "1"
+        # Artifacts went through the server (proxied), into its own store.
+        assert list((root / "artifacts").rglob("model.json"))
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

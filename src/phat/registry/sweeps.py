@@ -24,6 +24,8 @@ PARENT_TAG = "mlflow.parentRunId"
 
 
 def open_parent(name: str, experiment_id: str, objectives: list[str]) -> str:
+    import time
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -34,8 +36,11 @@ def open_parent(name: str, experiment_id: str, objectives: list[str]) -> str:
             run_name=f"sweep-{name}",
             tags={SWEEP_TAG: name, "phat.sweep.objectives": ",".join(objectives)},
         ).info.run_id
+        # Machines that start one sweep at once each create a parent: after a settling second
+        # every one of them sees all, the oldest (then lowest id) stays, the others delete theirs.
+        time.sleep(1.0)
         found = _parents(client, name, experiment_id)
-        if found and found[0].info.run_id != mine:  # another machine's parent came first
+        if found and found[0].info.run_id != mine:
             client.delete_run(mine)
             found = [r for r in found if r.info.run_id != mine]
     parent = found[0]
@@ -48,9 +53,9 @@ def _parents(client: Any, name: str, experiment_id: str) -> list[Any]:
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{SWEEP_TAG}` = '{name}'",
-        order_by=["attributes.start_time ASC"],
         max_results=100,
     )
+    runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
     return [r for r in runs if PARENT_TAG not in r.data.tags]
 
 
