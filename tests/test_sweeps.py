@@ -249,3 +249,37 @@ def test_two_machines_share_a_sweep_on_a_postgresql_backed_server(tmp_path) -> N
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_selection_metrics_never_see_the_test_span(tmp_path) -> None:
+    """Two datasets equal up to the test span and different inside it: the selection_* values
+    a sweep compares are identical, the test metrics are not."""
+    from conftest import make_cfg
+    from phat.cli.train import run
+    from phat.data.synthetic import SyntheticConfig, generate
+
+    bars = generate(SyntheticConfig(periods=6000, seed=5)).bars
+    test_start = bars.index[4800]
+    other = bars.copy()
+    after = other.index >= test_start
+    rng = __import__("numpy").random.default_rng(0)
+    flip = rng.permutation(int(after.sum()))  # the test span's bars in another order
+    for col in other.columns:
+        other.loc[after, col] = other.loc[after, col].to_numpy()[flip]
+    other.loc[after, "high"] = other.loc[after, ["open", "high", "low", "close"]].max(axis=1)
+    other.loc[after, "low"] = other.loc[after, ["open", "high", "low", "close"]].min(axis=1)
+    results = []
+    for name, frame in (("a", bars), ("b", other)):
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+        cfg = make_cfg(
+            tmp_path / name, f"data.path={tmp_path / name}.parquet", "data.symbol=X",
+            "split=dates", f"split.calibration_start={bars.index[3600].isoformat()}",
+            f"split.test_start={test_start.isoformat()}", "metrics.bootstrap_n=5",
+            "registry.register=false", uri=f"sqlite:///{tmp_path}/mlflow.db",
+        )  # fmt: skip
+        results.append(run(cfg)["metrics"])
+    a, b = results
+    for k in ("selection_log_loss", "selection_brier", "selection_ece", "selection_n"):
+        assert a[k] == b[k], k
+    assert a["test_brier"] != b["test_brier"]
