@@ -165,8 +165,8 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
     objectives = [str(o) for o in cfg["sweep"]["objectives"]]
     hc = HydraConfig.get()
     key = job_key(list(hc.overrides.task))
-    fixed = set(os.environ.get("PHAT_SWEEP_FIXED", "").splitlines())
-    shown = " ".join(o for o in key.split() if o not in fixed) or key
+    fixed = {o.split("=", 1)[0] for o in os.environ.get("PHAT_SWEEP_FIXED", "").splitlines()}
+    shown = " ".join(o for o in key.split() if o.split("=", 1)[0] not in fixed) or key
     num = hc.job.num
     name = os.environ.get("PHAT_SWEEP_NAME", "")
     t0 = time.perf_counter()
