@@ -28,7 +28,13 @@ GOOD = Evidence(
     candidate_trading=BASE_TRADING,
     baseline_trading=BASE_TRADING,
     history_days=365.0,
+    extreme_p=0,
+    auc_low=0.55,
+    candidate_log_loss=0.67,
+    climatology_log_loss=0.69,
+    rule_brier=0.249,
 )
+GOOD_WF = replace(GOOD, evidence="walkforward", wf_mcb=0.001, wf_pvalue=0.01, wf_against="proxy")
 
 
 def outcome(ev: Evidence, gate: str) -> bool:
@@ -56,6 +62,10 @@ def test_good_candidate_passes_every_gate() -> None:
     assert all(g.passed for g in gates), [g for g in gates if not g.passed]
     assert {g.name for g in gates} == {
         "calibrated",
+        "no_certainty",
+        "resolution",
+        "log_loss_vs_climatology",
+        "beats_a_baseline",
         "ece_max",
         "brier_vs_baseline",
         "brier_vs_climatology",
@@ -119,6 +129,14 @@ CASES = [
     ("isolation", cand_trading(isolation_compliance=0.999), False),
     ("min_history", replace(GOOD, history_days=180.0), True),
     ("min_history", replace(GOOD, history_days=180.0 - 1e-6), False),
+    # Gates no evidence setting waives.
+    ("no_certainty", replace(GOOD, extreme_p=1), False),
+    ("resolution", replace(GOOD, auc_low=0.5), False),  # a constant forecast's AUC is 0.5
+    ("resolution", replace(GOOD, auc_low=0.5 + 1e-9), True),
+    ("log_loss_vs_climatology", replace(GOOD, candidate_log_loss=0.69), True),
+    ("log_loss_vs_climatology", replace(GOOD, candidate_log_loss=0.69 + 1e-9), False),
+    ("beats_a_baseline", replace(GOOD, candidate_brier=0.249 - 1e-9), True),
+    ("beats_a_baseline", replace(GOOD, candidate_brier=0.249, baseline_brier=0.25), False),
 ]
 
 
@@ -130,6 +148,24 @@ def test_gate_edges_at_default_thresholds(gate: str, ev: Evidence, passes: bool)
 def test_every_gate_has_a_failing_edge_case() -> None:
     failing = {g for g, _, p in CASES if not p}
     assert failing == {g.name for g in decide(GOOD, T)}
+
+
+def test_walkforward_evidence_replaces_the_single_window_comparisons() -> None:
+    gates = {g.name: g for g in decide(GOOD_WF, T)}
+    assert all(g.passed for g in gates.values()), [g for g in gates.values() if not g.passed]
+    assert {"wf_mcb", "wf_significant", "resolution", "no_certainty", "beats_a_baseline"} <= set(
+        gates
+    )
+    assert not {"brier_vs_baseline", "ece_max", "ece_vs_baseline"} & set(gates)
+    alpha, max_mcb = T["alpha"], T["max_mcb"]
+    assert not outcome(replace(GOOD_WF, wf_pvalue=alpha), "wf_significant")  # not significant
+    assert outcome(replace(GOOD_WF, wf_pvalue=alpha - 1e-9), "wf_significant")
+    assert not outcome(replace(GOOD_WF, wf_mcb=max_mcb + 1e-9), "wf_mcb")
+    assert not outcome(replace(GOOD_WF, wf_pvalue=float("nan")), "wf_significant")  # no record
+    # The universal gates still refuse under walk-forward evidence.
+    for bad in (dict(extreme_p=3), dict(auc_low=0.5), dict(candidate_brier=0.26, rule_brier=0.25)):
+        ev = replace(GOOD_WF, **bad)
+        assert not all(g.passed for g in decide(ev, T)), bad
 
 
 @pytest.mark.parametrize(

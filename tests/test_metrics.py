@@ -84,3 +84,21 @@ def test_evaluate_split_names_and_skill() -> None:
     assert m["test_brier_climatology"] == pytest.approx(brier(Y, np.full(len(Y), 0.5)))
     assert m["test_brier_skill"] == pytest.approx(1 - m["test_brier"] / m["test_brier_climatology"])
     assert m["test_brier_skill"] > 0
+
+
+def test_debiased_ece_interval_contains_its_estimate_and_removes_bias() -> None:
+    """On perfectly calibrated forecasts (true ECE 0) the plug-in ECE is biased upwards; the
+    bootstrap-debiased estimate is smaller on average, and its interval contains it."""
+    from phat.evaluation.metrics import debiased_ci, ece
+
+    rng = np.random.default_rng(5)
+    plug, deb = [], []
+    for _ in range(20):
+        p = rng.uniform(0.3, 0.7, 3000)
+        y = (rng.uniform(size=3000) < p).astype(float)
+        fn = lambda yy, pp: ece(yy, pp, n_bins=15)  # noqa: E731
+        est, lo, hi = debiased_ci(y, p, fn, block=50, n_boot=100, seed=1)
+        assert lo <= est <= hi
+        plug.append(fn(y, p))
+        deb.append(est)
+    assert np.mean(deb) < 0.8 * np.mean(plug)  # measured: 0.0135 vs 0.0205 (first-order only)

@@ -216,8 +216,28 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def prepare(cfg: dict[str, Any]) -> Prepared:
-    """Load and validate data, build labels and features, split. Raises on bad input."""
+@dataclass
+class Series:
+    """Data, labels and raw features of the whole bar series, before any split (what
+    walk-forward folds and the single split both start from)."""
+
+    cfg: dict[str, Any]
+    label_spec: LabelSpec
+    feature_spec: FeatureSpec  # normalization not yet fitted
+    split_config: SplitConfig
+    bars: Bars
+    p_bayes: pd.Series | None
+    y: np.ndarray
+    usable: np.ndarray
+    raw: np.ndarray
+    counts: dict[str, int]
+    seed: int
+    threads: int
+    timings: dict[str, float]
+
+
+def prepare_series(cfg: dict[str, Any]) -> Series:
+    """Load and validate data, build labels and raw features. Raises on bad input."""
     t0 = time.perf_counter()
     lspec, fspec, scfg = validate_config(cfg)
     seed = int(cfg["seed"])
@@ -252,8 +272,52 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
             counts["samples_dropped_gap"],
             counts["gaps"],
         )
+    timings = {"data_s": t1 - t0, "features_s": time.perf_counter() - t1}
+    return Series(
+        cfg, lspec, fspec, scfg, bars, p_bayes, y, usable, raw, counts, seed, threads, timings
+    )
+
+
+def prepare(cfg: dict[str, Any]) -> Prepared:
+    """Load and validate data, build labels and features, split. Raises on bad input."""
+    ser = prepare_series(cfg)
+    spans = split_series(ser, ser.split_config)
+    fspec, data = fold_features(ser, spans["train"])
+    lspec, bars, y = ser.label_spec, ser.bars, ser.y
+    if cfg["model"]["kind"] == "tcn":
+        val_fraction = float(cfg["trainer"]["val_fraction"])
+        fit_ends, val_ends = carve_tail(
+            spans["train"], val_fraction, lspec.horizon_bars, fspec.bars_read
+        )
+        spans = {
+            "train": fit_ends,
+            "validation": val_ends,
+            **{k: v for k, v in spans.items() if k != "train"},
+        }
+    timings = dict(ser.timings)
+    return Prepared(
+        cfg, lspec, fspec, bars, ser.p_bayes, y, spans, data, ser.counts, ser.seed,
+        ser.threads, timings,
+    )  # fmt: skip
+
+
+def fold_features(ser: Series, train: np.ndarray) -> tuple[FeatureSpec, WindowData]:
+    """Normalization fitted on the bars that train samples read, and the normalized rows."""
+    fspec = ser.feature_spec
+    norm_rows = np.arange(max(0, int(train[0]) - fspec.bars_read + 1), int(train[-1]) + 1)
+    fspec = fspec.fit_normalization(ser.raw, norm_rows)
+    return fspec, WindowData(fspec.normalize(ser.raw), fspec.window)
+
+
+def split_series(
+    ser: Series, scfg: SplitConfig, usable: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """make_splits on the series (optionally on a narrower usable mask), with the gap hint."""
+    bars, lspec, fspec, y = ser.bars, ser.label_spec, ser.feature_spec, ser.y
+    counts = ser.counts
+    usable = ser.usable if usable is None else usable
     try:
-        spans = make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
+        return make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
     except DataValidationError as e:
         if not counts["samples_dropped_gap"]:
             raise
@@ -264,23 +328,6 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
             f"{first['after']}): if they are scheduled closures set data.calendar (auto infers "
             "it), if short outages raise data.max_gap"
         ) from None
-    tr = spans["train"]
-    # Normalization sees only bars that train samples read.
-    norm_rows = np.arange(max(0, int(tr[0]) - fspec.bars_read + 1), int(tr[-1]) + 1)
-    fspec = fspec.fit_normalization(raw, norm_rows)
-    data = WindowData(fspec.normalize(raw), fspec.window)
-    if cfg["model"]["kind"] == "tcn":
-        val_fraction = float(cfg["trainer"]["val_fraction"])
-        fit_ends, val_ends = carve_tail(tr, val_fraction, lspec.horizon_bars, fspec.bars_read)
-        spans = {
-            "train": fit_ends,
-            "validation": val_ends,
-            **{k: v for k, v in spans.items() if k != "train"},
-        }
-    timings = {"data_s": t1 - t0, "features_s": time.perf_counter() - t1}
-    return Prepared(
-        cfg, lspec, fspec, bars, p_bayes, y, spans, data, counts, seed, threads, timings
-    )
 
 
 def selection_metrics(
@@ -309,6 +356,77 @@ def selection_metrics(
     }
 
 
+def baseline_ladder(
+    prep: Prepared, spans: dict[str, np.ndarray], p_test: np.ndarray, cfg: dict[str, Any]
+) -> dict[str, float]:
+    """The test span scored by the simple forecasts a quant tries first, fitted on the train
+    and calibration spans: test_brier_<rule> and a one-sided Diebold-Mariano p-value of the
+    model against each (dm_pvalue_vs_<rule>; small = the model is better). Climatology's
+    Brier is test_brier_climatology (evaluate_split)."""
+    from phat.evaluation.significance import diebold_mariano
+    from phat.models.rules import (
+        climatology,
+        last_return,
+        last_return_logistic,
+        last_sign_p,
+        proxy_p_hat,
+    )
+
+    y = prep.y
+    te = spans["test"]
+    fit = np.concatenate(
+        [spans["train"], spans.get("validation", spans["train"][:0]), spans["calibration"]]
+    )
+    close = prep.bars.frame["close"].to_numpy()
+    r1 = last_return(close)
+    ok = np.isfinite(r1[fit])
+    rules = {
+        "climatology": climatology(y[spans["train"]], len(te)),
+        "proxy": proxy_p_hat(close)[te],
+        "last_sign": last_sign_p(r1[fit][ok], y[fit][ok], r1[te]),
+        "last_return": last_return_logistic(r1[fit][ok], y[fit][ok], r1[te]),
+    }
+    yt = y[te]
+    loss = (p_test - yt) ** 2
+    out: dict[str, float] = {}
+    for name, pr in rules.items():
+        good = np.isfinite(pr)
+        lb = (pr[good] - yt[good]) ** 2
+        if name != "climatology":
+            out[f"test_brier_{name}"] = float(np.mean(lb)) if good.any() else float("nan")
+        out[f"dm_pvalue_vs_{name}"] = diebold_mariano(loss[good], lb, prep.label_spec.horizon_bars)[
+            "pvalue"
+        ]
+    return out
+
+
+def fit_model(
+    cfg: dict[str, Any],
+    seed: int,
+    threads: int,
+    data: WindowData,
+    y: np.ndarray,
+    spans: dict[str, np.ndarray],
+    tracking: dict[str, Any] | None = None,
+) -> Any:
+    """Build the configured model and fit it on spans["train"] (the TCN with early stopping on
+    spans["validation"])."""
+    mcfg = cfg["model"]
+    params = dict(mcfg["params"])
+    if mcfg["kind"] == "tcn":
+        params["trainer"] = dict(cfg["trainer"])
+        params["threads"] = threads
+        params["tracking"] = tracking
+    model = build_model(mcfg["kind"], params, seed)
+    tr = spans["train"]
+    if "validation" in spans:
+        va = spans["validation"]
+        model.fit(data, tr, y[tr], va, y[va])
+    else:
+        model.fit(data, tr, y[tr])
+    return model
+
+
 def fit_evaluate(
     prep: Prepared, out_dir: str | Path, tracking: dict[str, Any] | None = None
 ) -> TrainResult:
@@ -321,19 +439,8 @@ def fit_evaluate(
     lspec, fspec, bars = prep.label_spec, prep.feature_spec, prep.bars
     timings = dict(prep.timings)
     t = time.perf_counter()
-    mcfg = cfg["model"]
-    params = dict(mcfg["params"])
-    if mcfg["kind"] == "tcn":
-        params["trainer"] = dict(cfg["trainer"])
-        params["threads"] = prep.threads
-        params["tracking"] = tracking
-    model = build_model(mcfg["kind"], params, prep.seed)
+    model = fit_model(cfg, prep.seed, prep.threads, data, y, spans, tracking)
     tr = spans["train"]
-    if "validation" in spans:
-        va = spans["validation"]
-        model.fit(data, tr, y[tr], va, y[va])
-    else:
-        model.fit(data, tr, y[tr])
     timings["fit_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -382,6 +489,7 @@ def fit_evaluate(
             int(mc["n_bins"]),
         )
     )
+    metrics.update(baseline_ladder(prep, spans, preds["test"].p_hat, cfg))
     if prep.p_bayes is not None:
         pb = prep.p_bayes.to_numpy()[spans["test"]]
         metrics["test_brier_bayes"] = float(np.mean((pb - preds["test"].y) ** 2))

@@ -22,6 +22,11 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 VERBS: dict[str, tuple[str, str, str]] = {
     "train": ("phat.cli.train", "train", "train, calibrate, evaluate and register one p_hat model"),
     "predict": ("phat.cli.predict", "predict", "score OHLCV bars with a verified model"),
+    "walkforward": (
+        "phat.cli.walkforward",
+        "walkforward",
+        "refit on rolling windows, score the next step, test the stitched record",
+    ),
     "backtest": (
         "phat.cli.backtest",
         "backtest",

@@ -223,6 +223,9 @@ class WindowConf:
 
 @dataclass
 class PromotionConf:
+    evidence: str = MISSING
+    max_mcb: float = MISSING
+    alpha: float = MISSING
     max_ece: float = MISSING
     brier_tolerance: float = MISSING
     ece_tolerance: float = MISSING
@@ -320,7 +323,39 @@ class DoctorConf:
     stale_after_hours: float = MISSING
 
 
+@dataclass
+class WalkforwardSection:
+    train: str = MISSING
+    initial: str = MISSING
+    calibration: str = MISSING
+    step: str = MISSING
+    test: str | None = MISSING
+    start: str | None = MISSING
+    for_version: int | None = MISSING
+
+
+@dataclass
+class WalkforwardConf:
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    data: DataConf = field(default_factory=DataConf)
+    horizon: str = MISSING
+    label: LabelConf = field(default_factory=LabelConf)
+    features: FeaturesConf = field(default_factory=FeaturesConf)
+    model: Any = MISSING
+    calibration: CalibrationConf = field(default_factory=CalibrationConf)
+    split: SplitConf = field(default_factory=SplitConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
+    signal: SignalConf = field(default_factory=SignalConf)
+    walkforward: WalkforwardSection = field(default_factory=WalkforwardSection)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    seed: int = MISSING
+    threads: int = MISSING
+    out_dir: str = MISSING
+
+
 SCHEMAS: dict[str, type] = {
+    "walkforward": WalkforwardConf,
     "doctor": DoctorConf,
     "train": TrainConf,
     "predict": PredictConf,
@@ -354,11 +389,15 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "trainer.accelerator": ("cpu", "auto", "gpu", "cuda", "mps"),
         "trainer.progress_bar": ("auto", "true", "false"),
         "policy.trigger.rule": ("ema_trend", "always_long", "column"),
+        "promotion.evidence": ("single_split", "walkforward"),
     }
 
 
 # key -> (lowest allowed, inclusive?)
 _MINIMA: dict[str, tuple[float, bool]] = {
+    "promotion.alpha": (0, False),
+    "promotion.max_mcb": (0, True),
+    "walkforward.for_version": (1, True),
     "seed": (0, True),
     "threads": (1, True),
     "metrics.n_bins": (2, True),
@@ -387,6 +426,7 @@ _MAXIMA: dict[str, float] = {
     "data.resample_min_coverage": 1.0,
     "signal.min_scored_share": 1.0,
     "trainer.val_fraction": 1.0,
+    "promotion.alpha": 1.0,
 }
 
 
@@ -467,7 +507,7 @@ def validate(verb: str, cfg: Any) -> dict[str, Any]:
         out = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
         raise _field_error(e) from None
-    if verb == "train":
+    if verb in ("train", "walkforward"):
         out["model"] = _validate_model(cfg["model"])
     assert isinstance(out, dict)
     check_values(out)
@@ -605,6 +645,11 @@ def _compose_error(e: Exception) -> ConfigError:
 # Help
 
 _EXAMPLES = {
+    "walkforward": [
+        "phat walkforward model=logistic horizon=15m",
+        "phat walkforward walkforward.train=expanding walkforward.step=7d",
+        "phat walkforward data.path=btc.parquet data.symbol=BTCUSDT model=tree",
+    ],
     "train": [
         "phat train model=logistic horizon=15m",
         "phat train model=tcn horizon=4x15m calibration=temperature",

@@ -95,6 +95,19 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+def _resample_index(n: int, block: int, n_boot: int, seed: int) -> np.ndarray:
+    block = max(1, min(block, n))
+    rng = np.random.default_rng(seed)
+    n_blocks = -(-n // block)
+    starts = rng.integers(0, n - block + 1, size=(n_boot, n_blocks))
+    return (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(n_boot, -1)[:, :n]
+
+
+def _boot_values(y: np.ndarray, p: np.ndarray, fn: Callable, idx: np.ndarray) -> np.ndarray:
+    vals = np.array([fn(y[i], p[i]) for i in idx])
+    return vals[np.isfinite(vals)]
+
+
 def block_bootstrap_ci(
     y: np.ndarray,
     p: np.ndarray,
@@ -106,23 +119,45 @@ def block_bootstrap_ci(
     level: float = 0.95,
 ) -> dict[str, tuple[float, float]]:
     """Moving-block bootstrap percentile intervals of each metric over a time-ordered sample."""
-    n = len(y)
-    block = max(1, min(block, n))
-    rng = np.random.default_rng(seed)
-    n_blocks = -(-n // block)
-    starts = rng.integers(0, n - block + 1, size=(n_boot, n_blocks))
-    idx = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(n_boot, -1)[:, :n]
+    idx = _resample_index(len(y), block, n_boot, seed)
     out: dict[str, tuple[float, float]] = {}
     alpha = (1 - level) / 2
     for name, fn in fns.items():
-        vals = np.array([fn(y[i], p[i]) for i in idx])
-        vals = vals[np.isfinite(vals)]
+        vals = _boot_values(y, p, fn, idx)
         if len(vals) == 0:
             out[name] = (float("nan"), float("nan"))
         else:
             lo, hi = np.quantile(vals, [alpha, 1 - alpha])
             out[name] = (float(lo), float(hi))
     return out
+
+
+def debiased_ci(
+    y: np.ndarray,
+    p: np.ndarray,
+    fn: Callable[[np.ndarray, np.ndarray], float],
+    *,
+    block: int = 96,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(debiased estimate, low, high) for a biased statistic such as the plug-in ECE.
+
+    The plug-in ECE is biased upwards (sampling noise in each bin's frequency adds to the gap),
+    and the percentile bootstrap inherits the bias twice: its interval can lie entirely above
+    the estimate. Bootstrap bias correction: estimate 2 t - mean(t*), interval
+    [2 t - q_hi, 2 t - q_lo] (the basic bootstrap), both floored at 0 for a non-negative
+    statistic. The interval contains the debiased estimate whenever mean(t*) lies between
+    the bootstrap quantiles (docs/metrics.md)."""
+    t = fn(y, p)
+    vals = _boot_values(y, p, fn, _resample_index(len(y), block, n_boot, seed))
+    if len(vals) == 0 or not np.isfinite(t):
+        return float("nan"), float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    q_lo, q_hi = np.quantile(vals, [alpha, 1 - alpha])
+    est = max(2 * t - float(np.mean(vals)), 0.0)
+    return est, max(2 * t - float(q_hi), 0.0), max(2 * t - float(q_lo), 0.0)
 
 
 def evaluate_split(
@@ -142,12 +177,20 @@ def evaluate_split(
     fns = dict(METRICS)
     fns["ece"] = lambda yy, pp: ece(yy, pp, n_bins=n_bins)
     fns["ece_mass"] = lambda yy, pp: ece(yy, pp, n_bins=n_bins, strategy="quantile")
+    # ECEs get the bias-corrected estimate (`..._debiased`) and its interval; the others, whose
+    # plug-in estimates are (nearly) unbiased, percentile intervals.
+    biased = {k: fns.pop(k) for k in ("ece", "ece_mass")}
     for suffix, p in (("", p_cal), ("_raw", p_raw)):
-        for name, fn in fns.items():
+        for name, fn in {**fns, **biased}.items():
             out[f"{split}_{name}{suffix}"] = fn(y, p)
         for name, (lo, hi) in block_bootstrap_ci(
             y, p, fns, block=block, n_boot=n_boot, seed=seed
         ).items():
+            out[f"{split}_{name}{suffix}_ci_low"] = lo
+            out[f"{split}_{name}{suffix}_ci_high"] = hi
+        for name, fn in biased.items():
+            est, lo, hi = debiased_ci(y, p, fn, block=block, n_boot=n_boot, seed=seed)
+            out[f"{split}_{name}{suffix}_debiased"] = est
             out[f"{split}_{name}{suffix}_ci_low"] = lo
             out[f"{split}_{name}{suffix}_ci_high"] = hi
     clim = brier(y, np.full(len(y), base_rate))

@@ -82,3 +82,38 @@ def reliability_diagram(
         return fig
     plt.close(fig)
     return path
+
+
+def rolling_scores_plot(
+    losses: dict[str, Any], fold_ece: Any, path: str | Path, window: str = "30D"
+) -> Path:
+    """Rolling mean Brier loss over time per forecaster (`losses`: name -> per-bar Series on a
+    DatetimeIndex), with each fold's ECE of the model as steps on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for name, series in losses.items():
+        ax.plot(series.rolling(window).mean(), lw=1.2, label=f"{name} (rolling {window} Brier)")
+    ax.set_ylabel("Brier")
+    ax2 = ax.twinx()
+    ax2.step(
+        fold_ece.index,
+        fold_ece.to_numpy(),
+        where="post",
+        color="grey",
+        ls=":",
+        label="model ECE per fold",
+    )
+    ax2.set_ylabel("ECE")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
+    ax.set_title("Walk-forward: out-of-sample scores over time")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -48,6 +48,17 @@ class Evidence:
     candidate_trading: TradingEvidence
     baseline_trading: TradingEvidence
     history_days: float  # train start .. calibration end
+    # Checked whatever the evidence setting (on the evaluation window):
+    extreme_p: int = 0  # p_hat exactly 0 or 1
+    auc_low: float = 1.0  # block-bootstrap 95% lower bound of the candidate's AUC
+    candidate_log_loss: float = 0.0
+    climatology_log_loss: float = 1.0
+    rule_brier: float = float("inf")  # the best one-feature rule's Brier (last sign, last return)
+    # promotion.evidence=walkforward: the candidate's walk-forward record on the window
+    evidence: str = "single_split"
+    wf_mcb: float = float("nan")
+    wf_pvalue: float = float("nan")
+    wf_against: str = "-"  # production vN's walk-forward record, or the proxy
 
 
 def allowed_limit(
@@ -65,19 +76,72 @@ def _at_most(
     return Gate(name, metric, candidate, baseline, text, bool(candidate <= limit), float(limit))
 
 
+def _universal(ev: Evidence) -> list[Gate]:
+    """Gates no evidence setting can waive: a forecast without resolution, certainty (p of
+    exactly 0 or 1), a log loss above the climatology's, and beating no baseline at all."""
+    best_simple = min(ev.climatology_brier, ev.rule_brier)
+    return [
+        Gate("no_certainty", "p_hat in {0, 1}", ev.extreme_p, "-", "== 0", ev.extreme_p == 0, 0.0),
+        Gate("resolution", "auc 95% lower bound", ev.auc_low, 0.5, "> 0.5", ev.auc_low > 0.5, 0.5),
+        _at_most(
+            "log_loss_vs_climatology",
+            "log_loss",
+            ev.candidate_log_loss,
+            ev.climatology_log_loss,
+            ev.climatology_log_loss,
+            "<= climatology's",
+        ),
+        Gate(
+            "beats_a_baseline",
+            "brier",
+            ev.candidate_brier,
+            best_simple,
+            "< climatology's or a one-feature rule's",
+            ev.candidate_brier < best_simple,
+            best_simple,
+        ),
+    ]
+
+
+def _walkforward(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
+    return [
+        _at_most("wf_mcb", "oos_mcb", ev.wf_mcb, "-", float(t["max_mcb"]), f"<= {t['max_mcb']}"),
+        Gate(
+            "wf_significant",
+            f"dm_pvalue vs {ev.wf_against}",
+            ev.wf_pvalue,
+            "-",
+            f"< {t['alpha']}",
+            bool(ev.wf_pvalue < float(t["alpha"])),
+            float(t["alpha"]),
+        ),
+    ]
+
+
 def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
     """Every gate's outcome; the candidate passes when all pass. `thresholds` is the
-    `promotion` config section (conf/promotion/default.yaml holds the defaults)."""
+    `promotion` config section (conf/promotion/default.yaml holds the defaults).
+    `promotion.evidence=walkforward` replaces the single window's Brier/ECE comparisons with
+    the walk-forward record's MCB and significance; the universal gates always apply."""
     t = thresholds
-    gates = [
-        Gate(
-            "calibrated",
-            "calibration",
-            ev.calibration_method,
-            "-",
-            "not none, has resolution",
-            ev.promotable,
-        ),
+    if ev.evidence == "walkforward":
+        return [_calibrated(ev), *_universal(ev), *_walkforward(ev, t), *_trading_gates(ev, t)]
+    return [_calibrated(ev), *_universal(ev), *_split_gates(ev, t), *_trading_gates(ev, t)]
+
+
+def _calibrated(ev: Evidence) -> Gate:
+    return Gate(
+        "calibrated",
+        "calibration",
+        ev.calibration_method,
+        "-",
+        "not none, has resolution",
+        ev.promotable,
+    )
+
+
+def _split_gates(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
+    return [
         _at_most("ece_max", "ece", ev.candidate_ece, "-", t["max_ece"], f"<= {t['max_ece']}"),
         _at_most(
             "brier_vs_baseline",
@@ -104,6 +168,10 @@ def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
             f"<= baseline + {t['ece_tolerance']}",
         ),
     ]
+
+
+def _trading_gates(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
+    gates: list[Gate] = []
     c, b = ev.candidate_trading, ev.baseline_trading
     for gate, metric, cand, base in (
         ("churn", "churn", c.churn, b.churn),

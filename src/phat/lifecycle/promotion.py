@@ -179,6 +179,12 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     bt_c = run_backtest(frame, sig_c[in_win], trigger[in_win], policy, cand.binding, **kw).metrics
     bt_b = run_backtest(frame, sig_b[in_win], trigger[in_win], policy, base.binding, **kw).metrics
     calib_tag = mv.tags.get("phat.calibration", "{}")
+    universal = _universal_evidence(bars, y, mask, pc_, train_rate, mv)
+    wf = (
+        _walkforward_evidence(client, name, mv, prod, start, end, lspec.horizon_bars, pc)
+        if pc["evidence"] == "walkforward"
+        else {}
+    )
     evidence = Evidence(
         calibration_method=str(json.loads(calib_tag).get("method", "?")),
         promotable=mv.tags.get("phat.promotable") == "true",
@@ -190,6 +196,9 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         candidate_trading=_trading(bt_c),
         baseline_trading=_trading(bt_b),
         history_days=_history_days(mv),
+        evidence=str(pc["evidence"]),
+        **universal,
+        **wf,
     )
     return {
         "model_name": name,
@@ -209,6 +218,120 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
             "baseline": {"brier": evidence.baseline_brier, "ece": evidence.baseline_ece},
             "climatology_brier": evidence.climatology_brier,
         },
+    }
+
+
+def _universal_evidence(
+    bars: Any,
+    y: np.ndarray,
+    mask: np.ndarray,
+    p: np.ndarray,
+    train_rate: float,
+    mv: Any,
+) -> dict[str, Any]:
+    """What the gates every evidence setting keeps look at, on the evaluation window: exact
+    0/1 forecasts, the AUC's block-bootstrap lower bound (resolution), log loss vs the
+    climatology's, and the best one-feature rule (fitted on the candidate's training window)."""
+    from phat.evaluation.metrics import block_bootstrap_ci, brier, log_loss, roc_auc
+    from phat.models.rules import last_return, last_return_logistic, last_sign_p
+
+    yy, pp = y[mask], p[mask]
+    extreme = int(np.sum((pp <= 0.0) | (pp >= 1.0)))
+    # 200 moving blocks of a day of 15m bars: the same defaults as training's intervals.
+    auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=96, n_boot=200, seed=0)["auc"][0]
+    clim = np.full(len(yy), train_rate)
+    r1 = last_return(bars.frame["close"].to_numpy())
+    window = json.loads(mv.tags.get("phat.training_window", "{}"))
+    rule_brier = float("inf")
+    if "train" in window:
+        last = window.get("calibration", window["train"])[1]
+        fit = (bars.index >= pd.Timestamp(window["train"][0])) & (bars.index <= pd.Timestamp(last))
+        fit &= np.isfinite(y) & np.isfinite(r1)
+        ok = mask & np.isfinite(r1)
+        if fit.sum() > 100 and ok.sum() == mask.sum():
+            rules = (
+                last_sign_p(r1[fit], y[fit], r1[mask]),
+                last_return_logistic(r1[fit], y[fit], r1[mask]),
+            )
+            rule_brier = min(brier(yy, r) for r in rules)
+    return {
+        "extreme_p": extreme,
+        "auc_low": float(auc_low) if np.isfinite(auc_low) else 0.5,
+        "candidate_log_loss": log_loss(yy, np.clip(pp, 1e-15, 1 - 1e-15)),
+        "climatology_log_loss": log_loss(yy, clim),
+        "rule_brier": rule_brier,
+    }
+
+
+def _wf_record(client: Any, name: str, mv: Any) -> pd.DataFrame:
+    """The stitched out-of-sample record of version mv's walk-forward run."""
+    import tempfile
+
+    import mlflow
+
+    run_id = mv.tags.get("phat.walkforward.run_id")
+    if not run_id:
+        raise PromotionRefused(
+            f"{name} v{mv.version} has no walk-forward record; run `phat walkforward "
+            f"walkforward.for_version={mv.version}` on its data first (promotion.evidence=walkforward)"
+        )
+    with tempfile.TemporaryDirectory() as d:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="oos_predictions.parquet", dst_path=d
+        )
+        return pd.read_parquet(path)
+
+
+def _walkforward_evidence(
+    client: Any,
+    name: str,
+    mv: Any,
+    prod: str | None,
+    start: pd.Timestamp,
+    end: pd.Timestamp | None,
+    horizon_bars: int,
+    pc: dict[str, Any],
+) -> dict[str, Any]:
+    """MCB of the candidate's walk-forward record on the evaluation window, and the one-sided
+    Diebold-Mariano p-value of its Brier losses against production's record on the same bars
+    (or against the proxy when nothing is live)."""
+    from phat.evaluation.decomposition import corp_brier
+    from phat.evaluation.significance import diebold_mariano
+
+    rec = _wf_record(client, name, mv)
+    keep = rec.index >= start
+    if end is not None:
+        keep &= rec.index < end
+    rec = rec[keep]
+    if len(rec) < int(pc["min_samples"]):
+        raise ConfigError(
+            f"{name} v{mv.version}'s walk-forward record holds {len(rec)} bars in the evaluation "
+            f"window (from {start.isoformat()}); need promotion.min_samples={pc['min_samples']}"
+        )
+    y = rec["label"].to_numpy()
+    loss = (rec["p_hat"].to_numpy() - y) ** 2
+    if prod:
+        other = _wf_record(client, name, client.get_model_version(name, prod))
+        both = rec.join(other[["p_hat"]], rsuffix="_prod", how="inner")
+        if len(both) < int(pc["min_samples"]):
+            raise ConfigError(
+                f"the walk-forward records of v{mv.version} and production v{prod} share "
+                f"{len(both)} bars in the window; need promotion.min_samples={pc['min_samples']}"
+            )
+        yb = both["label"].to_numpy()
+        dm = diebold_mariano(
+            (both["p_hat"].to_numpy() - yb) ** 2, (both["p_hat_prod"].to_numpy() - yb) ** 2,
+            horizon_bars,
+        )  # fmt: skip
+        against = f"production v{prod}"
+    else:
+        ok = rec["p_proxy"].notna().to_numpy()
+        dm = diebold_mariano(loss[ok], (rec["p_proxy"].to_numpy()[ok] - y[ok]) ** 2, horizon_bars)
+        against = "proxy"
+    return {
+        "wf_mcb": corp_brier(y, rec["p_hat"].to_numpy())["mcb"],
+        "wf_pvalue": float(dm["pvalue"]),
+        "wf_against": against,
     }
 
 

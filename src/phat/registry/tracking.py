@@ -368,14 +368,24 @@ def summary_lines(
         f"  {'test metric':<18}{'raw':>10}{'calibrated':>12}   95% CI (calibrated)",
     ]
     for label, key in rows:
-        lines.append(
-            f"  {label:<18}{m[key + '_raw']:>10.5f}{m[key]:>12.5f}   "
-            f"[{m[key + '_ci_low']:.5f}, {m[key + '_ci_high']:.5f}]"
-        )
+        ci = f"[{m[key + '_ci_low']:.5f}, {m[key + '_ci_high']:.5f}]"
+        if key + "_debiased" in m:  # a biased plug-in: the interval is the debiased estimate's
+            ci = f"debiased {m[key + '_debiased']:.5f} {ci}"
+        lines.append(f"  {label:<18}{m[key + '_raw']:>10.5f}{m[key]:>12.5f}   {ci}")
     lines.append(
         f"  {'climatology brier':<18}{m['test_brier_climatology']:>22.5f}   "
         f"skill {m['test_brier_skill']:+.4f}"
     )
+    if "test_brier_last_return" in m:
+        lines.append(
+            f"  {'simple forecasts':<18}proxy {m['test_brier_proxy']:.5f}, last-bar sign "
+            f"{m['test_brier_last_sign']:.5f}, last-bar return {m['test_brier_last_return']:.5f}"
+        )
+        lines.append(
+            f"  {'model better? (DM)':<18}p vs climatology {m['dm_pvalue_vs_climatology']:.4f}, "
+            f"proxy {m['dm_pvalue_vs_proxy']:.4f}, last sign {m['dm_pvalue_vs_last_sign']:.4f}, "
+            f"last return {m['dm_pvalue_vs_last_return']:.4f}"
+        )
     if "test_brier_bayes" in m:
         lines.append(
             f"  {'bayes brier':<18}{m['test_brier_bayes']:>22.5f}   (planted signal's optimum)"

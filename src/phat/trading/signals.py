@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from phat.errors import CalendarMismatch, ConfigError, ModelUnavailable, PhatError, reason_of
+from phat.models.rules import proxy_p_hat
 
 log = logging.getLogger(__name__)
 FALLBACK_REASONS = (
@@ -62,24 +62,6 @@ class Binding:
     @property
     def experiment_variant(self) -> str:
         return self.model_hash[:12]
-
-
-def proxy_p_hat(
-    close: np.ndarray, k: float = 1.0, momentum: int = 16, zscore_window: int = 96
-) -> np.ndarray:
-    """Rule-based p_hat; NaN until `momentum + zscore_window - 1` bars of history exist."""
-    lc = np.log(np.asarray(close, dtype=np.float64))
-    mom = np.full(len(lc), np.nan)
-    mom[momentum:] = lc[momentum:] - lc[:-momentum]
-    out = np.full(len(lc), np.nan)
-    if len(lc) >= momentum + zscore_window:
-        win = sliding_window_view(mom[momentum:], zscore_window)
-        mu, sd = win.mean(axis=1), win.std(axis=1)
-        z = np.divide(
-            mom[momentum + zscore_window - 1 :] - mu, sd, out=np.zeros_like(mu), where=sd > 0
-        )
-        out[momentum + zscore_window - 1 :] = 0.5 * (1.0 + np.tanh(k * z))
-    return out
 
 
 def classify_load_error(err: BaseException) -> str:

@@ -1,0 +1,214 @@
+"""`phat walkforward [overrides]` (= `python -m phat.walkforward`): refit the configured model on
+rolling (or expanding) windows, score each next step, and test the stitched out-of-sample record.
+
+    phat walkforward model=logistic horizon=15m
+    phat walkforward walkforward.train=expanding walkforward.step=7d
+    phat walkforward data.path=btc.parquet data.symbol=BTCUSDT model=tree
+
+Reads top to bottom: config checks, then every fold (data errors fail here, before any MLflow
+run exists; one line per fold), then one parent MLflow run (experiment `phat-walkforward`) with
+the stitched record, its decomposition and significance, and one nested child per fold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from phat.cli import CONF_DIR, call, entry
+
+log = logging.getLogger("phat.walkforward")
+
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    from phat.evidence.walkforward import run_folds, summarize
+    from phat.pipeline import validate_config
+
+    validate_config(cfg)
+
+    def progress(fold: Any) -> None:
+        m = fold.metrics
+        print(
+            f"  fold {fold.number:>2}  test {fold.test_start:%Y-%m-%d} .. {fold.test_end:%Y-%m-%d}  "
+            f"n {fold.n_test:>5}  brier {m['brier']:.5f} (climatology {m['brier_climatology']:.5f})  "
+            f"ece {m['ece']:.4f}  {fold.seconds:.1f} s",
+            flush=True,
+        )
+
+    for_version = cfg["walkforward"]["for_version"]
+    target = _version_for(cfg, for_version) if for_version is not None else None
+    record = run_folds(cfg, progress)
+    if target is not None:
+        from phat.evidence.walkforward import check_recipe
+
+        check_recipe(record, target[1].tags, f"{target[0]} v{for_version}")
+    mc = cfg["metrics"]
+    metrics = summarize(
+        record,
+        int(mc["n_bins"]),
+        int(mc["bootstrap_block"]),
+        int(mc["bootstrap_n"]),
+        int(cfg["seed"]),
+    )
+    metrics["timing_total_s"] = record.timings["total_s"]
+    out_dir = Path(cfg["out_dir"])
+    write_files(record, metrics, out_dir, int(mc["n_bins"]))
+    run_id = log_walkforward(cfg, record, metrics, out_dir)
+    if target is not None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        client.set_tag(run_id, "phat.walkforward.for", f"{target[0]}/v{for_version}")
+        client.set_model_version_tag(target[0], str(for_version), "phat.walkforward.run_id", run_id)
+        print(f"  evidence for   {target[0]} v{for_version} (tag phat.walkforward.run_id)")
+    lines = summary_lines(record, metrics, run_id)
+    print("\n".join(lines))
+    return {"run_id": run_id, "metrics": metrics, "record": record}
+
+
+def _version_for(cfg: dict[str, Any], version: int) -> tuple[str, Any]:
+    """(model name, ModelVersion) of `walkforward.for_version`, checked before any work."""
+    from mlflow.tracking import MlflowClient
+
+    from phat.registry.client import model_name_for, registry_error
+    from phat.registry.tracking import connect
+
+    connect(cfg["tracking"])
+    name = model_name_for(cfg)
+    try:
+        return name, MlflowClient().get_model_version(name, str(version))
+    except Exception as e:
+        raise registry_error(e, f"walkforward.for_version={version}: {name} v{version}") from None
+
+
+def write_files(record: Any, metrics: dict[str, float], out_dir: Path, n_bins: int) -> None:
+    import pandas as pd
+
+    from phat.evaluation.plots import reliability_diagram, rolling_scores_plot
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    f = record.frame
+    f.to_parquet(out_dir / "oos_predictions.parquet")
+    folds = pd.DataFrame(
+        [
+            {
+                "fold": x.number,
+                "train_start": x.train_start,
+                "calibration_start": x.calibration_start,
+                "test_start": x.test_start,
+                "test_end": x.test_end,
+                "n_train": x.n_train,
+                "n_calibration": x.n_calibration,
+                "n_test": x.n_test,
+                "calibration": x.calibration["method"],
+                **x.metrics,
+                "seconds": x.seconds,
+            }
+            for x in record.folds
+        ]
+    )
+    folds.to_csv(out_dir / "folds.csv", index=False)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    y = f["label"].to_numpy()
+    reliability_diagram(
+        y, {"raw": f["p_hat_raw"].to_numpy(), "calibrated": f["p_hat"].to_numpy()},
+        out_dir / "reliability_oos.png", n_bins=n_bins,
+        title=f"{record.model_kind}: stitched out-of-sample record ({len(record.folds)} folds)",
+    )  # fmt: skip
+    losses = {
+        "model": (f["p_hat"] - f["label"]) ** 2,
+        "climatology": (f["p_climatology"] - f["label"]) ** 2,
+        "proxy": ((f["p_proxy"] - f["label"]) ** 2).dropna(),
+    }
+    fold_ece = pd.Series(folds["ece"].to_numpy(), index=pd.DatetimeIndex(folds["test_start"]))
+    rolling_scores_plot(losses, fold_ece, out_dir / "rolling_scores.png")
+
+
+def log_walkforward(
+    cfg: dict[str, Any], record: Any, metrics: dict[str, float], out_dir: Path
+) -> str:
+    import math
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from phat.registry.tracking import connect, run_params, tracked_run
+
+    uri = connect(cfg["tracking"])
+    name = (
+        f"walkforward-{record.model_kind}-{cfg['horizon']}-{record.symbol}-"
+        f"{cfg['calibration']['method']}-s{cfg['seed']}"
+    )
+    finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+    params = run_params(cfg)
+    with tracked_run(uri, str(cfg["tracking"]["experiment"]), name) as parent:
+        mlflow.log_params(params)
+        mlflow.log_metrics(finite)
+        mlflow.set_tags({"phat.symbol": record.symbol, "phat.model_kind": record.model_kind})
+        mlflow.log_artifacts(str(out_dir))
+        parent_id = parent.info.run_id
+        exp_id = parent.info.experiment_id
+    client = MlflowClient()
+    for fold in record.folds:
+        child = client.create_run(
+            exp_id,
+            run_name=f"fold-{fold.number:02d}-{fold.test_start:%Y-%m-%d}",
+            tags={
+                "mlflow.parentRunId": parent_id,
+                "phat.fold.train_start": fold.train_start.isoformat(),
+                "phat.fold.calibration_start": fold.calibration_start.isoformat(),
+                "phat.fold.test_start": fold.test_start.isoformat(),
+                "phat.fold.test_end": fold.test_end.isoformat(),
+            },
+        ).info.run_id
+        cal = fold.calibration
+        for k, v in {"calibration.method": cal["method"], **{
+            f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
+        }}.items():  # fmt: skip
+            client.log_param(child, k, v)
+        for k, v in {**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds}.items():
+            if math.isfinite(float(v)):
+                client.log_metric(child, k, float(v))
+        client.set_terminated(child, "FINISHED")
+    return str(parent_id)
+
+
+def summary_lines(record: Any, m: dict[str, float], run_id: str) -> list[str]:
+    from phat.evidence.walkforward import BASELINES
+
+    f = record.frame
+    lines = [
+        "",
+        f"phat.walkforward: {record.model_kind} on {record.symbol}, {len(record.folds)} folds, "
+        f"{len(f)} out-of-sample bars {f.index[0]:%Y-%m-%d} .. {f.index[-1]:%Y-%m-%d} "
+        f"({record.timings['total_s']:.0f} s)",
+        f"  run id        {run_id}",
+        f"  brier         {m['oos_brier']:.5f} [{m['oos_brier_ci_low']:.5f}, {m['oos_brier_ci_high']:.5f}]"
+        f"   = MCB {m['oos_mcb']:.5f} - DSC {m['oos_dsc']:.5f} + UNC {m['oos_unc']:.5f}",
+        f"  ece           {m['oos_ece']:.4f}   log loss {m['oos_log_loss']:.5f}   auc {m['oos_auc']:.4f}",
+        f"  {'vs baseline':<14}{'brier':>10}   DM stat   p (model better; lag {int(m['dm_lag'])})",
+    ]
+    for b in BASELINES:
+        lines.append(
+            f"  {b:<14}{m[f'oos_brier_{b}']:>10.5f}   {m[f'dm_stat_vs_{b}']:>7.2f}   "
+            f"{m[f'dm_pvalue_vs_{b}']:.4f}"
+        )
+    return lines
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="walkforward")
+def _hydra_main(cfg: DictConfig) -> Any:
+    return call(run, cfg, log, verb="walkforward")
+
+
+def main() -> None:
+    entry("walkforward", _hydra_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Walk-forward: refit on a moving (or expanding) window, score the next step, stitch.
+
+Fold k has a test window [T_k, T_k + test), a calibration window [T_k - calibration, T_k) and a
+train window of `train` before that (or everything before it: `expanding`); T_(k+1) = T_k + step.
+Each fold goes through the same split rule as `phat train` (split.method=dates: purge of the
+horizon at each boundary, embargo of the feature window at each start), fits the feature
+normalisation on its own train bars, fits the model, calibrates on its calibration window, and
+scores its test window, which lies strictly after everything it learned from. The baselines
+(climatology: the fold's train base rate; the proxy; last-bar sign; a one-feature logistic on
+the last bar's return) are fitted on the same train window and scored on the same test bars.
+
+`run_folds(cfg)` does the work without MLflow and returns a `Record`; `summarize(record)`
+scores it (metrics with block-bootstrap intervals, the CORP decomposition, Diebold-Mariano
+against every baseline).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phat.errors import ConfigError, DataValidationError
+
+BASELINES = ("climatology", "proxy", "last_sign", "last_return")
+
+
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: Any, key: str) -> pd.Timedelta:
+    """`30d`, `12h`, `4w`, `90m` -> a Timedelta (positive)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", str(text).lower())
+    if not m or int(m.group(1)) <= 0:
+        raise ConfigError(
+            f"{key}={text!r}: expected a positive duration such as 30d, 12h, 4w or 90m"
+        )
+    return pd.Timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+@dataclass
+class Fold:
+    number: int
+    train_start: pd.Timestamp
+    calibration_start: pd.Timestamp
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+    n_train: int = 0
+    n_calibration: int = 0
+    n_test: int = 0
+    calibration: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Record:
+    """The stitched out-of-sample record: one row per scored bar."""
+
+    frame: pd.DataFrame  # timestamp index; fold, label, p_hat_raw, p_hat, p_<baseline>
+    folds: list[Fold]
+    horizon_bars: int
+    symbol: str
+    model_kind: str
+    timings: dict[str, float]
+    recipe: dict[str, str] = field(default_factory=dict)  # what a registered version must match
+
+
+def plan_folds(index: pd.DatetimeIndex, wf: dict[str, Any]) -> list[Fold]:
+    """The fold windows over the data's span (the last fold may be shorter)."""
+    cal = parse_duration(wf["calibration"], "walkforward.calibration")
+    step = parse_duration(wf["step"], "walkforward.step")
+    test = parse_duration(wf["test"], "walkforward.test") if wf["test"] else step
+    expanding = str(wf["train"]).lower() == "expanding"
+    train = parse_duration(wf["initial" if expanding else "train"], "walkforward.train")
+    first, last = index[0], index[-1]
+    t = first + train + cal
+    if wf["start"]:
+        start = pd.Timestamp(wf["start"])
+        start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+        if start < t:
+            raise ConfigError(
+                f"walkforward.start={wf['start']}: the first fold needs {train} of training and "
+                f"{cal} of calibration before it; the data starts {first}, so the earliest is {t}"
+            )
+        t = start
+    folds: list[Fold] = []
+    while t <= last:
+        train_start = first if expanding else t - cal - train
+        folds.append(
+            Fold(len(folds), train_start, t - cal, t, min(t + test, last + pd.Timedelta(1)))
+        )
+        t = t + step
+    if not folds:
+        raise DataValidationError(
+            f"no walk-forward fold fits: the data spans {first} .. {last}, and the first fold "
+            f"needs {train} of training and {cal} of calibration before its test window"
+        )
+    return folds
+
+
+def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
+    from phat.contract.splits import SplitConfig
+    from phat.models.calibration import Calibrator, fit_calibrator
+    from phat.models.rules import (
+        climatology,
+        last_return,
+        last_return_logistic,
+        last_sign_p,
+        proxy_p_hat,
+    )
+    from phat.pipeline import fit_model, fold_features, prepare_series, split_series
+
+    t0 = time.perf_counter()
+    ser = prepare_series(cfg)
+    bars, y, lspec = ser.bars, ser.y, ser.label_spec
+    close = bars.frame["close"].to_numpy()
+    proxy = proxy_p_hat(close, **cfg["signal"]["proxy"]) if "signal" in cfg else proxy_p_hat(close)
+    r1 = last_return(close)
+    folds = plan_folds(bars.index, cfg["walkforward"])
+    rows: list[pd.DataFrame] = []
+    min_samples = int(cfg["split"]["min_samples"])
+    for fold in folds:
+        ft = time.perf_counter()
+        scfg = replace(
+            SplitConfig(),
+            method="dates",
+            calibration_start=fold.calibration_start.isoformat(),
+            test_start=fold.test_start.isoformat(),
+            test_end=fold.test_end.isoformat(),
+            purge_bars=ser.split_config.purge_bars,
+            embargo_bars=ser.split_config.embargo_bars,
+            min_samples=min_samples,
+        )
+        usable = ser.usable & (bars.index >= fold.train_start)
+        try:
+            spans = split_series(ser, scfg, usable)
+        except DataValidationError as e:
+            if fold.number == len(folds) - 1 and fold.number > 0 and "test span" in str(e):
+                folds = folds[:-1]  # a last, short test window: not a fold
+                break
+            raise DataValidationError(
+                f"walk-forward fold {fold.number} ({fold.test_start:%Y-%m-%d}): {e}"
+            ) from None
+        fspec, data = fold_features(ser, spans["train"])
+        if cfg["model"]["kind"] == "tcn":
+            from phat.contract.splits import carve_tail
+
+            fit_ends, val_ends = carve_tail(
+                spans["train"], float(cfg["trainer"]["val_fraction"]), lspec.horizon_bars,
+                fspec.bars_read,
+            )  # fmt: skip
+            spans = {
+                "train": fit_ends,
+                "validation": val_ends,
+                **{k: v for k, v in spans.items() if k != "train"},
+            }
+        model = fit_model(cfg, ser.seed, ser.threads, data, y, spans)
+        cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
+        calibrator = fit_calibrator(
+            cfg["calibration"]["method"], model.logits(data, cal_ends), y[cal_ends],
+            purge=lspec.horizon_bars,
+        )  # fmt: skip
+        logits = model.logits(data, test_ends)
+        # Rules are fitted on the same window the model learned from (train + calibration).
+        fit_ends = np.concatenate([tr, cal_ends])
+        ok = np.isfinite(r1[fit_ends])
+        frame = pd.DataFrame(
+            {
+                "fold": fold.number,
+                "label": y[test_ends],
+                "p_hat_raw": Calibrator("none").predict(logits),
+                "p_hat": calibrator.predict(logits),
+                "p_climatology": climatology(y[tr], len(test_ends)),
+                "p_proxy": proxy[test_ends],
+                "p_last_sign": last_sign_p(r1[fit_ends][ok], y[fit_ends][ok], r1[test_ends]),
+                "p_last_return": last_return_logistic(
+                    r1[fit_ends][ok], y[fit_ends][ok], r1[test_ends]
+                ),
+            },
+            index=bars.index[test_ends],
+        )
+        rows.append(frame)
+        fold.n_train, fold.n_calibration, fold.n_test = len(tr), len(cal_ends), len(test_ends)
+        fold.calibration = calibrator.to_dict()
+        fold.metrics = fold_metrics(frame, int(cfg["metrics"]["n_bins"]))
+        fold.seconds = time.perf_counter() - ft
+        if progress is not None:
+            progress(fold)
+    record = pd.concat(rows).rename_axis("timestamp")
+    recipe = {
+        "phat.feature_version": ser.feature_spec.feature_version,
+        "phat.label_definition": lspec.canonical(),
+        "phat.model_kind": str(cfg["model"]["kind"]),
+        "calibration": str(cfg["calibration"]["method"]),
+        "phat.data_hash": bars.data_hash(),
+    }
+    return Record(
+        record, folds, lspec.horizon_bars, bars.symbol, str(cfg["model"]["kind"]),
+        {"total_s": time.perf_counter() - t0, "data_s": ser.timings["data_s"]}, recipe,
+    )  # fmt: skip
+
+
+def check_recipe(record: Record, version_tags: dict[str, str], what: str) -> None:
+    """A walk-forward record stands for a registered version only when it refits the same
+    recipe: features, label, model kind and calibration method (and the same data)."""
+    import json
+
+    have = dict(version_tags)
+    have["calibration"] = json.loads(have.get("phat.calibration", "{}")).get("method", "?")
+    for key, mine in record.recipe.items():
+        theirs = have.get(key)
+        if theirs != mine:
+            raise ConfigError(
+                f"walkforward.for_version: {what} has {key}={str(theirs)[:80]!r} but this "
+                f"walk-forward refits {str(mine)[:80]!r}; give it the version's data and config"
+            )
+
+
+def fold_metrics(frame: pd.DataFrame, n_bins: int) -> dict[str, float]:
+    from phat.evaluation.metrics import brier, ece, log_loss, roc_auc
+
+    y = frame["label"].to_numpy()
+    p = frame["p_hat"].to_numpy()
+    out = {
+        "brier": brier(y, p),
+        "brier_raw": brier(y, frame["p_hat_raw"].to_numpy()),
+        "ece": ece(y, p, n_bins=n_bins),
+        "log_loss": log_loss(y, p),
+        "auc": roc_auc(y, p),
+        "base_rate": float(np.mean(y)),
+        "n": float(len(y)),
+    }
+    for b in BASELINES:
+        pb = frame[f"p_{b}"].to_numpy()
+        ok = np.isfinite(pb)
+        out[f"brier_{b}"] = brier(y[ok], pb[ok]) if ok.any() else math.nan
+    return out
+
+
+def summarize(record: Record, n_bins: int, block: int, n_boot: int, seed: int) -> dict[str, float]:
+    """The record's metrics: oos_* with block-bootstrap intervals, the CORP decomposition, and
+    Diebold-Mariano (Brier losses, one-sided, model better) against each baseline on the bars
+    where the baseline has a forecast."""
+    from phat.evaluation.decomposition import corp_brier
+    from phat.evaluation.metrics import evaluate_split
+    from phat.evaluation.significance import diebold_mariano, newey_west_lag
+
+    f = record.frame
+    y = f["label"].to_numpy()
+    p = f["p_hat"].to_numpy()
+    base_rate = float(np.mean(f["p_climatology"]))
+    m = evaluate_split(
+        "oos", y, f["p_hat_raw"].to_numpy(), p, base_rate,
+        n_bins=n_bins, block=block, n_boot=n_boot, seed=seed,
+    )  # fmt: skip
+    corp = corp_brier(y, p)
+    m.update({"oos_mcb": corp["mcb"], "oos_dsc": corp["dsc"], "oos_unc": corp["unc"]})
+    m["oos_p_extreme"] = float(np.sum((p <= 0.0) | (p >= 1.0)))
+    loss = (p - y) ** 2
+    for b in BASELINES:
+        pb = f[f"p_{b}"].to_numpy()
+        ok = np.isfinite(pb)
+        m[f"oos_brier_{b}"] = float(np.mean((pb[ok] - y[ok]) ** 2)) if ok.any() else math.nan
+        dm = diebold_mariano(loss[ok], (pb[ok] - y[ok]) ** 2, record.horizon_bars)
+        m[f"dm_stat_vs_{b}"] = dm["stat"]
+        m[f"dm_pvalue_vs_{b}"] = dm["pvalue"]
+    m["dm_lag"] = float(newey_west_lag(len(loss), record.horizon_bars))
+    m["folds"] = float(len(record.folds))
+    return m
