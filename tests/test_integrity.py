@@ -1,6 +1,8 @@
 """Integrity of the whole artifact: a change to any file is refused by every load path, also
 when the attacker recomputes the hash in metadata.json (the registry's recorded hash catches
-that), and `mlflow.pyfunc.load_model` runs no code from the artifact before verifying it."""
+that), and `mlflow.pyfunc.load_model` runs no code dropped into the artifact (its data
+directory) before verifying it. The phat code shipped beside it (`code/`) is what MLflow
+imports; docs/mlflow.md says what that trusts."""
 
 from __future__ import annotations
 
