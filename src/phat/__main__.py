@@ -14,7 +14,7 @@ def usage() -> str:
     from phat.cli import VERBS
 
     lines = ["usage: phat <verb> [key=value ...] [group=option ...]", "", "verbs:"]
-    lines += [f"  {name:<10} {text}" for name, (_, _, text) in VERBS.items()]
+    lines += [f"  {name:<12} {text}" for name, (_, _, text) in VERBS.items()]
     lines += [
         "",
         "phat <verb> --help shows the verb's keys, defaults and examples.",

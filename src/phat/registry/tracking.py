@@ -382,7 +382,7 @@ def summary_lines(
             f"{m['test_brier_last_sign']:.5f}, last-bar return {m['test_brier_last_return']:.5f}"
         )
         lines.append(
-            f"  {'model better? (DM)':<18}p vs climatology {m['dm_pvalue_vs_climatology']:.4f}, "
+            f"  {'model better (DM)':<18}p vs climatology {m['dm_pvalue_vs_climatology']:.4f}, "
             f"proxy {m['dm_pvalue_vs_proxy']:.4f}, last sign {m['dm_pvalue_vs_last_sign']:.4f}, "
             f"last return {m['dm_pvalue_vs_last_return']:.4f}"
         )
