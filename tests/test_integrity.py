@@ -164,3 +164,19 @@ def test_malformed_metadata_names_the_file_and_the_uri(store, tmp_path: Path) ->
     uri = f"models:/{NAME}/{out['model_version']}"
     with pytest.raises(MalformedArtifact, match=rf"^{uri}: .*metadata.json' is not valid JSON"):
         phat.load(uri)
+
+
+def test_shipped_code_changed_after_training_is_refused(store) -> None:
+    """The model ships phat's code (MLflow imports it when serving); its hash is recorded as
+    phat.code_hash, and phat.load refuses a model whose code/ was edited in the store."""
+    out, _ = store
+    v = out["model_version"]
+    mv = MlflowClient().get_model_version(NAME, str(v))
+    assert (
+        mv.tags["phat.code_hash"]
+        == MlflowClient().get_run(out["run_id"]).data.tags["phat.code_hash"]
+    )
+    code = stored_model_dir(out).parent.parent / "code" / "phat" / "registry" / "pyfunc_loader.py"
+    code.write_text(code.read_text() + "\nimport os  # planted\n")
+    with pytest.raises(HashMismatch, match="code/phat"):
+        phat.load(f"models:/{NAME}/{v}")

@@ -141,7 +141,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from phat.registry.environment import code_copy, constraints, requirements
+    from phat.registry.environment import code_copy, code_hash, constraints, requirements
     from phat.registry.tracking import pause_point
 
     cols = [c for c in ("open", "high", "low", "close", "volume") if c in result.bars.frame.columns]
@@ -151,11 +151,14 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     with tempfile.TemporaryDirectory(prefix="phat-model-") as tmp:
         pins = Path(tmp) / "constraints.txt"
         pins.write_text("\n".join(constraints(kind)) + "\n")
+        code = code_copy(Path(tmp) / "code")
+        result.tags["phat.code_hash"] = code_hash(code)  # on the run and the version
+        mlflow.set_tag("phat.code_hash", result.tags["phat.code_hash"])
         info = mlflow.pyfunc.log_model(
             name=model_name or "phat",  # the logged model carries the registered model's name
             loader_module=LOADER_MODULE,
             data_path=str(result.artifact_dir),
-            code_paths=[str(code_copy(Path(tmp) / "code"))],
+            code_paths=[str(code)],
             signature=model_signature(cols),
             input_example=input_example(result, cols),
             pip_requirements=[*requirements(kind), f"-c {pins}"],
@@ -321,6 +324,16 @@ def load(uri: str | Path, horizon_id: str | None = None) -> PHatModel:
         except Exception as e:  # MLflow raises several types for a missing model/run
             raise registry_error(e, f"cannot download model {uri!r}") from None
         model = _load_named(_find_artifact_dir(path), uri, horizon_id)
+        shipped = path / "code" / "phat"
+        if mv is not None and shipped.is_dir() and "phat.code_hash" in mv.tags:
+            from phat.registry.environment import code_hash
+
+            if code_hash(shipped) != mv.tags["phat.code_hash"]:
+                raise HashMismatch(
+                    f"{uri}: the phat code shipped in the model (code/phat) no longer hashes to "
+                    f"the registry's phat.code_hash {mv.tags['phat.code_hash'][:16]}...; refusing "
+                    "a model whose code was changed after training (mlflow models serve would run it)"
+                )
     if mv is not None:
         _same_hash(uri, "the registry", mv.tags.get("phat.model_hash"), model.model_hash)
         model.metadata = {

@@ -70,6 +70,20 @@ def constraints(kind: str) -> list[str]:
     return [f"{name}=={ver}" for name, ver in sorted(seen.items())]
 
 
+def code_hash(code_dir: Path) -> str:
+    """sha256 over the shipped package's files (relative path and bytes, sorted), as recorded
+    in `phat.code_hash`; `phat.load` refuses a model whose code/ no longer hashes to it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    root = Path(code_dir)
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(f.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def code_copy(dst: Path) -> Path:
     """A copy of the running phat package under dst/phat, without caches; returns it."""
     src = Path(phat.__file__).resolve().parent
