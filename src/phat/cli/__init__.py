@@ -27,6 +27,11 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "walkforward",
         "refit on rolling windows, score the next step, test the stitched record",
     ),
+    "monitor": (
+        "phat.cli.monitor",
+        "monitor",
+        "watch a live model's calibration on matured outcomes; alarm anytime-validly",
+    ),
     "backtest": (
         "phat.cli.backtest",
         "backtest",

@@ -38,6 +38,7 @@ class SyntheticConf:
     high_vol_mult: float = MISSING
     mean_regime_bars: int = MISSING
     planted_strength: float = MISSING
+    planted_flip_at: int | None = MISSING
     clv_max: float = MISSING
     trend_bias: float = MISSING
     revert_strength: float = MISSING
@@ -354,7 +355,31 @@ class WalkforwardConf:
     out_dir: str = MISSING
 
 
+@dataclass
+class MonitorSection:
+    source: str = MISSING
+    alpha: float = MISSING
+    bins: int = MISSING
+    on_alarm: str = MISSING
+    state: str | None = MISSING
+    rolling: int = MISSING
+    start: str | None = MISSING
+    clear: bool = MISSING
+
+
+@dataclass
+class MonitorConf:
+    data: DataConf = field(default_factory=DataConf)
+    signal: SignalConf = field(default_factory=SignalConf)
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    horizon: str = MISSING
+    monitor: MonitorSection = field(default_factory=MonitorSection)
+    out_dir: str = MISSING
+
+
 SCHEMAS: dict[str, type] = {
+    "monitor": MonitorConf,
     "walkforward": WalkforwardConf,
     "doctor": DoctorConf,
     "train": TrainConf,
@@ -390,12 +415,16 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "trainer.progress_bar": ("auto", "true", "false"),
         "policy.trigger.rule": ("ema_trend", "always_long", "column"),
         "promotion.evidence": ("single_split", "walkforward"),
+        "monitor.on_alarm": ("log", "fallback", "rollback"),
     }
 
 
 # key -> (lowest allowed, inclusive?)
 _MINIMA: dict[str, tuple[float, bool]] = {
     "promotion.alpha": (0, False),
+    "monitor.alpha": (0, False),
+    "monitor.bins": (1, True),
+    "monitor.rolling": (1, True),
     "promotion.max_mcb": (0, True),
     "walkforward.for_version": (1, True),
     "seed": (0, True),
@@ -427,6 +456,7 @@ _MAXIMA: dict[str, float] = {
     "signal.min_scored_share": 1.0,
     "trainer.val_fraction": 1.0,
     "promotion.alpha": 1.0,
+    "monitor.alpha": 1.0,
 }
 
 
@@ -645,6 +675,11 @@ def _compose_error(e: Exception) -> ConfigError:
 # Help
 
 _EXAMPLES = {
+    "monitor": [
+        "phat monitor data.path=new_bars.csv monitor.state=monitor.json",
+        "phat monitor monitor.on_alarm=fallback monitor.alpha=0.01",
+        "phat monitor monitor.clear=true",
+    ],
     "walkforward": [
         "phat walkforward model=logistic horizon=15m",
         "phat walkforward walkforward.train=expanding walkforward.step=7d",

@@ -37,6 +37,7 @@ class SyntheticConfig:
     high_vol_mult: float = 3.0
     mean_regime_bars: int = 672  # a week of 15m bars on average per regime
     planted_strength: float = 1.0
+    planted_flip_at: int | None = None  # drift: from this bar on the planted signal's sign flips
     clv_max: float = 0.9
     trend_bias: float = 0.12
     revert_strength: float = 0.25
@@ -113,7 +114,10 @@ def generate(cfg: SyntheticConfig | None = None, **overrides: object) -> Synthet
         bias = {0: cfg.trend_bias, 1: -cfg.trend_bias, 2: -cfg.revert_strength * dev, 3: 0.0}[
             int(regime[t])
         ]
-        p_up[t] = _sigmoid(cfg.planted_strength * clv[t] + bias)
+        strength = cfg.planted_strength
+        if cfg.planted_flip_at is not None and t >= cfg.planted_flip_at:
+            strength = -strength
+        p_up[t] = _sigmoid(strength * clv[t] + bias)
         if t + 1 < n:
             up = u_dir[t] < p_up[t]
             log_close[t + 1] = lc + (mag[t + 1] if up else -mag[t + 1])

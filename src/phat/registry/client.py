@@ -340,6 +340,7 @@ def load(uri: str | Path, horizon_id: str | None = None) -> PHatModel:
             **model.metadata,
             "registry.name": mv.name,
             "registry.version": str(mv.version),
+            "phat.alarm.time": mv.tags.get("phat.alarm.time", ""),
         }
     run = re.fullmatch(r"runs:/([0-9a-f]+)/.*", uri)
     if run:

@@ -90,6 +90,9 @@ class ResolvedSignal:
     binding: Binding
     model: Any | None  # a loaded PHatModel, or None (proxy / fallback)
     fallback_reason: str = ""  # set when a model was asked for but is not usable
+    # `phat monitor` raised a calibration alarm on this version (tag phat.alarm.time): from
+    # then on every consumer gets the proxy, reason calibration_alarm.
+    alarm_time: pd.Timestamp | None = None
 
 
 def resolve(
@@ -110,6 +113,7 @@ def resolve(
 
             version = str(resolve_version(f"models:/{model_name}@{ref}").version)
         model = load(f"models:/{model_name}/{version}", horizon_id=horizon_id)
+        alarm = model.metadata.get("phat.alarm.time")
     except Exception as e:  # any registry/verification failure: fail closed to the proxy
         reason = classify_load_error(e)
         if strict:
@@ -135,7 +139,7 @@ def resolve(
         feature_version=model.feature_spec.feature_version,
         horizon_id=model.label_spec.horizon_id,
     )
-    return ResolvedSignal(b, model)
+    return ResolvedSignal(b, model, alarm_time=pd.Timestamp(alarm) if alarm else None)
 
 
 def p_hat_frame(
@@ -171,10 +175,15 @@ def p_hat_frame(
         out["fallback_reason"] = reason
         return out
     ok = ~bad
+    alarmed = np.zeros(len(out), dtype=bool)
+    if resolved.alarm_time is not None:
+        alarmed = np.asarray(out.index >= resolved.alarm_time)
+        ok &= ~alarmed
     out.loc[ok, "p_hat_raw"] = pm["p_hat_raw"].to_numpy()[ok]
     out.loc[ok, "p_hat"] = pm["p_hat"].to_numpy()[ok]
     out.loc[ok, "source"] = "model"
     # Bars where the model has no full window (warm-up, after a gap) are not errors: the proxy
     # takes them and says so.
-    out.loc[bad, "fallback_reason"] = "no_window"
+    out.loc[bad & ~alarmed, "fallback_reason"] = "no_window"
+    out.loc[alarmed, "fallback_reason"] = "calibration_alarm"
     return out

@@ -1,0 +1,203 @@
+"""`phat monitor [overrides]` (= `python -m phat.monitor`): watch the bound model's calibration.
+
+    phat monitor data.path=new_bars.csv monitor.state=monitor.json      # a cron job, each batch
+    phat monitor monitor.on_alarm=fallback                               # consumers go to the proxy
+    phat monitor monitor.clear=true                                      # clear an alarm, explicitly
+
+Scores every bar with the bound model as the policy would (the model's own DataSpec), joins
+each p_hat with its outcome only once it has matured (bar t's label is known at t + horizon),
+feeds matured bars to the anytime-valid calibration test (phat.evidence.monitor), and on the
+first alarm acts: `log` records it; `fallback` tags the version (phat.alarm.time, .e_value,
+.bars) so every binding of it resolves to the proxy with reason calibration_alarm from that
+time on; `rollback` moves production back as `phat rollback` does. State resumes from
+`monitor.state`; a second run over the same bars changes nothing. Each call is an MLflow run in
+experiment `phat-monitor` tagged with the model version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from phat.cli import CONF_DIR, call, entry
+
+log = logging.getLogger("phat.monitor")
+
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from phat.contract.labels import make_labels, parse_horizon
+    from phat.errors import ConfigError, ModelUnavailable
+    from phat.evidence.monitor import MonitorState, matured, rolling_metrics, update
+    from phat.pipeline import load_bars
+    from phat.registry.client import model_name_for
+    from phat.registry.tracking import connect
+    from phat.trading.signals import resolve
+
+    mc = cfg["monitor"]
+    connect(cfg["tracking"])
+    name = model_name_for(cfg)
+    _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
+    resolved = resolve(str(mc["source"]), name, horizon_id, strict=True)
+    model, version = resolved.model, resolved.binding.model_version
+    if model is None:
+        raise ModelUnavailable(f"monitor.source={mc['source']}: the proxy has nothing to monitor")
+    client = MlflowClient()
+    if mc["clear"]:
+        from phat.registry.client import is_absent
+
+        for k in ("phat.alarm.time", "phat.alarm.e_value", "phat.alarm.bars"):
+            try:
+                client.delete_model_version_tag(name, version, k)
+            except Exception as e:  # a tag that is not there is cleared already; else raise
+                if not is_absent(e):
+                    raise
+        print(f"phat monitor: alarm cleared on {name} v{version}")
+        return {"cleared": True}
+    lspec = model.label_spec
+    h = int(lspec.horizon_bars)
+    bars, _ = load_bars(cfg, lspec.timeframe, model.data_spec)
+    frame = bars.frame
+    pm = model.predict_bars(frame, model.segments(frame))  # as the policy would score them
+    p = pm["p_hat"].to_numpy()
+    y = make_labels(frame["close"].to_numpy(), bars.segment, lspec)
+    start = _start(client, name, version, mc["start"])
+    ok = matured(bars.index, y, h) & np.isfinite(p) & np.asarray(bars.index >= start)
+    pos = np.flatnonzero(ok)
+    state_path = Path(mc["state"]) if mc["state"] else None
+    if state_path is not None and state_path.exists():
+        state = MonitorState.from_dict(json.loads(state_path.read_text()))
+        if state.horizon_bars != h or state.bins != int(mc["bins"]):
+            raise ConfigError(
+                f"monitor.state={state_path}: saved for horizon {state.horizon_bars} bars and "
+                f"{state.bins} bins, asked for {h} and {mc['bins']}; use a new state file"
+            )
+    else:
+        state = MonitorState.new(h, int(mc["bins"]))
+    had_alarm = state.alarm is not None
+    new = update(
+        state, bars.index[pos], pos, p[pos], y[pos], bars.index[pos + h],
+        float(mc["alpha"]), int(mc["rolling"]),
+    )  # fmt: skip
+    if state_path is not None:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps(state.to_dict()))
+    rolling = rolling_metrics(state)
+    fired = state.alarm is not None and not had_alarm
+    action = ""
+    if fired:
+        action = _act(cfg, client, name, version, state.alarm)
+    run_id = _log(cfg, name, version, state, new, rolling, fired, action)
+    e = state.e_value()
+    print(
+        f"phat monitor: {name} v{version} ({mc['source']}), {len(new)} newly matured bars "
+        f"({state.n_matured} in all, last {state.last_matured}); e-value {e:.3g} "
+        f"(alarm at {1 / float(mc['alpha']):.0f}); rolling brier "
+        f"{rolling.get('rolling_brier', float('nan')):.5f} vs climatology "
+        f"{rolling.get('rolling_brier_climatology', float('nan')):.5f}, ece "
+        f"{rolling.get('rolling_ece', float('nan')):.4f}"
+        + (
+            f"\n  ALARM at {state.alarm['time']} (e {state.alarm['e_value']:.3g}): {action}"
+            if fired
+            else ""
+        )
+        + (f"\n  alarm raised earlier, at {state.alarm['time']}" if had_alarm else "")
+        + f"\n  run {run_id}"
+    )
+    return {"state": state, "new": new, "fired": fired, "run_id": run_id, "rolling": rolling}
+
+
+def _start(client: Any, name: str, version: str, given: str | None) -> Any:
+    """The first bar to watch: monitor.start, else the version's test span start."""
+    import pandas as pd
+
+    from phat.errors import ContractError
+
+    if given:
+        ts = pd.Timestamp(given)
+        return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    window = json.loads(
+        client.get_model_version(name, version).tags.get("phat.training_window", "{}")
+    )
+    if "test" not in window:
+        raise ContractError(
+            f"{name} v{version} has no phat.training_window test span; give monitor.start"
+        )
+    return pd.Timestamp(window["test"][0])
+
+
+def _act(cfg: dict[str, Any], client: Any, name: str, version: str, alarm: dict) -> str:
+    on = str(cfg["monitor"]["on_alarm"])
+    if on == "log":
+        return "logged (monitor.on_alarm=log)"
+    if on == "fallback":
+        client.set_model_version_tag(name, version, "phat.alarm.time", alarm["time"])
+        client.set_model_version_tag(name, version, "phat.alarm.e_value", f"{alarm['e_value']:.6g}")
+        client.set_model_version_tag(name, version, "phat.alarm.bars", str(alarm["bars"]))
+        return (
+            f"every binding of v{version} now resolves to the proxy (calibration_alarm) from "
+            f"{alarm['time']}; `phat monitor monitor.clear=true` clears it"
+        )
+    from phat.lifecycle.promotion import rollback
+
+    out = rollback({**cfg, "reason": f"calibration alarm at {alarm['time']}"})
+    return f"rolled back: production is now v{out.get('production', '?')}"
+
+
+def _log(
+    cfg: dict[str, Any],
+    name: str,
+    version: str,
+    state: Any,
+    new: list,
+    rolling: dict[str, float],
+    fired: bool,
+    action: str,
+) -> str:
+    import math
+
+    import mlflow
+
+    from phat.registry.tracking import connect, tracked_run
+
+    uri = connect(cfg["tracking"])
+    with tracked_run(uri, str(cfg["tracking"]["experiment"]), f"monitor-{name}-v{version}") as r:
+        mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(version)})
+        mlflow.log_params({k: str(v) for k, v in cfg["monitor"].items() if k != "clear"})
+        import time
+
+        from mlflow.entities import Metric
+
+        first = state.n_matured - len(new)
+        now = int(time.time() * 1000)
+        points = [Metric("e_value", e, now, first + i + 1) for i, (_, e) in enumerate(new)]
+        client = mlflow.MlflowClient()
+        for i in range(0, len(points), 1000):  # one request per 1,000 points, step = bar count
+            client.log_batch(r.info.run_id, metrics=points[i : i + 1000])
+        finite = {k: v for k, v in rolling.items() if math.isfinite(v)}
+        mlflow.log_metrics({**finite, "matured_bars": float(state.n_matured)})
+        if state.alarm:
+            mlflow.set_tags({f"phat.alarm.{k}": str(v) for k, v in state.alarm.items()})
+        if fired:
+            mlflow.set_tag("phat.alarm.action", action)
+        return str(r.info.run_id)
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="monitor")
+def _hydra_main(cfg: DictConfig) -> Any:
+    return call(run, cfg, log, verb="monitor")
+
+
+def main() -> None:
+    entry("monitor", _hydra_main)
+
+
+if __name__ == "__main__":
+    main()
