@@ -82,8 +82,14 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         state = MonitorState.new(h, int(mc["bins"]))
     had_alarm = state.alarm is not None
+    # Streams follow the bar's absolute number (time / timeframe), not its row in this batch's
+    # file, so batches that start at different rows keep each bar in the same stream.
+    from phat.data.timeframes import parse_timeframe
+
+    step_ns = int(parse_timeframe(lspec.timeframe).value)
+    bar_no = bars.index.asi8[pos] // step_ns
     new = update(
-        state, bars.index[pos], pos, p[pos], y[pos], bars.index[pos + h],
+        state, bars.index[pos], bar_no, p[pos], y[pos], bars.index[pos + h],
         float(mc["alpha"]), int(mc["rolling"]),
     )  # fmt: skip
     if state_path is not None:
