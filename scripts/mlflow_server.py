@@ -3,7 +3,8 @@
     python scripts/mlflow_server.py --dir ~/phat-server --port 5000      (= make server)
 
 Creates (once) a PostgreSQL 15 cluster under DIR/pg with two databases, `mlflow` (runs and the
-Model Registry) and `optuna` (shared Optuna studies), starts it on --pg-port, then runs
+Model Registry) and `optuna` (shared Optuna studies, its tables created here so that workers
+starting together do not race to create them), starts it on --pg-port, then runs
 `mlflow server` on --port with `--artifacts-destination DIR/artifacts`: clients send artifacts
 through the server (no shared filesystem needed). Prints the two URIs to give every machine:
 
@@ -134,6 +135,11 @@ def start(root: Path, port: int, pg_port: int, host: str = "127.0.0.1") -> Serve
             )
         time.sleep(0.5)
     optuna_uri = f"postgresql+psycopg://phat@{host}:{pg_port}/optuna"
+    # Optuna creates its tables (and PostgreSQL enum types) on first use; two workers doing that
+    # at once collide ("duplicate key ... pg_type"). Create them here, once, before any worker.
+    import optuna
+
+    optuna.storages.RDBStorage(optuna_uri)
     return Server(url, optuna_uri, backend, pg_dir, proc)
 
 
