@@ -284,21 +284,29 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     spans = split_series(ser, ser.split_config)
     fspec, data = fold_features(ser, spans["train"])
     lspec, bars, y = ser.label_spec, ser.bars, ser.y
-    if cfg["model"]["kind"] == "tcn":
-        val_fraction = float(cfg["trainer"]["val_fraction"])
-        fit_ends, val_ends = carve_tail(
-            spans["train"], val_fraction, lspec.horizon_bars, fspec.bars_read
-        )
-        spans = {
-            "train": fit_ends,
-            "validation": val_ends,
-            **{k: v for k, v in spans.items() if k != "train"},
-        }
+    spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read)
     timings = dict(ser.timings)
     return Prepared(
         cfg, lspec, fspec, bars, ser.p_bayes, y, spans, data, ser.counts, ser.seed,
         ser.threads, timings,
     )  # fmt: skip
+
+
+def with_validation_tail(
+    cfg: dict[str, Any], spans: dict[str, np.ndarray], horizon_bars: int, bars_read: int
+) -> dict[str, np.ndarray]:
+    """For the TCN: the train span's tail becomes its early-stopping validation span (purged
+    like every boundary); other models keep the spans as they are."""
+    if cfg["model"]["kind"] != "tcn":
+        return spans
+    fit_ends, val_ends = carve_tail(
+        spans["train"], float(cfg["trainer"]["val_fraction"]), horizon_bars, bars_read
+    )
+    return {
+        "train": fit_ends,
+        "validation": val_ends,
+        **{k: v for k, v in spans.items() if k != "train"},
+    }
 
 
 def fold_features(ser: Series, train: np.ndarray) -> tuple[FeatureSpec, WindowData]:

@@ -26,10 +26,11 @@ log = logging.getLogger("phat.walkforward")
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
-    from phat.evidence.walkforward import run_folds, summarize
+    from phat.evidence.walkforward import check_windows, run_folds, summarize
     from phat.pipeline import validate_config
 
     validate_config(cfg)
+    check_windows(cfg["walkforward"])  # before any data is read
 
     def progress(fold: Any) -> None:
         m = fold.metrics

@@ -105,6 +105,18 @@ def plan_folds(index: pd.DatetimeIndex, wf: dict[str, Any]) -> list[Fold]:
     return folds
 
 
+def check_windows(wf: dict[str, Any]) -> None:
+    """The window settings, checked before any data is read (one line each)."""
+    for key in (
+        "calibration",
+        "step",
+        "test",
+        "initial" if str(wf["train"]) == "expanding" else "train",
+    ):
+        if wf[key]:
+            parse_duration(wf[key], f"walkforward.{key}")
+
+
 def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     from phat.contract.splits import SplitConfig
     from phat.models.calibration import Calibrator, fit_calibrator
@@ -115,9 +127,16 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
         last_sign_p,
         proxy_p_hat,
     )
-    from phat.pipeline import fit_model, fold_features, prepare_series, split_series
+    from phat.pipeline import (
+        fit_model,
+        fold_features,
+        prepare_series,
+        split_series,
+        with_validation_tail,
+    )
 
     t0 = time.perf_counter()
+    check_windows(cfg["walkforward"])
     ser = prepare_series(cfg)
     bars, y, lspec = ser.bars, ser.y, ser.label_spec
     close = bars.frame["close"].to_numpy()
@@ -146,21 +165,13 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
                 folds = folds[:-1]  # a last, short test window: not a fold
                 break
             raise DataValidationError(
-                f"walk-forward fold {fold.number} ({fold.test_start:%Y-%m-%d}): {e}"
+                f"walk-forward fold {fold.number} ({fold.test_start:%Y-%m-%d}): {e}; give each "
+                "span more bars than the embargo plus split.min_samples (walkforward.train, "
+                f"walkforward.calibration, walkforward.step; these bars are {lspec.timeframe}) "
+                "or lower split.min_samples"
             ) from None
         fspec, data = fold_features(ser, spans["train"])
-        if cfg["model"]["kind"] == "tcn":
-            from phat.contract.splits import carve_tail
-
-            fit_ends, val_ends = carve_tail(
-                spans["train"], float(cfg["trainer"]["val_fraction"]), lspec.horizon_bars,
-                fspec.bars_read,
-            )  # fmt: skip
-            spans = {
-                "train": fit_ends,
-                "validation": val_ends,
-                **{k: v for k, v in spans.items() if k != "train"},
-            }
+        spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read)
         model = fit_model(cfg, ser.seed, ser.threads, data, y, spans)
         cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
         calibrator = fit_calibrator(
