@@ -61,7 +61,13 @@ def use_experiment(uri: str, name: str) -> str:
         db = Path(uri[len("sqlite:///") :]).resolve()
         exp_id = mlflow.create_experiment(name, artifact_location=(db.parent / "mlruns").as_uri())
     elif exp is None:
-        exp_id = mlflow.create_experiment(name)
+        try:
+            exp_id = mlflow.create_experiment(name)
+        except mlflow.exceptions.MlflowException as e:  # another process created it just now
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = mlflow.get_experiment_by_name(name)
+            exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
     if exp is None or EXPERIMENT_KIND[0] not in exp.tags:
