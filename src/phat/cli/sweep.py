@@ -42,8 +42,23 @@ def sweep_name(config: DictConfig) -> str:
     return time.strftime("train-%Y%m%d-%H%M%S")
 
 
+ERROR_ENV = "PHAT_SWEEP_ERROR"
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra 1.3 turns a callback's exception into a warning and runs the jobs anyway: they
+        # would train as plain runs outside the sweep. The reason goes to the jobs instead, and
+        # a job of a multirun without a parent stops the sweep with it, exit 2 (cli/train.py).
+        os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(ERROR_ENV, None)
+        try:
+            self._open(config)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            os.environ[ERROR_ENV] = f"{type(e).__name__}: {first[:300]}"
+
+    def _open(self, config: DictConfig) -> None:
         from phat.registry.sweeps import open_parent
         from phat.registry.tracking import connect, use_experiment
 

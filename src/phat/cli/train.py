@@ -108,7 +108,25 @@ def _hydra_main(cfg: DictConfig) -> Any:
     parent = os.environ.get(PARENT_ENV)
     if parent:  # a job of `phat train -m ...`: its value goes back to the sweeper
         return _sweep_job(cfg, parent)
+    _refuse_orphan_job()
     return call(lambda c: run(c, OmegaConf.to_yaml(cfg, resolve=True)), cfg, log, verb="train")
+
+
+def _refuse_orphan_job() -> None:
+    """A multirun job with no parent run must not train and register as a plain run: the
+    sweep callback failed (or was removed), so the whole sweep stops with the reason, exit 2."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from phat.cli import fail
+    from phat.cli.sweep import ERROR_ENV
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    why = os.environ.get(ERROR_ENV) or "hydra.callbacks.phat_sweep is not in the config"
+    fail(f"SweepError: the sweep's parent run could not be opened ({why}); no job ran", 2)
 
 
 def _sweep_job(cfg: DictConfig, parent: str) -> Any:
