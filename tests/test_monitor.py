@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phat.evidence.monitor import MonitorState, matured, update
+from phat.evidence.monitor import MIN_SLOPE, MonitorState, OnlineRecalibrator, matured, update
 
 
-def _feed(state: MonitorState, p: np.ndarray, y: np.ndarray, start: int = 0, alpha: float = 0.05):
+def _feed(state: MonitorState, p: np.ndarray, y: np.ndarray, keep: int = 500):
     idx = pd.date_range("2025-01-01", periods=len(p), freq="15min", tz="UTC")
-    pos = np.arange(start, len(p))
-    return update(state, idx[pos], pos, p[pos], y[pos], idx[pos], alpha, 500)
+    pos = np.arange(len(p))
+    return update(state, idx[pos], pos, p[pos], y[pos], idx[pos], 0.05, keep)
 
 
 def test_calibrated_forecasts_rarely_alarm() -> None:
@@ -51,14 +51,74 @@ def test_resuming_equals_one_run_and_a_second_pass_changes_nothing(horizon: int)
     p = rng.uniform(0.2, 0.8, 1500)
     y = (rng.uniform(size=1500) < p).astype(float)
     whole = MonitorState.new(horizon, 4)
+    whole.recal = OnlineRecalibrator(horizon, 500, 2000)
     _feed(whole, p, y)
     part = MonitorState.new(horizon, 4)
+    part.recal = OnlineRecalibrator(horizon, 500, 2000)
     _feed(part, p[:700], y[:700])
     part = MonitorState.from_dict(json.loads(json.dumps(part.to_dict())))  # saved and loaded
     _feed(part, p, y)
     assert part.path == whole.path and part.log_wealth == whole.log_wealth
+    assert part.recal is not None and part.recal.to_dict() == whole.recal.to_dict()
+    assert part.recent == whole.recent
     before = json.dumps(whole.to_dict())
     assert _feed(whole, p, y) == [] and json.dumps(whole.to_dict()) == before
+
+
+def _recal_replay(p: np.ndarray, y: np.ndarray, h: int = 1, **kw: float) -> tuple:
+    st = MonitorState.new(h, 5)
+    st.recal = OnlineRecalibrator(h, kw.get("prior_bars", 500), kw.get("half_life", 2000))
+    _feed(st, p, y, keep=len(p))
+    return st, np.asarray(st.recent)[:, 2]
+
+
+@pytest.mark.parametrize("h", [1, 3])
+def test_online_recalibration_uses_only_matured_outcomes(h: int) -> None:
+    """Changing bar k's outcome may change the recalibrated forecast of bars k + h and later
+    (its label matured), never of an earlier bar."""
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.2, 0.8, 600)
+    y = (rng.uniform(size=600) < p).astype(float)
+    k = 300
+    y2 = y.copy()
+    y2[k] = 1.0 - y2[k]
+    _, q = _recal_replay(p, y, h)
+    _, q2 = _recal_replay(p, y2, h)
+    assert np.array_equal(q[: k + h], q2[: k + h]) and not np.array_equal(q[k + h :], q2[k + h :])
+
+
+def test_online_recalibration_matches_a_batch_logistic_fit() -> None:
+    """Without forgetting and with a faint prior, the online Newton recursion lands on the
+    batch maximum-likelihood map (scikit-learn's unpenalised logistic regression)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(6)
+    p = rng.uniform(0.15, 0.85, 20000)
+    z = np.log(p / (1 - p))
+    truth = 1 / (1 + np.exp(-(0.6 * z + 0.2)))
+    y = (rng.uniform(size=len(p)) < truth).astype(float)
+    st, _ = _recal_replay(p, y, prior_bars=1.0, half_life=1e12)
+    ref = LogisticRegression(C=np.inf).fit(z[:, None], y)
+    assert st.recal is not None
+    assert abs(st.recal.theta[0] - ref.coef_[0, 0]) < 0.02
+    assert abs(st.recal.theta[1] - ref.intercept_[0]) < 0.02
+
+
+def test_online_recalibration_costs_noise_without_drift_and_recovers_after_a_flip() -> None:
+    rng = np.random.default_rng(7)
+    n, flip = 12000, 6000
+    p = rng.uniform(0.3, 0.7, n)
+    y = (rng.uniform(size=n) < p).astype(float)  # calibrated: nothing to fix
+    st, q = _recal_replay(p, y)
+    assert abs(((y - q) ** 2).mean() - ((y - p) ** 2).mean()) < 0.001
+    truth = np.where(np.arange(n) < flip, p, 1 - p)  # the signal's sign flips; the model is stale
+    y = (rng.uniform(size=n) < truth).astype(float)
+    st, q = _recal_replay(p, y)
+    late = slice(flip + 2000, n)
+    static, online = ((y[late] - p[late]) ** 2).mean(), ((y[late] - q[late]) ** 2).mean()
+    climatology = ((y[late] - y[late].mean()) ** 2).mean()
+    assert online < static - 0.01 and online < climatology + 0.003
+    assert st.recal is not None and st.recal.theta[0] >= MIN_SLOPE  # never reverses the ranking
 
 
 def test_only_matured_labels_count() -> None:
@@ -105,16 +165,29 @@ def test_flip_replay_alarms_after_the_flip_and_fallback_reaches_the_backtest(tmp
         verb("monitor", f"data.path={tmp_path}/{path}.parquet", f"monitor.state={tmp_path}/s.json",
              "monitor.on_alarm=fallback")  # fmt: skip
     # ... equal one uninterrupted run (in another state file, alarm action: log).
-    verb("monitor", *flip, f"monitor.state={tmp_path}/one.json")
+    one = verb("monitor", *flip, f"monitor.state={tmp_path}/one.json", "monitor.recalibrate=online")
     a = json.loads((tmp_path / "s.json").read_text())
     b = json.loads((tmp_path / "one.json").read_text())
-    assert a["path"] == b["path"] and a["alarm"] == b["alarm"]
+    assert a["path"] == b["path"] and a["alarm"] == b["alarm"]  # recalibration: a layer beside
+    assert "online recalibration: q = sigmoid(" in one.stdout
     flip_time = pd.Timestamp("2025-01-01T00:00:00Z") + 24000 * pd.Timedelta("15min")
     alarm = pd.Timestamp(a["alarm"]["time"])
     assert flip_time < alarm < flip_time + pd.Timedelta(days=30)
     assert max(e for t, e in a["path"] if pd.Timestamp(t) < flip_time) < 100  # none before
-    mv = MlflowClient(uri).get_model_version("phat-synth-15m", "1")
+    client = MlflowClient(uri)
+    mv = client.get_model_version("phat-synth-15m", "1")
     assert pd.Timestamp(mv.tags["phat.alarm.time"]) == alarm and "phat.alarm.e_value" in mv.tags
+    recal = json.loads(mv.tags["phat.recalibration"])  # the map, versioned on the version
+    assert recal["as_of"] == b["last_matured"] and recal["brier_online"] < recal["brier_static"]
+    runs = client.search_runs([client.get_experiment_by_name("phat-monitor").experiment_id])
+    assert all("monitor.png" in {f.path for f in client.list_artifacts(r.info.run_id)}
+               for r in runs)  # fmt: skip
+    from phat.lifecycle.production import read_history
+
+    events = [e for _, e in read_history(client, "phat-synth-15m").events]
+    alarms = [e for e in events if e["action"] == "alarm"]
+    assert len(alarms) == 2 and alarms[0]["on_alarm"] == "fallback"  # two state files, two alarms
+    assert pd.Timestamp(alarms[0]["alarm_time"]) == alarm
     cfg = validate(
         "backtest",
         compose("backtest", ["signal_source=production", *data, *flip, f"tracking.uri={uri}",
@@ -128,3 +201,6 @@ def test_flip_replay_alarms_after_the_flip_and_fallback_reaches_the_backtest(tmp
     # Clearing is explicit.
     verb("monitor", "monitor.clear=true")
     assert "phat.alarm.time" not in MlflowClient(uri).get_model_version("phat-synth-15m", "1").tags
+    events = [e for _, e in read_history(client, "phat-synth-15m").events]
+    assert events[-1]["action"] == "alarm_cleared"
+    assert read_history(client, "phat-synth-15m").stack == []  # alarms move nothing

@@ -365,6 +365,9 @@ class MonitorSection:
     rolling: int = MISSING
     start: str | None = MISSING
     clear: bool = MISSING
+    recalibrate: str = MISSING
+    recal_prior_bars: float = MISSING
+    recal_half_life: float = MISSING
 
 
 @dataclass
@@ -416,6 +419,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "policy.trigger.rule": ("ema_trend", "always_long", "column"),
         "promotion.evidence": ("single_split", "walkforward"),
         "monitor.on_alarm": ("log", "fallback", "rollback"),
+        "monitor.recalibrate": ("none", "online"),
     }
 
 
@@ -425,6 +429,8 @@ _MINIMA: dict[str, tuple[float, bool]] = {
     "monitor.alpha": (0, False),
     "monitor.bins": (1, True),
     "monitor.rolling": (1, True),
+    "monitor.recal_prior_bars": (0, False),
+    "monitor.recal_half_life": (1, True),
     "promotion.max_mcb": (0, True),
     "walkforward.for_version": (1, True),
     "seed": (0, True),
@@ -679,6 +685,7 @@ _EXAMPLES = {
         "phat monitor data.path=new_bars.csv monitor.state=monitor.json",
         "phat monitor monitor.on_alarm=fallback monitor.alpha=0.01",
         "phat monitor monitor.clear=true",
+        "phat monitor monitor.recalibrate=online monitor.state=monitor.json",
     ],
     "walkforward": [
         "phat walkforward model=logistic horizon=15m",

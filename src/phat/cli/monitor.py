@@ -35,7 +35,13 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from phat.contract.labels import make_labels, parse_horizon
     from phat.errors import ConfigError, ModelUnavailable
-    from phat.evidence.monitor import MonitorState, matured, rolling_metrics, update
+    from phat.evidence.monitor import (
+        MonitorState,
+        OnlineRecalibrator,
+        matured,
+        rolling_metrics,
+        update,
+    )
     from phat.pipeline import load_bars
     from phat.registry.client import model_name_for
     from phat.registry.tracking import connect
@@ -59,6 +65,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             except Exception as e:  # a tag that is not there is cleared already; else raise
                 if not is_absent(e):
                     raise
+        _history(cfg, name, {"action": "alarm_cleared", "version": str(version),
+                             "at": _now()})  # fmt: skip
         print(f"phat monitor: alarm cleared on {name} v{version}")
         return {"cleared": True}
     lspec = model.label_spec
@@ -81,6 +89,16 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             )
     else:
         state = MonitorState.new(h, int(mc["bins"]))
+        if mc["recalibrate"] == "online":
+            state.recal = OnlineRecalibrator(
+                h, float(mc["recal_prior_bars"]), float(mc["recal_half_life"])
+            )
+    if (state.recal is not None) != (mc["recalibrate"] == "online"):
+        raise ConfigError(
+            f"monitor.state={state_path}: saved with monitor.recalibrate="
+            f"{'online' if state.recal else 'none'}, asked for {mc['recalibrate']}; "
+            "use a new state file"
+        )
     had_alarm = state.alarm is not None
     # Streams follow the bar's absolute number (time / timeframe), not its row in this batch's
     # file, so batches that start at different rows keep each bar in the same stream.
@@ -101,6 +119,10 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if fired:
         action = _act(cfg, client, name, version, state.alarm)
     run_id = _log(cfg, name, version, state, new, rolling, fired, action)
+    if state.recal is not None and new:
+        # The map's parameters, versioned on the model version they recalibrate.
+        recal = {**state.recal.summary(), "as_of": state.last_matured, "run_id": run_id}
+        client.set_model_version_tag(name, version, "phat.recalibration", json.dumps(recal))
     e = state.e_value()
     print(
         f"phat monitor: {name} v{version} ({mc['source']}), {len(new)} newly matured bars "
@@ -115,9 +137,33 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             else ""
         )
         + (f"\n  alarm raised earlier, at {state.alarm['time']}" if had_alarm else "")
+        + (_recal_line(state.recal) if state.recal is not None else "")
         + f"\n  run {run_id}"
     )
     return {"state": state, "new": new, "fired": fired, "run_id": run_id, "rolling": rolling}
+
+
+def _recal_line(recal: Any) -> str:
+    r = recal.summary()
+    return (
+        f"\n  online recalibration: q = sigmoid({r['recal_slope']:.4f} logit(p) "
+        f"{r['recal_intercept']:+.4f}); Brier over {int(r['recal_bars'])} matured bars: "
+        f"online {r['brier_online']:.5f} vs model {r['brier_static']:.5f}"
+    )
+
+
+def _history(cfg: dict[str, Any], name: str, event: dict[str, Any]) -> None:
+    """Append an alarm event to the model's promotion history (phat.history.<seq>), under the
+    same exclusive hold as promote and rollback; it does not move production."""
+    from mlflow.tracking import MlflowClient
+
+    from phat.lifecycle.production import append_event, exclusive
+    from phat.registry.tracking import connect
+
+    uri = connect(cfg["tracking"])
+    client = MlflowClient()
+    with exclusive(client, uri, name) as hold:
+        append_event(hold, event)
 
 
 def _start(client: Any, name: str, version: str, given: str | None) -> Any:
@@ -139,8 +185,18 @@ def _start(client: Any, name: str, version: str, given: str | None) -> Any:
     return pd.Timestamp(window["test"][0])
 
 
+def _now() -> str:
+    from phat.lifecycle.production import now_iso
+
+    return now_iso()
+
+
 def _act(cfg: dict[str, Any], client: Any, name: str, version: str, alarm: dict) -> str:
     on = str(cfg["monitor"]["on_alarm"])
+    _history(cfg, name, {
+        "action": "alarm", "version": str(version), "at": _now(), "on_alarm": on,
+        "alarm_time": alarm["time"], "e_value": alarm["e_value"], "bars": alarm["bars"],
+    })  # fmt: skip
     if on == "log":
         return "logged (monitor.on_alarm=log)"
     if on == "fallback":
@@ -193,6 +249,20 @@ def _log(
             mlflow.set_tags({f"phat.alarm.{k}": str(v) for k, v in state.alarm.items()})
         if fired:
             mlflow.set_tag("phat.alarm.action", action)
+        if state.recal is not None:
+            recal = state.recal.summary()
+            mlflow.log_metrics(recal, step=state.n_matured)
+            mlflow.log_dict({**state.recal.to_dict(), **recal}, "recalibration.json")
+        if state.path:
+            import matplotlib.pyplot as plt
+
+            from phat.evaluation.plots import monitor_plot
+
+            times, values = zip(*state.path, strict=True)
+            fig = monitor_plot(times, values, float(cfg["monitor"]["alpha"]), state.recent,
+                               (state.alarm or {}).get("time"))  # fmt: skip
+            mlflow.log_figure(fig, "monitor.png")
+            plt.close(fig)
         return str(r.info.run_id)
 
 

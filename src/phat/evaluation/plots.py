@@ -117,3 +117,42 @@ def rolling_scores_plot(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def monitor_plot(
+    times: Any, e_values: Any, alpha: float, recent: Any, alarm_time: Any, window: int = 500
+) -> Any:
+    """The monitor's record: the e-value path (log scale, alarm line at 1/alpha) and, over the
+    last matured bars, the rolling Brier of the model, of climatology and (when on) of the
+    online recalibration; `recent` rows are (p, y[, q]) aligned with the last times. Returns
+    the Figure (for mlflow.log_figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    times = pd.DatetimeIndex(times)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    ax.semilogy(times, np.maximum(np.asarray(e_values, dtype=float), 1e-12), lw=1, label="e-value")
+    ax.axhline(1.0 / alpha, color="red", ls="--", lw=1, label=f"alarm (1/alpha = {1 / alpha:g})")
+    if alarm_time is not None:
+        for a in (ax, bx):
+            a.axvline(pd.Timestamp(alarm_time), color="red", lw=0.8)
+    ax.set_ylabel("e-value")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Calibration monitor: anytime-valid e-value and rolling Brier (matured bars)")
+    arr = np.asarray(recent, dtype=float)
+    if len(arr):
+        t = times[-len(arr) :]
+        y = pd.Series(arr[:, 1], index=t)
+        w = min(window, len(arr))
+        clim = y.rolling(w).mean().shift(1)  # the base rate known before each bar
+        bx.plot(t, ((y - arr[:, 0]) ** 2).rolling(w).mean(), lw=1, label=f"model (rolling {w})")
+        bx.plot(t, ((y - clim) ** 2).rolling(w).mean(), lw=1, label="climatology")
+        if arr.shape[1] == 3:
+            bx.plot(t, ((y - arr[:, 2]) ** 2).rolling(w).mean(), lw=1, label="online recalibrated")
+        bx.legend(loc="upper left", fontsize=8)
+    bx.set_ylabel("Brier")
+    fig.tight_layout()
+    return fig

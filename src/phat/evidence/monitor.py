@@ -26,6 +26,15 @@ placed bar by bar are not fair given the past. Bars are split into h streams by 
 modulo h: within a stream consecutive labels do not overlap, each stream's gamblers form a test
 martingale, and the e-value is the average over streams (as the issue asks; for h = 1 there is
 one stream). A label is used only after it matures (bar t + h is known).
+
+Online recalibration (`monitor.recalibrate=online`, `OnlineRecalibrator`): q = sigmoid(a
+logit(p) + b) on top of the frozen model, starting at the identity (the trained calibration) and
+pulled back toward it by a Gaussian prior; fitted by one Newton (Laplace / Kalman-style) step per
+matured outcome with exponential forgetting, so it follows a drift. The forecast for bar t uses
+only outcomes matured by t (the map as it stood h matured bars earlier). The slope is kept at or
+above MIN_SLOPE > 0: the map is strictly increasing at every step, so it never reverses or
+flattens the model's ranking (resolution is not traded for calibration; after a sign flip it
+can only fall back toward climatology).
 """
 
 from __future__ import annotations
@@ -38,6 +47,83 @@ import numpy as np
 HALF_LIVES = np.array([250.0, 1000.0, 4000.0])  # in the bin's own matured bars
 DECAY = 0.5 ** (1.0 / HALF_LIVES)
 MAX_STAKE = 0.5
+KEEP_PATH = 20_000  # e-value points kept in the state file; MLflow's e_value metric has them all
+MIN_SLOPE = 0.05
+EPS = 1e-6
+
+
+def _logit(p: float) -> float:
+    q = min(max(p, EPS), 1.0 - EPS)
+    return float(np.log(q / (1.0 - q)))
+
+
+def _sigmoid(z: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-z)))
+
+
+@dataclass
+class OnlineRecalibrator:
+    """q = sigmoid(a logit(p) + b), fitted online to matured outcomes.
+
+    Objective at bar t: the outcomes' log loss discounted by half-life `half_life` (matured
+    bars) plus a Gaussian prior centred on the identity (a = 1, b = 0: the trained calibration)
+    worth `prior_bars` calibrated bars of Fisher information (0.25 diag(E[logit^2], 1), so the
+    prior means the same whatever the model's spread). One Newton step per outcome (a Laplace /
+    Kalman-style recursion): precision P <- rho P + (1 - rho) P0 + q(1 - q) x x';
+    theta <- theta + P^-1 [(y - q) x + (1 - rho) P0 (theta0 - theta)]."""
+
+    horizon_bars: int
+    prior_bars: float
+    half_life: float
+    theta: list[float] = field(default_factory=lambda: [1.0, 0.0])
+    precision: list[list[float]] | None = None
+    logit_sq: float = 0.0  # discounted mean of logit(p)^2, scales the prior
+    lagged: list[list[float]] = field(default_factory=list)  # theta after each of the last h
+    n: int = 0
+    sq_static: float = 0.0  # sums of squared errors over the bars scored by both
+    sq_online: float = 0.0
+
+    def forecast(self, p: float) -> float:
+        """The recalibrated p for the next bar to mature, with the map as it stood when that
+        bar was scored (h matured outcomes ago): no outcome that matured later is used."""
+        a, b = self.lagged[0] if len(self.lagged) >= self.horizon_bars else (1.0, 0.0)
+        return _sigmoid(a * _logit(p) + b)
+
+    def learn(self, p: float, y: float) -> float:
+        """Score bar (p, y) with the lagged map, then update; returns the recalibrated p."""
+        q_fore = self.forecast(p)
+        self.n += 1
+        self.sq_static += (y - p) ** 2
+        self.sq_online += (y - q_fore) ** 2
+        rho = 0.5 ** (1.0 / self.half_life)
+        z = _logit(p)
+        self.logit_sq = z * z if self.n == 1 else rho * self.logit_sq + (1.0 - rho) * z * z
+        p0 = self.prior_bars * 0.25 * np.diag([max(self.logit_sq, 1e-4), 1.0])
+        prec = p0 if self.precision is None else np.asarray(self.precision)
+        x = np.array([z, 1.0])
+        th = np.asarray(self.theta)
+        q = _sigmoid(float(th @ x))
+        prec = rho * prec + (1.0 - rho) * p0 + q * (1.0 - q) * np.outer(x, x)
+        grad = (y - q) * x + (1.0 - rho) * p0 @ (np.array([1.0, 0.0]) - th)
+        th = th + np.linalg.solve(prec, grad)
+        th[0] = max(th[0], MIN_SLOPE)
+        self.theta = [float(th[0]), float(th[1])]
+        self.precision = prec.tolist()
+        self.lagged = [*self.lagged, list(self.theta)][-self.horizon_bars :]
+        return q_fore
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {
+            "recal_slope": self.theta[0],
+            "recal_intercept": self.theta[1],
+            "recal_bars": float(self.n),
+            "brier_static": self.sq_static / n,
+            "brier_online": self.sq_online / n,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 @dataclass
@@ -53,7 +139,8 @@ class MonitorState:
     n_matured: int = 0
     path: list[tuple[str, float]] = field(default_factory=list)  # (matured-at time, e-value)
     alarm: dict[str, Any] | None = None
-    recent: list[tuple[float, float]] = field(default_factory=list)  # (p, y), newest last
+    recent: list[tuple[float, ...]] = field(default_factory=list)  # (p, y[, q]), newest last
+    recal: OnlineRecalibrator | None = None
 
     @classmethod
     def new(cls, horizon_bars: int, bins: int) -> MonitorState:
@@ -74,6 +161,7 @@ class MonitorState:
             "path": [list(x) for x in self.path],
             "alarm": self.alarm,
             "recent": [list(x) for x in self.recent],
+            "recal": self.recal.to_dict() if self.recal else None,
         }
 
     @classmethod
@@ -88,7 +176,8 @@ class MonitorState:
             int(d["n_matured"]),
             [(str(a), float(b)) for a, b in d["path"]],
             d["alarm"],
-            [(float(a), float(b)) for a, b in d["recent"]],
+            [tuple(float(v) for v in x) for x in d["recent"]],
+            OnlineRecalibrator(**d["recal"]) if d.get("recal") else None,
         )
 
     def e_value(self) -> float:
@@ -132,11 +221,16 @@ def update(
         point = (mat.isoformat(), e)
         new.append(point)
         state.path.append(point)
-        state.recent.append((float(pi), float(yi)))
+        if state.recal is not None:
+            state.recent.append((float(pi), float(yi), state.recal.learn(float(pi), float(yi))))
+        else:
+            state.recent.append((float(pi), float(yi)))
         if state.alarm is None and e >= 1.0 / alpha:
             state.alarm = {"time": mat.isoformat(), "e_value": e, "bars": state.n_matured}
     if len(state.recent) > keep_recent:
         state.recent = state.recent[-keep_recent:]
+    if len(state.path) > KEEP_PATH:
+        state.path = state.path[-KEEP_PATH:]
     state.last_matured = last
     state.log_wealth = lw.tolist()
     state.resid_mean = mm.tolist()
@@ -149,14 +243,19 @@ def rolling_metrics(state: MonitorState, n_bins: int = 15) -> dict[str, float]:
 
     if not state.recent:
         return {}
-    arr = np.asarray(state.recent, dtype=np.float64)
+    width = min(len(x) for x in state.recent)
+    arr = np.asarray([x[:width] for x in state.recent], dtype=np.float64)
     p, y = arr[:, 0], arr[:, 1]
-    return {
+    out = {
         "rolling_brier": brier(y, p),
         "rolling_ece": ece(y, p, n_bins=n_bins),
         "rolling_brier_climatology": brier(y, np.full(len(y), y.mean())),
         "rolling_n": float(len(y)),
     }
+    if width == 3:
+        out["rolling_brier_online"] = brier(y, arr[:, 2])
+        out["rolling_ece_online"] = ece(y, arr[:, 2], n_bins=n_bins)
+    return out
 
 
 def matured(index: Any, y: np.ndarray, horizon_bars: int) -> np.ndarray:

@@ -313,6 +313,20 @@ def move_production(
     return after
 
 
+def append_event(hold: Hold, event: dict[str, Any]) -> History:
+    """Append an event that moves nothing (a calibration alarm, its clearing) to the history;
+    the stack replay ignores actions other than promote and rollback."""
+    client, name = hold.client, hold.name
+    hold.check()
+    history = read_history(client, name)
+    seq = history.next_seq
+    try:
+        client.set_registered_model_tag(name, event_key(seq), json.dumps(event, sort_keys=True))
+    except Exception as e:
+        raise _unavailable(e, f"appending to the history of {name}") from None
+    return History([*history.events, (seq, event)])
+
+
 def _restore_alias(client: Any, name: str, alias: str, version: str | None) -> None:
     """Put `alias` back on `version`, or remove it when it did not exist."""
     if version:
