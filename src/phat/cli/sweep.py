@@ -170,8 +170,22 @@ def job_key(task_overrides: list[str]) -> str:
     )
 
 
+class SweepJobFailed(RuntimeError):
+    """Raised to the Optuna sweeper for a failed job: it records the trial as FAIL (NaN would
+    be told as a COMPLETE value, which Optuna refuses and the sweeper cannot recover from)."""
+
+
+def failed_value(hc: Any, n: int, why: str) -> float | list[float]:
+    """What a failed job returns: NaN to the basic sweeper (its summary shows the failure),
+    an exception to the Optuna sweeper (a FAIL trial; conf/hparams_search sets
+    max_failure_rate: 1.0 so the search goes on)."""
+    if "optuna" in str(OmegaConf.select(hc, "sweeper._target_", default="")).lower():
+        raise SweepJobFailed(why)
+    return math.nan if n == 1 else [math.nan] * n
+
+
 def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[float]:
-    """One sweep job; returns the objective value(s) (NaN when the job failed)."""
+    """One sweep job; returns the objective value(s) (see failed_value for a failed job)."""
     from hydra.core.hydra_config import HydraConfig
 
     from phat.cli.train import run
@@ -209,6 +223,8 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
         f"{_best_so_far(parent, objectives)}",
         flush=True,
     )
+    if any(math.isnan(v) for v in values):
+        return failed_value(hc, len(values), f"job {num} {shown}: {status}")
     return values[0] if len(values) == 1 else values
 
 

@@ -144,8 +144,9 @@ def _sweep_job(cfg: DictConfig, parent: str) -> Any:
         sweep = {"parent": parent, "key": job_key(list(hc.overrides.task)), "job": hc.job.num}
         record_failure(sweep, e)
         print(f"[sweep] job {hc.job.num}: FAILED {type(e).__name__}: {e}", flush=True)
-        n = len(plain["sweep"]["objectives"])
-        return float("nan") if n == 1 else [float("nan")] * n
+        from phat.cli.sweep import failed_value
+
+        return failed_value(hc, len(plain["sweep"]["objectives"]), f"{type(e).__name__}: {e}")
     return job(container, OmegaConf.to_yaml(cfg, resolve=True), parent)
 
 

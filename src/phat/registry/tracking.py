@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -287,16 +288,24 @@ def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
         name=name,
         digest=data_hash[:32],
     )
-    mlflow.log_input(
-        dataset,
-        context="training",
-        tags={
-            "phat.data_hash": data_hash,
-            "phat.start": pd.Timestamp(start).isoformat(),
-            "phat.end": pd.Timestamp(end).isoformat(),
-            "phat.bars": str(len(bars.index)),
-        },
-    )
+    tags = {
+        "phat.data_hash": data_hash,
+        "phat.start": pd.Timestamp(start).isoformat(),
+        "phat.end": pd.Timestamp(end).isoformat(),
+        "phat.bars": str(len(bars.index)),
+    }
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context="training", tags=tags)
+            return
+        except mlflow.exceptions.MlflowException as e:
+            # Two runs logging the same dataset at once (two sweep workers on one server): the
+            # store checks, then inserts, and one of them hits the unique key. The dataset exists
+            # now; linking it again succeeds. Seen with PostgreSQL (dataset_pk) under load.
+            text = str(e)
+            if attempt == 2 or not ("dataset_pk" in text or "UNIQUE constraint" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def log_run(
