@@ -179,21 +179,25 @@ class TreeModel:
         self.arrays = arrays
         self._sklearn = clf
 
-    def _raw(self, X: np.ndarray) -> np.ndarray:
+    def _raw(self, X: np.ndarray, block: int = 2048) -> np.ndarray:
+        """Raw scores: every tree walked at once for a block of rows (one numpy step per tree
+        level, not per tree: a single row costs about as much as the deepest tree), then the
+        leaf values added tree by tree in order (a cumulative sum, sequential like the
+        sklearn predictor's loop), so a row's score does not depend on its block."""
         a = self.arrays
         assert a is not None
-        out = np.full(len(X), a["baseline"][0])
-        rows = np.arange(len(X))
-        offs = a["tree_offsets"]
         leaf = a["is_leaf"].astype(bool)
-        for t in range(len(offs) - 1):
-            base = offs[t]
-            node = np.full(len(X), base, dtype=np.int64)
+        base = a["tree_offsets"][:-1]
+        out = np.empty(len(X))
+        for lo in range(0, len(X), block):
+            x_blk = X[lo : lo + block]
+            rows = np.arange(len(x_blk))[:, None]
+            node = np.broadcast_to(base, (len(x_blk), len(base))).copy()
             while True:
                 active = ~leaf[node]
                 if not active.any():
                     break
-                x = X[rows, a["feature_idx"][node]]
+                x = x_blk[rows, a["feature_idx"][node]]
                 go_left = np.where(
                     np.isnan(x),
                     a["missing_go_to_left"][node].astype(bool),
@@ -201,7 +205,10 @@ class TreeModel:
                 )
                 nxt = base + np.where(go_left, a["left"][node], a["right"][node])
                 node = np.where(active, nxt, node)
-            out += a["value"][node]
+            terms = np.empty((len(x_blk), len(base) + 1))
+            terms[:, 0] = a["baseline"][0]
+            terms[:, 1:] = a["value"][node]
+            out[lo : lo + block] = np.cumsum(terms, axis=1)[:, -1]
         return out
 
     def logits(self, data: WindowData, ends: np.ndarray) -> np.ndarray:

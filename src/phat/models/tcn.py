@@ -10,9 +10,17 @@ Data path: the normalized feature rows [n_bars, F] stay one tensor; a batch of w
 from its strided view (`unfold`) by index, so the series is never copied 64 times.
 
 Determinism: `seed_everything(seed, workers=True)`, `torch.use_deterministic_algorithms(True)`,
-a fixed thread count (`threads` in config; 1 vs 2 threads diverge), a seeded shuffle. Inference
-always runs on CPU in fixed batches of `INFER_BATCH` windows (the last one padded), so a window's
-logit does not depend on which other windows were scored with it.
+a fixed thread count (`threads` in config; 1 vs 2 threads diverge), a seeded shuffle.
+
+Batch-invariant inference (`infer`): torch's Conv1d kernels pick their algorithm, and with it the
+order of the sums, from the whole input's shape. Measured with torch 2.13 on this CPU: with oneDNN
+a batch of 1 differs from larger batches in the last bits; without oneDNN, the 1x1 and
+dilation-1 convolutions differ for batches 1..10 and more; which batch sizes agree depends on the
+layer's shape. `infer` computes each convolution as one matrix product per window (im2col by
+slicing, then `torch.bmm` of the same [C_out, C_in*k] x [C_in*k, T] shape for every window) and
+the head as a per-window product, so a window's logit is the same whatever else is in the batch:
+a live bar scored alone equals the backtest's batch bit for bit, with no padding. It equals the
+training graph's nn.Conv1d output to ~3e-7 (float32), and is faster at batch 1.
 """
 
 from __future__ import annotations
@@ -27,11 +35,9 @@ import numpy as np
 from phat.models.baselines import WindowData
 
 log = logging.getLogger(__name__)
-# Every window is scored in a batch of exactly this size (the last batch padded): measured here,
-# a batch of 1 takes another kernel path and differs in the last bits from batched scoring, while
-# batches >= 8 agreed. 64 matched the best throughput (0.044 ms/window, as at 256) with a 2.8 ms
-# single-bar latency (11.4 ms at 256); batches of 4096 were 6x slower (allocator page faults).
-INFER_BATCH = 64
+# Windows per forward when scoring many (memory, not results: `infer` is batch-invariant).
+INFER_BATCH = 256
+VAL_BATCH = 64  # validation batches during training (unchanged, so training is as before)
 
 
 def _torch():
@@ -81,6 +87,34 @@ def build_net(n_features: int, channels: int, levels: int, kernel_size: int, dro
             return self.head(self.blocks(x)[:, :, -1]).squeeze(-1)
 
     return TCN()
+
+
+def _conv_bmm(conv: Any, x: Any, pad: int) -> Any:
+    """Causal Conv1d as one [C_out, C_in*k] x [C_in*k, T] product per window (torch.bmm)."""
+    torch = _torch()
+    w = conv.weight
+    c_out, c_in, k = w.shape
+    d = int(conv.dilation[0])
+    if pad:
+        x = torch.nn.functional.pad(x, (pad, 0))
+    t = x.shape[2] - d * (k - 1)
+    cols = torch.cat([x[:, :, j * d : j * d + t] for j in range(k)], dim=1) if k > 1 else x
+    wm = w.permute(0, 2, 1).reshape(c_out, k * c_in)
+    return torch.bmm(wm.expand(x.shape[0], -1, -1), cols) + conv.bias[None, :, None]
+
+
+def infer(net: Any, x: Any) -> Any:
+    """The network's logits [batch] for windows x [batch, F, window], batch-invariant (see the
+    module docstring); eval mode (no dropout)."""
+    torch = _torch()
+    for blk in net.blocks:
+        h = torch.relu(_conv_bmm(blk.conv1.conv, x, blk.conv1.pad))
+        h = torch.relu(_conv_bmm(blk.conv2.conv, h, blk.conv2.pad))
+        skip = x if isinstance(blk.skip, torch.nn.Identity) else _conv_bmm(blk.skip, x, 0)
+        x = torch.relu(h + skip)
+    last = x[:, :, -1:].transpose(1, 2)  # [batch, 1, C]
+    w = net.head.weight.t().expand(last.shape[0], -1, -1)  # [batch, C, 1]
+    return torch.bmm(last, w)[:, 0, 0] + net.head.bias[0]
 
 
 def receptive_field(levels: int, kernel_size: int) -> int:
@@ -256,7 +290,7 @@ class TCNModel:
         )
         val_dl = make_loader(
             WindowBatches(data.features, val_ends, y_val, self.window),
-            INFER_BATCH,
+            VAL_BATCH,
             False,
             self.seed,
         )
@@ -308,9 +342,7 @@ class TCNModel:
             for i in range(0, len(ends), INFER_BATCH):
                 idx = np.arange(i, min(i + INFER_BATCH, len(ends)))
                 x, _ = ds[idx]
-                if len(idx) < INFER_BATCH:  # pad: every window is scored in a batch of one size
-                    x = torch.cat([x, x.new_zeros((INFER_BATCH - len(idx), *x.shape[1:]))])
-                out[idx] = self.net(x)[: len(idx)].double().numpy()
+                out[idx] = infer(self.net, x).double().numpy()
         return out
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -116,6 +116,16 @@ class PHatModel:
             p_cal[ends] = self.calibrator.predict(z)
         return pd.DataFrame({"p_hat_raw": p_raw, "p_hat": p_cal}, index=frame.index)
 
+    def stream(
+        self, state: dict[str, Any] | None = None, volume_nan: str = "refuse", now: Any = None
+    ) -> Any:
+        """A streaming scorer (phat.registry.stream.StreamScorer): `update(bar)` per new bar,
+        `update_many({symbol: bar})` per bar-step of many assets, equal to predict() bit for
+        bit; `state` resumes a saved `scorer.state()`."""
+        from phat.registry.stream import StreamScorer
+
+        return StreamScorer(self, state=state, volume_nan=volume_nan, now=now)
+
     @property
     def calendar(self) -> str:
         return str(self.data_spec["calendar"])

@@ -1,0 +1,160 @@
+"""Streaming and batch scoring against the bare network forward, measured in the same run.
+
+    .venv/bin/python scripts/bench_stream.py [--bars 1000000] [--threads 1]
+
+Prints (issue #16's targets in brackets):
+- single-bar latency p50/p99 of `scorer.update(bar)` (validation, features, window, model,
+  calibration) for logistic, tree and TCN; the TCN's as a ratio to one bare forward of one
+  window (nn.Module, batch 1) [logistic < 0.3 ms; TCN < 1.0 ms and ratio <= 2]; and the old
+  path (predict() on the last bars_read bars) for reference;
+- many assets: `update_many` of N assets' bars as one forward, N = 1, 10, 100, 500 [TCN 500
+  assets < 50 ms per bar-step];
+- batch scoring of a year of 15m windows with predict_bars vs the bare forward of the same
+  windows at the same batch size (256) [>= 0.9x, >= 30k windows/s];
+- peak memory scoring `--bars` bars (tracemalloc peak of Python/numpy allocations, and the
+  process's peak RSS growth) [< 1 GiB].
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def _train(kind: str, tmp: str) -> object:
+    from phat.cli.config import compose, validate
+    from phat.pipeline import train
+    from phat.registry.artifact import load_artifact
+
+    ov = [f"model={kind}", f"out_dir={tmp}/{kind}", "metrics.bootstrap_n=5",
+          "data.synthetic.periods=8000", "trainer.max_epochs=1"]  # fmt: skip
+    return load_artifact(
+        train(validate("train", compose("train", ov)), f"{tmp}/{kind}").artifact_dir
+    )
+
+
+def _rows(frame) -> list[dict]:
+    return [
+        {"timestamp": t, **r} for t, r in zip(frame.index, frame.to_dict("records"), strict=True)
+    ]
+
+
+def _pct(xs: list[float]) -> str:
+    return f"p50 {np.percentile(xs, 50):.3f} ms, p99 {np.percentile(xs, 99):.3f} ms"
+
+
+def main() -> None:
+    import torch
+
+    from phat.data.synthetic import SyntheticConfig, generate
+    from phat.models.baselines import WindowData
+    from phat.models.tcn import INFER_BATCH, WindowBatches
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bars", type=int, default=1_000_000)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    year = generate(SyntheticConfig(periods=35_040, seed=3)).bars
+    rows = _rows(year.iloc[:3000])
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {k: _train(k, tmp) for k in ("logistic", "tree", "tcn")}
+        tcn = models["tcn"]
+        net = tcn.model.net.eval()
+        spec = tcn.feature_spec
+        feats = spec.normalize(spec.compute_raw(year))
+        ends = np.arange(spec.bars_read - 1, len(year))
+        ds = WindowBatches(feats, ends, np.zeros(len(ends)), spec.window)
+
+        # The bare forward: one window, batch 1 (the reference for the single-bar ratio).
+        bare = []
+        with torch.inference_mode():
+            for i in range(2000):
+                x, _ = ds[[i]]
+                t = time.perf_counter()
+                net(x)
+                bare.append((time.perf_counter() - t) * 1e3)
+        bare_p50 = float(np.percentile(bare, 50))
+        print(f"bare TCN forward, 1 window: {_pct(bare)}")
+        for kind, m in models.items():
+            sc = m.stream()
+            lat = []
+            for r in rows:
+                t = time.perf_counter()
+                sc.update(r)
+                lat.append((time.perf_counter() - t) * 1e3)
+            lat = lat[spec.bars_read :]  # scored bars only (after the warm-up)
+            old = []
+            for i in range(spec.bars_read, spec.bars_read + 200):
+                t = time.perf_counter()
+                m.predict(year.iloc[i - spec.bars_read + 1 : i + 1])
+                old.append((time.perf_counter() - t) * 1e3)
+            ratio = f"; ratio to the bare forward {np.percentile(lat, 50) / bare_p50:.2f}"
+            print(f"{kind}: stream update {_pct(lat)}{ratio if kind == 'tcn' else ''}; "
+                  f"old path (predict on the last {spec.bars_read} bars) p50 "
+                  f"{np.percentile(old, 50):.3f} ms", flush=True)  # fmt: skip
+
+        # Many assets: one bar-step of N assets, one forward.
+        frames = [generate(SyntheticConfig(periods=400, seed=100 + i)).bars for i in range(500)]
+        steps = [_rows(f) for f in frames]
+        for kind in ("logistic", "tcn"):
+            for n in (1, 10, 100, 500):
+                sc = models[kind].stream()
+                for j in range(spec.bars_read + 5):
+                    sc.update_many({f"A{i}": steps[i][j] for i in range(n)})
+                lat = []
+                for j in range(spec.bars_read + 5, spec.bars_read + 25):
+                    step = {f"A{i}": steps[i][j] for i in range(n)}
+                    t = time.perf_counter()
+                    sc.update_many(step)
+                    lat.append((time.perf_counter() - t) * 1e3)
+                print(f"{kind}: {n} assets per bar-step {_pct(lat)}", flush=True)
+
+        # Batch: a year of windows, predict_bars vs the bare forward at the same batch size.
+        with torch.inference_mode():
+            t = time.perf_counter()
+            for i in range(0, len(ends), INFER_BATCH):
+                x, _ = ds[list(range(i, min(i + INFER_BATCH, len(ends))))]
+                net(x)
+            bare_s = time.perf_counter() - t
+        t = time.perf_counter()
+        tcn.predict_bars(year)
+        ours = time.perf_counter() - t
+        print(f"batch, a year of 15m windows ({len(ends)}): predict_bars {len(ends) / ours:,.0f} "
+              f"windows/s (features, validation, calibration included), bare forward "
+              f"{len(ends) / bare_s:,.0f} windows/s at batch {INFER_BATCH}; ratio "
+              f"{bare_s / ours:.2f}", flush=True)  # fmt: skip
+        # The model path alone (WindowData + logits) on the same windows.
+        t = time.perf_counter()
+        tcn.model.logits(WindowData(feats, spec.window), ends)
+        model_only = time.perf_counter() - t
+        print(f"  model.logits alone: {len(ends) / model_only:,.0f} windows/s; ratio to the "
+              f"bare forward {bare_s / model_only:.2f}")  # fmt: skip
+
+        big = generate(SyntheticConfig(periods=a.bars, seed=9)).bars
+        for kind in ("logistic", "tcn"):
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            tracemalloc.start()
+            t = time.perf_counter()
+            models[kind].predict_bars(big)
+            dt = time.perf_counter() - t
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{kind}: scoring {a.bars:,} bars took {dt:.1f} s; peak traced memory "
+                  f"{peak:,.0f} MiB; peak RSS growth {rss - rss0:,.0f} MiB (process peak "
+                  f"{rss:,.0f} MiB; the input frame is {big.memory_usage().sum() / 2**20:,.0f} "
+                  "MiB)", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""Streaming scorer: one new bar at a time, per asset, equal to batch scoring bit for bit.
+
+    scorer = phat.load("models:/phat-btcusdt-15m@production").stream()
+    p = scorer.update({"timestamp": "2025-03-01T10:15:00Z", "open": ..., "volume": ...})
+    ps = scorer.update_many({"BTCUSDT": bar_a, "ETHUSDT": bar_b})   # one forward for all
+    saved = scorer.state()                     # JSON-able; model.stream(state=saved) resumes
+
+Per asset the scorer keeps what the features need (ring buffers of log close, log volume,
+squared returns, gains and losses, each as long as the longest feature window) and the last
+`window` normalized feature rows. A new bar is validated alone, its feature row is computed
+from those buffers (single-bar features in O(1); each rolling mean/std re-reduces its n <= 64
+buffered values with the same numpy reduction as batch scoring, so the value is bitwise the
+batch value: a running sum is O(1) too but differs from batch in the last bits, which flips
+float32 TCN inputs), pushed into the window, and the window is scored. NaN while warming up:
+until `bars_read` bars of one segment exist, exactly as batch scoring.
+
+Refusals (StreamRefused, with `.code`): `out_of_order`, `duplicate` (a bar at or before the last
+accepted one), `misaligned` (not a whole number of bars after the last), `calendar` (inside the
+model calendar's scheduled closure), `future` (more than a day past the clock), `bad_value`
+(missing column, non-finite or non-positive price, OHLC inconsistency, negative or missing
+volume, an optional column missing beyond the forward-fill limit), `timestamp` (unreadable or
+ambiguous). A refused bar changes nothing. A stretch missing more than the model's max_gap
+in-session slots starts a new segment (warm-up again), as batch scoring does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from phat.errors import DataValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from phat.registry.artifact import PHatModel
+
+DEFAULT_SYMBOL = "default"
+OPTIONAL = ("funding_rate", "spread", "vwap")
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_DAY_NS = 86_400 * 10**9
+
+
+class StreamRefused(DataValidationError):
+    """A bar the stream will not take; `.code` names the reason, `.symbol` the asset."""
+
+    def __init__(self, code: str, message: str, symbol: str = DEFAULT_SYMBOL):
+        self.code, self.symbol, self.detail = code, symbol, message
+        self.refusals: dict[str, StreamRefused] = {}
+        where = "" if symbol == DEFAULT_SYMBOL else f"{symbol}: "
+        super().__init__(f"{where}{code}: {message}")
+
+
+_SERIES = ("close", "lc", "lv", "r1sq", "gain", "loss")
+
+
+class _Panel:
+    """Per-asset state as rows of arrays, so one bar-step of many assets is a few numpy calls.
+
+    Series are stored shifted left (newest value last, NaN before the first), so the last n
+    values of any asset are one contiguous row slice, reduced exactly as batch scoring reduces
+    its sliding windows."""
+
+    def __init__(self, length: int, window: int, n_features: int):
+        self.length, self.window, self.n_features = length, window, n_features
+        self.index: dict[str, int] = {}
+        self.series = {k: np.full((0, length), np.nan) for k in _SERIES}
+        self.rows = np.full((0, window, n_features), np.nan, dtype=np.float32)
+        self.count = np.zeros(0, dtype=np.int64)  # bars taken
+        self.seg_len = np.zeros(0, dtype=np.int64)  # bars in the current segment
+        self.finite_run = np.zeros(0, dtype=np.int64)  # consecutive all-finite feature rows
+        self.last_ns = np.zeros(0, dtype=np.int64)
+        self.optional: dict[str, dict[str, list[float]]] = {}  # symbol -> column -> [value, run]
+
+    def slot(self, sym: str) -> int:
+        i = self.index.get(sym)
+        if i is not None:
+            return i
+        i = self.index[sym] = len(self.index)
+        if i == len(self.count):  # grow: double the rows
+            extra = max(8, len(self.count))
+            for k, v in self.series.items():
+                self.series[k] = np.concatenate([v, np.full((extra, self.length), np.nan)])
+            self.rows = np.concatenate(
+                [self.rows, np.full((extra, *self.rows.shape[1:]), np.nan, dtype=np.float32)]
+            )
+            for name in ("count", "seg_len", "finite_run", "last_ns"):
+                arr = getattr(self, name)
+                setattr(self, name, np.concatenate([arr, np.zeros(extra, dtype=np.int64)]))
+        return i
+
+    def to_dict(self, sym: str) -> dict[str, Any]:
+        i = self.index[sym]
+        n = int(self.count[i])
+        return {
+            "count": n,
+            "seg_len": int(self.seg_len[i]),
+            "finite_run": int(self.finite_run[i]),
+            "last_ns": int(self.last_ns[i]),
+            "series": {
+                k: v[i, self.length - min(n, self.length) :].tolist()
+                for k, v in self.series.items()
+            },  # fmt: skip
+            "rows": self.rows[i, self.window - min(n, self.window) :].tolist(),
+            "optional": self.optional.get(sym, {}),
+        }
+
+    def load(self, sym: str, d: dict[str, Any]) -> None:
+        i = self.slot(sym)
+        self.count[i], self.seg_len[i] = d["count"], d["seg_len"]
+        self.finite_run[i], self.last_ns[i] = d["finite_run"], d["last_ns"]
+        for k, v in self.series.items():
+            vals = np.asarray(d["series"][k], dtype=np.float64)
+            if len(vals):
+                v[i, self.length - len(vals) :] = vals
+        rows = np.asarray(d["rows"], dtype=np.float32)
+        if len(rows):
+            self.rows[i, self.window - len(rows) :] = rows
+        self.optional[sym] = {k: list(v) for k, v in d["optional"].items()}
+
+
+def _push(panel: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
+    panel[idx, :-1] = panel[idx, 1:]
+    panel[idx, -1] = values
+
+
+def _wmean(panel: np.ndarray, n: int) -> np.ndarray:
+    """Mean of each row's last n values: numpy's pairwise sum over a contiguous row, then a
+    division, as ndarray.mean does on batch scoring's sliding windows (bit for bit)."""
+    return np.add.reduce(panel[:, panel.shape[1] - n :], axis=1) / n
+
+
+def _wstd(panel: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
+    """Population std of each row's last n values, as ndarray.std computes it (two passes)."""
+    x = panel[:, panel.shape[1] - n :] - mean[:, None]
+    return np.sqrt(np.add.reduce(np.multiply(x, x), axis=1) / n)
+
+
+class StreamScorer:
+    """See the module docstring. Build with `PHatModel.stream()`."""
+
+    def __init__(
+        self,
+        model: PHatModel,
+        state: dict[str, Any] | None = None,
+        volume_nan: str = "refuse",
+        now: Any = None,
+    ):
+        from phat.data.calendars import resolve
+        from phat.data.timeframes import parse_timeframe
+
+        self.model = model
+        spec = model.feature_spec
+        if not spec.fitted:
+            raise DataValidationError("the model's feature normalization is not fitted")
+        self.spec = spec
+        self.tf_ns = int(parse_timeframe(model.label_spec.timeframe).value)
+        self.tf = pd.Timedelta(self.tf_ns, unit="ns")
+        self.cal = resolve(model.calendar)
+        self.max_gap = int(model.data_spec["max_gap_bars"])
+        self.volume_nan = volume_nan
+        self.now = now
+        self.cap = max(spec.lookback + 1, 2)
+        self.need = spec.bars_read
+        self.columns = spec.required_columns
+        self.limit = int(spec.missing.get("optional_ffill_bars", 0))
+        self.plan = [(f["fn"], dict(f.get("params") or {})) for f in spec.features]
+        self.panel = _Panel(self.cap, spec.window, spec.n_features)
+        if state is not None:
+            self._restore(state)
+
+    # -- public -----------------------------------------------------------------------------
+    def update(self, bar: Mapping[str, Any] | pd.Series, symbol: str = DEFAULT_SYMBOL) -> float:
+        """Take one bar of one asset; returns its p_hat (NaN while warming up)."""
+        return self.update_many({symbol: bar})[symbol]
+
+    def update_many(self, bars: Mapping[str, Mapping[str, Any] | pd.Series]) -> dict[str, float]:
+        """One new bar per asset, scored together in one forward. All or nothing: if any bar
+        is refused, StreamRefused names every refusal (`.refusals`) and no asset changes."""
+        checked: dict[str, tuple] = {}
+        refusals: dict[str, StreamRefused] = {}
+        for sym, bar in bars.items():
+            try:
+                checked[sym] = self._check(sym, bar)
+            except StreamRefused as e:
+                refusals[sym] = e
+        if refusals:
+            first = next(iter(refusals.values()))
+            more = [s for s in refusals if s != first.symbol]
+            err = StreamRefused(
+                first.code,
+                first.detail + (f" (also refused: {', '.join(more[:5])}"
+                                f"{' ...' if len(more) > 5 else ''})" if more else ""),
+                first.symbol,
+            )  # fmt: skip
+            err.refusals = refusals
+            raise err
+        out = {sym: float("nan") for sym in checked}
+        if not checked:
+            return out
+        syms = list(checked)
+        ready = self._apply(syms, [checked[s] for s in syms])
+        if ready.any():
+            scored = [s for s, r in zip(syms, ready, strict=True) if r]
+            out.update(zip(scored, self._score(scored).tolist(), strict=True))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume (JSON-able); `model.stream(state=...)` restores it."""
+        return {
+            "model_hash": self.model.model_hash,
+            "feature_version": self.spec.feature_version,
+            "assets": {sym: self.panel.to_dict(sym) for sym in self.panel.index},
+        }
+
+    # -- validation: nothing is changed here ------------------------------------------------
+    def _check(self, sym: str, bar: Any) -> tuple:
+        get = _getter(bar)
+        ts = self._timestamp(get("timestamp"), sym)
+        vals = {}
+        for col in ("open", "high", "low", "close", "volume", *self.columns):
+            if col in vals:
+                continue
+            raw = get(col)
+            if raw is _MISSING:
+                if col in OPTIONAL:
+                    raw = float("nan")
+                else:
+                    raise StreamRefused(
+                        "bad_value", f"bar at {_iso(ts)} has no column {col!r}", sym
+                    )
+            try:
+                vals[col] = float(raw)
+            except (TypeError, ValueError):
+                raise StreamRefused(
+                    "bad_value", f"column {col!r} is {raw!r} at {_iso(ts)}, not a number", sym
+                ) from None
+        o, h, lo, c, v = (vals[k] for k in ("open", "high", "low", "close", "volume"))
+        for col, x in (("open", o), ("high", h), ("low", lo), ("close", c)):
+            if not math.isfinite(x) or x <= 0:
+                raise StreamRefused(
+                    "bad_value", f"column {col!r} is {x!r} at {_iso(ts)}; prices are never filled",
+                    sym,
+                )  # fmt: skip
+        if math.isnan(v):
+            if self.volume_nan != "zero":
+                raise StreamRefused(
+                    "bad_value",
+                    f"column 'volume' is NaN at {_iso(ts)}; stream(volume_nan='zero') treats it "
+                    "as no trading",
+                    sym,
+                )
+            vals["volume"] = v = 0.0
+        if math.isinf(v) or v < 0:
+            raise StreamRefused("bad_value", f"column 'volume' is {v!r} at {_iso(ts)}", sym)
+        tol = 1e-9 * max(abs(h), 1.0)
+        for bad, what in ((h + tol < lo, "high < low"), (h + tol < max(o, c), "high < max(open, close)"),
+                          (lo - tol > min(o, c), "low > min(open, close)")):  # fmt: skip
+            if bad:
+                raise StreamRefused(
+                    "bad_value",
+                    f"bar at {_iso(ts)} has {what}: open={o} high={h} low={lo} close={c}",
+                    sym,
+                )
+        i = self.panel.index.get(sym)
+        optional = {}
+        for col in OPTIONAL:
+            if col in self.columns:
+                optional[col] = self._ffill(sym, col, vals[col], ts)
+        new_segment = True
+        if i is not None and self.panel.count[i] > 0:
+            last = int(self.panel.last_ns[i])
+            if ts.value == last:
+                raise StreamRefused("duplicate", f"a bar at {_iso(ts)} was already taken", sym)
+            if ts.value < last:
+                raise StreamRefused(
+                    "out_of_order",
+                    f"bar at {_iso(ts)} is before the last one taken ({_iso(pd.Timestamp(last, tz='UTC'))})",
+                    sym,
+                )
+            step = ts.value - last
+            if step % self.tf_ns:
+                raise StreamRefused(
+                    "misaligned",
+                    f"bar at {_iso(ts)} is {pd.Timedelta(step, unit='ns')} after the last one, "
+                    f"not a whole number of {self.model.label_spec.timeframe} bars",
+                    sym,
+                )
+            missing = 0
+            if step > self.tf_ns:
+                prev = pd.DatetimeIndex([pd.Timestamp(last, tz="UTC")])
+                missing = int(self.cal.missing_slots(prev, pd.DatetimeIndex([ts]), self.tf)[0])
+            new_segment = missing > self.max_gap
+        if self.cal.name != "24x7" and self.cal.closed_mask(pd.DatetimeIndex([ts]), self.tf)[0]:
+            raise StreamRefused(
+                "calendar",
+                f"bar at {_iso(ts)} ({ts.day_name()}) lies inside a scheduled closure of "
+                f"calendar {self.cal.name}; this model scores only {self.cal.name} data",
+                sym,
+            )
+        return ts.value, o, h, lo, c, vals["volume"], optional, new_segment
+
+    def _timestamp(self, raw: Any, sym: str) -> pd.Timestamp:
+        if raw is _MISSING or raw is None:
+            raise StreamRefused("timestamp", "bar has no timestamp", sym)
+        try:
+            if isinstance(raw, str) and _ISO.match(raw.strip()):
+                ts = pd.Timestamp(raw.strip())
+            elif isinstance(raw, pd.Timestamp | np.datetime64) or hasattr(raw, "tzinfo"):
+                ts = pd.Timestamp(raw)
+            else:
+                from phat.data.io import _parse_timestamps
+
+                ts = _parse_timestamps(pd.Index([raw]), "timestamp")[0]
+        except DataValidationError as e:
+            raise StreamRefused("timestamp", str(e), sym) from None
+        except (ValueError, TypeError) as e:
+            raise StreamRefused("timestamp", f"{raw!r} is not a timestamp ({e})", sym) from None
+        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        now = pd.Timestamp(self.now) if self.now is not None else None
+        now_ns = now.value if now is not None else time.time_ns()
+        if ts.value > now_ns + _DAY_NS:
+            raise StreamRefused(
+                "future",
+                f"bar at {_iso(ts)} is more than a day past the clock: wrong epoch unit or a "
+                "misread date",
+                sym,
+            )
+        return ts.as_unit("ns")
+
+    def _ffill(self, sym: str, col: str, x: float, ts: Any) -> list[float]:
+        last, run = self.panel.optional.get(sym, {}).get(col) or [float("nan"), 0.0]
+        if math.isfinite(x):
+            return [x, 0.0]
+        if math.isinf(x):
+            raise StreamRefused("bad_value", f"column {col!r} is infinite at {_iso(ts)}", sym)
+        if math.isnan(last) or run + 1 > self.limit:
+            raise StreamRefused(
+                "bad_value",
+                f"column {col!r} is missing at {_iso(ts)} beyond the forward-fill limit of "
+                f"{self.limit} bars (features.missing.optional_ffill_bars)",
+                sym,
+            )
+        return [last, run + 1]
+
+    # -- state change -----------------------------------------------------------------------
+    def _apply(self, syms: list[str], parsed: list[tuple]) -> np.ndarray:
+        """Push one bar per asset (all at once); True where a full window of one segment ends
+        at the new bar."""
+        from phat.contract.features import FEATURES, _safe_div
+
+        pn = self.panel
+        idx = np.array([pn.slot(s) for s in syms], dtype=np.int64)
+        cols = np.array([p[:6] for p in parsed], dtype=np.float64)  # ts, o, h, l, c, v
+        ts_ns = np.array([p[0] for p in parsed], dtype=np.int64)
+        o, h, lo, c, v = (cols[:, k] for k in range(1, 6))
+        new_segment = np.array([p[7] for p in parsed], dtype=bool)
+        first = pn.count[idx] == 0
+        lc = np.log(c)
+        s = pn.series
+        r1 = np.where(first, np.nan, lc - s["lc"][idx, -1])
+        d = np.where(first, np.nan, c - s["close"][idx, -1])
+        for name, val in (("close", c), ("lc", lc), ("lv", np.log1p(v)), ("r1sq", r1 * r1),
+                          ("gain", np.where(d > 0, d, 0.0)), ("loss", np.where(d < 0, -d, 0.0))):  # fmt: skip
+            _push(s[name], idx, val)
+        pn.count[idx] += 1
+        count = pn.count[idx]
+        bar = {"open": o, "high": h, "low": lo, "close": c, "volume": v}
+        for col in OPTIONAL:
+            if col in self.columns:
+                bar[col] = np.array([p[6][col][0] for p in parsed])
+                for sym, p in zip(syms, parsed, strict=True):
+                    pn.optional.setdefault(sym, {})[col] = p[6][col]
+        panels = {k: val[idx] for k, val in s.items()}  # [k, length] copies of these assets
+        raw = np.empty((len(idx), len(self.plan)))
+        for j, (fn, p) in enumerate(self.plan):
+            n = int(p.get("n", 0))
+            if fn == "log_return":
+                col = panels["lc"][:, -1] - panels["lc"][:, -1 - n]
+                col[count <= n] = np.nan
+            elif fn in ("volume_z", "realized_vol", "trend", "rsi"):
+                if fn == "volume_z":
+                    mu = _wmean(panels["lv"], n)
+                    col = _safe_div(panels["lv"][:, -1] - mu, _wstd(panels["lv"], n, mu))
+                elif fn == "realized_vol":
+                    col = np.sqrt(_wmean(panels["r1sq"], n))
+                elif fn == "trend":
+                    col = panels["lc"][:, -1] - _wmean(panels["lc"], n)
+                else:
+                    g, l_ = _wmean(panels["gain"], n), _wmean(panels["loss"], n)
+                    col = _safe_div(g - l_, g + l_)
+                col[count < n] = np.nan
+            else:  # single-bar features: the batch function itself, on this step's bars
+                col = FEATURES[fn].fn(bar, **p)
+            raw[:, j] = col
+        _push(pn.rows, idx, self.spec.normalize(raw))
+        finite = np.isfinite(raw).all(axis=1)
+        pn.finite_run[idx] = np.where(finite, pn.finite_run[idx] + 1, 0)
+        pn.seg_len[idx] = np.where(new_segment, 1, pn.seg_len[idx] + 1)
+        pn.last_ns[idx] = ts_ns
+        return (pn.seg_len[idx] >= self.need) & (pn.finite_run[idx] >= self.spec.window)
+
+    def _score(self, symbols: list[str]) -> np.ndarray:
+        from phat.models.baselines import WindowData
+
+        w = self.spec.window
+        idx = np.array([self.panel.index[s] for s in symbols], dtype=np.int64)
+        rows = self.panel.rows[idx].reshape(len(idx) * w, -1)
+        ends = np.arange(1, len(idx) + 1) * w - 1
+        z = self.model.model.logits(WindowData(rows, w), ends)
+        return self.model.calibrator.predict(z)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        from phat.errors import HashMismatch
+
+        if state.get("model_hash") != self.model.model_hash:
+            raise HashMismatch(
+                f"stream state was saved for model {str(state.get('model_hash'))[:12]}, not "
+                f"{self.model.model_hash[:12]}; start a new stream"
+            )
+        for sym, d in state["assets"].items():
+            self.panel.load(sym, d)
+
+
+_MISSING = object()
+
+
+def _getter(bar: Any) -> Any:
+    """Case-insensitive field access on a mapping or Series; the Series' name is a fallback
+    timestamp (a row of a frame indexed by time)."""
+    if isinstance(bar, pd.Series):
+        keys = {str(k).lower(): k for k in bar.index}
+
+        def get(col: str) -> Any:
+            if col in keys:
+                return bar[keys[col]]
+            if col == "timestamp" and bar.name is not None:
+                return bar.name
+            return _MISSING
+
+        return get
+    keys = {str(k).lower(): k for k in bar}
+    return lambda col: bar[keys[col]] if col in keys else _MISSING
+
+
+def _iso(ts: Any) -> str:
+    from phat.data.timeframes import iso
+
+    return iso(ts)
