@@ -77,6 +77,22 @@ class Server:
         )
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll the server's /health until it answers 200 (True), or its process exits or the
+    time runs out (False)."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            return False
+        time.sleep(0.5)
+
+
 def start(root: Path, port: int, pg_port: int, host: str = "127.0.0.1") -> Server:
     root = Path(root).resolve()
     pg_dir, sock = root / "pg", root / "pg-socket"
@@ -119,21 +135,11 @@ def start(root: Path, port: int, pg_port: int, host: str = "127.0.0.1") -> Serve
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )  # fmt: skip
     url = f"http://{host}:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            server = Server(url, "", backend, pg_dir, proc)
-            server.stop()
-            raise RuntimeError(
-                f"mlflow server did not start: {(root / 'mlflow-server.log').read_text()[-3000:]}"
-            )
-        time.sleep(0.5)
+    if not wait_healthy(url, proc, 180):
+        Server(url, "", backend, pg_dir, proc).stop()
+        raise RuntimeError(
+            f"mlflow server did not start: {(root / 'mlflow-server.log').read_text()[-3000:]}"
+        )
     optuna_uri = f"postgresql+psycopg://phat@{host}:{pg_port}/optuna"
     # Optuna creates its tables (and PostgreSQL enum types) on first use; two workers doing that
     # at once collide ("duplicate key ... pg_type"). Create them here, once, before any worker.

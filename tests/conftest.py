@@ -7,8 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -92,20 +90,12 @@ def mlflow_server(tmp_path_factory):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGTERM)
-            raise RuntimeError(
-                f"mlflow server did not start: {(d / 'server.log').read_text()[-2000:]}"
-            )
-        time.sleep(0.5)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from mlflow_server import wait_healthy
+
+    if not wait_healthy(url, proc, 120):
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise RuntimeError(f"mlflow server did not start: {(d / 'server.log').read_text()[-2000:]}")
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     try:

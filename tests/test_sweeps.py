@@ -324,3 +324,29 @@ def test_selection_metrics_never_see_the_test_span(tmp_path) -> None:
     for k in ("selection_log_loss", "selection_brier", "selection_ece", "selection_n"):
         assert a[k] == b[k], k
     assert a["test_brier"] != b["test_brier"]
+
+
+def test_concurrent_writes_retry_only_on_a_unique_key_conflict() -> None:
+    """Two workers upserting one tag: the loser's insert hits the unique key (the row exists
+    now) and the same write succeeds when retried; any other error is raised at once."""
+    from phat.registry.tracking import retry_on_conflict
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError('(psycopg.errors.UniqueViolation) duplicate key value violates '
+                               'unique constraint "experiment_tag_pk"')  # fmt: skip
+        return "ok"
+
+    assert retry_on_conflict(flaky) == "ok" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("connection refused")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="connection refused"):
+        retry_on_conflict(broken)
+    assert len(calls) == 1

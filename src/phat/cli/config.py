@@ -247,7 +247,9 @@ class SweepConf:
 
 
 @dataclass
-class TrainConf:
+class RecipeConf:
+    """What defines a training recipe: `phat train` and `phat walkforward` share it."""
+
     data: DataConf = field(default_factory=DataConf)
     horizon: str = MISSING
     label: LabelConf = field(default_factory=LabelConf)
@@ -259,10 +261,14 @@ class TrainConf:
     metrics: MetricsConf = field(default_factory=MetricsConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
-    sweep: SweepConf = field(default_factory=SweepConf)
     seed: int = MISSING
     threads: int = MISSING
     out_dir: str = MISSING
+
+
+@dataclass
+class TrainConf(RecipeConf):
+    sweep: SweepConf = field(default_factory=SweepConf)
 
 
 @dataclass
@@ -336,23 +342,9 @@ class WalkforwardSection:
 
 
 @dataclass
-class WalkforwardConf:
-    registry: RegistryConf = field(default_factory=RegistryConf)
-    data: DataConf = field(default_factory=DataConf)
-    horizon: str = MISSING
-    label: LabelConf = field(default_factory=LabelConf)
-    features: FeaturesConf = field(default_factory=FeaturesConf)
-    model: Any = MISSING
-    calibration: CalibrationConf = field(default_factory=CalibrationConf)
-    split: SplitConf = field(default_factory=SplitConf)
-    trainer: TrainerConf = field(default_factory=TrainerConf)
-    metrics: MetricsConf = field(default_factory=MetricsConf)
+class WalkforwardConf(RecipeConf):
     signal: SignalConf = field(default_factory=SignalConf)
     walkforward: WalkforwardSection = field(default_factory=WalkforwardSection)
-    tracking: TrackingConf = field(default_factory=TrackingConf)
-    seed: int = MISSING
-    threads: int = MISSING
-    out_dir: str = MISSING
 
 
 @dataclass

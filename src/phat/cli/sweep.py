@@ -103,9 +103,17 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
         register_run,
         summary_frame,
     )
+    from phat.registry.tracking import retry_on_conflict
 
     objectives = [str(o) for o in cfg["sweep"]["objectives"]]
     client = MlflowClient()
+
+    def tag(key: str, value: str) -> None:  # workers on several machines finish one parent
+        retry_on_conflict(client.set_tag, parent, key, value)
+
+    def metric(key: str, value: float) -> None:
+        retry_on_conflict(client.log_metric, parent, key, value)
+
     runs = children(parent)
     table = summary_frame(runs, objectives)
     done = table[table["status"] == "FINISHED"] if not table.empty else table
@@ -130,14 +138,14 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
         print(f"[sweep {name}] no job finished; see the FAILED children's phat.error", flush=True)
         return out
     best = done.iloc[0]
-    client.log_metric(parent, f"best_{objectives[0]}", float(best[objectives[0]]))
-    client.set_tag(parent, "phat.sweep.best_run", str(best["run_id"]))
-    client.set_tag(parent, "phat.sweep.best_overrides", str(best["overrides"]))
+    metric(f"best_{objectives[0]}", float(best[objectives[0]]))
+    tag("phat.sweep.best_run", str(best["run_id"]))
+    tag("phat.sweep.best_overrides", str(best["overrides"]))
     # Selection is over; the chosen configuration's test span is looked at now, once.
     test = held_out_metrics(str(best["run_id"]))
     for k in ("test_brier", "test_ece", "test_log_loss", "test_auc", "test_brier_climatology"):
         if k in test and math.isfinite(test[k]):
-            client.log_metric(parent, f"chosen_{k}", test[k])
+            metric(f"chosen_{k}", test[k])
     print(
         f"[sweep {name}] chosen: {best['overrides']} ({objectives[0]} "
         f"{best[objectives[0]]:.5f}, run {best['run_name']}); its test span, reported once: "
@@ -152,9 +160,7 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
 
         connect(cfg["tracking"])
         reg = register_run(str(best["run_id"]), model_name_for(cfg))
-        client.set_tag(
-            parent, "phat.sweep.registered", f"{reg['model_name']}/v{reg['model_version']}"
-        )
+        tag("phat.sweep.registered", f"{reg['model_name']}/v{reg['model_version']}")
         print(
             f"[sweep {name}] registered the winner: models:/{reg['model_name']}/{reg['model_version']}"
         )

@@ -47,6 +47,25 @@ def connect(tracking: dict[str, Any]) -> str:
     return uri
 
 
+_CONFLICT = ("UniqueViolation", "UNIQUE constraint failed", "duplicate key value", "dataset_pk")
+
+
+def retry_on_conflict(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call an MLflow write that another process may be making at the same moment (two sweep
+    workers tagging one experiment or parent run, linking one dataset). MLflow's SQL store
+    checks, then inserts, so the second writer can hit the unique key: the row exists then, and
+    the same write a moment later succeeds (an upsert). Seen with PostgreSQL under load. Other
+    errors are raised at once."""
+    for attempt in range(4):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if attempt == 3 or not any(c in str(e) for c in _CONFLICT):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return None  # pragma: no cover - the loop returns or raises
+
+
 def use_experiment(uri: str, name: str) -> str:
     """Point MLflow at `uri` and make `name` the active experiment; returns its id.
 
@@ -73,7 +92,7 @@ def use_experiment(uri: str, name: str) -> str:
         exp_id = exp.experiment_id
     if exp is None or EXPERIMENT_KIND[0] not in exp.tags:
         # The UI opens it in the model-training view (runs, metrics, models), not GenAI traces.
-        mlflow.MlflowClient().set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+        retry_on_conflict(mlflow.MlflowClient().set_experiment_tag, exp_id, *EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -294,18 +313,7 @@ def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
         "phat.end": pd.Timestamp(end).isoformat(),
         "phat.bars": str(len(bars.index)),
     }
-    for attempt in range(3):
-        try:
-            mlflow.log_input(dataset, context="training", tags=tags)
-            return
-        except mlflow.exceptions.MlflowException as e:
-            # Two runs logging the same dataset at once (two sweep workers on one server): the
-            # store checks, then inserts, and one of them hits the unique key. The dataset exists
-            # now; linking it again succeeds. Seen with PostgreSQL (dataset_pk) under load.
-            text = str(e)
-            if attempt == 2 or not ("dataset_pk" in text or "UNIQUE constraint" in text):
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    retry_on_conflict(mlflow.log_input, dataset, context="training", tags=tags)
 
 
 def log_run(
