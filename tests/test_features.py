@@ -158,3 +158,12 @@ def test_constant_bars_give_finite_features() -> None:
     )
     raw = SPEC.compute_raw(df)
     assert np.isfinite(raw[SPEC.lookback :]).all()
+
+
+def test_rolling_std_in_blocks_changes_no_bit() -> None:
+    """Rolling std runs in blocks of rows to bound memory (1M bars); every row is reduced
+    alone, so the block size must not change a single value."""
+    from phat.contract.features import _rolling_std
+
+    x = np.random.default_rng(1).normal(size=5000) + 10.0
+    np.testing.assert_array_equal(_rolling_std(x, 64, block=777), _rolling_std(x, 64, block=10**9))

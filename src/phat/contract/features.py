@@ -50,10 +50,14 @@ def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _rolling_std(x: np.ndarray, n: int) -> np.ndarray:
+def _rolling_std(x: np.ndarray, n: int, block: int = 65_536) -> np.ndarray:
+    """Std of x[t-n+1 .. t]; ndarray.std materialises the deviations, so rows go in blocks
+    (each row's value is computed alone: blocks change no bit, and memory stays bounded)."""
     out = np.full(len(x), np.nan)
     if len(x) >= n:
-        out[n - 1 :] = sliding_window_view(x, n).std(axis=1)
+        view = sliding_window_view(x, n)
+        for i in range(0, len(view), block):
+            out[n - 1 + i : n - 1 + i + block] = view[i : i + block].std(axis=1)
     return out
 
 

@@ -52,6 +52,7 @@ FILES = (
 )
 OPTIONAL_FILES = ("data_spec.json",)
 LEGACY_DATA_SPEC = {"calendar": "24x7", "max_gap_bars": 2}
+SCORE_BLOCK = 65_536  # windows scored per model call
 
 
 def tensors_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -111,7 +112,12 @@ class PHatModel:
         p_raw = np.full(len(frame), np.nan)
         p_cal = np.full(len(frame), np.nan)
         if len(ends):
-            z = self.model.logits(data, ends)
+            # In blocks of windows: every model's logit is per window (the TCN's batch-invariant),
+            # so blocks change no bit and bound the memory of tabular copies to one block.
+            z = np.concatenate(
+                [self.model.logits(data, ends[i : i + SCORE_BLOCK])
+                 for i in range(0, len(ends), SCORE_BLOCK)]
+            )  # fmt: skip
             p_raw[ends] = Calibrator("none").predict(z)
             p_cal[ends] = self.calibrator.predict(z)
         return pd.DataFrame({"p_hat_raw": p_raw, "p_hat": p_cal}, index=frame.index)
