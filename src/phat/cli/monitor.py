@@ -59,15 +59,20 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if mc["clear"]:
         from phat.registry.client import is_absent
 
+        tags = client.get_model_version(name, version).tags
+        had = tags.get("phat.alarm.time")
         for k in ("phat.alarm.time", "phat.alarm.e_value", "phat.alarm.bars"):
             try:
                 client.delete_model_version_tag(name, version, k)
             except Exception as e:  # a tag that is not there is cleared already; else raise
                 if not is_absent(e):
                     raise
+        if had is None:
+            print(f"phat monitor: {name} v{version} has no alarm; nothing to clear")
+            return {"cleared": False}
         _history(cfg, name, {"action": "alarm_cleared", "version": str(version),
-                             "at": _now()})  # fmt: skip
-        print(f"phat monitor: alarm cleared on {name} v{version}")
+                             "alarm_time": had, "at": _now()})  # fmt: skip
+        print(f"phat monitor: alarm of {had} cleared on {name} v{version}")
         return {"cleared": True}
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
