@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +63,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bars", type=int, default=1_000_000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--memory", help=argparse.SUPPRESS)  # internal: one scoring, own process
     a = ap.parse_args()
+    if a.memory:
+        torch.set_num_threads(a.threads)
+        return memory(a.memory, a.bars)
     torch.set_num_threads(a.threads)
     year = generate(SyntheticConfig(periods=35_040, seed=3)).bars
     rows = _rows(year.iloc[:3000])
@@ -140,20 +145,37 @@ def main() -> None:
         print(f"  model.logits alone: {len(ends) / model_only:,.0f} windows/s; ratio to the "
               f"bare forward {bare_s / model_only:.2f}")  # fmt: skip
 
-        big = generate(SyntheticConfig(periods=a.bars, seed=9)).bars
-        for kind in ("logistic", "tcn"):
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            tracemalloc.start()
-            t = time.perf_counter()
-            models[kind].predict_bars(big)
-            dt = time.perf_counter() - t
-            peak = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"{kind}: scoring {a.bars:,} bars took {dt:.1f} s; peak traced memory "
-                  f"{peak:,.0f} MiB; peak RSS growth {rss - rss0:,.0f} MiB (process peak "
-                  f"{rss:,.0f} MiB; the input frame is {big.memory_usage().sum() / 2**20:,.0f} "
-                  "MiB)", flush=True)  # fmt: skip
+        for kind in ("logistic", "tcn"):  # each in a fresh process: its own peak RSS
+            art = Path(tmp) / kind / "model"
+            out = subprocess.run([sys.executable, __file__, "--memory", str(art), "--bars",
+                                  str(a.bars)], capture_output=True, text=True, check=True)  # fmt: skip
+            print(f"{kind}: {out.stdout.strip()}", flush=True)
+
+
+def memory(artifact: str, bars: int) -> None:
+    """Score `bars` bars with a loaded model; print the time, the tracemalloc peak (numpy and
+    Python allocations) and this process's peak RSS growth over its state before scoring."""
+    from phat.data.synthetic import SyntheticConfig, generate
+    from phat.registry.artifact import load_artifact
+
+    model = load_artifact(artifact)
+    frame = generate(SyntheticConfig(periods=bars, seed=9)).bars
+    model.predict_bars(frame.iloc[:2000])  # imports and first-call allocations
+    import gc
+
+    gc.collect()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tracemalloc.start()
+    t = time.perf_counter()
+    p = model.predict_bars(frame)
+    dt = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"scoring {bars:,} bars ({int(p['p_hat'].notna().sum()):,} scored) took {dt:.1f} s; "
+          f"peak traced memory {peak:,.0f} MiB; peak RSS growth while scoring "
+          f"{max(rss - rss0, 0):,.0f} MiB (process peak {rss:,.0f} MiB, of which the input frame "
+          f"{frame.memory_usage().sum() / 2**20:,.0f} MiB)")  # fmt: skip
 
 
 if __name__ == "__main__":
