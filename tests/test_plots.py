@@ -62,3 +62,17 @@ def test_a_plot_failure_cannot_lose_the_run(tmp_path, mlflow_uri, monkeypatch) -
     run_ = mlflow.MlflowClient(mlflow_uri).get_run(out["run_id"])
     assert "reliability plot (test) not drawn" in run_.data.tags["phat.warnings"]
     assert run_.data.metrics["test_brier"] > 0
+
+
+def test_monitor_plot_draws_the_e_value_path_and_rolling_brier() -> None:
+    """Drawn from a state whose kept path is shorter than its recent outcomes (the path is
+    capped): the rolling panel uses the bars both have."""
+    import pandas as pd
+
+    from phat.evaluation.plots import monitor_plot
+
+    times = pd.date_range("2025-01-01", periods=50, freq="15min", tz="UTC")
+    recent = np.random.default_rng(0).uniform(size=(80, 3))
+    fig = monitor_plot(times, np.linspace(1, 5, 50), 0.01, recent, times[30], window=10)
+    e_axis, brier_axis = fig.axes
+    assert e_axis.get_yscale() == "log" and len(brier_axis.get_lines()) == 4  # + alarm line

@@ -143,6 +143,7 @@ def monitor_plot(
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Calibration monitor: anytime-valid e-value and rolling Brier (matured bars)")
     arr = np.asarray(recent, dtype=float)
+    arr = arr[len(arr) - min(len(arr), len(times)) :]  # the path may keep fewer points
     if len(arr):
         t = times[-len(arr) :]
         y = pd.Series(arr[:, 1], index=t)
