@@ -170,3 +170,18 @@ def test_tcn_logits_do_not_depend_on_the_batch() -> None:
             assert torch.equal(infer(net, x[:bs]), ref[:bs]), bs
         assert torch.equal(infer(net, x[17:18]), ref[17:18])
         assert (infer(net, x) - net(x)).abs().max() < 1e-5  # the training graph, to float32 noise
+
+
+def test_exchange_calendar_closures_are_bridged_as_in_batch(model) -> None:
+    """Under an exchange calendar (XNYS) overnight, weekend and holiday closures are not gaps:
+    the stream bridges them exactly as batch scoring does (MLK day 2024-01-15 inside)."""
+    import exchange_calendars as xc
+
+    xnys = dataclasses.replace(model, data_spec={**model.data_spec, "calendar": "XNYS"})
+    sessions = xc.get_calendar("XNYS").sessions_in_range("2024-01-08", "2024-01-26")
+    opens = [pd.Timestamp(d).tz_localize("UTC") + pd.Timedelta("14h30min") for d in sessions]
+    idx = pd.DatetimeIndex([o + k * pd.Timedelta("15min") for o in opens for k in range(26)])
+    df = random_walk(len(idx), seed=4).set_axis(idx.rename("timestamp"))
+    want = _batch(xnys, df)
+    assert np.isfinite(want).any()
+    assert np.array_equal(_stream(xnys, df), want, equal_nan=True)
