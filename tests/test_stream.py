@@ -185,3 +185,17 @@ def test_exchange_calendar_closures_are_bridged_as_in_batch(model) -> None:
     want = _batch(xnys, df)
     assert np.isfinite(want).any()
     assert np.array_equal(_stream(xnys, df), want, equal_nan=True)
+
+
+def test_bars_are_read_by_batch_reading_names_and_a_row_number_is_no_timestamp(model) -> None:
+    """Rows of a file read as is (a `Date` column, `Vol` for volume, a RangeIndex) stream like
+    the frame batch scoring reads; a Series named by its row number has no timestamp and is
+    refused, never read as 1970 epoch nanoseconds."""
+    df = random_walk(300, seed=8)
+    raw = df.rename(columns={"volume": "Vol", "close": "Close"}).rename_axis("Date").reset_index()
+    got = _stream(model, raw)
+    assert np.array_equal(got, _batch(model, df), equal_nan=True)
+    row = df.reset_index(drop=True).iloc[5]  # name: 5
+    with pytest.raises(StreamRefused) as e:
+        model.stream().update(row)
+    assert e.value.code == "timestamp" and "no timestamp" in str(e.value)

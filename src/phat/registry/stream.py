@@ -307,7 +307,12 @@ class StreamScorer:
 
     def _timestamp(self, raw: Any, sym: str) -> pd.Timestamp:
         if raw is _MISSING or raw is None:
-            raise StreamRefused("timestamp", "bar has no timestamp", sym)
+            raise StreamRefused(
+                "timestamp",
+                "bar has no timestamp: give a 'timestamp' field (or time, date, datetime, "
+                "open_time), or a Series named by its time",
+                sym,
+            )
         try:
             if isinstance(raw, str) and _ISO.match(raw.strip()):
                 ts = pd.Timestamp(raw.strip())
@@ -431,21 +436,33 @@ _MISSING = object()
 
 
 def _getter(bar: Any) -> Any:
-    """Case-insensitive field access on a mapping or Series; the Series' name is a fallback
-    timestamp (a row of a frame indexed by time)."""
-    if isinstance(bar, pd.Series):
-        keys = {str(k).lower(): k for k in bar.index}
+    """Field access on a mapping or Series, with batch reading's names: case-insensitive,
+    spaces and dashes as underscores, its aliases (vol, funding), and the timestamp under any
+    of its names (timestamp, time, date, datetime, open_time, ts, date_time). A Series' name is
+    the timestamp only when it is a datetime (a row of a frame indexed by time), never a row
+    number."""
+    import datetime as dt
 
-        def get(col: str) -> Any:
-            if col in keys:
-                return bar[keys[col]]
-            if col == "timestamp" and bar.name is not None:
-                return bar.name
+    from phat.data.io import _ALIASES, _TIMESTAMP_NAMES
+
+    fields = bar.index if isinstance(bar, pd.Series) else bar
+    keys: dict[str, Any] = {}
+    for k in fields:
+        norm = re.sub(r"[\s\-]+", "_", str(k).strip().lower())
+        keys.setdefault(_ALIASES.get(norm, norm), k)
+
+    def get(col: str) -> Any:
+        if col == "timestamp":
+            name = next((n for n in _TIMESTAMP_NAMES if n in keys), None)
+            if name is not None:
+                return bar[keys[name]]
+            label = getattr(bar, "name", None) if isinstance(bar, pd.Series) else None
+            if isinstance(label, pd.Timestamp | dt.datetime | np.datetime64):
+                return label
             return _MISSING
+        return bar[keys[col]] if col in keys else _MISSING
 
-        return get
-    keys = {str(k).lower(): k for k in bar}
-    return lambda col: bar[keys[col]] if col in keys else _MISSING
+    return get
 
 
 def _iso(ts: Any) -> str:
