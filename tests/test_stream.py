@@ -195,6 +195,8 @@ def test_bars_are_read_by_batch_reading_names_and_a_row_number_is_no_timestamp(m
     raw = df.rename(columns={"volume": "Vol", "close": "Close"}).rename_axis("Date").reset_index()
     got = _stream(model, raw)
     assert np.array_equal(got, _batch(model, df), equal_nan=True)
+    csv_like = raw.rename(columns={"Date": "Unnamed: 0"})  # a CSV's unnamed first column
+    assert np.array_equal(_stream(model, csv_like), got, equal_nan=True)
     row = df.reset_index(drop=True).iloc[5]  # name: 5
     with pytest.raises(StreamRefused) as e:
         model.stream().update(row)

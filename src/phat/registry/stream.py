@@ -438,12 +438,14 @@ _MISSING = object()
 def _getter(bar: Any) -> Any:
     """Field access on a mapping or Series, with batch reading's names: case-insensitive,
     spaces and dashes as underscores, its aliases (vol, funding), and the timestamp under any
-    of its names (timestamp, time, date, datetime, open_time, ts, date_time). A Series' name is
+    of its names (timestamp, time, date, datetime, open_time, ts, date_time), else in the first
+    field when that is not a bar column (a CSV's unnamed index column). A Series' name is
     the timestamp only when it is a datetime (a row of a frame indexed by time), never a row
     number."""
     import datetime as dt
 
-    from phat.data.io import _ALIASES, _TIMESTAMP_NAMES
+    from phat.data.io import _ALIASES, _TIMESTAMP_NAMES, REQUIRED
+    from phat.data.io import OPTIONAL as IO_OPTIONAL
 
     fields = bar.index if isinstance(bar, pd.Series) else bar
     keys: dict[str, Any] = {}
@@ -456,6 +458,9 @@ def _getter(bar: Any) -> Any:
             name = next((n for n in _TIMESTAMP_NAMES if n in keys), None)
             if name is not None:
                 return bar[keys[name]]
+            first = next(iter(keys), None)  # as batch reading: an unnamed first column
+            if first is not None and first not in (*REQUIRED, *IO_OPTIONAL):
+                return bar[keys[first]]
             label = getattr(bar, "name", None) if isinstance(bar, pd.Series) else None
             if isinstance(label, pd.Timestamp | dt.datetime | np.datetime64):
                 return label
