@@ -119,6 +119,17 @@ def _drop_duplicate_timestamps(df: pd.DataFrame, report: dict[str, Any]) -> pd.D
     return df[keep]
 
 
+def ohlc_violations(o: Any, h: Any, lo: Any, c: Any) -> list[tuple[Any, str]]:
+    """The OHLC consistency rules (with a relative tolerance of 1e-9 for rounding), each as a
+    (mask, what) pair; arrays for a frame, scalars for one bar (the streaming scorer)."""
+    tol = 1e-9 * np.maximum(np.abs(h), 1.0)
+    return [
+        (h + tol < lo, "high < low"),
+        (h + tol < np.maximum(o, c), "high < max(open, close)"),
+        (lo - tol > np.minimum(o, c), "low > min(open, close)"),
+    ]
+
+
 def validate_values(df: pd.DataFrame, *, volume_nan: str = "refuse") -> pd.DataFrame:
     """Check column presence, numeric types, finiteness, positivity and OHLC consistency."""
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -162,15 +173,7 @@ def validate_values(df: pd.DataFrame, *, volume_nan: str = "refuse") -> pd.DataF
             f"column 'volume' has negative values, first at row {i} ({_iso(df.index[i])})"
         )
     o, h, lo, c = (df[k].to_numpy() for k in PRICE_COLUMNS)
-    tol = 1e-9 * np.maximum(np.abs(h), 1.0)
-    bad_h = h + tol < np.maximum(o, c)
-    bad_l = lo - tol > np.minimum(o, c)
-    bad_hl = h + tol < lo
-    for mask, what in (
-        (bad_hl, "high < low"),
-        (bad_h, "high < max(open, close)"),
-        (bad_l, "low > min(open, close)"),
-    ):
+    for mask, what in ohlc_violations(o, h, lo, c):
         if mask.any():
             i = _first(mask)
             raise DataValidationError(

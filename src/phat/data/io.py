@@ -248,6 +248,13 @@ def _parse_text(
     return refuse_bad(read(s, first_day))
 
 
+def column_key(name: Any) -> str:
+    """A column's canonical name: lower case, spaces and dashes as underscores, aliases
+    (vol -> volume, funding -> funding_rate) resolved."""
+    key = re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+    return _ALIASES.get(key, key)
+
+
 def normalize_layout(
     df: pd.DataFrame, *, timestamp_format: str | None = None, dayfirst: bool | None = None
 ) -> pd.DataFrame:
@@ -275,10 +282,7 @@ def normalize_layout(
             )
         idx = _parse_timestamps(df[ts_col], f"column {str(ts_col)!r}", timestamp_format, dayfirst)
         df = df.drop(columns=[ts_col]).reset_index(drop=True)
-    renamed: dict[Any, str] = {}
-    for c in df.columns:
-        key = re.sub(r"[\s\-]+", "_", str(c).strip().lower())
-        renamed[c] = _ALIASES.get(key, key)
+    renamed = {c: column_key(c) for c in df.columns}
     df = df.rename(columns=renamed)
     dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dupes:

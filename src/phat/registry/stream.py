@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from phat.data.bars import ohlc_violations
 from phat.errors import DataValidationError
 
 if TYPE_CHECKING:
@@ -258,9 +259,7 @@ class StreamScorer:
             vals["volume"] = v = 0.0
         if math.isinf(v) or v < 0:
             raise StreamRefused("bad_value", f"column 'volume' is {v!r} at {_iso(ts)}", sym)
-        tol = 1e-9 * max(abs(h), 1.0)
-        for bad, what in ((h + tol < lo, "high < low"), (h + tol < max(o, c), "high < max(open, close)"),
-                          (lo - tol > min(o, c), "low > min(open, close)")):  # fmt: skip
+        for bad, what in ohlc_violations(o, h, lo, c):  # batch reading's rules, one bar
             if bad:
                 raise StreamRefused(
                     "bad_value",
@@ -444,14 +443,13 @@ def _getter(bar: Any) -> Any:
     number."""
     import datetime as dt
 
-    from phat.data.io import _ALIASES, _TIMESTAMP_NAMES, REQUIRED
+    from phat.data.io import _TIMESTAMP_NAMES, REQUIRED, column_key
     from phat.data.io import OPTIONAL as IO_OPTIONAL
 
     fields = bar.index if isinstance(bar, pd.Series) else bar
     keys: dict[str, Any] = {}
     for k in fields:
-        norm = re.sub(r"[\s\-]+", "_", str(k).strip().lower())
-        keys.setdefault(_ALIASES.get(norm, norm), k)
+        keys.setdefault(column_key(k), k)
 
     def get(col: str) -> Any:
         if col == "timestamp":
