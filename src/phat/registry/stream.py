@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from phat.contract.features import FEATURES, _safe_div
 from phat.data.bars import ohlc_violations
 from phat.errors import DataValidationError
+from phat.models.baselines import WindowData
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -356,8 +358,6 @@ class StreamScorer:
     def _apply(self, syms: list[str], parsed: list[tuple]) -> np.ndarray:
         """Push one bar per asset (all at once); True where a full window of one segment ends
         at the new bar."""
-        from phat.contract.features import FEATURES, _safe_div
-
         pn = self.panel
         idx = np.array([pn.slot(s) for s in syms], dtype=np.int64)
         cols = np.array([p[:6] for p in parsed], dtype=np.float64)  # ts, o, h, l, c, v
@@ -410,8 +410,6 @@ class StreamScorer:
         return (pn.seg_len[idx] >= self.need) & (pn.finite_run[idx] >= self.spec.window)
 
     def _score(self, symbols: list[str]) -> np.ndarray:
-        from phat.models.baselines import WindowData
-
         w = self.spec.window
         idx = np.array([self.panel.index[s] for s in symbols], dtype=np.int64)
         rows = self.panel.rows[idx].reshape(len(idx) * w, -1)
