@@ -49,6 +49,16 @@ def _rows(frame) -> list[dict]:
     ]
 
 
+def _latencies(scorer: object, rows: list[dict]) -> list[float]:
+    """Milliseconds of each `scorer.update(row)`, in order."""
+    out = []
+    for r in rows:
+        t = time.perf_counter()
+        scorer.update(r)  # type: ignore[attr-defined]
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
 def _pct(xs: list[float]) -> str:
     return f"p50 {np.percentile(xs, 50):.3f} ms, p99 {np.percentile(xs, 99):.3f} ms"
 
@@ -91,13 +101,7 @@ def main() -> None:
         bare_p50 = float(np.percentile(bare, 50))
         print(f"bare TCN forward, 1 window: {_pct(bare)}")
         for kind, m in models.items():
-            sc = m.stream()
-            lat = []
-            for r in rows:
-                t = time.perf_counter()
-                sc.update(r)
-                lat.append((time.perf_counter() - t) * 1e3)
-            lat = lat[spec.bars_read :]  # scored bars only (after the warm-up)
+            lat = _latencies(m.stream(), rows)[spec.bars_read :]  # scored bars (after warm-up)
             old = []
             for i in range(spec.bars_read, spec.bars_read + 200):
                 t = time.perf_counter()
@@ -120,12 +124,7 @@ def main() -> None:
         opens = [pd.Timestamp(d).tz_localize("UTC") + pd.Timedelta("14h30min") for d in sessions]
         idx = pd.DatetimeIndex([o + k * pd.Timedelta("15min") for o in opens for k in range(26)])
         eq_rows = _rows(year.iloc[: len(idx)].set_axis(idx))
-        sc = xnys.stream()
-        lat = []
-        for r in eq_rows:
-            t = time.perf_counter()
-            sc.update(r)
-            lat.append((time.perf_counter() - t) * 1e3)
+        lat = _latencies(xnys.stream(), eq_rows)
         print(f"logistic under XNYS ({len(sessions)} sessions of 15m bars): stream update "
               f"{_pct(lat)}", flush=True)  # fmt: skip
 
