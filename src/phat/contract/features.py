@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -42,33 +43,56 @@ FEATURE_CODE_VERSION = "1"
 NORMALIZATIONS = ("zscore", "none")
 
 
+# Up to this many windows are reduced as plain slices (the streaming scorer's short tails):
+# a strided view costs more to build than the reductions; each window is reduced alike.
+_FEW = 4
+
+
 def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of x[t-n+1 .. t], NaN for t < n-1; exact per window (start-independent)."""
-    out = np.full(len(x), np.nan)
-    if len(x) >= n:
-        out[n - 1 :] = sliding_window_view(x, n).mean(axis=1)
+    """Mean of x[..., t-n+1 .. t] along the last axis, NaN for t < n-1; exact per window
+    (start-independent: each window is reduced alone, so its bits do not depend on the rows
+    around it, nor on how many series are stacked on the leading axes)."""
+    out = np.full(x.shape, np.nan)
+    m = x.shape[-1] - n + 1  # windows
+    if 0 < m <= _FEW:
+        for i in range(m):
+            out[..., n - 1 + i] = np.add.reduce(x[..., i : i + n], axis=-1) / n  # = .mean()
+    elif m > 0:
+        out[..., n - 1 :] = sliding_window_view(x, n, axis=-1).mean(axis=-1)
     return out
 
 
 def _rolling_std(x: np.ndarray, n: int, block: int = 65_536) -> np.ndarray:
-    """Std of x[t-n+1 .. t]; ndarray.std materialises the deviations, so rows go in blocks
-    (each row's value is computed alone: blocks change no bit, and memory stays bounded)."""
-    out = np.full(len(x), np.nan)
-    if len(x) >= n:
-        view = sliding_window_view(x, n)
-        for i in range(0, len(view), block):
-            out[n - 1 + i : n - 1 + i + block] = view[i : i + block].std(axis=1)
+    """Std of x[..., t-n+1 .. t]; ndarray.std materialises the deviations, so windows go in
+    blocks along time (each window's value is computed alone: blocks change no bit, and
+    memory stays bounded)."""
+    out = np.full(x.shape, np.nan)
+    m = x.shape[-1] - n + 1
+    if 0 < m <= _FEW:
+        for i in range(m):
+            out[..., n - 1 + i] = x[..., i : i + n].std(axis=-1)
+    elif m > 0:
+        view = sliding_window_view(x, n, axis=-1)
+        for i in range(0, view.shape[-2], block):
+            out[..., n - 1 + i : n - 1 + i + block] = view[..., i : i + block, :].std(axis=-1)
     return out
 
 
 def _shift(x: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(len(x), np.nan)
-    out[n:] = x[:-n]
+    out = np.full(x.shape, np.nan)
+    out[..., n:] = x[..., :-n]
     return out
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+
+def _per_vol(a: np.ndarray, vol: np.ndarray) -> np.ndarray:
+    """a / vol, 0 where vol is 0 (constant prices), NaN where either is NaN (warm-up)."""
+    out = _safe_div(a, vol)
+    out[np.isnan(vol) | np.isnan(a)] = np.nan
+    return out
 
 
 # Each feature: (function(columns, **params) -> array, lookback(params) -> bars, columns needed)
@@ -98,7 +122,7 @@ def _volume_z(c: dict[str, np.ndarray], n: int) -> np.ndarray:
     lv = np.log1p(c["volume"])
     mu = _rolling_mean(lv, n)
     sd = _rolling_std(lv, n)
-    z = _safe_div(lv - np.nan_to_num(mu), np.nan_to_num(sd))
+    z = _safe_div(lv - mu, sd)  # NaN sd divides nothing (b > 0 is False); NaN mu: set below
     z[np.isnan(mu)] = np.nan
     return z
 
@@ -106,6 +130,18 @@ def _volume_z(c: dict[str, np.ndarray], n: int) -> np.ndarray:
 def _realized_vol(c: dict[str, np.ndarray], n: int) -> np.ndarray:
     r1 = _log_return(c, 1)
     return np.sqrt(_rolling_mean(r1 * r1, n))
+
+
+def _vol_return(c: dict[str, np.ndarray], n: int, vol: int) -> np.ndarray:
+    return _per_vol(_log_return(c, n), np.sqrt(n) * _realized_vol(c, vol))
+
+
+def _vol_range(c: dict[str, np.ndarray], vol: int) -> np.ndarray:
+    return _per_vol(_log_range(c), _realized_vol(c, vol))
+
+
+def _vol_ratio(c: dict[str, np.ndarray], n: int, vol: int) -> np.ndarray:
+    return _per_vol(_realized_vol(c, n), _realized_vol(c, vol))
 
 
 def _trend(c: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -118,7 +154,7 @@ def _rsi(c: dict[str, np.ndarray], n: int) -> np.ndarray:
     gains = _rolling_mean(np.where(d > 0, d, 0.0), n)
     losses = _rolling_mean(np.where(d < 0, -d, 0.0), n)
     tot = gains + losses
-    out = _safe_div(gains - losses, np.nan_to_num(tot))
+    out = _safe_div(gains - losses, tot)
     out[np.isnan(tot)] = np.nan
     return out
 
@@ -151,6 +187,11 @@ FEATURES: dict[str, _FeatureFn] = {
     "lower_wick": _FeatureFn(_lower_wick, lambda p: 0, ("open", "high", "low", "close")),
     "volume_z": _FeatureFn(_volume_z, lambda p: p["n"] - 1, ("volume",), ("n",)),
     "realized_vol": _FeatureFn(_realized_vol, lambda p: p["n"], ("close",), ("n",)),
+    "vol_return": _FeatureFn(
+        _vol_return, lambda p: max(p["n"], p["vol"]), ("close",), ("n", "vol")
+    ),
+    "vol_range": _FeatureFn(_vol_range, lambda p: p["vol"], ("high", "low", "close"), ("vol",)),
+    "vol_ratio": _FeatureFn(_vol_ratio, lambda p: max(p["n"], p["vol"]), ("close",), ("n", "vol")),
     "trend": _FeatureFn(_trend, lambda p: p["n"] - 1, ("close",), ("n",)),
     "rsi": _FeatureFn(_rsi, lambda p: p["n"], ("close",), ("n",)),
     "funding_rate": _FeatureFn(_funding_rate, lambda p: 0, ("funding_rate",)),
@@ -348,10 +389,39 @@ class FeatureSpec:
                     )
             cols[col] = s.to_numpy(np.float64)
         out = np.empty((len(frame), self.n_features), dtype=np.float64)
-        for j, f in enumerate(self.features):
-            params = dict(f.get("params") or {})
-            out[:, j] = FEATURES[f["fn"]].fn(cols, **params)
+        for j, (f, params, _) in enumerate(self._plan):
+            out[:, j] = f.fn(cols, **params)
         return out
+
+    def raw_at_last_bar(self, cols: dict[str, np.ndarray], count: np.ndarray) -> np.ndarray:
+        """The raw feature row at the last bar of each series, [n_series, n_features], from
+        columns [n_series, n_bars] (time last, at least `lookback + 1` bars) of series that
+        have had `count` bars so far. Each feature runs the function compute_raw calls on its
+        own lookback + 1 bars (on all `count` bars while a series is younger than that, as
+        batch scoring's first bars see it): the streaming scorer's row is batch's, bit for bit,
+        and a feature has no second definition to forget."""
+        n_series, n_bars = next(iter(cols.values())).shape
+        out = np.empty((n_series, self.n_features))
+        youngest = int(count.min()) if n_series else 0
+        for j, (f, params, need) in enumerate(self._plan):
+            if youngest >= need:  # the steady state: every series at once, views only
+                sub = {k: cols[k][:, n_bars - need :] for k in f.columns}
+                out[:, j] = f.fn(sub, **params)[:, -1]
+                continue
+            full = count >= need
+            if full.any():
+                sub = {k: cols[k][full, n_bars - need :] for k in f.columns}
+                out[full, j] = f.fn(sub, **params)[:, -1]
+            for i in np.flatnonzero(~full):  # warming up: one series at a time
+                sub = {k: cols[k][i : i + 1, n_bars - int(count[i]) :] for k in f.columns}
+                out[i, j] = f.fn(sub, **params)[0, -1]
+        return out
+
+    @cached_property
+    def _plan(self) -> list[tuple[_FeatureFn, dict[str, Any], int]]:
+        """(feature, params, bars it reads at one bar = lookback + 1) per feature, in order."""
+        plan = [(FEATURES[f["fn"]], dict(f.get("params") or {})) for f in self.features]
+        return [(f, p, f.lookback(p) + 1) for f, p in plan]
 
     def fit_normalization(self, raw: np.ndarray, rows: np.ndarray) -> FeatureSpec:
         """Return a copy with mean/std fitted on `raw[rows]` (the train span only)."""

@@ -5,14 +5,14 @@
     ps = scorer.update_many({"BTCUSDT": bar_a, "ETHUSDT": bar_b})   # one forward for all
     saved = scorer.state()                     # JSON-able; model.stream(state=saved) resumes
 
-Per asset the scorer keeps what the features need (ring buffers of log close, log volume,
-squared returns, gains and losses, each as long as the longest feature window) and the last
-`window` normalized feature rows. A new bar is validated alone, its feature row is computed
-from those buffers (single-bar features in O(1); each rolling mean/std re-reduces its n <= 64
-buffered values with the same numpy reduction as batch scoring, so the value is bitwise the
-batch value: a running sum is O(1) too but differs from batch in the last bits, which flips
-float32 TCN inputs), pushed into the window, and the window is scored. NaN while warming up:
-until `bars_read` bars of one segment exist, exactly as batch scoring.
+Per asset the scorer keeps the last `lookback + 1` bars of the columns the features read and
+the last `window` normalized feature rows. A new bar is validated alone; its feature row comes
+from `FeatureSpec.raw_at_last_bar`: every feature's own batch function run on its lookback + 1
+buffered bars of all assets at once, keeping the last value. There is no streaming copy of a
+feature (a running sum would be O(1) but differ from batch in the last bits, which flips float32
+TCN inputs); a feature that is registered at all streams, bit for bit. The row is pushed into
+the window, and the window is scored. NaN while warming up: until `bars_read` bars of one
+segment exist, exactly as batch scoring.
 
 Refusals (StreamRefused, with `.code`): `out_of_order`, `duplicate` (a bar at or before the last
 accepted one), `misaligned` (not a whole number of bars after the last), `calendar` (inside the
@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from phat.contract.features import FEATURES, _safe_div
 from phat.data.bars import ohlc_violations
 from phat.errors import DataValidationError
 from phat.models.baselines import WindowData
@@ -47,6 +46,9 @@ DEFAULT_SYMBOL = "default"
 OPTIONAL = ("funding_rate", "spread", "vwap")
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _DAY_NS = 86_400 * 10**9
+# What state() writes; a state of another format is refused by name (format 1, before
+# 2026-12-01, buffered derived series instead of the bars' columns).
+STATE_FORMAT = 2
 
 
 class StreamRefused(DataValidationError):
@@ -59,20 +61,16 @@ class StreamRefused(DataValidationError):
         super().__init__(f"{where}{code}: {message}")
 
 
-_SERIES = ("close", "lc", "lv", "r1sq", "gain", "loss")
-
-
 class _Panel:
     """Per-asset state as rows of arrays, so one bar-step of many assets is a few numpy calls.
 
-    Series are stored shifted left (newest value last, NaN before the first), so the last n
-    values of any asset are one contiguous row slice, reduced exactly as batch scoring reduces
-    its sliding windows."""
+    Columns are stored shifted left (newest bar last, NaN before the first), so the last n
+    bars of any asset are one contiguous row slice, as batch scoring's series are."""
 
-    def __init__(self, length: int, window: int, n_features: int):
+    def __init__(self, columns: list[str], length: int, window: int, n_features: int):
         self.length, self.window, self.n_features = length, window, n_features
         self.index: dict[str, int] = {}
-        self.series = {k: np.full((0, length), np.nan) for k in _SERIES}
+        self.series = {k: np.full((0, length), np.nan) for k in columns}
         self.rows = np.full((0, window, n_features), np.nan, dtype=np.float32)
         self.count = np.zeros(0, dtype=np.int64)  # bars taken
         self.seg_len = np.zeros(0, dtype=np.int64)  # bars in the current segment
@@ -119,6 +117,7 @@ class _Panel:
         self.finite_run[i], self.last_ns[i] = d["finite_run"], d["last_ns"]
         for k, v in self.series.items():
             vals = np.asarray(d["series"][k], dtype=np.float64)
+            v[i] = np.nan  # a slot reused by load starts empty
             if len(vals):
                 v[i, self.length - len(vals) :] = vals
         rows = np.asarray(d["rows"], dtype=np.float32)
@@ -130,18 +129,6 @@ class _Panel:
 def _push(panel: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
     panel[idx, :-1] = panel[idx, 1:]
     panel[idx, -1] = values
-
-
-def _wmean(panel: np.ndarray, n: int) -> np.ndarray:
-    """Mean of each row's last n values: numpy's pairwise sum over a contiguous row, then a
-    division, as ndarray.mean does on batch scoring's sliding windows (bit for bit)."""
-    return np.add.reduce(panel[:, panel.shape[1] - n :], axis=1) / n
-
-
-def _wstd(panel: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
-    """Population std of each row's last n values, as ndarray.std computes it (two passes)."""
-    x = panel[:, panel.shape[1] - n :] - mean[:, None]
-    return np.sqrt(np.add.reduce(np.multiply(x, x), axis=1) / n)
 
 
 class StreamScorer:
@@ -172,8 +159,7 @@ class StreamScorer:
         self.need = spec.bars_read
         self.columns = spec.required_columns
         self.limit = int(spec.missing.get("optional_ffill_bars", 0))
-        self.plan = [(f["fn"], dict(f.get("params") or {})) for f in spec.features]
-        self.panel = _Panel(self.cap, spec.window, spec.n_features)
+        self.panel = _Panel(self.columns, self.cap, spec.window, spec.n_features)
         if state is not None:
             self._restore(state)
 
@@ -216,6 +202,7 @@ class StreamScorer:
     def state(self) -> dict[str, Any]:
         """Everything needed to resume (JSON-able); `model.stream(state=...)` restores it."""
         return {
+            "format": STATE_FORMAT,
             "model_hash": self.model.model_hash,
             "feature_version": self.spec.feature_version,
             "assets": {sym: self.panel.to_dict(sym) for sym in self.panel.index},
@@ -364,44 +351,18 @@ class StreamScorer:
         ts_ns = np.array([p[0] for p in parsed], dtype=np.int64)
         o, h, lo, c, v = (cols[:, k] for k in range(1, 6))
         new_segment = np.array([p[7] for p in parsed], dtype=bool)
-        first = pn.count[idx] == 0
-        lc = np.log(c)
-        s = pn.series
-        r1 = np.where(first, np.nan, lc - s["lc"][idx, -1])
-        d = np.where(first, np.nan, c - s["close"][idx, -1])
-        for name, val in (("close", c), ("lc", lc), ("lv", np.log1p(v)), ("r1sq", r1 * r1),
-                          ("gain", np.where(d > 0, d, 0.0)), ("loss", np.where(d < 0, -d, 0.0))):  # fmt: skip
-            _push(s[name], idx, val)
-        pn.count[idx] += 1
-        count = pn.count[idx]
         bar = {"open": o, "high": h, "low": lo, "close": c, "volume": v}
         for col in OPTIONAL:
             if col in self.columns:
                 bar[col] = np.array([p[6][col][0] for p in parsed])
                 for sym, p in zip(syms, parsed, strict=True):
                     pn.optional.setdefault(sym, {})[col] = p[6][col]
-        panels = {k: val[idx] for k, val in s.items()}  # [k, length] copies of these assets
-        raw = np.empty((len(idx), len(self.plan)))
-        for j, (fn, p) in enumerate(self.plan):
-            n = int(p.get("n", 0))
-            if fn == "log_return":
-                col = panels["lc"][:, -1] - panels["lc"][:, -1 - n]
-                col[count <= n] = np.nan
-            elif fn in ("volume_z", "realized_vol", "trend", "rsi"):
-                if fn == "volume_z":
-                    mu = _wmean(panels["lv"], n)
-                    col = _safe_div(panels["lv"][:, -1] - mu, _wstd(panels["lv"], n, mu))
-                elif fn == "realized_vol":
-                    col = np.sqrt(_wmean(panels["r1sq"], n))
-                elif fn == "trend":
-                    col = panels["lc"][:, -1] - _wmean(panels["lc"], n)
-                else:
-                    g, l_ = _wmean(panels["gain"], n), _wmean(panels["loss"], n)
-                    col = _safe_div(g - l_, g + l_)
-                col[count < n] = np.nan
-            else:  # single-bar features: the batch function itself, on this step's bars
-                col = FEATURES[fn].fn(bar, **p)
-            raw[:, j] = col
+        for name, buf in pn.series.items():
+            _push(buf, idx, bar[name])
+        pn.count[idx] += 1
+        raw = self.spec.raw_at_last_bar(
+            {k: buf[idx] for k, buf in pn.series.items()}, pn.count[idx]
+        )
         _push(pn.rows, idx, self.spec.normalize(raw))
         finite = np.isfinite(raw).all(axis=1)
         pn.finite_run[idx] = np.where(finite, pn.finite_run[idx] + 1, 0)
@@ -420,6 +381,11 @@ class StreamScorer:
     def _restore(self, state: dict[str, Any]) -> None:
         from phat.errors import HashMismatch
 
+        if state.get("format") != STATE_FORMAT:
+            raise DataValidationError(
+                f"stream state format {state.get('format', 1)} is not this phat's "
+                f"({STATE_FORMAT}): it cannot be resumed; start a new stream"
+            )
         if state.get("model_hash") != self.model.model_hash:
             raise HashMismatch(
                 f"stream state was saved for model {str(state.get('model_hash'))[:12]}, not "
