@@ -55,6 +55,7 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     artifact_dir: Path | None = None
     p_bayes: pd.Series | None = None  # known Bayes-optimal p on synthetic data
+    selection: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # fit_recipe's tables
 
 
 def horizon_spec(cfg: dict[str, Any]) -> tuple[str, int, str]:
@@ -347,15 +348,12 @@ def selection_metrics(
     these bars, the calibrator that scores them never saw them, and the test span plays no
     part (selection_* metrics; docs/sweeps.md)."""
     from phat.evaluation.metrics import brier, ece, log_loss
+    from phat.models.selection import second_half
 
-    n = len(y)
-    cut = n // 2
-    fit_end = max(cut - purge, 0)
-    if fit_end < 20 or n - cut < 20:  # too few to fit and score anything
+    half = second_half(method, logits, y, purge)
+    if half is None:  # too few to fit and score anything
         return {}
-    cal = fit_calibrator(method, logits[:fit_end], y[:fit_end], purge=purge)
-    p = cal.predict(logits[cut:])
-    yy = y[cut:]
+    p, yy = half
     return {
         "selection_log_loss": log_loss(yy, p),
         "selection_brier": brier(yy, p),
@@ -416,11 +414,12 @@ def fit_model(
     y: np.ndarray,
     spans: dict[str, np.ndarray],
     tracking: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Any:
-    """Build the configured model and fit it on spans["train"] (the TCN with early stopping on
-    spans["validation"])."""
+    """Build the configured model (or with `params` instead of model.params) and fit it on
+    spans["train"] (the TCN with early stopping on spans["validation"])."""
     mcfg = cfg["model"]
-    params = dict(mcfg["params"])
+    params = dict(mcfg["params"] if params is None else params)
     if mcfg["kind"] == "tcn":
         params["trainer"] = dict(cfg["trainer"])
         params["threads"] = threads
@@ -435,6 +434,83 @@ def fit_model(
     return model
 
 
+@dataclass
+class Fitted:
+    """The recipe fitted on one split: the forecast kept (the recipe's model or a simpler
+    rung of its ladder), its calibrator, and how both were chosen."""
+
+    model: Any
+    calibrator: Calibrator
+    rung: str  # "model" or the ladder rung kept (climatology, last_return, strongest)
+    params: dict[str, float]  # chosen capacity (selected_C) and the ladder's verdict
+    tables: dict[str, list[dict[str, Any]]]  # inner CV and ladder rows (run artifacts)
+
+
+def fit_recipe(
+    cfg: dict[str, Any],
+    seed: int,
+    threads: int,
+    data: WindowData,
+    y: np.ndarray,
+    spans: dict[str, np.ndarray],
+    lspec: LabelSpec,
+    fspec: FeatureSpec,
+    tracking: dict[str, Any] | None = None,
+) -> Fitted:
+    """The one recipe `phat train` and every walk-forward fold run (models/selection.py):
+
+    - logistic: ladder and capacity in one purged inner CV of the train span (climatology,
+      the 1-bar return alone, the recipe's inputs over C_GRID with model.params.C=auto or at
+      the given C), simplest within one standard error of the best log loss;
+    - tree, TCN: the model fitted, then judged against the rules it nests on the calibration
+      slice (calibrator on its first half, log loss on its second);
+    - then the calibrator on the calibration span (with the ladder, Platt keeps the identity
+      map unless its fit is significant). `model.ladder=off` keeps the model and plain Platt;
+      C=auto still searches the grid.
+    """
+    from phat.contract.splits import required_boundaries
+    from phat.models import selection as sel
+
+    mcfg = cfg["model"]
+    params = dict(mcfg["params"])
+    tables: dict[str, list[dict[str, Any]]] = {}
+    chosen: dict[str, float] = {}
+    tr, cal = spans["train"], spans["calibration"]
+    purge = lspec.horizon_bars
+    ladder = str(mcfg.get("ladder", "off")) == "on"
+    rung, model = "model", None
+    if mcfg["kind"] == "logistic" and (ladder or params.get("C") == "auto"):
+        b = required_boundaries(lspec.horizon_bars, fspec.bars_read)
+        col = sel.return_column(fspec.names) if ladder else None
+        grid = sel.C_GRID if params.get("C") == "auto" else (float(params["C"]),)
+        rung, c, tables["inner_cv"] = sel.choose_logistic(
+            data, tr, y[tr], int(params["lookback"]), col, grid, b.purge, b.embargo, seed,
+            int(params["max_iter"]),
+        )  # fmt: skip
+        if not ladder:  # the rules were not candidates: the grid's choice is the model's C
+            rung = "model"
+        if rung != "model":
+            model = sel.rule_rung(rung, data, tr, y[tr], col, seed)
+        elif c is not None:
+            params["C"] = c
+            if len(grid) > 1:
+                chosen["selected_C"] = c
+    if model is None:
+        model = fit_model(cfg, seed, threads, data, y, spans, tracking, params)
+    method = cfg["calibration"]["method"]
+    if ladder and mcfg["kind"] != "logistic":
+        rungs = [*sel.rule_rungs(data, tr, y[tr], fspec.names, seed), ("model", model)]
+        j, rows = sel.choose_rung(method, [m.logits(data, cal) for _, m in rungs], y[cal], purge)
+        if j is not None:
+            rung, model = rungs[j]
+            tables["ladder"] = [{"rung": n, **r, "chosen": i == j}
+                                for i, ((n, _), r) in enumerate(zip(rungs, rows, strict=True))]  # fmt: skip
+    calibrator = fit_calibrator(
+        method, model.logits(data, cal), y[cal], purge=purge, identity_first=ladder
+    )
+    return Fitted(model, calibrator, rung, chosen, tables)
+
+
 def fit_evaluate(
     prep: Prepared, out_dir: str | Path, tracking: dict[str, Any] | None = None
 ) -> TrainResult:
@@ -447,18 +523,13 @@ def fit_evaluate(
     lspec, fspec, bars = prep.label_spec, prep.feature_spec, prep.bars
     timings = dict(prep.timings)
     t = time.perf_counter()
-    model = fit_model(cfg, prep.seed, prep.threads, data, y, spans, tracking)
+    fitted = fit_recipe(cfg, prep.seed, prep.threads, data, y, spans, lspec, fspec, tracking)
+    model, calibrator = fitted.model, fitted.calibrator
     tr = spans["train"]
     timings["fit_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     logits = {k: model.logits(data, v) for k, v in spans.items()}
-    calibrator = fit_calibrator(
-        cfg["calibration"]["method"],
-        logits["calibration"],
-        y[spans["calibration"]],
-        purge=lspec.horizon_bars,
-    )
     preds = {
         k: SpanPredictions(
             ends=ends,
@@ -504,6 +575,7 @@ def fit_evaluate(
     for k, v in prep.counts.items():
         metrics[f"data_{k}"] = float(v)
     metrics["model_parameters"] = float(model.n_parameters)
+    metrics.update(fitted.params)
     timings["calibrate_evaluate_s"] = time.perf_counter() - t
 
     tags = {
@@ -515,7 +587,8 @@ def fit_evaluate(
         "phat.calibration": calibrator.to_json(),
         "phat.training_window": canonical_json(span_window(bars.index, spans)),
         "phat.data_hash": bars.data_hash(),
-        "phat.model_kind": model.kind,
+        "phat.model_kind": str(cfg["model"]["kind"]),  # the recipe's kind
+        "phat.selected_rung": fitted.rung,
         "phat.seed": str(prep.seed),
         "phat.threads": str(prep.threads),
         "phat.git_sha": git_sha(),
@@ -548,6 +621,7 @@ def fit_evaluate(
         timings=timings,
         artifact_dir=out / "model",
         p_bayes=prep.p_bayes,
+        selection=fitted.tables,
     )
 
 

@@ -90,7 +90,7 @@ class FeaturesConf:
 
 @dataclass
 class LogisticParams:
-    C: float = MISSING
+    C: Any = MISSING  # "auto" (purged inner CV of the train span) or a number > 0
     lookback: int = MISSING
     max_iter: int = MISSING
 
@@ -551,9 +551,13 @@ def _validate_model(model: Any) -> dict[str, Any]:
     kind = model.get("kind")
     if kind not in MODEL_PARAMS:
         raise ConfigError(f"model.kind={kind!r}: expected one of {list(MODEL_PARAMS)}")
-    extra = sorted(set(model) - {"kind", "params"})
+    extra = sorted(set(model) - {"kind", "params", "ladder"})
     if extra:
         raise ConfigError(f"model.{extra[0]}: not a setting of model")
+    ladder = str(model.get("ladder", "")).lower()
+    ladder = {"true": "on", "false": "off"}.get(ladder, ladder)  # YAML/Hydra may read on as true
+    if ladder not in ("on", "off"):
+        raise ConfigError(f"model.ladder={model.get('ladder')!r}: expected 'on' or 'off'")
     try:
         params = OmegaConf.merge(
             OmegaConf.structured(MODEL_PARAMS[kind]), model.get("params") or {}
@@ -563,7 +567,16 @@ def _validate_model(model: Any) -> dict[str, Any]:
         err = _field_error(e)
         raise ConfigError(f"model.params.{err} (model={kind})") from None
     assert isinstance(plain, dict)
-    return {"kind": kind, "params": plain}
+    if kind == "logistic":
+        c = plain["C"]
+        try:
+            ok = c == "auto" or (not isinstance(c, bool) and float(c) > 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"model.params.C={c!r}: expected auto or a number > 0")
+        plain["C"] = c if c == "auto" else float(c)
+    return {"kind": kind, "params": plain, "ladder": ladder}
 
 
 # ---------------------------------------------------------------------------------------------

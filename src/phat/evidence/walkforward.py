@@ -55,6 +55,7 @@ class Fold:
     n_calibration: int = 0
     n_test: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
+    rung: str = "model"  # what the fold's ladder kept (pipeline.fit_recipe)
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -119,7 +120,7 @@ def check_windows(wf: dict[str, Any]) -> None:
 
 def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     from phat.contract.splits import SplitConfig
-    from phat.models.calibration import Calibrator, fit_calibrator
+    from phat.models.calibration import Calibrator
     from phat.models.rules import (
         climatology,
         last_return,
@@ -128,7 +129,7 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
         proxy_p_hat,
     )
     from phat.pipeline import (
-        fit_model,
+        fit_recipe,
         fold_features,
         prepare_series,
         split_series,
@@ -172,12 +173,9 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
             ) from None
         fspec, data = fold_features(ser, spans["train"])
         spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read)
-        model = fit_model(cfg, ser.seed, ser.threads, data, y, spans)
+        fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, lspec, fspec)
+        model, calibrator = fitted.model, fitted.calibrator
         cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
-        calibrator = fit_calibrator(
-            cfg["calibration"]["method"], model.logits(data, cal_ends), y[cal_ends],
-            purge=lspec.horizon_bars,
-        )  # fmt: skip
         logits = model.logits(data, test_ends)
         # Rules are fitted on the same window the model learned from (train + calibration).
         fit_ends = np.concatenate([tr, cal_ends])
@@ -200,7 +198,8 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
         rows.append(frame)
         fold.n_train, fold.n_calibration, fold.n_test = len(tr), len(cal_ends), len(test_ends)
         fold.calibration = calibrator.to_dict()
-        fold.metrics = fold_metrics(frame, int(cfg["metrics"]["n_bins"]))
+        fold.rung = fitted.rung
+        fold.metrics = {**fold_metrics(frame, int(cfg["metrics"]["n_bins"])), **fitted.params}
         fold.seconds = time.perf_counter() - ft
         if progress is not None:
             progress(fold)

@@ -61,7 +61,8 @@ class Model(Protocol):
 
 
 class LogisticModel:
-    """L2-regularized logistic regression (scikit-learn lbfgs) on the last `lookback` rows."""
+    """L2-regularized logistic regression (scikit-learn, Newton-Cholesky) on the last
+    `lookback` rows."""
 
     kind = "logistic"
 
@@ -79,7 +80,11 @@ class LogisticModel:
         from sklearn.linear_model import LogisticRegression
 
         X = data.tabular(train_ends, self.lookback)
-        clf = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+        # Newton-Cholesky: exact steps, ~20x faster than lbfgs on these inputs (the capacity
+        # search fits it 5 x 11 times: models/selection.py), deterministic at fixed threads.
+        clf = LogisticRegression(
+            C=self.C, solver="newton-cholesky", max_iter=self.max_iter, random_state=self.seed
+        )
         clf.fit(X, np.asarray(y_train).astype(int))
         self.coef_ = clf.coef_[0].astype(np.float64)
         self.intercept_ = float(clf.intercept_[0])

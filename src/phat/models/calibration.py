@@ -136,15 +136,21 @@ class Calibrator:
         return cls(method=d["method"], params=dict(d.get("params") or {}))
 
 
-def fit_calibrator(method: str, logits: np.ndarray, y: np.ndarray, purge: int = 1) -> Calibrator:
+def fit_calibrator(
+    method: str, logits: np.ndarray, y: np.ndarray, purge: int = 1, identity_first: bool = False
+) -> Calibrator:
     """Fit on the calibration span's raw logits and labels (in time order); returns explicit
     parameters, with `resolution: none` recorded when the fitted map is constant there.
-    `purge`: samples dropped between auto's inner fit and evaluation parts (the horizon)."""
+    `purge`: samples dropped between auto's inner fit and evaluation parts (the horizon).
+    `identity_first` (the ladder): Platt keeps the identity map unless its fit is significant
+    (`platt_or_identity`)."""
     if method not in METHODS:
         raise ConfigError(f"calibration={method!r}: expected one of {list(METHODS)}")
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y)
     cal = _fit_auto(z, y, purge) if method == "auto" else _fit(method, z, y)
+    if identity_first:
+        cal = platt_or_identity(cal, z, y, purge)
     p = cal.predict(z)
     if len(p) and float(np.std(p)) < MIN_RESOLUTION_SD:
         cal = Calibrator(cal.method, {**cal.params, "resolution": "none"})
@@ -175,6 +181,35 @@ def _fit(method: str, z: np.ndarray, y: np.ndarray) -> Calibrator:
     return Calibrator("temperature", {"beta": beta, "temperature": 1.0 / (2.0 * beta)})
 
 
+# Chi-square with 2 degrees of freedom, 5%: Platt's two parameters against the identity map.
+IDENTITY_LR_CRITICAL = 5.991
+
+
+def platt_or_identity(
+    cal: Calibrator, z: np.ndarray, y: np.ndarray, horizon_bars: int
+) -> Calibrator:
+    """Platt nests the identity map (a = -1, b = 0: p = sigmoid(z)), the simpler calibrator
+    for a model fitted by log loss (every model here is). The fitted Platt map is kept only
+    when it raises the calibration span's log likelihood significantly: the likelihood-ratio
+    statistic, divided by `horizon_bars` (overlapping labels share information), against
+    chi-square(2) at 5%. Otherwise the identity is kept, still as method platt (a fitted
+    outcome of it), with the statistic recorded. On noisy signals Platt's slope fitted on a
+    few thousand bars shrinks or stretches a model that was right (docs/results.md)."""
+    if cal.method != "platt" or "clamped_from_a" in cal.params:
+        return cal
+    yy = np.asarray(y, dtype=np.float64)
+    ident = Calibrator("platt", {"a": -1.0, "b": 0.0})
+    nll_platt = float(log_losses(yy, cal.predict(z)).sum())
+    nll_ident = float(log_losses(yy, ident.predict(z)).sum())
+    lr = 2.0 * (nll_ident - nll_platt) / max(int(horizon_bars), 1)
+    if lr > IDENTITY_LR_CRITICAL:
+        return Calibrator("platt", {**cal.params, "identity_lr": round(lr, 6)})
+    return Calibrator(
+        "platt", {"a": -1.0, "b": 0.0, "identity_lr": round(lr, 6), "fitted_a": cal.params["a"],
+                  "fitted_b": cal.params["b"]},
+    )  # fmt: skip
+
+
 def fit_isotonic(z: np.ndarray, y: np.ndarray, prior: float) -> dict[str, Any]:
     """Isotonic (PAV, scikit-learn's IsotonicRegression) with each block's rate shrunk to
     (k + prior * pi) / (n + prior), then weighted PAV again so the map stays non-decreasing.
@@ -202,7 +237,7 @@ def fit_isotonic(z: np.ndarray, y: np.ndarray, prior: float) -> dict[str, Any]:
     }
 
 
-def _log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+def log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 
@@ -221,7 +256,7 @@ def _fit_auto(z: np.ndarray, y: np.ndarray, purge: int) -> Calibrator:
             c = _fit(m, z[fit_part], y[fit_part])
         except ConfigError:
             continue
-        per_sample[m] = _log_losses(y[eval_part], c.predict(z[eval_part]))
+        per_sample[m] = log_losses(y[eval_part], c.predict(z[eval_part]))
     losses = {m: float(v.mean()) for m, v in per_sample.items()}
     best = "platt" if "platt" in per_sample else min(losses, key=losses.get)
 

@@ -192,6 +192,10 @@ def write_run_files(
     (out_dir / "training_window.json").write_text(
         json.dumps(json.loads(result.tags["phat.training_window"]), indent=2)
     )
+    if result.selection:  # how capacity and the ladder rung were chosen (pipeline.fit_recipe)
+        (out_dir / "selection").mkdir(exist_ok=True)
+        for name, rows in result.selection.items():
+            pd.DataFrame(rows).to_csv(out_dir / "selection" / f"{name}.csv", index=False)
     figures: dict[str, Any] = {}
     plots = out_dir / "plots"
     rel = out_dir / "reliability"
@@ -332,6 +336,8 @@ def log_run(
     items = list(run_params(cfg).items())
     for i in range(0, len(items), 100):
         mlflow.log_params(dict(items[i : i + 100]))
+    if "selected_C" in result.metrics:  # what model.params.C=auto chose
+        mlflow.log_param("model.params.C_selected", f"{result.metrics['selected_C']:g}")
     mlflow.set_tags(result.tags)
     mlflow.log_metrics(run_metrics(result, hold_out_test))
     if hold_out_test:
@@ -361,9 +367,36 @@ def _calibration_line(cal: Any) -> str:
     if cal.params.get("selected_by") == "auto":
         losses = ", ".join(f"{m} {v:.5f}" for m, v in cal.params["inner_log_loss"].items())
         text += f" (auto; held-out log loss: {losses})"
+    if "identity_lr" in cal.params:  # the ladder's calibration rung (models/calibration.py)
+        kept = "fitted map" if "fitted_a" not in cal.params else "identity map kept"
+        text += f" ({kept}: likelihood ratio {cal.params['identity_lr']:.2f} vs 5.99 at 5%)"
     if cal.params.get("resolution") == "none":
         text += "  NO RESOLUTION: p_hat is constant; not promotable"
     return text
+
+
+def _selection_lines(result: Any) -> list[str]:
+    """Capacity and ladder verdict (pipeline.fit_recipe), chosen without the test span."""
+    out = []
+    if "selected_C" in result.metrics:
+        out.append(
+            f"  capacity      C={result.metrics['selected_C']:g} (purged 5-fold CV of the train "
+            "span, simplest within one SE of the best log loss)"
+        )
+    kept = result.tags.get("phat.selected_rung", "model")
+    rows = result.selection.get("ladder") or result.selection.get("inner_cv") or []
+    where = "calibration slice" if "ladder" in result.selection else "inner CV"
+    rows = [r for r in rows if not str(r.get("candidate", "")).startswith("C=") or r["chosen"]
+            or kept != "model"]  # fmt: skip
+    if rows:
+        losses = ", ".join(f"{r.get('rung', r.get('candidate'))} {r['log_loss']:.5f}" for r in rows)
+        verdict = (
+            "kept the model"
+            if kept == "model"
+            else f"kept {kept}: the model is not better by more than noise"
+        )
+        out.append(f"  ladder        {verdict} ({where} log loss: {losses})")
+    return out
 
 
 def summary_lines(
@@ -388,6 +421,7 @@ def summary_lines(
         f"  run id        {run_id}  (experiment {experiment!r})",
         f"  model hash    {result.tags['phat.model_hash']}",
         f"  calibration   {_calibration_line(result.calibrator)}",
+        *_selection_lines(result),
         f"  {'test metric':<18}{'raw':>10}{'calibrated':>12}   95% CI (calibrated)",
     ]
     for label, key in rows:

@@ -1,0 +1,217 @@
+"""Capacity and ladder choices, made inside the train and calibration spans, never on test.
+
+- `purged_kfold`: contiguous validation blocks of the train span's samples; each block's fit set
+  is every other train sample whose label and window read no bar its samples read (the split
+  rule of phat.contract.splits applied at both ends of the block).
+- `choose_logistic`: a logistic recipe's ladder and capacity together, by that purged K-fold's
+  per-sample log loss (a proper score): climatology, the 1-bar return alone, then the recipe's
+  inputs at each C of `C_GRID` from the strongest regularisation up, and the one-standard-error
+  rule: the simplest candidate whose loss exceeds the best's by at most one standard error, so
+  noise does not buy capacity. The feature matrix is built once.
+- `rule_rungs` + `choose_rung` (tree and TCN recipes, whose inner CV would cost a refit per
+  fold): the rules the recipe nests, each a small `LogisticModel` in the artifact format, are
+  compared with the recipe's model on the calibration span: the calibrator (the configured
+  method) is fitted on its first half and every rung scored on its second half
+  (`second_half`); the simplest rung within one standard error of the best is kept.
+
+The standard error is that of the paired per-sample loss difference, estimated from the means
+of contiguous blocks (the inner folds, or 10 time blocks of the scored half), so losses that
+move together in time do not pass for independent draws (Hastie, Tibshirani & Friedman, The
+Elements of Statistical Learning, 7.10: the one-standard-error rule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from phat.errors import ConfigError
+from phat.models.baselines import LogisticModel, WindowData
+from phat.models.calibration import fit_calibrator, log_losses
+
+# Candidate C values, simplest (strongest regularisation) first: 1e-4 .. 1 in half decades.
+C_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in np.arange(-4.0, 0.25, 0.5))
+INNER_FOLDS = 5
+SCORE_BLOCKS = 10
+# The 1-bar return rung's C: a one-input model needs no shrinkage, only finiteness.
+RULE_C = 1e4
+# Features whose 1-bar form is "the last return" (the rule every recipe nests).
+_RETURN_FNS = ("log_return", "vol_return")
+
+
+def purged_kfold(
+    ends: np.ndarray, k: int, purge: int, embargo: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, validation) index arrays into `ends` (sorted sample bar positions), one pair per
+    contiguous block. A fit sample s before a block [v0, v1] has s <= v0 - 1 - purge - embargo
+    (its label ends before the block's first window starts); after it, s >= v1 + 1 + purge +
+    embargo (its window starts after the block's last label)."""
+    if len(ends) < 2 * k:
+        raise ConfigError(f"{len(ends)} train samples are too few for {k} inner folds")
+    out = []
+    for block in np.array_split(np.arange(len(ends)), k):
+        v0, v1 = int(ends[block[0]]), int(ends[block[-1]])
+        fit = np.flatnonzero(
+            (ends <= v0 - 1 - purge - embargo) | (ends >= v1 + 1 + purge + embargo)
+        )
+        if len(fit):
+            out.append((fit, block))
+    return out
+
+
+def simplest_within_noise(loss: np.ndarray, groups: np.ndarray) -> tuple[int, list[dict]]:
+    """`loss` [n_samples, n_candidates], candidates simplest first; `groups` the block of each
+    sample. Returns the first candidate whose mean loss exceeds the lowest by at most one
+    standard error of the paired difference (block means), and a row per candidate."""
+    mean = loss.mean(axis=0)
+    best = int(np.argmin(mean))
+    ids = np.unique(groups)
+    rows, chosen = [], None
+    for j in range(loss.shape[1]):
+        d = loss[:, j] - loss[:, best]
+        bm = np.array([d[groups == g].mean() for g in ids])
+        se = float(bm.std(ddof=1) / np.sqrt(len(ids))) if len(ids) > 1 else 0.0
+        within = bool(d.mean() <= se)
+        if chosen is None and within:
+            chosen = j
+        rows.append({"log_loss": float(mean[j]), "excess": float(d.mean()), "se": se})
+    assert chosen is not None  # the best itself is always within
+    return chosen, rows
+
+
+def _newton_logistic(C: float, seed: int, max_iter: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    # Newton-Cholesky: a few exact steps on n x (lookback * features) inputs, ~20x faster
+    # than lbfgs here (scripts/bench_ladder.py) and deterministic at a fixed thread count.
+    return LogisticRegression(C=C, solver="newton-cholesky", max_iter=max_iter, random_state=seed)
+
+
+def choose_logistic(
+    data: WindowData,
+    ends: np.ndarray,
+    y: np.ndarray,
+    lookback: int,
+    return_column: int | None,
+    grid: tuple[float, ...],
+    purge: int,
+    embargo: int,
+    seed: int,
+    max_iter: int,
+) -> tuple[str, float | None, list[dict[str, Any]]]:
+    """The logistic recipe's ladder and capacity in one purged K-fold of the train samples
+    `ends`: candidates, simplest first, are climatology, the 1-bar return alone (column
+    `return_column` of the last feature row, when there is one) and the recipe's inputs at
+    each C of `grid` (strongest regularisation first). Returns (rung, C, table): rung is
+    "climatology", "last_return" or "model" (then C is the chosen strength)."""
+    X = data.tabular(ends, lookback)
+    n_f = data.features.shape[1]
+    yi = np.asarray(y).astype(int)
+    names = ["climatology"] + (["last_return"] if return_column is not None else [])
+    names += [f"C={c:g}" for c in grid]
+    folds = purged_kfold(ends, INNER_FOLDS, purge, embargo)
+    loss = np.empty((sum(len(v) for _, v in folds), len(names)))
+    groups = np.empty(len(loss), dtype=np.int64)
+    at = 0
+    for k, (fit, val) in enumerate(folds):
+        if len(np.unique(yi[fit])) < 2:
+            raise ConfigError("an inner fold's fit set holds one outcome only; set model.params.C")
+        cols = [np.full(len(val), float(np.mean(yi[fit])))]
+        if return_column is not None:
+            x = X[:, (lookback - 1) * n_f + return_column][:, None]
+            cols.append(_newton_logistic(RULE_C, seed, max_iter).fit(x[fit], yi[fit])
+                        .predict_proba(x[val])[:, 1])  # fmt: skip
+        for c in grid:
+            clf = _newton_logistic(c, seed, max_iter).fit(X[fit], yi[fit])
+            cols.append(clf.predict_proba(X[val])[:, 1])
+        for j, p in enumerate(cols):
+            loss[at : at + len(val), j] = log_losses(yi[val], np.clip(p, 1e-12, 1 - 1e-12))
+        groups[at : at + len(val)] = k
+        at += len(val)
+    j, rows = simplest_within_noise(loss, groups)
+    table = [{"candidate": n, **r, "chosen": i == j} for i, (n, r) in enumerate(zip(names, rows, strict=True))]  # fmt: skip
+    n_rules = len(names) - len(grid)
+    if j < n_rules:
+        return names[j], None, table
+    return "model", grid[j - n_rules], table
+
+
+def second_half(
+    method: str, logits: np.ndarray, y: np.ndarray, purge: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The calibration slice cut in time: the calibrator (same method) fitted on its first
+    half, `purge` samples before the cut dropped, and (p, y) of its second half; None when
+    either part has fewer than 20 samples."""
+    n = len(y)
+    cut = n // 2
+    fit_end = max(cut - purge, 0)
+    if fit_end < 20 or n - cut < 20:
+        return None
+    cal = fit_calibrator(method, logits[:fit_end], y[:fit_end], purge=purge)
+    return cal.predict(logits[cut:]), y[cut:]
+
+
+def _one_input_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
+    clf = _newton_logistic(RULE_C, seed, 100).fit(x[:, None], np.asarray(y).astype(int))
+    return float(clf.coef_[0, 0]), float(clf.intercept_[0])
+
+
+def _frozen(coef: np.ndarray, intercept: float, lookback: int, seed: int) -> LogisticModel:
+    m = LogisticModel(C=RULE_C, lookback=lookback, seed=seed)
+    m.coef_, m.intercept_ = np.asarray(coef, dtype=np.float64), float(intercept)
+    return m
+
+
+def return_column(feature_names: list[str]) -> int | None:
+    """The feature that is the last bar's return (log_return_1 or vol_return_1_<vol>)."""
+    return next((i for i, name in enumerate(feature_names) if _is_one_bar_return(name)), None)
+
+
+def rule_rung(
+    name: str, data: WindowData, ends: np.ndarray, y: np.ndarray, column: int | None, seed: int
+) -> LogisticModel:
+    """A rule rung fitted on the train samples, in the artifact's model format: climatology (a
+    constant logit) or last_return (one weight on `column` of the last feature row)."""
+    n_f = data.features.shape[1]
+    if name == "climatology":
+        rate = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+        return _frozen(np.zeros(n_f), float(np.log(rate / (1 - rate))), 1, seed)
+    assert name == "last_return" and column is not None
+    w, b = _one_input_logistic(data.tabular(ends, 1)[:, column], y, seed)
+    coef = np.zeros(n_f)
+    coef[column] = w
+    return _frozen(coef, b, 1, seed)
+
+
+def rule_rungs(
+    data: WindowData, ends: np.ndarray, y: np.ndarray, feature_names: list[str], seed: int
+) -> list[tuple[str, LogisticModel]]:
+    """The rules every recipe nests, simplest first: climatology, then last_return when the
+    feature set has the last bar's return."""
+    col = return_column(feature_names)
+    names = ["climatology"] + (["last_return"] if col is not None else [])
+    return [(n, rule_rung(n, data, ends, y, col, seed)) for n in names]
+
+
+def _is_one_bar_return(name: str) -> bool:
+    """log_return_1 or vol_return_1_<vol> (feature_name joins params in sorted order)."""
+    for fn in _RETURN_FNS:
+        if name.startswith(fn + "_"):
+            return name[len(fn) + 1 :].split("_")[0] == "1"
+    return False
+
+
+def choose_rung(
+    method: str, logits: list[np.ndarray], y: np.ndarray, purge: int
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """Index of the rung to keep (simplest first; the last is the recipe's model) by the
+    calibrated second half of the calibration slice; None when the slice is too short to
+    judge (the recipe's model is kept)."""
+    scored = [second_half(method, z, y, purge) for z in logits]
+    if any(s is None for s in scored):
+        return None, []
+    yy = scored[0][1]  # type: ignore[index]
+    loss = np.column_stack([log_losses(yy, np.clip(s[0], 1e-12, 1 - 1e-12)) for s in scored])  # type: ignore[index]
+    groups = np.minimum(np.arange(len(yy)) * SCORE_BLOCKS // len(yy), SCORE_BLOCKS - 1)
+    return simplest_within_noise(loss, groups)

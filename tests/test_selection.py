@@ -1,0 +1,192 @@
+"""Capacity on purged inner CV and the model ladder (models/selection.py, pipeline.fit_recipe):
+the inner folds never let a fit sample read a validation sample's bars; the inner CV never
+reads a bar of the calibration or test span; the one-SE rule prefers the simplest candidate
+within noise; on an AR(1) series the default recipe matches the last-return rule and passes
+the baseline gate; on a random walk it keeps no false signal; Platt keeps the identity map
+unless its fit is significant; a kept rung is an ordinary artifact (loads, scores, streams)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import make_cfg
+from phat.data.synthetic import random_walk
+from phat.errors import ConfigError
+from phat.models.calibration import Calibrator, fit_calibrator, platt_or_identity, sigmoid
+from phat.models.selection import purged_kfold, simplest_within_noise
+from phat.pipeline import prepare, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from bench_ladder import ar1  # noqa: E402  (the series the benchmark measures)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(40, 400),
+    gaps=st.integers(0, 3),
+    k=st.integers(2, 6),
+    purge=st.integers(1, 8),
+    embargo=st.integers(0, 20),
+    seed=st.integers(0, 1000),
+)
+def test_inner_folds_read_disjoint_bars(n, gaps, k, purge, embargo, seed) -> None:
+    rng = np.random.default_rng(seed)
+    ends = np.sort(rng.choice(np.arange(3 * n), size=n, replace=False))
+    for fit, val in purged_kfold(ends, k, purge, embargo):
+        assert len(set(fit) & set(val)) == 0
+        # a sample at t reads bars t - embargo .. t + purge (window, then label)
+        v_lo, v_hi = ends[val].min() - embargo, ends[val].max() + purge
+        f = ends[fit]
+        assert not np.any((f + purge >= v_lo) & (f - embargo <= v_hi))
+        assert len(fit) + len(val) <= n
+
+
+def test_one_se_rule_prefers_the_simplest_within_noise() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    groups = np.repeat(np.arange(10), n // 10)
+    base = rng.normal(0.69, 0.05, n)
+    # candidate 0 worse by far, 1 worse by a hair (inside noise), 2 the best
+    loss = np.column_stack([base + 0.02, base + rng.normal(0.0002, 0.01, n), base])
+    j, rows = simplest_within_noise(loss, groups)
+    assert j == 1 and rows[1]["excess"] <= rows[1]["se"]
+    assert rows[0]["excess"] > rows[0]["se"]
+    # without the hair-thin candidate, the clearly worse simple one is not chosen
+    j, _ = simplest_within_noise(loss[:, [0, 2]], groups)
+    assert j == 1
+
+
+def test_platt_keeps_the_identity_unless_its_fit_is_significant() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 0.4, 4000)
+    y_ok = (rng.uniform(size=4000) < sigmoid(z)).astype(float)  # z is calibrated
+    y_over = (rng.uniform(size=4000) < sigmoid(0.3 * z)).astype(float)  # z overconfident
+    kept = fit_calibrator("platt", z, y_ok, identity_first=True)
+    assert (kept.params["a"], kept.params["b"]) == (-1.0, 0.0)
+    assert kept.params["identity_lr"] < 5.991 and kept.promotable
+    fitted = fit_calibrator("platt", z, y_over, identity_first=True)
+    assert fitted.params["identity_lr"] > 5.991 and "fitted_a" not in fitted.params
+    assert -0.6 < fitted.params["a"] < 0  # the fitted slope, far from the identity's -1
+    # other methods are left as they are
+    iso = fit_calibrator("isotonic", z, y_ok)
+    assert platt_or_identity(iso, z, y_ok, 1) is iso
+    assert np.array_equal(Calibrator("platt", {"a": -1.0, "b": 0.0}).predict(z),
+                          np.clip(sigmoid(z), 1e-6, 1 - 1e-6))  # fmt: skip
+
+
+def _write(df, path: Path) -> str:
+    df.to_parquet(path)
+    return str(path)
+
+
+def test_inner_cv_never_reads_a_bar_of_the_calibration_or_test_span(tmp_path) -> None:
+    """Bars after the train span's last label are replaced by another path: the chosen
+    capacity, the inner-CV table and the train-span fit stay bit-identical."""
+    df = ar1(0.1, 6000, seed=3)
+    cfg = make_cfg(tmp_path, f"data.path={_write(df, tmp_path / 'a.parquet')}",
+                   "metrics.bootstrap_n=5")  # fmt: skip
+    a = train(cfg, tmp_path / "a")
+    last_read = int(a.spans["train"][-1]) + a.label_spec.horizon_bars
+    other = ar1(0.1, 6000, seed=99)
+    scale = df["close"].iloc[last_read] / other["close"].iloc[last_read]
+    changed = df.copy()
+    changed.iloc[last_read + 1 :] = other.iloc[last_read + 1 :].to_numpy() * [
+        scale, scale, scale, scale, 1.0,
+    ]  # fmt: skip
+    changed.iloc[last_read + 1, 0] = changed["close"].iloc[last_read]  # open = previous close
+    changed.iloc[last_read + 1, 1] = changed.iloc[last_read + 1, :4].max()
+    changed.iloc[last_read + 1, 2] = changed.iloc[last_read + 1, :4].min()
+    cfg_b = make_cfg(tmp_path, f"data.path={_write(changed, tmp_path / 'b.parquet')}",
+                     "metrics.bootstrap_n=5")  # fmt: skip
+    b = train(cfg_b, tmp_path / "b")
+    assert not np.array_equal(a.predictions["test"].y, b.predictions["test"].y)  # test changed
+    assert a.selection["inner_cv"] == b.selection["inner_cv"]  # every loss, bit for bit
+    assert a.metrics.get("selected_C") == b.metrics.get("selected_C")
+    assert a.tags["phat.selected_rung"] == b.tags["phat.selected_rung"]
+    assert np.array_equal(a.predictions["train"].logits, b.predictions["train"].logits)
+
+
+@pytest.mark.slow
+def test_ar1_default_recipe_matches_the_rule_it_contains_and_passes_the_gate(tmp_path) -> None:
+    """The issue's series: 20,000 15m bars of AR(1) 0.2 returns (the whole signal is the last
+    return). The old default lost to the last-return rule (DM p 0.9995 for "model better")."""
+    from phat.lifecycle.gates import Evidence, TradingEvidence, _universal
+
+    path = _write(ar1(0.2, 20_000, seed=1), tmp_path / "ar1.parquet")
+    r = train(make_cfg(tmp_path, f"data.path={path}", "horizon=15m", "metrics.bootstrap_n=5"),
+              tmp_path / "run")  # fmt: skip
+    m = r.metrics
+    assert m["test_brier"] <= m["test_brier_last_return"] + 0.0003
+    assert m["test_brier"] < m["test_brier_climatology"]
+    t = TradingEvidence(0, 0, 0, 1)
+    ev = Evidence("platt", True, 0, m["test_brier"], 0, 0, m["test_brier_climatology"], t, t, 0,
+                  rule_brier=min(m["test_brier_last_return"], m["test_brier_last_sign"]))  # fmt: skip
+    gate = next(g for g in _universal(ev) if g.name == "beats_a_baseline")
+    # the gate as it stands: strictly below climatology and the best one-feature rule
+    assert gate.passed, (m["test_brier"], gate.limit)
+
+
+def test_random_walk_keeps_no_false_signal(tmp_path) -> None:
+    """No signal at all: the ladder keeps a rule rung or a heavily regularised model, and the
+    kept forecast is not significantly worse than climatology on test."""
+    path = _write(random_walk(8000, seed=5), tmp_path / "rw.parquet")
+    r = train(make_cfg(tmp_path, f"data.path={path}", "metrics.bootstrap_n=5"), tmp_path / "run")
+    assert r.tags["phat.selected_rung"] in ("climatology", "last_return") or (
+        r.metrics["selected_C"] <= 1e-3
+    )
+    assert 1 - r.metrics["dm_pvalue_vs_climatology"] > 0.05  # not significantly worse
+
+
+def test_a_kept_rung_is_an_ordinary_model(tmp_path) -> None:
+    """A rung kept by the ladder is a LogisticModel in the artifact format: it loads, predicts
+    what training scored, and streams bit for bit."""
+    from phat.registry.artifact import load_artifact
+
+    path = _write(random_walk(3000, seed=8), tmp_path / "rw.parquet")
+    cfg = make_cfg(tmp_path, f"data.path={path}", "metrics.bootstrap_n=5",
+                   "features.list=[{fn: log_return, params: {n: 1}}, {fn: clv, params: {}}]")  # fmt: skip
+    prep = prepare(cfg)
+    from phat.models.selection import rule_rung
+
+    tr = prep.spans["train"]
+    rung = rule_rung("last_return", prep.data, tr, prep.y[tr], 0, 0)
+    assert rung.coef_[1] == 0.0 and rung.coef_[0] != 0.0 and rung.lookback == 1
+    r = train(cfg, tmp_path / "run")
+    model = load_artifact(r.artifact_dir)
+    frame = r.bars.frame
+    p = model.predict(frame)["p_hat"].to_numpy()
+    te = r.spans["test"]
+    assert np.array_equal(p[te], r.predictions["test"].p_hat)
+    sc = model.stream()
+    got = np.array([sc.update({"timestamp": ts, **row}) for ts, row in
+                    zip(frame.index[-300:], frame.iloc[-300:].to_dict("records"), strict=True)])  # fmt: skip
+    want = model.predict(frame.iloc[-300:])["p_hat"].to_numpy()
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.params.C=abc", "model.params.C='abc': expected auto or a number > 0"),
+        ("model.params.C=0", "model.params.C=0"),
+        ("model.ladder=maybe", "model.ladder='maybe': expected 'on' or 'off'"),
+    ],
+)
+def test_capacity_and_ladder_settings_are_checked(tmp_path, override, message) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        make_cfg(tmp_path, override)
+
+
+def test_ladder_off_and_a_fixed_C_keep_the_old_recipe(tmp_path) -> None:
+    cfg = make_cfg(tmp_path, "data.synthetic.periods=3000", "model.params.C=0.1",
+                   "model.ladder=off", "metrics.bootstrap_n=5")  # fmt: skip
+    r = train(cfg, tmp_path / "run")
+    assert r.selection == {} and "selected_C" not in r.metrics
+    assert r.tags["phat.selected_rung"] == "model" and r.model.C == 0.1
+    assert "identity_lr" not in r.calibrator.params
