@@ -2,6 +2,8 @@
 prints one row per case, whatever it shows (docs/results.md).
 
     .venv/bin/python scripts/walkforward_samples.py [--data-dir ../shared/data]
+    .venv/bin/python scripts/walkforward_samples.py --features default,scaled --universe \
+        --models logistic          # the two feature sets side by side, 10 more real pairs
 
 Windows are set from each sample's span (train 40%, calibration 15%, step 15% of it, rounded
 to whole minutes/days), since the samples are days to months long, not years.
@@ -49,16 +51,25 @@ def row(name: str, overrides: list[str], tmp: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--features", default="default", help="feature sets, comma-separated")
+    ap.add_argument("--models", default="logistic,tree")
+    ap.add_argument("--universe", action="store_true", help="also universe-5m/*.feather")
     a = ap.parse_args()
+    cases = list(CASES)
+    if a.universe:
+        cases += [(f"universe-5m/{f.name}", "5m", [])
+                  for f in sorted((Path(a.data_dir) / "universe-5m").glob("*.feather"))]  # fmt: skip
     print("| case | folds | oos bars | Brier | climatology | proxy | last sign | last return | "
           "MCB / DSC / UNC | AUC | DM p vs clim. | DM p vs last return |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        print(row("synthetic year, planted", ["walkforward.step=30d"], tmp))
-        print(row("synthetic year, no signal", ["walkforward.step=30d",
-                  "data.synthetic.planted_strength=0", "data.synthetic.trend_bias=0",
-                  "data.synthetic.revert_strength=0"], tmp))  # fmt: skip
-        for file, tf, extra in CASES:
+        for feats in a.features.split(","):
+            fs = [f"features={feats}"]
+            print(row(f"synthetic year, planted ({feats})", ["walkforward.step=30d", *fs], tmp))
+            print(row(f"synthetic year, no signal ({feats})", ["walkforward.step=30d", *fs,
+                      "data.synthetic.planted_strength=0", "data.synthetic.trend_bias=0",
+                      "data.synthetic.revert_strength=0"], tmp))  # fmt: skip
+        for file, tf, extra in cases:
             path = Path(a.data_dir) / file
             if not path.exists():
                 print(f"| {file} | (not found) |")
@@ -71,11 +82,14 @@ def main() -> None:
                   f"walkforward.calibration={duration(span * 0.15)}",
                   f"walkforward.step={duration(span * 0.15)}"]  # fmt: skip
             ov = [f"data.path={path}", f"horizon={tf}", *wf, *extra]
-            for model in ("logistic", "tree"):
-                try:
-                    print(row(f"{file} {tf} {model}", [*ov, f"model={model}"], tmp), flush=True)
-                except Exception as e:  # reported, not hidden
-                    print(f"| {file} {tf} {model} | failed: {type(e).__name__}: {str(e)[:150]} |")
+            for model in a.models.split(","):
+                for feats in a.features.split(","):
+                    name = f"{file} {tf} {model} ({feats})"
+                    try:
+                        print(row(name, [*ov, f"model={model}", f"features={feats}"], tmp),
+                              flush=True)  # fmt: skip
+                    except Exception as e:  # reported, not hidden
+                        print(f"| {name} | failed: {type(e).__name__}: {str(e)[:150]} |")
 
 
 if __name__ == "__main__":

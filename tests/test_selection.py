@@ -190,3 +190,28 @@ def test_ladder_off_and_a_fixed_C_keep_the_old_recipe(tmp_path) -> None:
     assert r.selection == {} and "selected_C" not in r.metrics
     assert r.tags["phat.selected_rung"] == "model" and r.model.C == 0.1
     assert "identity_lr" not in r.calibrator.params
+
+
+def test_tree_recipe_is_judged_against_its_rules_on_the_calibration_slice(tmp_path) -> None:
+    """A tree (or TCN) recipe: its ladder is judged on the calibration slice (calibrator on the
+    first half, log loss on the second); the table names every rung, one is kept, and the kept
+    forecast is what the artifact holds."""
+    path = _write(random_walk(4000, seed=12), tmp_path / "rw.parquet")
+    cfg = make_cfg(tmp_path, f"data.path={path}", "model=tree", "model.params.max_iter=30",
+                   "metrics.bootstrap_n=5")  # fmt: skip
+    r = train(cfg, tmp_path / "run")
+    rows = r.selection["ladder"]
+    assert [x["rung"] for x in rows] == ["climatology", "last_return", "model"]
+    assert sum(x["chosen"] for x in rows) == 1
+    kept = next(x["rung"] for x in rows if x["chosen"])
+    assert r.tags["phat.selected_rung"] == kept and r.tags["phat.model_kind"] == "tree"
+    assert r.model.kind == ("tree" if kept == "model" else "logistic")
+    best = min(x["log_loss"] for x in rows)
+    for x in rows:  # the kept rung is the simplest within one SE of the best
+        if x["rung"] == kept:
+            break
+        assert x["excess"] > x["se"], x
+    assert (
+        next(x for x in rows if x["rung"] == kept)["log_loss"] - best
+        <= next(x for x in rows if x["rung"] == kept)["se"]
+    )

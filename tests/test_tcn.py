@@ -130,6 +130,7 @@ def test_overfit_tcn_is_miscalibrated_raw_and_calibration_repairs_it(tmp_path) -
         "metrics.bootstrap_n=10",
         "split.min_samples=150",
         "threads=1",
+        "model.ladder=off",  # the subject is this overfit TCN (the ladder would decline it)
     )
     res = train(cfg, tmp_path)
     m = res.metrics
@@ -146,7 +147,15 @@ def test_lightning_metrics_land_in_the_one_training_run(tmp_path, mlflow_uri) ->
     exp = client.get_experiment_by_name("phat")
     before = len(client.search_runs([exp.experiment_id])) if exp else 0
     out = run(
-        make_cfg(tmp_path, *SMALL_TCN, "trainer.max_epochs=3", "trainer.patience=5", uri=mlflow_uri)
+        # the ladder off: the subject is the TCN's own training run, whatever it would keep
+        make_cfg(
+            tmp_path,
+            *SMALL_TCN,
+            "trainer.max_epochs=3",
+            "trainer.patience=5",
+            "model.ladder=off",
+            uri=mlflow_uri,
+        )  # fmt: skip
     )
     exp = client.get_experiment_by_name("phat")
     assert len(client.search_runs([exp.experiment_id])) == before + 1
