@@ -57,14 +57,14 @@ server: $(STAMP)
 	$(BIN)/python scripts/mlflow_server.py --dir $(SERVER_DIR) --port $(SERVER_PORT) \
 	  --pg-port $(PG_PORT) --host $(SERVER_HOST)
 
-# REST scoring of a registered model from this project's environment (docs/mlflow.md):
+# REST scoring of a registered model, verified first (phat serve; docs/mlflow.md):
 #   make serve                       (the newest version of the demo model)
 #   make serve MODEL=models:/phat-synth-15m@production PORT=5001
 MODEL ?= models:/phat-synth-15m/latest
 PORT  ?= 5001
 serve: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
-	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $(PORT)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} \
+	  $(BIN)/phat serve model_uri="$(MODEL)" port=$(PORT)
 
 clean:
 	rm -rf outputs multirun mlruns mlflow.db .phat-locks .pytest_cache

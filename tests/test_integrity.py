@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -180,3 +182,98 @@ def test_shipped_code_changed_after_training_is_refused(store) -> None:
     code.write_text(code.read_text() + "\nimport os  # planted\n")
     with pytest.raises(HashMismatch, match="code/phat"):
         phat.load(f"models:/{NAME}/{v}")
+
+
+# The code a logged model ships (issue #27): the tamper matrix. Each case changes the stored
+# model in the artifact store, then every load path is tried.
+def _code_dir(out: dict) -> Path:
+    return stored_model_dir(out).parent.parent / "code"
+
+
+def _fresh_load(model_dir: Path, env_uri: str | None) -> subprocess.CompletedProcess:
+    """mlflow.pyfunc.load_model in a new interpreter (as `mlflow models serve` starts): nothing
+    of phat imported before MLflow imports the model's loader module."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if env_uri:
+        env["MLFLOW_TRACKING_URI"] = env_uri
+    code = f"import mlflow; mlflow.pyfunc.load_model({str(model_dir)!r}); print('LOADED')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=model_dir.parent)  # fmt: skip
+
+
+def test_the_issue_tamper_never_runs_on_any_path(store, tmp_path: Path) -> None:
+    """One line appended to the stored code/phat/registry/pyfunc_loader.py (it would write a
+    marker file): refused by phat.load, by mlflow.pyfunc.load_model on the registry URI and on
+    the raw directory (with and without a tracking store, in this process and in a fresh one),
+    and by `phat serve`; the marker never exists."""
+    out, _ = store
+    uri = f"models:/{NAME}/{out['model_version']}"
+    model_dir = _code_dir(out).parent
+    fresh = _fresh_load(model_dir, None)
+    assert "LOADED" in fresh.stdout, fresh.stderr[-2000:]  # untouched: loads in a fresh process
+    marker = tmp_path / "tampered-code-ran"
+    target = _code_dir(out) / "phat" / "registry" / "pyfunc_loader.py"
+    target.write_text(target.read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    with pytest.raises(HashMismatch, match="code/phat/registry/pyfunc_loader.py was changed"):
+        phat.load(uri)
+    with pytest.raises(HashMismatch, match="code/phat/registry/pyfunc_loader.py was changed"):
+        phat.load(str(model_dir))
+    with pytest.raises(Exception, match="pyfunc_loader.py was changed"):
+        mlflow.pyfunc.load_model(uri)
+    with pytest.raises(Exception, match="pyfunc_loader.py was changed"):
+        mlflow.pyfunc.load_model(str(model_dir))
+    for env_uri in (None, mlflow.get_tracking_uri()):
+        fresh = _fresh_load(model_dir, env_uri)
+        assert fresh.returncode != 0 and "pyfunc_loader.py was changed" in fresh.stderr
+    served = subprocess.run([sys.executable, "-m", "phat", "serve", f"model_uri={uri}"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert served.returncode == 2, served.stderr[-2000:]
+    assert "pyfunc_loader.py was changed" in served.stderr and "Traceback" not in served.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "raw_path_refuses"),
+    [
+        ("phat_module", True),  # any file of the shipped package
+        ("added_module", True),  # a module dropped into code/ would shadow an installed one
+        ("manifest_rewritten", "with_store"),  # a self-consistent rewrite: the run's tag catches it
+        ("verifier", False),  # a verifier rewritten to check nothing: only phat's paths catch it
+        ("mlmodel_loader", False),  # MLmodel's loader entry: MLflow trusts it
+    ],
+)
+def test_tamper_matrix(store, tmp_path: Path, case: str, raw_path_refuses) -> None:
+    from phat.registry import verify_shipped as vs
+
+    out, _ = store
+    uri = f"models:/{NAME}/{out['model_version']}"
+    code = _code_dir(out)
+    if case == "phat_module":
+        f = code / "phat" / "__init__.py"
+        f.write_text(f.read_text() + "\n# edited\n")
+    elif case == "added_module":
+        (code / "yaml.py").write_text("raise SystemExit('shadowed')\n")
+    elif case == "manifest_rewritten":
+        f = code / "phat" / "errors.py"
+        f.write_text(f.read_text() + "\n# edited\n")
+        vs.write_manifest(code)
+    elif case == "verifier":  # an attacker's verifier: checks nothing, hands over at once
+        f = code / vs.VERIFIER
+        f.write_text(f.read_text() + "\n\ndef _load_pyfunc(data_path, model_config=None):\n"
+                     "    from phat.registry.pyfunc_loader import _load_pyfunc as load\n\n"
+                     "    return load(data_path, model_config)\n")  # fmt: skip
+    else:
+        mlmodel = code.parent / "MLmodel"
+        mlmodel.write_text(mlmodel.read_text().replace("loader_module: phat_verify",
+                                                       "loader_module: phat.registry.pyfunc_loader"))  # fmt: skip
+    for path in (uri, str(code.parent)):
+        with pytest.raises(HashMismatch):
+            phat.load(path)
+    without_store = _fresh_load(code.parent, None)
+    with_store = _fresh_load(code.parent, mlflow.get_tracking_uri())
+    assert (without_store.returncode != 0) == (raw_path_refuses is True), without_store.stderr[
+        -800:
+    ]
+    assert (with_store.returncode != 0) == bool(raw_path_refuses), with_store.stderr[-800:]

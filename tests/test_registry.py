@@ -182,7 +182,8 @@ def _post(url: str, body: str, content_type: str = "application/json") -> tuple[
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_json_and_csv_like_phat_load(registered, tmp_path) -> None:
-    """The real `mlflow models serve` (as `make serve` starts it) on the registered version:
+    """The real `mlflow models serve`, started by `phat serve` (as `make serve` does) after it
+    verified the registered version:
     dataframe_split (timestamp column, ISO index, epoch index), dataframe_records and CSV give
     the p_hat phat.load gives on the same bars, with timestamps and JSON nulls; refusals are
     400s carrying phat's one-line reason."""
@@ -201,8 +202,8 @@ def test_mlflow_models_serve_answers_json_and_csv_like_phat_load(registered, tmp
     }
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model,
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+            [str(Path(sys.executable).with_name("phat")), "serve", f"model_uri={model}",
+             "host=127.0.0.1", f"port={port}"],
             stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -39,6 +39,11 @@ VERBS: dict[str, tuple[str, str, str]] = {
     ),
     "promote": ("phat.cli.promote", "promote", "gate a registered version and make it production"),
     "rollback": ("phat.cli.rollback", "rollback", "move production back to the previous version"),
+    "serve": (
+        "phat.cli.serve",
+        "serve",
+        "verify a registered model, then serve it over REST (mlflow models serve)",
+    ),
     "doctor": (
         "phat.cli.doctor",
         "doctor",

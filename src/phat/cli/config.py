@@ -324,6 +324,14 @@ class RollbackConf:
 
 
 @dataclass
+class ServeConf:
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    model_uri: str = MISSING
+    host: str = MISSING
+    port: int = MISSING
+
+
+@dataclass
 class DoctorConf:
     tracking: TrackingConf = field(default_factory=TrackingConf)
     dry_run: bool = MISSING
@@ -382,6 +390,7 @@ SCHEMAS: dict[str, type] = {
     "backtest": BacktestConf,
     "promote": PromoteConf,
     "rollback": RollbackConf,
+    "serve": ServeConf,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -448,6 +457,7 @@ _MINIMA: dict[str, tuple[float, bool]] = {
     "promotion.min_samples": (1, True),
     "tracking.timeout": (1, True),
     "stale_after_hours": (0, True),
+    "port": (1, True),
 }
 _MAXIMA: dict[str, float] = {
     "data.resample_min_coverage": 1.0,
@@ -455,6 +465,7 @@ _MAXIMA: dict[str, float] = {
     "trainer.val_fraction": 1.0,
     "promotion.alpha": 1.0,
     "monitor.alpha": 1.0,
+    "port": 65535,
 }
 
 
@@ -718,6 +729,10 @@ _EXAMPLES = {
     "doctor": [
         "phat doctor --dry-run",
         "phat doctor stale_after_hours=1",
+    ],
+    "serve": [
+        "phat serve model_uri=models:/phat-synth-15m@production",
+        "phat serve model_uri=models:/phat-btcusdt-15m/3 host=0.0.0.0 port=8080",
     ],
     "rollback": [
         'phat rollback horizon=15m reason="calibration drift"',

@@ -29,7 +29,7 @@ from phat.errors import (
 )
 from phat.registry.artifact import PHatModel, load_artifact
 
-LOADER_MODULE = "phat.registry.pyfunc_loader"  # from the code shipped in the model (code/phat)
+LOADER_MODULE = "phat_verify"  # the shipped verifier (registry/verify_shipped.py), then phat
 
 
 def default_model_name(symbol: str, horizon_id: str) -> str:
@@ -141,7 +141,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from phat.registry.environment import code_copy, code_hash, constraints, requirements
+    from phat.registry.environment import constraints, requirements, ship_code
     from phat.registry.tracking import pause_point
 
     cols = [c for c in ("open", "high", "low", "close", "volume") if c in result.bars.frame.columns]
@@ -151,14 +151,14 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     with tempfile.TemporaryDirectory(prefix="phat-model-") as tmp:
         pins = Path(tmp) / "constraints.txt"
         pins.write_text("\n".join(constraints(kind)) + "\n")
-        code = code_copy(Path(tmp) / "code")
-        result.tags["phat.code_hash"] = code_hash(code)  # on the run and the version
+        code_paths, digest = ship_code(Path(tmp) / "code")
+        result.tags["phat.code_hash"] = digest  # on the run and the version
         mlflow.set_tag("phat.code_hash", result.tags["phat.code_hash"])
         info = mlflow.pyfunc.log_model(
             name=model_name or "phat",  # the logged model carries the registered model's name
             loader_module=LOADER_MODULE,
             data_path=str(result.artifact_dir),
-            code_paths=[str(code)],
+            code_paths=code_paths,
             signature=model_signature(cols),
             input_example=input_example(result, cols),
             pip_requirements=[*requirements(kind), f"-c {pins}"],
@@ -296,62 +296,80 @@ def load(uri: str | Path, horizon_id: str | None = None) -> PHatModel:
     Every path verifies the artifact's own hash (all files, foreign files refused) and then, where
     a registry knows the model, compares it with the hash recorded there: the version's tag for
     `models:/`, the training run's tag for `runs:/`, and for a local MLflow model directory (one
-    with an MLmodel file) the run's tag when MLFLOW_TRACKING_URI is set. A bare artifact
-    directory outside MLflow can only vouch for itself."""
+    with an MLmodel file) the run's tag when MLFLOW_TRACKING_URI is set. The code a logged model
+    ships (code/, MLmodel's loader entry) is checked the same way against `phat.code_hash`
+    (environment.verify_code). A bare artifact directory outside MLflow can only vouch for
+    itself."""
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     local = Path(str(uri))
     if local.exists():
-        root = _find_artifact_dir(local)
-        model = _load_named(root, str(uri), horizon_id)
-        from phat.registry.pyfunc_loader import recorded_hash
+        return _load_local(local, str(uri), horizon_id)
+    with tempfile.TemporaryDirectory(prefix="phat-load-") as tmp:
+        return fetch_verified(str(uri), Path(tmp), horizon_id)[0]
 
-        for candidate in (local, root.parent.parent, root.parent):
-            recorded = recorded_hash(candidate)
-            if recorded is not None:
-                _same_hash(str(uri), f"training run {recorded[0]}", recorded[1], model.model_hash)
-                break
-        return model
+
+def fetch_verified(uri: str, dst: Path, horizon_id: str | None = None) -> tuple[PHatModel, Path]:
+    """Download a `models:/` or `runs:/` model into dst and verify it whole (artifact, shipped
+    code, both against the registry's or the run's record); returns the model and the local
+    logged-model directory (what `phat serve` hands to `mlflow models serve`, so the bytes
+    served are the bytes verified)."""
     import mlflow
 
-    uri = str(uri)
+    from phat.registry.environment import verify_code
+
     mv = resolve_version(uri)
     source = f"models:/{mv.name}/{mv.version}" if mv is not None else uri
-    with tempfile.TemporaryDirectory(prefix="phat-load-") as tmp:
-        try:
-            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
-        except Exception as e:  # MLflow raises several types for a missing model/run
-            raise registry_error(e, f"cannot download model {uri!r}") from None
-        model = _load_named(_find_artifact_dir(path), uri, horizon_id)
-        shipped = path / "code" / "phat"
-        if mv is not None and shipped.is_dir() and "phat.code_hash" in mv.tags:
-            from phat.registry.environment import code_hash
-
-            if code_hash(shipped) != mv.tags["phat.code_hash"]:
-                raise HashMismatch(
-                    f"{uri}: the phat code shipped in the model (code/phat) no longer hashes to "
-                    f"the registry's phat.code_hash {mv.tags['phat.code_hash'][:16]}...; refusing "
-                    "a model whose code was changed after training (mlflow models serve would run it)"
-                )
+    run = re.fullmatch(r"runs:/([0-9a-f]+)/.*", uri)
+    tags = dict(mv.tags) if mv is not None else _run_tags(run.group(1)) if run else {}
+    who = "the registry" if mv is not None else f"run {run.group(1)}" if run else None
+    try:
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
+    except Exception as e:  # MLflow raises several types for a missing model/run
+        raise registry_error(e, f"cannot download model {uri!r}") from None
+    model = _load_named(_find_artifact_dir(path), uri, horizon_id)
+    if (path / "MLmodel").exists():
+        verify_code(path, tags.get("phat.code_hash"), uri)
+    if who is not None:
+        _same_hash(uri, who, tags.get("phat.model_hash"), model.model_hash)
     if mv is not None:
-        _same_hash(uri, "the registry", mv.tags.get("phat.model_hash"), model.model_hash)
         model.metadata = {
             **model.metadata,
             "registry.name": mv.name,
             "registry.version": str(mv.version),
             "phat.alarm.time": mv.tags.get("phat.alarm.time", ""),
         }
-    run = re.fullmatch(r"runs:/([0-9a-f]+)/.*", uri)
-    if run:
-        from mlflow.tracking import MlflowClient
+    return model, path
 
-        try:
-            tags = MlflowClient().get_run(run.group(1)).data.tags
-        except Exception as e:
-            raise registry_error(e, f"run {run.group(1)}") from None
-        _same_hash(uri, f"run {run.group(1)}", tags.get("phat.model_hash"), model.model_hash)
+
+def _load_local(local: Path, uri: str, horizon_id: str | None) -> PHatModel:
+    """A directory on disk: the artifact verified; where it sits in a logged MLflow model,
+    its shipped code too, and both against the training run's tags when a store is set."""
+    from phat.registry.environment import verify_code
+    from phat.registry.pyfunc_loader import recorded_tags
+
+    root = _find_artifact_dir(local)
+    model = _load_named(root, uri, horizon_id)
+    for candidate in (local, root.parent.parent, root.parent):
+        if (candidate / "MLmodel").exists():
+            recorded = recorded_tags(candidate)
+            tags = recorded[1] if recorded is not None else {}
+            verify_code(candidate, tags.get("phat.code_hash"), uri)
+            if recorded is not None:
+                who = f"training run {recorded[0]}"
+                _same_hash(uri, who, tags.get("phat.model_hash"), model.model_hash)
+            break
     return model
+
+
+def _run_tags(run_id: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return dict(MlflowClient().get_run(run_id).data.tags)
+    except Exception as e:
+        raise registry_error(e, f"run {run_id}") from None
 
 
 def _load_named(root: Path, uri: str, horizon_id: str | None) -> PHatModel:

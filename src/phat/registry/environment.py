@@ -1,10 +1,13 @@
 """What a logged phat model needs to run anywhere: its code and its pinned environment.
 
-- `code_copy(dst)`: a clean copy of the installed `phat` package (no caches, no build files),
-  shipped inside the logged model with MLflow's `code_paths`, so `mlflow models serve` or
-  `mlflow.pyfunc.load_model` in a fresh environment imports the code that trained the model,
-  not whatever `phat` a package index offers (the public index holds an unrelated `phat`; this
-  project's distribution is `phat-ohlcv`, and the model never asks an index for it).
+- `ship_code(dir)`: a clean copy of the installed `phat` package (no caches, no build files),
+  its verifier and their manifest, shipped inside the logged model with MLflow's `code_paths`,
+  so `mlflow models serve` or `mlflow.pyfunc.load_model` in a fresh environment imports the
+  code that trained the model (after verifying it: registry/verify_shipped.py), not whatever
+  `phat` a package index offers (the public index holds an unrelated `phat`; this project's
+  distribution is `phat-ohlcv`, and the model never asks an index for it).
+- `verify_code(model_dir, recorded, uri)`: phat's own check of that code against the recorded
+  `phat.code_hash`, on every load path phat controls.
 - `requirements(kind)`: the distributions that scoring imports, each pinned to the version
   installed where the model was trained, plus `constraints(...)`: every distribution those
   pull in, transitively, pinned the same way (MLflow stores it beside requirements.txt as
@@ -17,8 +20,10 @@ import re
 import shutil
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import phat
+from phat.errors import HashMismatch
 
 # What scoring imports (measured: sys.modules after loading and predicting through pyfunc),
 # plus exchange-calendars, which a model on an exchange calendar needs to check its bars.
@@ -70,9 +75,9 @@ def constraints(kind: str) -> list[str]:
     return [f"{name}=={ver}" for name, ver in sorted(seen.items())]
 
 
-def code_hash(code_dir: Path) -> str:
-    """sha256 over the shipped package's files (relative path and bytes, sorted), as recorded
-    in `phat.code_hash`; `phat.load` refuses a model whose code/ no longer hashes to it."""
+def legacy_code_hash(code_dir: Path) -> str:
+    """The phat.code_hash of models logged before 2026-12-01 (no manifest, loader module
+    phat.registry.pyfunc_loader): sha256 over code/phat's files (relative path and bytes)."""
     import hashlib
 
     h = hashlib.sha256()
@@ -84,11 +89,75 @@ def code_hash(code_dir: Path) -> str:
     return h.hexdigest()
 
 
-def code_copy(dst: Path) -> Path:
-    """A copy of the running phat package under dst/phat, without caches; returns it."""
+def ship_code(code_dir: Path) -> tuple[list[str], str]:
+    """Lay out what a logged model ships under code_dir: a clean copy of the running phat
+    package (code_dir/phat), the verifier as phat_verify.py (the model's loader_module) and
+    the manifest of both. Returns (the paths for MLflow's code_paths, phat.code_hash)."""
+    from phat.registry import verify_shipped as vs
+
     src = Path(phat.__file__).resolve().parent
-    target = Path(dst) / "phat"
+    code_dir.mkdir(parents=True, exist_ok=True)
+    target = code_dir / "phat"
     shutil.copytree(
         src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     )
-    return target
+    shutil.copyfile(Path(vs.__file__), code_dir / vs.VERIFIER)
+    digest = vs.write_manifest(code_dir)
+    return [str(target), str(code_dir / vs.VERIFIER), str(code_dir / vs.MANIFEST)], digest
+
+
+def mlmodel_loader(model_dir: Path) -> dict[str, Any]:
+    """The python_function loader entry of a logged model's MLmodel (loader_module, code)."""
+    import yaml
+
+    try:
+        conf = yaml.safe_load((Path(model_dir) / "MLmodel").read_text()) or {}
+        pf = conf["flavors"]["python_function"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as e:
+        raise HashMismatch(f"{model_dir}/MLmodel: no python_function entry ({e})") from None
+    return {"loader_module": pf.get("loader_module"), "code": pf.get("code")}
+
+
+def verify_code(model_dir: Path, recorded: str | None, uri: str) -> None:
+    """phat's own check of the code a logged model ships, before anything runs it: every
+    file under code/ and MLmodel's loader entry hash to `recorded` (the registry's or the
+    training run's phat.code_hash); with no record (a bare directory, no tracking store),
+    the files must match the shipped manifest and the loader entry must be phat's verifier.
+    Raises HashMismatch naming the model; models logged before the manifest existed are
+    checked by their legacy hash."""
+    from phat.registry import verify_shipped as vs
+
+    model_dir = Path(model_dir)
+    code = model_dir / vs.LOADER["code"]
+    if not (code / vs.MANIFEST).exists():
+        if (code / vs.VERIFIER).exists():
+            raise HashMismatch(f"{uri}: the model's code/ has no {vs.MANIFEST}; refusing it")
+        if recorded and (code / "phat").is_dir() and legacy_code_hash(code / "phat") != recorded:
+            raise HashMismatch(
+                f"{uri}: the phat code shipped in the model (code/phat) no longer hashes to "
+                f"the recorded phat.code_hash {recorded[:16]}...; refusing a model whose code "
+                "was changed after training (mlflow models serve would run it)"
+            )
+        return
+    loader = mlmodel_loader(model_dir)
+    if recorded:
+        actual = vs.code_hash(vs.digests(code), loader)
+        if actual != recorded:
+            try:
+                vs.check_files(code)  # name the file when the manifest can
+            except vs.ShippedCodeChanged as e:
+                raise HashMismatch(f"{uri}: {e}") from None
+            raise HashMismatch(
+                f"{uri}: the shipped code and MLmodel's loader entry hash to {actual[:16]} but "
+                f"the recorded phat.code_hash is {recorded[:16]}; refusing to run it"
+            )
+        return
+    try:
+        vs.check_files(code)
+    except vs.ShippedCodeChanged as e:
+        raise HashMismatch(f"{uri}: {e}") from None
+    if loader != vs.LOADER:
+        raise HashMismatch(
+            f"{uri}: MLmodel's loader entry is {loader}, not phat's verifier {vs.LOADER}; "
+            "refusing to run it"
+        )

@@ -1,8 +1,9 @@
 """The MLflow pyfunc loader of a phat model (`loader_module` of the logged model).
 
-The logged model ships phat's own code (`code/phat`, MLflow's `code_paths`), so MLflow imports
-this module from the model's copy in a fresh environment and from the same code in the project's
-environment, and calls `_load_pyfunc(data_path)`: the artifact (data only: safetensors weights
+The logged model ships phat's own code (`code/phat`, MLflow's `code_paths`); its loader module
+is the shipped verifier (`code/phat_verify.py`, registry/verify_shipped.py), which checks every
+shipped file before importing this module from the model's copy (in a fresh environment; from the
+same code in the project's environment) and calling `_load_pyfunc(data_path)`: the artifact (data only: safetensors weights
 and JSON) is verified (phat.registry.artifact.load_artifact: every file hashed, foreign files
 refused) before anything else happens, and when a tracking store is configured
 (MLFLOW_TRACKING_URI) its hash is compared with the one recorded on the training run, so a
@@ -95,9 +96,9 @@ def serving_output(out: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def recorded_hash(model_dir: Path) -> tuple[str, str] | None:
-    """(run_id, phat.model_hash recorded on the training run) for a logged MLflow model
-    directory, when a tracking store is configured; None when none is."""
+def recorded_tags(model_dir: Path) -> tuple[str, dict[str, str]] | None:
+    """(run_id, the training run's tags) for a logged MLflow model directory, when a tracking
+    store is configured; None when none is."""
     import yaml
 
     mlmodel = model_dir / "MLmodel"
@@ -114,7 +115,7 @@ def recorded_hash(model_dir: Path) -> tuple[str, str] | None:
         tags = MlflowClient().get_run(run_id).data.tags
     except Exception as e:
         raise registry_error(e, f"run {run_id} of the model at {model_dir}") from None
-    return run_id, tags.get("phat.model_hash", "")
+    return run_id, dict(tags)
 
 
 def _load_pyfunc(data_path: str, model_config: Any = None) -> PHatPyfunc:
@@ -123,10 +124,11 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> PHatPyfunc:
 
     model = load_artifact(data_path)
     here = Path(data_path).resolve()
-    recorded = recorded_hash(here.parent.parent) or recorded_hash(here.parent)  # data/model
-    if recorded is not None and recorded[1] != model.model_hash:
+    recorded = recorded_tags(here.parent.parent) or recorded_tags(here.parent)  # data/model
+    if recorded is not None and recorded[1].get("phat.model_hash", "") != model.model_hash:
         raise HashMismatch(
-            f"{data_path}: training run {recorded[0]} recorded phat.model_hash {recorded[1]} but "
-            f"the files hash to {model.model_hash}; refusing to load"
+            f"{data_path}: training run {recorded[0]} recorded phat.model_hash "
+            f"{recorded[1].get('phat.model_hash', '')} but the files hash to {model.model_hash}; "
+            "refusing to load"
         )
     return PHatPyfunc(model)
