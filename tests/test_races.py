@@ -218,3 +218,76 @@ def test_races_on_a_tracking_server_go_through_the_lease(tmp_path: Path, mlflow_
         assert tally.double == 0 and not tally.errors, (kind, tally)
         assert consistent, races.state(mlflow_server, NAME)
     assert "phat.lease" not in (client.get_registered_model(NAME).tags or {})  # released
+
+
+class _SlowRunsProxy:
+    """A real HTTP server in front of the real tracking server: every request is forwarded,
+    and `runs/get` answers only after `delay` seconds (a store that times out on one call)."""
+
+    def __init__(self, upstream: str, delay: float):
+        import threading
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                if "/runs/get" in self.path:
+                    time.sleep(delay)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+                req = urllib.request.Request(upstream + self.path, data=body, method=self.command,
+                                             headers={"Content-Type": self.headers.get(
+                                                 "Content-Type", "application/json")})  # fmt: skip
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as r:
+                        status, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (its timeout): nothing to answer
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        import urllib.error  # noqa: F401 - used in the handler
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.slow
+def test_doctor_stops_on_a_store_error_and_tags_no_healthy_version(tmp_path, mlflow_server) -> None:
+    """A run that cannot be read (a timeout) is not a missing run: the doctor stops with one
+    line and changes nothing, instead of tagging a healthy version as debris."""
+    client = MlflowClient(mlflow_server)
+    exp = client.create_experiment(f"doctor-{tmp_path.name}")
+    run = client.create_run(exp)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    name = f"phat-doctor-{tmp_path.name}".lower().replace("_", "-")
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    r = _phat("doctor", "--dry-run", f"tracking.uri={mlflow_server}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"{name} v{mv.version}" not in r.stdout  # a FINISHED run: not debris
+    proxy = _SlowRunsProxy(mlflow_server, delay=6)
+    try:
+        r = _phat("doctor", f"tracking.uri={proxy.url}", "tracking.timeout=2", cwd=tmp_path)
+    finally:
+        proxy.close()
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and "RegistryUnavailable" in lines[0], lines
+    assert "nothing changed" in lines[0] and "repaired" not in r.stdout
+    tags = client.get_model_version(name, mv.version).tags
+    assert "phat.debris" not in tags and "phat.promotable" not in tags

@@ -101,10 +101,17 @@ def find(client: Any, stale_after_hours: float, now: float | None = None) -> lis
 
 
 def _status(client: Any, run_id: str) -> str:
+    """The run's status; MISSING only when the store answers that the run is not there. Any
+    other failure (a timeout, a server error) stops the doctor before it changes anything: a
+    healthy version must never be tagged debris because its run could not be read."""
+    from phat.registry.client import is_absent, registry_error
+
     try:
         return str(client.get_run(run_id).info.status)
-    except Exception:
-        return "MISSING"
+    except Exception as e:
+        if is_absent(e):
+            return "MISSING"
+        raise registry_error(e, f"phat doctor stopped, nothing changed: run {run_id}") from None
 
 
 def repair(client: Any, findings: list[Finding]) -> int:
