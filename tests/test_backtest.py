@@ -73,7 +73,9 @@ def test_parse_source_and_error_classes() -> None:
     assert classify_load_error(MalformedArtifact("model_hash mismatch")) == "malformed_artifact"
     assert classify_load_error(RegistryUnavailable("x")) == "registry_unavailable"
     assert classify_load_error(ContractError("model_hash mismatch")) == "model_unavailable"
-    assert classify_load_error(Exception("model_hash mismatch")) == "model_unavailable"
+    # a bug is a bug, whatever its message says: never a refusal's code (issue #27)
+    assert classify_load_error(Exception("model_hash mismatch")) == "internal_error"
+    assert classify_load_error(KeyError("model")) == "internal_error"
 
 
 def test_proxy_formula_and_causality() -> None:
@@ -171,6 +173,49 @@ def test_missing_version_completes_on_proxy_with_reason(store, tmp_path, caplog)
     assert res["metrics"]["fallback_bars"] == len(d)
     with pytest.raises(ContractError, match="model_unavailable"):
         backtest(bt_cfg(tmp_path, uri, "signal_source=model_v999", "signal.strict=true"))
+
+
+def test_a_bug_in_the_binding_is_internal_error_never_model_unavailable(
+    store, tmp_path, monkeypatch
+) -> None:
+    """An unexpected exception while binding (a programming error, injected) falls back only
+    in non-strict mode, with its own reason and its first line on every decision; strict mode
+    raises it as it is."""
+    import phat.registry.client as client_mod
+
+    uri, out = store
+
+    def broken_load(*args, **kwargs):
+        raise KeyError("phat.model_hash")  # what a bug looks like, not a refusal
+
+    monkeypatch.setattr(client_mod, "load", broken_load)
+    v = str(out["model_version"])
+    res = backtest(bt_cfg(tmp_path / "a", uri, f"signal_source=model_v{v}"))
+    d = res["result"].decisions
+    assert (d["fallback_reason"] == "internal_error").all()
+    assert (d["fallback_detail"] == "KeyError: 'phat.model_hash'").all()
+    assert (d["signal_source"] == "proxy").all()
+    with pytest.raises(KeyError, match="phat.model_hash"):
+        backtest(bt_cfg(tmp_path / "b", uri, f"signal_source=model_v{v}", "signal.strict=true"))
+
+
+def test_a_bug_in_logging_is_an_error_and_the_decisions_are_kept(
+    store, tmp_path, monkeypatch, caplog
+) -> None:
+    """A failure inside the backtest's MLflow logging that is not the store being down (an
+    injected TypeError) is raised (the command exits 1), after the decisions were written and
+    their folder named; a store that is down stays a warning (test_races)."""
+    uri, _ = store
+
+    def broken_log_metrics(*args, **kwargs):
+        raise TypeError("unsupported metric value")
+
+    monkeypatch.setattr(mlflow, "log_metrics", broken_log_metrics)
+    with caplog.at_level("ERROR"), pytest.raises(TypeError, match="unsupported metric"):
+        backtest(bt_cfg(tmp_path, uri, "signal_source=proxy"))
+    assert (tmp_path / "decisions.parquet").exists() and (tmp_path / "trades.parquet").exists()
+    assert f"decisions, trades and equity are in {tmp_path}" in caplog.text
+    assert "NOTHING WAS LOGGED" not in caplog.text
 
 
 def test_hash_and_horizon_mismatch_fall_back_with_their_reason(store, tmp_path) -> None:

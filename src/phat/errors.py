@@ -72,6 +72,26 @@ class RegistryUnavailable(PhatError):
     reason = "registry_unavailable"
 
 
+# Packages whose exceptions mean "the MLflow store failed" (its client, HTTP stack, database).
+STORE_PACKAGES = ("mlflow", "requests", "urllib3", "sqlalchemy")
+
+
+def is_store_failure(err: BaseException) -> bool:
+    """The tracking/registry store failed (as opposed to a bug in phat)."""
+    return isinstance(err, RegistryUnavailable) or (
+        type(err).__module__.split(".")[0] in STORE_PACKAGES
+    )
+
+
 def reason_of(err: BaseException) -> str:
-    """The reason code of a refusal: from its class; anything else is `model_unavailable`."""
-    return err.reason if isinstance(err, PhatError) else "model_unavailable"
+    """The reason code of a failure: a refusal's from its class, a store failure
+    `registry_unavailable`, anything else (a bug) `internal_error`, never a refusal's code."""
+    if isinstance(err, PhatError):
+        return err.reason
+    return "registry_unavailable" if is_store_failure(err) else "internal_error"
+
+
+def first_line(err: BaseException) -> str:
+    """`Type: first line of the message`, for a decision record or a one-line report."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")

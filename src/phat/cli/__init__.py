@@ -78,7 +78,9 @@ def call(
         fail(f"{type(e).__name__}: {e}", code)
     except Exception as e:
         # The store itself failed (MLflow, its HTTP client or its database): one line, exit 2.
-        if type(e).__module__.split(".")[0] not in ("mlflow", "requests", "urllib3", "sqlalchemy"):
+        from phat.errors import is_store_failure
+
+        if not is_store_failure(e):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         fail(f"RegistryUnavailable: the MLflow store failed: {first[:300]}", 2)

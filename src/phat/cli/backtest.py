@@ -96,7 +96,15 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     run_name = f"backtest-{binding.signal_source}-{bars.symbol}"
     try:
         run_id = _log(uri, cfg, run_name, binding, frame, bars, result, out_dir)
-    except Exception as e:  # the store is down: the decisions are on disk, say where
+    except Exception as e:
+        from phat.errors import is_store_failure
+
+        if not is_store_failure(e):  # a bug in logging: an error (exit 1), the files kept
+            log.error(
+                "logging the backtest failed; decisions, trades and equity are in %s", out_dir
+            )
+            raise
+        # the store is down: the decisions are on disk, say where
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         log.warning(
             "NOTHING WAS LOGGED to MLflow at %s (%s); decisions, trades and equity are in %s",

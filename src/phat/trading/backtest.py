@@ -129,6 +129,9 @@ def run_backtest(
             "p_hat": signal["p_hat"].to_numpy(),
             "signal_strength": s,
             "fallback_reason": signal["fallback_reason"].to_numpy(),
+            "fallback_detail": signal["fallback_detail"].to_numpy()
+            if "fallback_detail" in signal
+            else "",
             "target_weight_raw": target,
             "target_weight_final": w,
             "delta_weight": dw,

@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phat.errors import CalendarMismatch, ConfigError, ModelUnavailable, PhatError, reason_of
+from phat.errors import (
+    CalendarMismatch,
+    ConfigError,
+    ModelUnavailable,
+    PhatError,
+    first_line,
+    is_store_failure,
+    reason_of,
+)
 from phat.models.rules import proxy_p_hat
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ FALLBACK_REASONS = (
     "inference_error",
     "calendar_mismatch",
     "no_window",
+    "calibration_alarm",
+    "internal_error",  # a bug, not a refusal: fallback_detail holds its first line
 )
 
 
@@ -90,6 +100,7 @@ class ResolvedSignal:
     binding: Binding
     model: Any | None  # a loaded PHatModel, or None (proxy / fallback)
     fallback_reason: str = ""  # set when a model was asked for but is not usable
+    fallback_detail: str = ""  # the failure's first line (what went wrong, for the record)
     # `phat monitor` raised a calibration alarm on this version (tag phat.alarm.time): from
     # then on every consumer gets the proxy, reason calibration_alarm.
     alarm_time: pd.Timestamp | None = None
@@ -114,12 +125,14 @@ def resolve(
             version = str(resolve_version(f"models:/{model_name}@{ref}").version)
         model = load(f"models:/{model_name}/{version}", horizon_id=horizon_id)
         alarm = model.metadata.get("phat.alarm.time")
-    except Exception as e:  # any registry/verification failure: fail closed to the proxy
+    except Exception as e:  # registry/verification failures fail closed to the proxy
         reason = classify_load_error(e)
         if strict:
             if isinstance(e, PhatError):  # same class (same reason), message says where
                 raise type(e)(f"signal_source={source}: {reason}: {e}") from None
-            raise ModelUnavailable(f"signal_source={source}: {reason}: {e}") from e
+            if is_store_failure(e):
+                raise ModelUnavailable(f"signal_source={source}: {reason}: {e}") from e
+            raise  # a bug: strict mode shows it as it is
         log.warning(
             "signal_source=%s unusable (%s): %s; FALLING BACK TO THE PROXY for every bar",
             source,
@@ -130,6 +143,7 @@ def resolve(
             Binding(source, model_name, version or "", horizon_id=horizon_id),
             None,
             fallback_reason=reason,
+            fallback_detail=first_line(e),
         )
     b = Binding(
         signal_source=source,
@@ -159,6 +173,7 @@ def p_hat_frame(
             "p_hat": proxy,
             "source": "proxy",
             "fallback_reason": resolved.fallback_reason,
+            "fallback_detail": resolved.fallback_detail,
         },
         index=frame.index,
     )
@@ -170,9 +185,13 @@ def p_hat_frame(
     except Exception as e:
         if strict:
             raise
-        reason = e.reason if isinstance(e, CalendarMismatch) else "inference_error"
+        if isinstance(e, CalendarMismatch):
+            reason = e.reason
+        else:  # a refusal of the bars, or a bug (internal_error): never a refusal's code
+            reason = "inference_error" if isinstance(e, PhatError) else "internal_error"
         log.warning("model unusable (%s: %s); FALLING BACK TO THE PROXY for every bar", reason, e)
         out["fallback_reason"] = reason
+        out["fallback_detail"] = first_line(e)
         return out
     ok = ~bad
     alarmed = np.zeros(len(out), dtype=bool)
