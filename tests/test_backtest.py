@@ -18,6 +18,7 @@ from phat.cli.train import run as train_run
 from phat.errors import (
     ConfigError,
     ContractError,
+    DataValidationError,
     FeatureVersionMismatch,
     HashMismatch,
     HorizonMismatch,
@@ -364,3 +365,48 @@ def test_trigger_column_from_the_data_file(tmp_path) -> None:
     assert (d["target_weight_final"].iloc[400:] <= 0).all() and (d["target_weight_final"] < 0).any()
     tail = d["target_weight_final"].abs().iloc[-50:].to_numpy()
     assert (np.diff(tail) <= 0).all()
+
+
+def test_bars_on_the_proxy_by_decision_are_not_a_failure_to_score(store, tmp_path) -> None:
+    """After a calibration alarm (monitor.on_alarm=fallback records phat.alarm.time on the
+    version), a backtest bound to the model whose window starts after the alarm succeeds: every
+    bar is on the proxy by decision, reason calibration_alarm, none counted as unscored."""
+    uri, out = store
+    client = MlflowClient(uri)
+    v = str(out["model_version"])
+    client.set_model_version_tag("phat-bt", v, "phat.alarm.time", "2025-02-01T00:00:00+00:00")
+    try:
+        res = backtest(
+            bt_cfg(tmp_path, uri, f"signal_source=model_v{v}", "backtest.start=2025-02-10")
+        )
+    finally:
+        client.delete_model_version_tag("phat-bt", v, "phat.alarm.time")
+    d = res["result"].decisions
+    assert len(d) > 100 and (d["fallback_reason"] == "calibration_alarm").all()
+    assert (d["signal_source"] == "proxy").all()
+
+
+@pytest.mark.parametrize(
+    ("reasons", "gaps", "cause"),
+    [
+        ("calendar_mismatch", 0, "outside the model's calendar"),
+        ("inference_error", 0, "could not score them \\(fallback_reason inference_error"),
+        ("internal_error", 0, "fallback_reason internal_error"),
+        ("no_window", 3, "3 gaps split the data"),
+        ("no_window", 0, "too short for the model's"),
+    ],
+)
+def test_the_share_rule_names_the_cause_the_bars_record(store, reasons, gaps, cause) -> None:
+    import phat
+
+    uri, out = store
+    model = phat.load(f"models:/phat-bt/{out['model_version']}")
+    n = 400
+    p = np.full(n, np.nan)
+    p[-20:] = 0.5  # 20 of 273 eligible bars scored
+    why = np.array([reasons] * (n - 20) + [""] * 20, dtype=object)
+    with pytest.raises(DataValidationError, match=cause):
+        model.check_coverage(p, gaps, 0.5, "backtest", reasons=why)
+    alarmed = np.array(["calibration_alarm"] * (n - 20) + [""] * 20, dtype=object)
+    line = model.check_coverage(p, gaps, 0.5, "backtest", reasons=alarmed)  # decided: fine
+    assert "on the proxy by decision" in line

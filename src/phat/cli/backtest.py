@@ -74,6 +74,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             f"phat backtest signal_source={binding.signal_source} ({binding.model_name} "
             f"v{binding.model_version})",
             from_start=bool(keep[0]),
+            reasons=signal["fallback_reason"].to_numpy()[keep],
         )
     result = run_backtest(
         frame,

@@ -170,15 +170,30 @@ class PHatModel:
         return seg
 
     def check_coverage(
-        self, p_hat: np.ndarray, gaps: int, min_share: float, what: str, from_start: bool = True
+        self,
+        p_hat: np.ndarray,
+        gaps: int,
+        min_share: float,
+        what: str,
+        from_start: bool = True,
+        reasons: np.ndarray | None = None,
     ) -> str:
         """Refuse scoring that scores nothing, or less than `min_share` of the bars that could
         have a window (all of them, less the first warm-up when `p_hat` starts at the data's
-        first bar); returns the one-line coverage summary otherwise."""
+        first bar); returns the one-line coverage summary otherwise.
+
+        `reasons` (a binding's fallback_reason per bar): bars on the proxy by a recorded
+        decision (a calibration alarm) were not meant to be scored and are not counted; when
+        the rule fires, the message names the cause the unscored bars record (calendar,
+        an inference failure) or else gaps or a history shorter than the window."""
         from phat.errors import DataValidationError
 
         warm = self.feature_spec.bars_read - 1
-        eligible = max(len(p_hat) - (warm if from_start else 0), 0)
+        start = warm if from_start else 0
+        why = np.asarray(reasons if reasons is not None else [""] * len(p_hat), dtype=object)
+        decided = why == "calibration_alarm"
+        n_decided = int(decided[start:].sum())
+        eligible = max(len(p_hat) - start - n_decided, 0)
         scored = int(np.isfinite(p_hat).sum())
         share = scored / eligible if eligible else 0.0
         line = (
@@ -186,14 +201,30 @@ class PHatModel:
             f"under the model's calendar {self.calendar}, max_gap "
             f"{self.data_spec['max_gap_bars']} bars; {gaps} gaps"
         )
+        if n_decided:
+            line += f"; {n_decided} on the proxy by decision (calibration_alarm)"
+            if eligible == 0:
+                return line  # every bar that could be scored is on the proxy by decision
         if scored == 0 or share < min_share:
-            cause = (
-                f"{gaps} gaps split the data and each costs a {warm + 1}-bar window before "
-                "scoring resumes; if they are scheduled closures, train with the data's "
-                "calendar (data.calendar=...), if short outages, with a larger data.max_gap"
-                if gaps
-                else f"the data is too short for the model's {warm + 1}-bar window"
-            )
+            unscored = why[~np.isfinite(p_hat) & ~decided]
+            recorded = [r for r in unscored if r not in ("", "no_window")]
+            if recorded:
+                top = max(set(recorded), key=recorded.count)
+                cause = (
+                    f"the bars fall outside the model's calendar {self.calendar} "
+                    "(fallback_reason calendar_mismatch); read data of that calendar"
+                    if top == "calendar_mismatch"
+                    else f"the model could not score them (fallback_reason {top}; see "
+                    "fallback_detail in the decisions)"
+                )
+            elif gaps:
+                cause = (
+                    f"{gaps} gaps split the data and each costs a {warm + 1}-bar window before "
+                    "scoring resumes; if they are scheduled closures, train with the data's "
+                    "calendar (data.calendar=...), if short outages, with a larger data.max_gap"
+                )
+            else:
+                cause = f"the data is too short for the model's {warm + 1}-bar window"
             raise DataValidationError(
                 f"{what}: {line}, below signal.min_scored_share={min_share}: {cause}"
             )
