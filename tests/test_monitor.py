@@ -204,3 +204,50 @@ def test_flip_replay_alarms_after_the_flip_and_fallback_reaches_the_backtest(tmp
     events = [e for _, e in read_history(client, "phat-synth-15m").events]
     assert events[-1]["action"] == "alarm_cleared"
     assert read_history(client, "phat-synth-15m").stack == []  # alarms move nothing
+
+
+@pytest.mark.slow
+def test_a_state_is_bound_to_the_model_it_watched(tmp_path) -> None:
+    """Two monitor calls share one state path while production moves from v1 to v2: the
+    second starts a fresh e-process for v2 and says so (v1's state is kept beside it); the
+    same state asked to resume for v1 afterwards is refused in one line naming both; a state
+    written before states were bound is refused; monitor.state may hold {version}."""
+    from mlflow.tracking import MlflowClient
+
+    phat_bin = str(Path(sys.executable).with_name("phat"))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    small = ("data.synthetic.periods=3000", f"tracking.uri={uri}")
+
+    def verb(*args: str, code: int = 0) -> subprocess.CompletedProcess:
+        r = subprocess.run([phat_bin, *args, *small], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+        assert r.returncode == code, r.stdout[-2000:] + r.stderr[-2000:]
+        return r
+
+    verb("train", "metrics.bootstrap_n=5")
+    verb("train", "metrics.bootstrap_n=5", "seed=7")  # another model_hash: v2
+    client = MlflowClient(uri)
+    client.set_registered_model_alias("phat-synth-15m", "production", "1")
+    state = tmp_path / "s.json"
+    verb("monitor", f"monitor.state={state}")
+    first = json.loads(state.read_text())
+    assert first["model"]["model_version"] == "1" and first["n_matured"] > 0
+    client.set_registered_model_alias("phat-synth-15m", "production", "2")  # promoted
+    r = verb("monitor", f"monitor.state={state}")
+    assert "production moved from v1 to v2: a fresh e-process starts for v2" in r.stdout
+    second = json.loads(state.read_text())
+    assert second["model"]["model_version"] == "2"
+    assert second["model"]["model_hash"] != first["model"]["model_hash"]
+    assert json.loads((tmp_path / "s.v1.json").read_text()) == first  # v1's state kept
+    r = verb("monitor", f"monitor.state={state}", "monitor.source=model_v1", code=2)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "watched phat-synth-15m v2" in lines[0], lines
+    assert "not phat-synth-15m v1" in lines[0] and "Traceback" not in r.stderr
+    assert json.loads(state.read_text()) == second  # the refused call changed nothing
+    legacy = dict(first)
+    legacy.pop("model")
+    (tmp_path / "old.json").write_text(json.dumps(legacy))
+    r = verb("monitor", f"monitor.state={tmp_path / 'old.json'}", code=2)
+    assert "records no model" in r.stderr
+    verb("monitor", f'monitor.state="{tmp_path}/t-{{version}}.json"')  # quoted: Hydra's grammar
+    assert json.loads((tmp_path / "t-2.json").read_text())["model"]["model_version"] == "2"

@@ -84,16 +84,18 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     start = _start(client, name, version, mc["start"])
     ok = matured(bars.index, y, h) & np.isfinite(p) & np.asarray(bars.index >= start)
     pos = np.flatnonzero(ok)
-    state_path = Path(mc["state"]) if mc["state"] else None
-    if state_path is not None and state_path.exists():
-        state = MonitorState.from_dict(json.loads(state_path.read_text()))
-        if state.horizon_bars != h or state.bins != int(mc["bins"]):
-            raise ConfigError(
-                f"monitor.state={state_path}: saved for horizon {state.horizon_bars} bars and "
-                f"{state.bins} bins, asked for {h} and {mc['bins']}; use a new state file"
-            )
-    else:
+    watched = {"model_name": name, "model_version": str(version),
+               "model_hash": model.model_hash}  # fmt: skip
+    state_path = _state_path(mc["state"], name, str(version))
+    state, moved = _resume(state_path, watched, str(mc["source"]))
+    if state is not None and (state.horizon_bars != h or state.bins != int(mc["bins"])):
+        raise ConfigError(
+            f"monitor.state={state_path}: saved for horizon {state.horizon_bars} bars and "
+            f"{state.bins} bins, asked for {h} and {mc['bins']}; use a new state file"
+        )
+    if state is None:
         state = MonitorState.new(h, int(mc["bins"]))
+        state.model = watched
         if mc["recalibrate"] == "online":
             state.recal = OnlineRecalibrator(
                 h, float(mc["recal_prior_bars"]), float(mc["recal_half_life"])
@@ -117,6 +119,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     if state_path is not None:
         state_path.parent.mkdir(parents=True, exist_ok=True)
+        if moved is not None:  # the previous version's e-process is kept, not overwritten
+            moved[0].write_text(state_path.read_text())
         state_path.write_text(json.dumps(state.to_dict()))
     rolling = rolling_metrics(state)
     fired = state.alarm is not None and not had_alarm
@@ -143,6 +147,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         + (f"\n  alarm raised earlier, at {state.alarm['time']}" if had_alarm else "")
         + (_recal_line(state.recal) if state.recal is not None else "")
+        + (f"\n  {moved[1]}" if moved is not None else "")
         + f"\n  run {run_id}"
     )
     return {"state": state, "new": new, "fired": fired, "run_id": run_id, "rolling": rolling}
@@ -188,6 +193,58 @@ def _start(client: Any, name: str, version: str, given: str | None) -> Any:
             f"{name} v{version} has no phat.training_window test span; give monitor.start"
         )
     return pd.Timestamp(window["test"][0])
+
+
+def _state_path(template: str | None, name: str, version: str) -> Path | None:
+    """monitor.state, with {name} and {version} filled in (one state file per version)."""
+    if not template:
+        return None
+    return Path(str(template).replace("{name}", name).replace("{version}", version))
+
+
+def _resume(path: Path | None, watched: dict[str, str], source: str) -> tuple[Any, Any]:
+    """(the saved state to resume or None for a fresh one, (kept_path, note) when production
+    moved on). A state is resumed only for the model it watched: same registered model,
+    version and model_hash. When an alias (production) now binds another version of the same
+    model, a fresh e-process starts for it and the old state is kept beside the file; any other
+    mismatch is refused, naming both."""
+    import json
+
+    from phat.errors import ConfigError
+    from phat.evidence.monitor import MonitorState
+    from phat.trading.signals import parse_source
+
+    if path is None or not path.exists():
+        return None, None
+    state = MonitorState.from_dict(json.loads(path.read_text()))
+    was = state.model
+    if was is None:
+        raise ConfigError(
+            f"monitor.state={path} records no model (written before states were bound to "
+            f"their model); it cannot be resumed for {watched['model_name']} "
+            f"v{watched['model_version']}: use a new state file"
+        )
+    if was == watched:
+        return state, None
+    moved_on = (
+        parse_source(source)[0] == "alias"
+        and was["model_name"] == watched["model_name"]
+        and was["model_version"] != watched["model_version"]
+    )
+    if not moved_on:
+        raise ConfigError(
+            f"monitor.state={path} watched {was['model_name']} v{was['model_version']} "
+            f"(model_hash {was['model_hash'][:12]}), not {watched['model_name']} "
+            f"v{watched['model_version']} (model_hash {watched['model_hash'][:12]}); use "
+            "another state file (monitor.state may hold {version}: one file per version)"
+        )
+    kept = path.with_name(f"{path.stem}.v{was['model_version']}{path.suffix}")
+    note = (
+        f"{source} moved from v{was['model_version']} to v{watched['model_version']}: a fresh "
+        f"e-process starts for v{watched['model_version']}; v{was['model_version']}'s state is "
+        f"kept in {kept}"
+    )
+    return None, (kept, note)
 
 
 def _now() -> str:

@@ -141,6 +141,9 @@ class MonitorState:
     alarm: dict[str, Any] | None = None
     recent: list[tuple[float, ...]] = field(default_factory=list)  # (p, y[, q]), newest last
     recal: OnlineRecalibrator | None = None
+    # What this state watched: model_name, model_version, model_hash (a state is never
+    # resumed for another model: phat.cli.monitor).
+    model: dict[str, str] | None = None
 
     @classmethod
     def new(cls, horizon_bars: int, bins: int) -> MonitorState:
@@ -162,6 +165,7 @@ class MonitorState:
             "alarm": self.alarm,
             "recent": [list(x) for x in self.recent],
             "recal": self.recal.to_dict() if self.recal else None,
+            "model": self.model,
         }
 
     @classmethod
@@ -178,6 +182,7 @@ class MonitorState:
             d["alarm"],
             [tuple(float(v) for v in x) for x in d["recent"]],
             OnlineRecalibrator(**d["recal"]) if d.get("recal") else None,
+            dict(d["model"]) if d.get("model") else None,
         )
 
     def e_value(self) -> float:
