@@ -108,7 +108,9 @@ def test_untouched_model_loads_on_every_path(store) -> None:
     assert phat.load(f"models:/{NAME}/{v}").model_hash == h
     assert phat.load(f"runs:/{out['run_id']}/model").model_hash == h
     assert phat.load(str(stored_model_dir(out).parent.parent)).model_hash == h
-    assert mlflow.pyfunc.load_model(f"models:/{NAME}/{v}") is not None
+    for uri in (f"models:/{NAME}/{v}", str(stored_model_dir(out).parent.parent)):
+        loaded = mlflow.pyfunc.load_model(uri)  # through the shipped verifier, then phat's loader
+        assert loaded._model_impl.model.model_hash == h, uri
 
 
 def test_rehashed_weight_flip_is_refused_by_every_path(store) -> None:

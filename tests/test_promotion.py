@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hypothesis import given
 from hypothesis import strategies as st
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from conftest import make_cfg
@@ -169,7 +170,13 @@ def test_cli_exit_codes(local_store) -> None:
 def test_registry_error_half_way_leaves_previous_state(local_store, monkeypatch) -> None:
     uri, v = local_store
     client = MlflowClient(uri)
-    before, prev_before = current_production(client, NAME), None
+    def previous_alias() -> str | None:
+        try:
+            return str(client.get_model_version_by_alias(NAME, "previous").version)
+        except MlflowException:
+            return None
+
+    before, prev_before = current_production(client, NAME), previous_alias()
     hist_before = read_history(client, NAME)
 
     def boom(self, *a, **k):
@@ -181,7 +188,7 @@ def test_registry_error_half_way_leaves_previous_state(local_store, monkeypatch)
     monkeypatch.undo()
     assert current_production(client, NAME) == before
     assert read_history(client, NAME).as_dict() == hist_before.as_dict()  # event undone
-    _ = prev_before
+    assert previous_alias() == prev_before  # @previous as it was
 
 
 def test_a_stale_decision_cannot_commit(local_store) -> None:

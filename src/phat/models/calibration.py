@@ -195,7 +195,7 @@ def platt_or_identity(
     chi-square(2) at 5%. Otherwise the identity is kept, still as method platt (a fitted
     outcome of it), with the statistic recorded. On noisy signals Platt's slope fitted on a
     few thousand bars shrinks or stretches a model that was right (docs/results.md)."""
-    if cal.method != "platt" or "clamped_from_a" in cal.params:
+    if cal.method != "platt":
         return cal
     yy = np.asarray(y, dtype=np.float64)
     ident = Calibrator("platt", {"a": -1.0, "b": 0.0})
@@ -204,6 +204,8 @@ def platt_or_identity(
     lr = 2.0 * (nll_ident - nll_platt) / max(int(horizon_bars), 1)
     if lr > IDENTITY_LR_CRITICAL:
         return Calibrator("platt", {**cal.params, "identity_lr": round(lr, 6)})
+    # (a slope-0 fit, clamped from an inverting one, is judged the same way: on a constant
+    # forecast it is the calibration span's base rate against the train span's)
     return Calibrator(
         "platt", {"a": -1.0, "b": 0.0, "identity_lr": round(lr, 6), "fitted_a": cal.params["a"],
                   "fitted_b": cal.params["b"]},
