@@ -32,7 +32,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     import phat
     from conftest import make_cfg
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
     from phat.data.synthetic import generate
     from phat.models.baselines import WindowData
 

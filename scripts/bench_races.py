@@ -51,7 +51,7 @@ def local_uri(store: Path) -> str:
 def train_versions(store: Path, n: int, uri: str | None = None) -> list[str]:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import make_cfg
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
 
     uri = uri or local_uri(store)
     out = []

@@ -14,7 +14,6 @@ from mlflow.tracking import MlflowClient
 from conftest import make_cfg
 from phat.cli.backtest import run as backtest
 from phat.cli.config import validate
-from phat.cli.train import run as train_run
 from phat.errors import (
     ConfigError,
     ContractError,
@@ -25,6 +24,7 @@ from phat.errors import (
     MalformedArtifact,
     RegistryUnavailable,
 )
+from phat.lifecycle.training import run as train_run
 from phat.trading.backtest import isolation_compliance, run_backtest
 from phat.trading.policy import TRIGGERS, ReferencePolicy
 from phat.trading.signals import Binding, classify_load_error, parse_source, proxy_p_hat

@@ -100,7 +100,7 @@ def test_auto_refuses_when_it_cannot_tell(hourly) -> None:
 @pytest.fixture(scope="module")
 def fx_model(hourly, tmp_path_factory):
     """A logistic model trained on hourly FX-week bars, registered in a fresh store."""
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
 
     d = tmp_path_factory.mktemp("fx")
     fx = fx_week(hourly)

@@ -95,7 +95,8 @@ def test_verb_help_is_its_own_page_without_heavy_imports(verb: str) -> None:
 
 def test_every_conf_file_composes_and_validates() -> None:
     for verb in VERBS:
-        extra = ["model_uri=x"] if verb == "predict" else ["version=1"] if verb == "promote" else []
+        extra = {"predict": ["model_uri=x"], "serve": ["model_uri=x"], "promote": ["version=1"]}
+        extra = extra.get(verb, [])
         validate(verb, compose(verb, extra))
     for option in sorted(p.stem for p in (SRC / "conf" / "model").glob("*.yaml")):
         validate("train", compose("train", [f"model={option}"]))
@@ -140,7 +141,8 @@ def test_every_key_named_in_a_message_exists() -> None:
                 walk(v, prefix + k + ".")
 
     for verb in VERBS:
-        extra = ["model_uri=x"] if verb == "predict" else ["version=1"] if verb == "promote" else []
+        extra = {"predict": ["model_uri=x"], "serve": ["model_uri=x"], "promote": ["version=1"]}
+        extra = extra.get(verb, [])
         walk(validate(verb, compose(verb, extra)), "")
     named = set()
     for f in SRC.rglob("*.py"):
@@ -153,8 +155,8 @@ def test_every_key_named_in_a_message_exists() -> None:
 
 
 def test_nan_volume_remedy_works_when_followed(tmp_path: Path, mlflow_uri: str) -> None:
-    from phat.cli.train import run
     from phat.data.synthetic import SyntheticConfig, generate
+    from phat.lifecycle.training import run
 
     bars = generate(SyntheticConfig(periods=3000, seed=3)).bars.copy()
     bars.iloc[100, bars.columns.get_loc("volume")] = np.nan
@@ -198,8 +200,8 @@ def test_console_script_is_installed_and_answers_fast() -> None:
 
 
 def test_no_volume_remedy_works_when_followed(tmp_path: Path, mlflow_uri: str) -> None:
-    from phat.cli.train import run
     from phat.data.synthetic import SyntheticConfig, generate
+    from phat.lifecycle.training import run
 
     bars = generate(SyntheticConfig(periods=3000, seed=4, with_funding=False)).bars
     path = tmp_path / "fx_no_volume.parquet"
@@ -215,8 +217,8 @@ def test_no_volume_remedy_works_when_followed(tmp_path: Path, mlflow_uri: str) -
 def test_gap_remedy_works_when_followed(tmp_path: Path, mlflow_uri: str) -> None:
     """Hourly outages in 15m data: too little history between them; the message names
     data.max_gap, and raising it trains."""
-    from phat.cli.train import run
     from phat.data.synthetic import SyntheticConfig, generate
+    from phat.lifecycle.training import run
 
     bars = generate(SyntheticConfig(periods=3000, seed=6)).bars
     holes = np.zeros(len(bars), dtype=bool)
@@ -232,7 +234,7 @@ def test_gap_remedy_works_when_followed(tmp_path: Path, mlflow_uri: str) -> None
 
 @pytest.mark.slow
 def test_predict_that_scores_nothing_exits_2(tmp_path: Path, mlflow_uri: str) -> None:
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
 
     out = run(
         make_cfg(

@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 
 import phat
 from conftest import make_cfg
-from phat.cli.train import run
 from phat.errors import HashMismatch, MalformedArtifact
+from phat.lifecycle.training import run
 from phat.registry.artifact import compute_model_hash
 
 NAME = "phat-integrity-15m"

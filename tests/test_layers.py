@@ -57,3 +57,58 @@ def test_a_forbidden_import_breaks_the_contract(tmp_path: Path) -> None:
     r = _lint(tmp_path / "src", tmp_path / "pyproject.toml")
     assert r.returncode != 0
     assert "BROKEN" in r.stdout and "phat.data.io -> phat.cli" in r.stdout
+
+
+# Strongly connected groups of modules (Tarjan) in grimp's import graph of the tree on
+# PYTHONPATH: every import counts, lazy ones inside functions and TYPE_CHECKING ones included.
+_CYCLES = """
+import json, sys
+import grimp
+sys.setrecursionlimit(10_000)
+g = grimp.build_graph("phat", include_external_packages=False, cache_dir=None)
+adj = {m: sorted(g.find_modules_directly_imported_by(m)) for m in sorted(g.modules)}
+index, low, stack, on, out = {}, {}, [], set(), []
+def visit(v):
+    index[v] = low[v] = len(index); stack.append(v); on.add(v)
+    for w in adj[v]:
+        if w not in index:
+            visit(w); low[v] = min(low[v], low[w])
+        elif w in on:
+            low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+        group = []
+        while True:
+            w = stack.pop(); on.discard(w); group.append(w)
+            if w == v:
+                break
+        if len(group) > 1:
+            out.append(sorted(group))
+for m in adj:
+    if m not in index:
+        visit(m)
+print(json.dumps(out))
+"""
+
+
+def _cycles(src: Path) -> list[list[str]]:
+    import json
+
+    r = subprocess.run([sys.executable, "-c", _CYCLES], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(src)}, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    """import-linter orders the layers; inside a layer (and through lazy imports) only a cycle
+    search sees two modules that import each other."""
+    assert _cycles(ROOT / "src") == []
+
+
+def test_a_cycle_is_found(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "src" / "phat", tmp_path / "src" / "phat")
+    for mod, other in (("labels", "splits"), ("splits", "labels")):  # each imports the other
+        f = tmp_path / "src" / "phat" / "contract" / f"{mod}.py"
+        f.write_text(f.read_text() + f"\n\ndef _oops():\n    from phat.contract import {other}\n")
+    found = _cycles(tmp_path / "src")
+    assert ["phat.contract.labels", "phat.contract.splits"] in found

@@ -33,7 +33,7 @@ def test_committed_notebook_has_no_outputs() -> None:
 def test_notebook_runs_top_to_bottom_on_a_filled_store(tmp_path: Path, monkeypatch) -> None:
     from nbclient import NotebookClient
 
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     a = run(make_cfg(tmp_path / "a", *SMALL, "calibration=platt", uri=uri))

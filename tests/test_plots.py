@@ -49,7 +49,7 @@ def test_a_plot_failure_cannot_lose_the_run(tmp_path, mlflow_uri, monkeypatch) -
 
     import phat.evaluation.plots
     from conftest import make_cfg
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
 
     def broken(*a, **k):
         raise ValueError("'yerr' must not contain negative values")

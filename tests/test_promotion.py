@@ -20,7 +20,6 @@ from mlflow.tracking import MlflowClient
 from conftest import make_cfg
 from phat.cli.backtest import run as backtest
 from phat.cli.config import validate
-from phat.cli.train import run as train_run
 from phat.errors import ConfigError, ModelUnavailable, RegistryUnavailable
 from phat.lifecycle.gates import allowed_limit
 from phat.lifecycle.production import event_key, exclusive, move_production
@@ -32,6 +31,7 @@ from phat.lifecycle.promotion import (
     read_history,
     rollback,
 )
+from phat.lifecycle.training import run as train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 from phat.cli import CONF_DIR as CONF  # noqa: E402
@@ -170,6 +170,7 @@ def test_cli_exit_codes(local_store) -> None:
 def test_registry_error_half_way_leaves_previous_state(local_store, monkeypatch) -> None:
     uri, v = local_store
     client = MlflowClient(uri)
+
     def previous_alias() -> str | None:
         try:
             return str(client.get_model_version_by_alias(NAME, "previous").version)

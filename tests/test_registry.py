@@ -19,9 +19,9 @@ from mlflow.tracking import MlflowClient
 
 import phat
 from conftest import make_cfg
-from phat.cli.train import run
 from phat.data.synthetic import SyntheticConfig, generate
 from phat.errors import ContractError
+from phat.lifecycle.training import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ("data.synthetic.periods=5000", "metrics.bootstrap_n=10")
@@ -125,8 +125,11 @@ def test_pyfunc_predicts_the_same(registered) -> None:
     mlmodel = __import__("yaml").safe_load((local / "MLmodel").read_text())
     flavor = mlmodel["flavors"]["python_function"]
     # The model ships phat's code (no pickles), so it loads without any installed phat.
-    assert flavor["loader_module"] == "phat.registry.pyfunc_loader" and flavor["code"] == "code"
+    # the shipped verifier first (it checks every shipped file), then phat's own loader
+    assert flavor["loader_module"] == "phat_verify" and flavor["code"] == "code"
     assert (local / "code" / "phat" / "registry" / "pyfunc_loader.py").exists()
+    assert (local / "code" / "phat_verify.py").exists()
+    assert (local / "code" / "phat_manifest.json").exists()
     assert not list(local.rglob("*.pkl")) and not list(local.rglob("__pycache__"))
     inputs = json.loads(mlmodel["signature"]["inputs"])
     assert inputs[0] == {"type": "string", "name": "timestamp", "required": False}

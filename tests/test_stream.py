@@ -18,7 +18,7 @@ from conftest import make_cfg
 from phat.data.synthetic import random_walk
 from phat.pipeline import train
 from phat.registry.artifact import load_artifact
-from phat.registry.stream import StreamRefused
+from phat.scoring.stream import StreamRefused
 
 MODELS = {
     "logistic": ("model=logistic",),

@@ -297,8 +297,8 @@ def test_selection_metrics_never_see_the_test_span(tmp_path) -> None:
     """Two datasets equal up to the test span and different inside it: the selection_* values
     a sweep compares are identical, the test metrics are not."""
     from conftest import make_cfg
-    from phat.cli.train import run
     from phat.data.synthetic import SyntheticConfig, generate
+    from phat.lifecycle.training import run
 
     bars = generate(SyntheticConfig(periods=6000, seed=5)).bars
     test_start = bars.index[4800]

@@ -141,7 +141,7 @@ def test_overfit_tcn_is_miscalibrated_raw_and_calibration_repairs_it(tmp_path) -
 
 @pytest.mark.slow
 def test_lightning_metrics_land_in_the_one_training_run(tmp_path, mlflow_uri) -> None:
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
 
     client = MlflowClient(mlflow_uri)
     exp = client.get_experiment_by_name("phat")

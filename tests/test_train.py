@@ -14,9 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import make_cfg
-from phat.cli.train import run
 from phat.data.synthetic import random_walk
 from phat.errors import ConfigError, DataValidationError
+from phat.lifecycle.training import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ("data.synthetic.periods=6000", "metrics.bootstrap_n=30")

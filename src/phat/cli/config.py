@@ -638,7 +638,7 @@ def compose(verb: str, overrides: list[str]) -> Any:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from phat.cli import CONF_DIR, VERBS
+    from phat.cli.verbs import CONF_DIR, VERBS
 
     GlobalHydra.instance().clear()
     try:
@@ -682,7 +682,7 @@ def _compose_error(e: Exception) -> ConfigError:
     if m:
         import os
 
-        from phat.cli import CONF_DIR
+        from phat.cli.verbs import CONF_DIR
 
         group = m.group(1)
         folder = os.path.join(CONF_DIR, group)
@@ -748,7 +748,7 @@ def help_text(verb: str) -> str:
 
     from omegaconf import OmegaConf
 
-    from phat.cli import CONF_DIR, VERBS
+    from phat.cli.verbs import CONF_DIR, VERBS
 
     cfg = compose(verb, [])
     lines = [f"phat {verb}: {VERBS[verb][2]}", "", "Examples:"]

@@ -194,7 +194,7 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
     """One sweep job; returns the objective value(s) (see failed_value for a failed job)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from phat.cli.train import run
+    from phat.lifecycle.training import run
     from phat.registry.sweeps import done_job, objective_values
 
     objectives = [str(o) for o in cfg["sweep"]["objectives"]]

@@ -5,15 +5,13 @@ p_hat model.
     phat train model=tcn horizon=1h calibration=temperature
     phat train data.path=btc.parquet data.symbol=BTCUSDT horizon=15m
 
-Reads top to bottom as the recipe: config checks (fast, before heavy imports), data and splits
-(a data error fails here, before any MLflow run exists), then one MLflow run that holds the fit,
-calibration, metrics, plots, the artifact and its registry version.
+The command line around phat.lifecycle.training.run (config checks, fast, before heavy imports;
+a sweep's jobs; one line and exit 2 for a refusal).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -22,81 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from phat.cli import CONF_DIR, call, entry
 
 log = logging.getLogger("phat.train")
-
-
-def run(
-    cfg: dict[str, Any], config_yaml: str = "", sweep: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Train and track; returns {"run_id", "model_hash", "metrics", "model_version"}.
-
-    `sweep` ({"parent", "key", "job"}, from phat.cli.sweep.job): the run is a nested child of
-    the sweep's parent run, registers nothing, holds the test span's metrics out, and prints
-    no summary (the sweep prints one line per job)."""
-    from phat.pipeline import fit_evaluate, prepare, validate_config
-    from phat.registry.tracking import connect
-
-    validate_config(cfg)
-    prep = prepare(cfg)
-
-    import mlflow
-
-    from phat.registry.client import log_and_register, model_name_for
-    from phat.registry.tracking import log_run, summary_lines, tracked_run, write_run_files
-
-    uri = connect(cfg["tracking"])
-    experiment = str(cfg["tracking"]["experiment"])
-    out_dir = Path(cfg["out_dir"])
-    lspec = prep.label_spec
-    # Runs that differ in model, horizon, data, calibration or seed read differently in tables.
-    run_name = (
-        f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}-"
-        f"{cfg['calibration']['method']}-s{prep.seed}"
-    )
-    system_metrics = bool(cfg["tracking"]["system_metrics"])
-    parent, tags = None, {}
-    if sweep is not None:
-        run_name += f"-j{sweep['job']}"
-        parent = sweep["parent"]
-        tags = {"phat.sweep.overrides": sweep["key"], "phat.sweep.job": str(sweep["job"])}
-    with tracked_run(uri, experiment, run_name, system_metrics, parent, tags) as active:
-        run_id = active.info.run_id
-        if sweep is not None:
-            sweep["run_id"] = run_id
-        experiment = mlflow.get_experiment(active.info.experiment_id).name  # mlflow run picks
-        result = fit_evaluate(prep, out_dir, tracking={"uri": uri, "run_id": run_id})
-        warnings, figures = write_run_files(
-            result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg["metrics"]["n_bins"])
-        )
-        log_run(result, cfg, out_dir, figures, hold_out_test=sweep is not None)
-        if warnings:
-            mlflow.set_tag("phat.warnings", " | ".join(warnings)[:5000])
-        # A sweep registers nothing per job (at most its winner, at the end).
-        register = bool(cfg["registry"]["register"]) and sweep is None
-        registered = log_and_register(result, model_name_for(cfg, prep.bars.symbol), register)
-        if sweep is not None:
-            sel = ", ".join(
-                f"{k} {v:.5f}" for k, v in result.metrics.items() if k.startswith("selection_")
-            )
-            mlflow.set_tag(
-                "mlflow.note.content",
-                f"Sweep job {sweep['job']} ({sweep['key']}): {sel}. Test-span metrics are held "
-                "out (held_out/test_metrics.json) and reported once, for the chosen job, on the "
-                "parent run.",
-            )
-            return {"run_id": run_id, "metrics": result.metrics, **registered}
-    lines = summary_lines(result, run_id, uri, experiment, registered)
-    print("\n".join(lines))
-    # The same summary as the run's description in the UI (MLflow renders it as Markdown).
-    summary = "\n".join(line for line in lines if line.strip())
-    mlflow.MlflowClient().set_tag(run_id, "mlflow.note.content", f"```\n{summary}\n```")
-    for w in warnings:
-        print(f"  WARNING       {w} (the model, metrics and artifact are kept)")
-    return {
-        "run_id": run_id,
-        "model_hash": result.tags["phat.model_hash"],
-        "metrics": result.metrics,
-        **registered,
-    }
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="train")
@@ -109,6 +32,8 @@ def _hydra_main(cfg: DictConfig) -> Any:
     if parent:  # a job of `phat train -m ...`: its value goes back to the sweeper
         return _sweep_job(cfg, parent)
     _refuse_orphan_job()
+    from phat.lifecycle.training import run
+
     return call(lambda c: run(c, OmegaConf.to_yaml(cfg, resolve=True)), cfg, log, verb="train")
 
 

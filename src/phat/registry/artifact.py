@@ -1,4 +1,5 @@
-"""The model artifact: a directory holding the whole inference function, with no pickles.
+"""The model artifact: a directory holding the whole inference function, with no pickles;
+saved, hashed and loaded here (loading returns a phat.scoring.model.PHatModel).
 
     model.json          {"kind", "config", "n_parameters"}
     weights.safetensors named arrays (safetensors: a header plus raw bytes, nothing executes)
@@ -11,9 +12,9 @@
 `model_hash` is the sha256 of the canonical JSON of the contract files and of every metadata field
 (but the hash itself) plus the digest of every tensor (name, dtype, shape, bytes): it changes
 with any weight, spec, calibration, DataSpec or metadata change and with nothing else. A file
-the hash does not cover (anything else in the directory) is refused. The artifact holds no code:
-the pyfunc's loader is installed code (phat.registry.pyfunc_loader), so nothing from the
-artifact runs before the hash is verified. `load_artifact` recomputes the hash and refuses a
+the hash does not cover (anything else in the directory) is refused. The artifact holds no code
+(the logged model's shipped code is verified separately: registry/verify_shipped.py), so nothing
+from the artifact runs before the hash is verified. `load_artifact` recomputes the hash and refuses a
 mismatch before returning. A hash checks itself only against accidental corruption: against
 tampering, loaders compare it with the hash the registry recorded. Artifacts written before the
 DataSpec existed load with the calendar they were trained under then (24x7, max_gap 2 bars) and
@@ -23,12 +24,10 @@ hash as they did.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from phat.contract.features import FEATURE_CODE_VERSION, FeatureSpec
 from phat.contract.labels import LabelSpec
@@ -39,8 +38,11 @@ from phat.errors import (
     MalformedArtifact,
 )
 from phat.hashing import canonical_json, sha256_bytes, sha256_text
-from phat.models.baselines import WindowData, model_class
+from phat.models.baselines import model_class
 from phat.models.calibration import Calibrator
+from phat.scoring.model import LEGACY_DATA_SPEC, PHatModel
+
+__all__ = ["PHatModel", "compute_model_hash", "load_artifact", "save_artifact"]
 
 FILES = (
     "model.json",
@@ -51,8 +53,6 @@ FILES = (
     "metadata.json",
 )
 OPTIONAL_FILES = ("data_spec.json",)
-LEGACY_DATA_SPEC = {"calendar": "24x7", "max_gap_bars": 2}
-SCORE_BLOCK = 65_536  # windows scored per model call
 
 
 def tensors_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -84,157 +84,6 @@ def compute_model_hash(
     if metadata is not None:  # every field but the hash itself
         parts["metadata"] = {k: v for k, v in metadata.items() if k != "phat.model_hash"}
     return sha256_text(canonical_json(parts))
-
-
-@dataclass
-class PHatModel:
-    """A loaded, verified inference function: OHLCV bars in, p_hat per bar out."""
-
-    model: Any
-    feature_spec: FeatureSpec
-    label_spec: LabelSpec
-    calibrator: Calibrator
-    metadata: dict[str, Any] = field(default_factory=dict)
-    data_spec: dict[str, Any] = field(default_factory=lambda: dict(LEGACY_DATA_SPEC))
-
-    @property
-    def model_hash(self) -> str:
-        return str(self.metadata.get("phat.model_hash", ""))
-
-    def predict_bars(self, frame: pd.DataFrame, segment: np.ndarray | None = None) -> pd.DataFrame:
-        """p_hat_raw and p_hat for every bar of validated bars (NaN where no full window)."""
-        self.feature_spec.check_data(frame)  # every scoring path: predict, backtest, promote
-        raw = self.feature_spec.compute_raw(frame)
-        seg = np.zeros(len(frame), dtype=np.int64) if segment is None else segment
-        ok = self.feature_spec.valid_end_mask(raw, seg)
-        data = WindowData(self.feature_spec.normalize(raw), self.feature_spec.window)
-        ends = np.flatnonzero(ok)
-        p_raw = np.full(len(frame), np.nan)
-        p_cal = np.full(len(frame), np.nan)
-        if len(ends):
-            # In blocks of windows: every model's logit is per window (the TCN's batch-invariant),
-            # so blocks change no bit and bound the memory of tabular copies to one block.
-            z = np.concatenate(
-                [self.model.logits(data, ends[i : i + SCORE_BLOCK])
-                 for i in range(0, len(ends), SCORE_BLOCK)]
-            )  # fmt: skip
-            p_raw[ends] = Calibrator("none").predict(z)
-            p_cal[ends] = self.calibrator.predict(z)
-        return pd.DataFrame({"p_hat_raw": p_raw, "p_hat": p_cal}, index=frame.index)
-
-    def stream(
-        self, state: dict[str, Any] | None = None, volume_nan: str = "refuse", now: Any = None
-    ) -> Any:
-        """A streaming scorer (phat.registry.stream.StreamScorer): `update(bar)` per new bar,
-        `update_many({symbol: bar})` per bar-step of many assets, equal to predict() bit for
-        bit; `state` resumes a saved `scorer.state()`."""
-        from phat.registry.stream import StreamScorer
-
-        return StreamScorer(self, state=state, volume_nan=volume_nan, now=now)
-
-    @property
-    def calendar(self) -> str:
-        return str(self.data_spec["calendar"])
-
-    def read_bars(self, ohlcv: pd.DataFrame, **data_kwargs: Any) -> Any:
-        """Validate raw bars under this model's DataSpec (its timeframe, calendar and max_gap):
-        the same reading as in training, so windows break at the same places. Data of another
-        timeframe or calendar is refused by name. `data_kwargs`: calendar (auto or the model's),
-        volume_nan, timestamp_format, dayfirst, symbol."""
-        from phat.data import prepare_bars
-
-        return prepare_bars(
-            ohlcv,
-            timeframe=self.label_spec.timeframe,
-            allow_resample=False,
-            max_gap=int(self.data_spec["max_gap_bars"]),
-            model_calendar=self.calendar,
-            now=pd.Timestamp.now(tz="UTC"),
-            **{"calendar": "auto", **data_kwargs},
-        )
-
-    def segments(self, frame: pd.DataFrame) -> np.ndarray:
-        """Segment ids of already validated bars under this model's calendar and max_gap
-        (refuses bars inside the calendar's closures)."""
-        from phat.data.bars import find_segments
-        from phat.data.calendars import check_follows, resolve
-        from phat.data.timeframes import parse_timeframe
-
-        tf = parse_timeframe(self.label_spec.timeframe)
-        cal = resolve(self.calendar)
-        index = pd.DatetimeIndex(frame.index)
-        check_follows(
-            index, tf, cal, "the model's calendar", f"this model scores only {cal.name} data"
-        )
-        seg, _ = find_segments(index, tf, tf * int(self.data_spec["max_gap_bars"]), cal)
-        return seg
-
-    def check_coverage(
-        self,
-        p_hat: np.ndarray,
-        gaps: int,
-        min_share: float,
-        what: str,
-        from_start: bool = True,
-        reasons: np.ndarray | None = None,
-    ) -> str:
-        """Refuse scoring that scores nothing, or less than `min_share` of the bars that could
-        have a window (all of them, less the first warm-up when `p_hat` starts at the data's
-        first bar); returns the one-line coverage summary otherwise.
-
-        `reasons` (a binding's fallback_reason per bar): bars on the proxy by a recorded
-        decision (a calibration alarm) were not meant to be scored and are not counted; when
-        the rule fires, the message names the cause the unscored bars record (calendar,
-        an inference failure) or else gaps or a history shorter than the window."""
-        from phat.errors import DataValidationError
-
-        warm = self.feature_spec.bars_read - 1
-        start = warm if from_start else 0
-        why = np.asarray(reasons if reasons is not None else [""] * len(p_hat), dtype=object)
-        decided = why == "calibration_alarm"
-        n_decided = int(decided[start:].sum())
-        eligible = max(len(p_hat) - start - n_decided, 0)
-        scored = int(np.isfinite(p_hat).sum())
-        share = scored / eligible if eligible else 0.0
-        line = (
-            f"{scored} of {len(p_hat)} bars scored ({share:.0%} of {eligible} eligible) "
-            f"under the model's calendar {self.calendar}, max_gap "
-            f"{self.data_spec['max_gap_bars']} bars; {gaps} gaps"
-        )
-        if n_decided:
-            line += f"; {n_decided} on the proxy by decision (calibration_alarm)"
-            if eligible == 0:
-                return line  # every bar that could be scored is on the proxy by decision
-        if scored == 0 or share < min_share:
-            unscored = why[~np.isfinite(p_hat) & ~decided]
-            recorded = [r for r in unscored if r not in ("", "no_window")]
-            if recorded:
-                top = max(set(recorded), key=recorded.count)
-                cause = (
-                    f"the bars fall outside the model's calendar {self.calendar} "
-                    "(fallback_reason calendar_mismatch); read data of that calendar"
-                    if top == "calendar_mismatch"
-                    else f"the model could not score them (fallback_reason {top}; see "
-                    "fallback_detail in the decisions)"
-                )
-            elif gaps:
-                cause = (
-                    f"{gaps} gaps split the data and each costs a {warm + 1}-bar window before "
-                    "scoring resumes; if they are scheduled closures, train with the data's "
-                    "calendar (data.calendar=...), if short outages, with a larger data.max_gap"
-                )
-            else:
-                cause = f"the data is too short for the model's {warm + 1}-bar window"
-            raise DataValidationError(
-                f"{what}: {line}, below signal.min_scored_share={min_share}: {cause}"
-            )
-        return line
-
-    def predict(self, ohlcv: pd.DataFrame, **data_kwargs: Any) -> pd.DataFrame:
-        """p_hat_raw and p_hat per bar of `ohlcv` (any layout the file loader accepts), read
-        under the model's DataSpec (see read_bars); NaN where no full window exists."""
-        bars = self.read_bars(ohlcv, **data_kwargs)
-        return self.predict_bars(bars.frame, bars.segment)
 
 
 def save_artifact(

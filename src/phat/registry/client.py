@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -24,10 +25,19 @@ from phat.contract.labels import parse_horizon
 from phat.errors import (
     HashMismatch,
     MalformedArtifact,
-    ModelUnavailable,
-    RegistryUnavailable,
 )
 from phat.registry.artifact import PHatModel, load_artifact
+from phat.registry.store import is_absent, recorded_tags, registry_error
+
+__all__ = [
+    "fetch_verified",
+    "is_absent",
+    "load",
+    "log_and_register",
+    "recorded_tags",
+    "registry_error",
+    "resolve_version",
+]
 
 LOADER_MODULE = "phat_verify"  # the shipped verifier (registry/verify_shipped.py), then phat
 
@@ -51,37 +61,6 @@ def model_name_for(cfg: dict[str, Any], symbol: str | None = None) -> str:
         return str(cfg["registry"]["model_name"])
     _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
     return default_model_name(symbol or symbol_of(cfg["data"]), horizon_id)
-
-
-def is_absent(err: Exception) -> bool:
-    """The store answered, and the model, version, alias or run is not there (as opposed to:
-    the store could not answer). MLflow says INVALID_PARAMETER_VALUE for a missing alias."""
-    from mlflow.exceptions import MlflowException
-
-    return isinstance(err, MlflowException) and err.error_code in (
-        "RESOURCE_DOES_NOT_EXIST",
-        "INVALID_PARAMETER_VALUE",
-        "NOT_FOUND",
-    )
-
-
-def registry_error(err: Exception, what: str) -> Exception:
-    """An MLflow exception -> ModelUnavailable (the store answered: no such thing) or
-    RegistryUnavailable (the store could not answer), with the existing names where useful."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if is_absent(err):
-        return ModelUnavailable(f"{what}: {first}{_known_names()}")
-    return RegistryUnavailable(f"{what}: the registry did not answer ({first})")
-
-
-def _known_names() -> str:
-    from mlflow.tracking import MlflowClient
-
-    try:
-        names = sorted(m.name for m in MlflowClient().search_registered_models(max_results=50))
-    except Exception:
-        return ""
-    return f"; registered models here: {names}" if names else "; no model is registered here"
 
 
 def _description(tags: dict[str, str], m: dict[str, float]) -> str:
@@ -136,7 +115,6 @@ def input_example(result: Any, columns: list[str]) -> Any:
 
 def log_and_register(result: Any, model_name: str | None, register: bool) -> dict[str, Any]:
     """Log the pyfunc into the active run and (optionally) register a version."""
-    import os
 
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -300,7 +278,6 @@ def load(uri: str | Path, horizon_id: str | None = None) -> PHatModel:
     ships (code/, MLmodel's loader entry) is checked the same way against `phat.code_hash`
     (environment.verify_code). A bare artifact directory outside MLflow can only vouch for
     itself."""
-    import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     local = Path(str(uri))
@@ -347,7 +324,6 @@ def _load_local(local: Path, uri: str, horizon_id: str | None) -> PHatModel:
     """A directory on disk: the artifact verified; where it sits in a logged MLflow model,
     its shipped code too, and both against the training run's tags when a store is set."""
     from phat.registry.environment import verify_code
-    from phat.registry.pyfunc_loader import recorded_tags
 
     root = _find_artifact_dir(local)
     model = _load_named(root, uri, horizon_id)

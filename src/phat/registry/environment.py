@@ -22,8 +22,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import phat
 from phat.errors import HashMismatch
+
+# The installed phat package (registry/ is one of its folders): what a logged model ships.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # What scoring imports (measured: sys.modules after loading and predicting through pyfunc),
 # plus exchange-calendars, which a model on an exchange calendar needs to check its bars.
@@ -95,7 +97,7 @@ def ship_code(code_dir: Path) -> tuple[list[str], str]:
     the manifest of both. Returns (the paths for MLflow's code_paths, phat.code_hash)."""
     from phat.registry import verify_shipped as vs
 
-    src = Path(phat.__file__).resolve().parent
+    src = PACKAGE_DIR
     code_dir.mkdir(parents=True, exist_ok=True)
     target = code_dir / "phat"
     shutil.copytree(

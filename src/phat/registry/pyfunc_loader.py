@@ -22,7 +22,6 @@ server answers as HTTP 400 with that message.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -96,34 +95,14 @@ def serving_output(out: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def recorded_tags(model_dir: Path) -> tuple[str, dict[str, str]] | None:
-    """(run_id, the training run's tags) for a logged MLflow model directory, when a tracking
-    store is configured; None when none is."""
-    import yaml
-
-    mlmodel = model_dir / "MLmodel"
-    if not os.environ.get("MLFLOW_TRACKING_URI") or not mlmodel.exists():
-        return None
-    run_id = (yaml.safe_load(mlmodel.read_text()) or {}).get("run_id")
-    if not run_id:
-        return None
-    from mlflow.tracking import MlflowClient
-
-    from phat.registry.client import registry_error
-
-    try:
-        tags = MlflowClient().get_run(run_id).data.tags
-    except Exception as e:
-        raise registry_error(e, f"run {run_id} of the model at {model_dir}") from None
-    return run_id, dict(tags)
-
-
 def _load_pyfunc(data_path: str, model_config: Any = None) -> PHatPyfunc:
     from phat.errors import HashMismatch
     from phat.registry.artifact import load_artifact
 
     model = load_artifact(data_path)
     here = Path(data_path).resolve()
+    from phat.registry.store import recorded_tags
+
     recorded = recorded_tags(here.parent.parent) or recorded_tags(here.parent)  # data/model
     if recorded is not None and recorded[1].get("phat.model_hash", "") != model.model_hash:
         raise HashMismatch(

@@ -40,8 +40,6 @@ from phat.models.baselines import WindowData
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from phat.registry.artifact import PHatModel
-
 DEFAULT_SYMBOL = "default"
 OPTIONAL = ("funding_rate", "spread", "vwap")
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}")
@@ -136,7 +134,7 @@ class StreamScorer:
 
     def __init__(
         self,
-        model: PHatModel,
+        model: Any,  # a PHatModel (phat.scoring.model), which builds this scorer
         state: dict[str, Any] | None = None,
         volume_nan: str = "refuse",
         now: Any = None,
