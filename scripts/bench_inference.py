@@ -32,8 +32,8 @@ def main() -> None:
     logging.disable(logging.WARNING)
     import phat
     from conftest import make_cfg
-    from phat.lifecycle.training import run
     from phat.data.synthetic import generate
+    from phat.lifecycle.training import run
     from phat.models.baselines import WindowData
 
     bars = generate().bars
@@ -44,6 +44,7 @@ def main() -> None:
                 make_cfg(
                     Path(d) / kind,
                     f"model={kind}",
+                    "model.ladder=off",  # the speed of this kind, not of a rung it might keep
                     f"registry.model_name=bench-{kind}",
                     "metrics.bootstrap_n=10",
                     *extra,

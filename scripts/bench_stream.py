@@ -36,8 +36,14 @@ def _train(kind: str, tmp: str) -> object:
     from phat.pipeline import train
     from phat.registry.artifact import load_artifact
 
-    ov = [f"model={kind}", f"out_dir={tmp}/{kind}", "metrics.bootstrap_n=5",
-          "data.synthetic.periods=8000", "trainer.max_epochs=1"]  # fmt: skip
+    ov = [
+        f"model={kind}",
+        f"out_dir={tmp}/{kind}",
+        "metrics.bootstrap_n=5",
+        "data.synthetic.periods=8000",
+        "trainer.max_epochs=1",
+        "model.ladder=off",
+    ]  # fmt: skip  (speed of each kind: keep the model, not a rung)
     return load_artifact(
         train(validate("train", compose("train", ov)), f"{tmp}/{kind}").artifact_dir
     )
@@ -78,6 +84,7 @@ def main() -> None:
     if a.memory:
         torch.set_num_threads(a.threads)
         return memory(a.memory, a.bars)
+    default_threads = torch.get_num_threads()  # what a user's process has
     torch.set_num_threads(a.threads)
     year = generate(SyntheticConfig(periods=35_040, seed=3)).bars
     rows = _rows(year.iloc[:3000])
@@ -100,6 +107,8 @@ def main() -> None:
                 bare.append((time.perf_counter() - t) * 1e3)
         bare_p50 = float(np.percentile(bare, 50))
         print(f"bare TCN forward, 1 window: {_pct(bare)}")
+        user_loop(tcn, year, default_threads)
+        torch.set_num_threads(a.threads)
         for kind, m in models.items():
             lat = _latencies(m.stream(), rows)[spec.bars_read :]  # scored bars (after warm-up)
             old = []
@@ -170,6 +179,89 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--memory", str(art), "--bars",
                                   str(a.bars)], capture_output=True, text=True, check=True)  # fmt: skip
             print(f"{kind}: {out.stdout.strip()}", flush=True)
+
+
+def plain_tcn(n_features: int, channels: int, levels: int, kernel_size: int) -> object:
+    """A causal TCN of the same size written with nothing but nn.Conv1d (left padding by
+    F.pad, ReLU, residual 1x1 where widths differ, a linear head on the last step): the
+    reference a user would time, independent of phat's module."""
+    import torch
+    from torch import nn
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList()
+            self.skips = nn.ModuleList()
+            c_in = n_features
+            for lvl in range(levels):
+                d = 2**lvl
+                self.convs.append(nn.ModuleList([nn.Conv1d(c_in, channels, kernel_size, dilation=d),
+                                                 nn.Conv1d(channels, channels, kernel_size, dilation=d)]))  # fmt: skip
+                self.skips.append(
+                    nn.Conv1d(c_in, channels, 1) if c_in != channels else nn.Identity()
+                )
+                c_in = channels
+            self.head = nn.Linear(channels, 1)
+
+        def forward(self, x):  # [B, F, T]
+            for lvl, (c1, c2) in enumerate(self.convs):
+                pad = (kernel_size - 1) * 2**lvl
+                h = torch.relu(c1(nn.functional.pad(x, (pad, 0))))
+                h = torch.relu(c2(nn.functional.pad(h, (pad, 0))))
+                x = torch.relu(h + self.skips[lvl](x))
+            return self.head(x[:, :, -1])[:, 0]
+
+    return Plain().eval()
+
+
+def user_loop(tcn: object, year: object, threads: int) -> None:
+    """What a user's loop does: torch's default threads, bars as pandas rows (iterrows: a
+    Timestamp name and numpy floats), `update(row)` on the last 3,000 bars; against one forward
+    of a plain nn.Conv1d TCN of the same size, batch 1, timed in the same process."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    torch.set_num_threads(threads)
+    p = tcn.model.arch  # type: ignore[attr-defined]
+    spec = tcn.feature_spec  # type: ignore[attr-defined]
+    ref = plain_tcn(spec.n_features, int(p.get("channels", 24)), int(p.get("levels", 5)),
+                    int(p.get("kernel_size", 3)))  # fmt: skip
+    x = torch.randn(1, spec.n_features, spec.window)
+    bare = []
+    with torch.inference_mode():
+        for _ in range(2000):
+            t = time.perf_counter()
+            ref(x)
+            bare.append((time.perf_counter() - t) * 1e3)
+    frame = year.iloc[-3000:]  # type: ignore[attr-defined]
+    sc = tcn.stream()  # type: ignore[attr-defined]
+    lat = []
+    for _, row in frame.iterrows():
+        t = time.perf_counter()
+        sc.update(row)
+        lat.append((time.perf_counter() - t) * 1e3)
+    lat = lat[spec.bars_read :]
+    ratio = np.percentile(lat, 50) / np.percentile(bare, 50)
+    print(f"user loop ({threads} torch threads, pandas rows): TCN update {_pct(lat)}; plain "
+          f"nn.Conv1d TCN forward, batch 1: {_pct(bare)}; ratio {ratio:.2f}", flush=True)  # fmt: skip
+    sc2 = tcn.stream()  # type: ignore[attr-defined]
+    prof = cProfile.Profile()
+    prof.enable()
+    for _, row in frame.iterrows():
+        sc2.update(row)
+    prof.disable()
+    st = pstats.Stats(prof).sort_stats("cumulative")
+    total = max(st.total_tt, 1e-9)  # type: ignore[attr-defined]
+    parts = {"validation (_check)": "_check", "features and window (_apply)": "_apply",
+             "model + calibration (_score)": "_score"}  # fmt: skip
+    shares = []
+    for label, fn in parts.items():
+        cum = sum(v[3] for k, v in st.stats.items() if k[2] == fn)  # type: ignore[attr-defined]
+        shares.append(f"{label} {cum / total:.0%}")
+    print("  where the time goes (cProfile, same loop): " + ", ".join(shares), flush=True)
 
 
 def memory(artifact: str, bars: int) -> None:
