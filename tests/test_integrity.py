@@ -186,8 +186,35 @@ def test_shipped_code_changed_after_training_is_refused(store) -> None:
         phat.load(f"models:/{NAME}/{v}")
 
 
-# The code a logged model ships (issue #27): the tamper matrix. Each case changes the stored
-# model in the artifact store, then every load path is tried.
+# The code a logged model ships (issue #27): the tamper matrix. One logged model serves every
+# case: each case changes files of the stored model, and the fixture puts them back after it.
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shipped")
+    uri = f"sqlite:///{d}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        out = run(make_cfg(d / "run", "data.synthetic.periods=3000", "metrics.bootstrap_n=5",
+                           f"registry.model_name={NAME}", uri=uri))  # fmt: skip
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        yield out, d
+
+
+@pytest.fixture
+def store_shipped(shipped):
+    """The module's logged model, restored byte for byte after the test changed it."""
+    out, d = shipped
+    mlflow.set_tracking_uri(f"sqlite:///{d}/mlflow.db")
+    model_dir = stored_model_dir(out).parent.parent
+    before = {p: p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+    yield out, d
+    for p in model_dir.rglob("*"):
+        if p.is_file() and p not in before:
+            p.unlink()
+    for p, data in before.items():
+        p.write_bytes(data)
+
+
 def _code_dir(out: dict) -> Path:
     return stored_model_dir(out).parent.parent / "code"
 
@@ -205,12 +232,12 @@ def _fresh_load(model_dir: Path, env_uri: str | None) -> subprocess.CompletedPro
                           env=env, timeout=300, cwd=model_dir.parent)  # fmt: skip
 
 
-def test_the_issue_tamper_never_runs_on_any_path(store, tmp_path: Path) -> None:
+def test_the_issue_tamper_never_runs_on_any_path(store_shipped, tmp_path: Path) -> None:
     """One line appended to the stored code/phat/registry/pyfunc_loader.py (it would write a
     marker file): refused by phat.load, by mlflow.pyfunc.load_model on the registry URI and on
     the raw directory (with and without a tracking store, in this process and in a fresh one),
     and by `phat serve`; the marker never exists."""
-    out, _ = store
+    out, _ = store_shipped
     uri = f"models:/{NAME}/{out['model_version']}"
     model_dir = _code_dir(out).parent
     fresh = _fresh_load(model_dir, None)
@@ -246,10 +273,10 @@ def test_the_issue_tamper_never_runs_on_any_path(store, tmp_path: Path) -> None:
         ("mlmodel_loader", False),  # MLmodel's loader entry: MLflow trusts it
     ],
 )
-def test_tamper_matrix(store, tmp_path: Path, case: str, raw_path_refuses) -> None:
+def test_tamper_matrix(store_shipped, tmp_path: Path, case: str, raw_path_refuses) -> None:
     from phat.registry import verify_shipped as vs
 
-    out, _ = store
+    out, _ = store_shipped
     uri = f"models:/{NAME}/{out['model_version']}"
     code = _code_dir(out)
     if case == "phat_module":
