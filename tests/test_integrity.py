@@ -232,6 +232,7 @@ def _fresh_load(model_dir: Path, env_uri: str | None) -> subprocess.CompletedPro
                           env=env, timeout=300, cwd=model_dir.parent)  # fmt: skip
 
 
+@pytest.mark.slow  # fresh interpreters and `phat serve`: the full suite runs it
 def test_the_issue_tamper_never_runs_on_any_path(store_shipped, tmp_path: Path) -> None:
     """One line appended to the stored code/phat/registry/pyfunc_loader.py (it would write a
     marker file): refused by phat.load, by mlflow.pyfunc.load_model on the registry URI and on
@@ -263,6 +264,7 @@ def test_the_issue_tamper_never_runs_on_any_path(store_shipped, tmp_path: Path) 
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "raw_path_refuses"),
     [
