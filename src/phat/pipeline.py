@@ -441,8 +441,8 @@ class Fitted:
 
     model: Any
     calibrator: Calibrator
-    rung: str  # "model" or the ladder rung kept (climatology, last_return, strongest)
-    params: dict[str, float]  # chosen capacity (selected_C) and the ladder's verdict
+    rung: str  # "model" or the rule rung kept (climatology, last_return)
+    params: dict[str, float]  # chosen capacity (selected_C, when the grid was searched)
     tables: dict[str, list[dict[str, Any]]]  # inner CV and ladder rows (run artifacts)
 
 

@@ -118,10 +118,10 @@ def choose_logistic(
         if len(np.unique(yi[fit])) < 2:
             raise ConfigError("an inner fold's fit set holds one outcome only; set model.params.C")
         cols = [np.full(len(val), float(np.mean(yi[fit])))]
-        if return_column is not None:
-            x = X[:, (lookback - 1) * n_f + return_column][:, None]
-            cols.append(_newton_logistic(RULE_C, seed, max_iter).fit(x[fit], yi[fit])
-                        .predict_proba(x[val])[:, 1])  # fmt: skip
+        if return_column is not None:  # the last_return rung, fitted as rule_rung fits it
+            x = X[:, (lookback - 1) * n_f + return_column]
+            w, b = _one_input_logistic(x[fit], yi[fit], seed)
+            cols.append(1.0 / (1.0 + np.exp(-(w * x[val] + b))))
         for c in grid:
             clf = _newton_logistic(c, seed, max_iter).fit(X[fit], yi[fit])
             cols.append(clf.predict_proba(X[val])[:, 1])
