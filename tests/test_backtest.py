@@ -410,3 +410,25 @@ def test_the_share_rule_names_the_cause_the_bars_record(store, reasons, gaps, ca
     alarmed = np.array(["calibration_alarm"] * (n - 20) + [""] * 20, dtype=object)
     line = model.check_coverage(p, gaps, 0.5, "backtest", reasons=alarmed)  # decided: fine
     assert "on the proxy by decision" in line
+
+
+def test_scoring_verbs_read_a_file_the_same_way(store, tmp_path) -> None:
+    """One reader of bars under a model's DataSpec: 5-minute bars given to a 15-minute model
+    are refused by predict and by backtest alike (training resamples; scoring does not)."""
+    from conftest import ohlcv
+    from phat.cli.config import compose
+    from phat.cli.predict import run as predict
+
+    uri, out = store
+    path = tmp_path / "five.parquet"
+    ohlcv(3000, start="2025-02-01", freq="5min", seed=4).to_parquet(path)
+    v = str(out["model_version"])
+    with pytest.raises(DataValidationError) as bt:
+        backtest(bt_cfg(tmp_path / "bt", uri, f"signal_source=model_v{v}", f"data.path={path}",
+                        "data.symbol=SYNTH"))  # fmt: skip
+    cfg = validate("predict", compose("predict", [f"model_uri=models:/phat-bt/{v}",
+                   f"data.path={path}", f"tracking.uri={uri}", f"out={tmp_path}/p.parquet"]))  # fmt: skip
+    with pytest.raises(DataValidationError) as pr:
+        predict(cfg)
+    assert "bars are 5m but this model takes 15m bars" in str(bt.value)
+    assert str(bt.value) == str(pr.value)

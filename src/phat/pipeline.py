@@ -136,19 +136,31 @@ def read_raw(d: dict[str, Any]) -> tuple[pd.DataFrame, str, pd.Series | None]:
 
 
 def load_bars(
-    cfg: dict[str, Any], timeframe: str, model_spec: dict[str, Any] | None = None
+    cfg: dict[str, Any], timeframe: str, model: Any = None
 ) -> tuple[Bars, pd.Series | None]:
-    """The configured data, validated as `timeframe` bars under the data.* settings; with a
-    model's DataSpec (scoring), under the model's calendar and max_gap instead."""
+    """The configured data, validated as `timeframe` bars under the data.* settings (training:
+    finer bars are resampled); with a loaded model (scoring: backtest, monitor, promotion),
+    read by the model itself (`PHatModel.read_bars`, the reader `phat predict` and serving
+    use: its timeframe, calendar and max_gap, finer bars refused), so every scoring verb
+    reads a file the same way."""
     d = cfg["data"]
     raw, symbol, p = read_raw(d)
+    if model is not None:
+        bars = model.read_bars(
+            raw,
+            symbol=symbol,
+            calendar=d["calendar"],
+            volume_nan=d["volume_nan"],
+            timestamp_format=d["timestamp_format"],
+            dayfirst=d["dayfirst"],
+        )
+        return bars, p
     bars = prepare_bars(
         raw,
         symbol=symbol,
         timeframe=timeframe,
-        max_gap=int(model_spec["max_gap_bars"]) if model_spec else d["max_gap"],
+        max_gap=d["max_gap"],
         calendar=d["calendar"],
-        model_calendar=str(model_spec["calendar"]) if model_spec else None,
         volume_nan=d["volume_nan"],
         resample_min_coverage=float(d["resample_min_coverage"]),
         timestamp_format=d["timestamp_format"],

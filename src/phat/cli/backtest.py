@@ -43,7 +43,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     resolved = resolve(str(cfg["signal_source"]), model_name, horizon_id, strict=strict)
     binding = resolved.binding
     # A bound model reads the data under its own DataSpec (calendar, max_gap), as in training.
-    bars, _ = load_bars(cfg, timeframe, resolved.model.data_spec if resolved.model else None)
+    bars, _ = load_bars(cfg, timeframe, resolved.model)
     signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
 
     trigger = build_triggers(cfg, bars)

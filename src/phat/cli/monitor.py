@@ -76,7 +76,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         return {"cleared": True}
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
-    bars, _ = load_bars(cfg, lspec.timeframe, model.data_spec)
+    bars, _ = load_bars(cfg, lspec.timeframe, model)
     frame = bars.frame
     pm = model.predict_bars(frame, model.segments(frame))  # as the policy would score them
     p = pm["p_hat"].to_numpy()

@@ -26,22 +26,13 @@ def run(cfg: dict[str, Any]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from phat.pipeline import read_raw
+    from phat.pipeline import load_bars
     from phat.registry.client import load
     from phat.registry.tracking import connect
 
     connect(cfg["tracking"])
     model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
-    d = cfg["data"]
-    raw, symbol, _ = read_raw(d)
-    bars = model.read_bars(
-        raw,
-        symbol=symbol,
-        calendar=d["calendar"],
-        volume_nan=d["volume_nan"],
-        timestamp_format=d["timestamp_format"],
-        dayfirst=d["dayfirst"],
-    )
+    bars, _ = load_bars(cfg, model.label_spec.timeframe, model)  # the model's own reading
     preds = model.predict_bars(bars.frame, bars.segment)
     coverage = model.check_coverage(
         preds["p_hat"].to_numpy(),

@@ -139,7 +139,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         else ResolvedSignal(resolve("proxy", None, lspec.horizon_id).binding, None)
     )
     start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
-    bars, _ = load_bars(cfg, lspec.timeframe, cand.model.data_spec)
+    bars, _ = load_bars(cfg, lspec.timeframe, cand.model)
     other_data = (
         bool(mv.tags.get("phat.data_hash")) and bars.data_hash() != mv.tags["phat.data_hash"]
     )
