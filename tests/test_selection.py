@@ -215,3 +215,21 @@ def test_tree_recipe_is_judged_against_its_rules_on_the_calibration_slice(tmp_pa
         next(x for x in rows if x["rung"] == kept)["log_loss"] - best
         <= next(x for x in rows if x["rung"] == kept)["se"]
     )
+
+
+def test_tree_stops_early_on_its_purged_validation_tail(tmp_path) -> None:
+    """The tree keeps the fewest trees within one SE of the best count's log loss on the
+    purged tail of the train span: few on a random walk, more on the planted signal; the
+    count is recorded and the artifact holds exactly those trees."""
+    from phat.registry.artifact import load_artifact
+
+    path = _write(random_walk(6000, seed=21), tmp_path / "rw.parquet")
+    noise = train(make_cfg(tmp_path, f"data.path={path}", "model=tree", "model.ladder=off",
+                           "metrics.bootstrap_n=5"), tmp_path / "noise")  # fmt: skip
+    planted = train(make_cfg(tmp_path, "model=tree", "model.ladder=off", "metrics.bootstrap_n=5",
+                             "data.synthetic.periods=8000"), tmp_path / "planted")  # fmt: skip
+    assert "validation" in noise.spans and noise.spans["validation"][0] > noise.spans["train"][-1]
+    k_noise, k_planted = noise.metrics["selected_max_iter"], planted.metrics["selected_max_iter"]
+    assert 1 <= k_noise < 200 and k_noise < k_planted <= 200
+    a = load_artifact(planted.artifact_dir)
+    assert len(a.model.arrays["tree_offsets"]) - 1 == k_planted == a.model.params["max_iter"]

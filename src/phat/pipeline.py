@@ -308,9 +308,10 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
 def with_validation_tail(
     cfg: dict[str, Any], spans: dict[str, np.ndarray], horizon_bars: int, bars_read: int
 ) -> dict[str, np.ndarray]:
-    """For the TCN: the train span's tail becomes its early-stopping validation span (purged
-    like every boundary); other models keep the spans as they are."""
-    if cfg["model"]["kind"] != "tcn":
+    """For the TCN and the tree: the train span's tail becomes their early-stopping validation
+    span (purged like every boundary, trainer.val_fraction); the logistic model keeps the
+    spans as they are (its capacity comes from the inner CV)."""
+    if cfg["model"]["kind"] not in ("tcn", "tree"):
         return spans
     fit_ends, val_ends = carve_tail(
         spans["train"], float(cfg["trainer"]["val_fraction"]), horizon_bars, bars_read
@@ -509,6 +510,8 @@ def fit_recipe(
                 chosen["selected_C"] = c
     if model is None:
         model = fit_model(cfg, seed, threads, data, y, spans, tracking, params)
+        if mcfg["kind"] == "tree" and "validation" in spans:  # early stopping's choice
+            chosen["selected_max_iter"] = float(model.params["max_iter"])
     method = cfg["calibration"]["method"]
     if ladder and mcfg["kind"] != "logistic":
         rungs = [*sel.rule_rungs(data, tr, y[tr], fspec.names, seed), ("model", model)]

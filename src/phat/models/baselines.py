@@ -155,6 +155,10 @@ class TreeModel:
         self.arrays: dict[str, np.ndarray] | None = None
 
     def fit(self, data, train_ends, y_train, val_ends=None, y_val=None) -> None:  # type: ignore[no-untyped-def]
+        """Fit `max_iter` trees; with a validation tail (purged, after the fit span: the
+        pipeline carves it), keep only the first k trees, k the fewest whose tail log loss is
+        within one standard error of the best count's (early stopping without noise buying
+        trees); `max_iter` then records k."""
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         X = data.tabular(train_ends, self.lookback)
@@ -162,9 +166,14 @@ class TreeModel:
             early_stopping=False, random_state=self.seed, **self.params
         )
         clf.fit(X, np.asarray(y_train).astype(int))
+        predictors = list(clf._predictors)
+        if val_ends is not None and len(val_ends) >= 20:
+            k = _trees_to_keep(clf, data.tabular(val_ends, self.lookback), np.asarray(y_val))
+            predictors = predictors[:k]
+            self.params = {**self.params, "max_iter": k}
         parts: dict[str, list[np.ndarray]] = {k: [] for k in _TREE_FIELDS}
         offsets = [0]
-        for (pred,) in clf._predictors:
+        for (pred,) in predictors:
             nodes = pred.nodes
             for k in _TREE_FIELDS:
                 parts[k].append(np.asarray(nodes[k]))
@@ -234,6 +243,22 @@ class TreeModel:
     @property
     def n_parameters(self) -> int:
         return 0 if self.arrays is None else int(len(self.arrays["value"]))
+
+
+def _trees_to_keep(clf: Any, X_val: np.ndarray, y_val: np.ndarray, blocks: int = 10) -> int:
+    """The fewest boosting iterations within noise of the best count's validation log loss
+    (the one-standard-error rule, phat.models.noise)."""
+    from phat.models.calibration import log_losses
+    from phat.models.noise import simplest_within_noise, time_blocks
+
+    yv = y_val.astype(np.float64)
+    losses = np.column_stack(
+        [
+            log_losses(yv, np.clip(1.0 / (1.0 + np.exp(-z)), 1e-12, 1 - 1e-12))
+            for z in clf.staged_decision_function(X_val)
+        ]
+    )  # fmt: skip  [n_val, n_iter]
+    return simplest_within_noise(losses, time_blocks(len(yv), blocks))[0] + 1
 
 
 # kind -> "module:Class". Only these kinds load from an artifact (no arbitrary import paths).

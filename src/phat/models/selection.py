@@ -29,6 +29,7 @@ import numpy as np
 from phat.errors import ConfigError
 from phat.models.baselines import LogisticModel, WindowData
 from phat.models.calibration import fit_calibrator, log_losses
+from phat.models.noise import simplest_within_noise, time_blocks
 
 # Candidate C values, simplest (strongest regularisation) first: 1e-4 .. 1 in half decades.
 C_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in np.arange(-4.0, 0.25, 0.5))
@@ -58,26 +59,6 @@ def purged_kfold(
         if len(fit):
             out.append((fit, block))
     return out
-
-
-def simplest_within_noise(loss: np.ndarray, groups: np.ndarray) -> tuple[int, list[dict]]:
-    """`loss` [n_samples, n_candidates], candidates simplest first; `groups` the block of each
-    sample. Returns the first candidate whose mean loss exceeds the lowest by at most one
-    standard error of the paired difference (block means), and a row per candidate."""
-    mean = loss.mean(axis=0)
-    best = int(np.argmin(mean))
-    ids = np.unique(groups)
-    rows, chosen = [], None
-    for j in range(loss.shape[1]):
-        d = loss[:, j] - loss[:, best]
-        bm = np.array([d[groups == g].mean() for g in ids])
-        se = float(bm.std(ddof=1) / np.sqrt(len(ids))) if len(ids) > 1 else 0.0
-        within = bool(d.mean() <= se)
-        if chosen is None and within:
-            chosen = j
-        rows.append({"log_loss": float(mean[j]), "excess": float(d.mean()), "se": se})
-    assert chosen is not None  # the best itself is always within
-    return chosen, rows
 
 
 def _newton_logistic(C: float, seed: int, max_iter: int) -> Any:
@@ -213,5 +194,4 @@ def choose_rung(
         return None, []
     yy = scored[0][1]  # type: ignore[index]
     loss = np.column_stack([log_losses(yy, np.clip(s[0], 1e-12, 1 - 1e-12)) for s in scored])  # type: ignore[index]
-    groups = np.minimum(np.arange(len(yy)) * SCORE_BLOCKS // len(yy), SCORE_BLOCKS - 1)
-    return simplest_within_noise(loss, groups)
+    return simplest_within_noise(loss, time_blocks(len(yy), SCORE_BLOCKS))

@@ -383,6 +383,11 @@ def _selection_lines(result: Any) -> list[str]:
             f"  capacity      C={result.metrics['selected_C']:g} (purged 5-fold CV of the train "
             "span, simplest within one SE of the best log loss)"
         )
+    if "selected_max_iter" in result.metrics:
+        out.append(
+            f"  capacity      {result.metrics['selected_max_iter']:.0f} trees (early stopping on "
+            "the purged validation tail, fewest within one SE of the best log loss)"
+        )
     kept = result.tags.get("phat.selected_rung", "model")
     rows = result.selection.get("ladder") or result.selection.get("inner_cv") or []
     where = "calibration slice" if "ladder" in result.selection else "inner CV"
