@@ -240,6 +240,9 @@ def fit_isotonic(z: np.ndarray, y: np.ndarray, prior: float) -> dict[str, Any]:
 
 
 def log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-sample log loss; p is clipped to [1e-12, 1 - 1e-12] (a raw model's or a rule's
+    probability may round to 0 or 1; calibrated p_hat never does: P_MIN)."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
     return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 

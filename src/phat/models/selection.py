@@ -28,7 +28,7 @@ import numpy as np
 
 from phat.errors import ConfigError
 from phat.models.baselines import LogisticModel, WindowData
-from phat.models.calibration import fit_calibrator, log_losses
+from phat.models.calibration import fit_calibrator, log_losses, sigmoid
 from phat.models.noise import simplest_within_noise, time_blocks
 
 # Candidate C values, simplest (strongest regularisation) first: 1e-4 .. 1 in half decades.
@@ -102,12 +102,12 @@ def choose_logistic(
         if return_column is not None:  # the last_return rung, fitted as rule_rung fits it
             x = X[:, (lookback - 1) * n_f + return_column]
             w, b = _one_input_logistic(x[fit], yi[fit], seed)
-            cols.append(1.0 / (1.0 + np.exp(-(w * x[val] + b))))
+            cols.append(sigmoid(w * x[val] + b))
         for c in grid:
             clf = _newton_logistic(c, seed, max_iter).fit(X[fit], yi[fit])
             cols.append(clf.predict_proba(X[val])[:, 1])
         for j, p in enumerate(cols):
-            loss[at : at + len(val), j] = log_losses(yi[val], np.clip(p, 1e-12, 1 - 1e-12))
+            loss[at : at + len(val), j] = log_losses(yi[val], p)
         groups[at : at + len(val)] = k
         at += len(val)
     j, rows = simplest_within_noise(loss, groups)
@@ -193,5 +193,5 @@ def choose_rung(
     if any(s is None for s in scored):
         return None, []
     yy = scored[0][1]  # type: ignore[index]
-    loss = np.column_stack([log_losses(yy, np.clip(s[0], 1e-12, 1 - 1e-12)) for s in scored])  # type: ignore[index]
+    loss = np.column_stack([log_losses(yy, s[0]) for s in scored])  # type: ignore[index]
     return simplest_within_noise(loss, time_blocks(len(yy), SCORE_BLOCKS))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -94,19 +93,6 @@ def _model_dir(data_path: str | Path) -> Path:
     raise ShippedCodeChanged(f"{data_path}: no MLmodel file above it")
 
 
-def _recorded_code_hash(model_dir: Path) -> tuple[str, str] | None:
-    """(run_id, phat.code_hash of the training run) when a tracking store is configured."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    import yaml
-    from mlflow.tracking import MlflowClient
-
-    run_id = (yaml.safe_load((model_dir / "MLmodel").read_text()) or {}).get("run_id")
-    if not run_id:
-        return None
-    return run_id, MlflowClient().get_run(run_id).data.tags.get("phat.code_hash", "")
-
-
 def _load_pyfunc(data_path: str, model_config: Any = None) -> Any:
     """MLflow's entry point (loader_module = phat_verify): verify, then hand over."""
     model_dir = _model_dir(data_path)
@@ -114,7 +100,12 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> Any:
         actual = check_files(model_dir / LOADER["code"])
     except ShippedCodeChanged as e:
         raise ShippedCodeChanged(f"{model_dir}: {e}") from None
-    recorded = _recorded_code_hash(model_dir)
+    # The files are verified: the shipped package may be imported now (the run's record is
+    # read by the same helper phat's other load paths use).
+    from phat.registry.store import recorded_tags
+
+    run = recorded_tags(model_dir)
+    recorded = (run[0], run[1].get("phat.code_hash", "")) if run is not None else None
     if recorded is not None and recorded[1] != actual:
         raise ShippedCodeChanged(
             f"{model_dir}: training run {recorded[0]} recorded phat.code_hash {recorded[1][:16]} "
