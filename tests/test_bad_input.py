@@ -193,7 +193,7 @@ BAD: dict[str, tuple[Callable[[Path], Path], str, list[str]]] = {
         [],
     ),
     "missing_path": (lambda d: d / "nope.csv", "does not exist", []),
-    "directory_as_path": (_dir, "is a directory", []),
+    "directory_as_path": (_dir, "holds no data file", []),  # a directory is a universe
     "far_future": (_future, "stamped in the future", []),
     "horizon_finer_than_bars": (_hourly, "data is 1h bars but timeframe 15m", []),
     "empty_file": (w_bytes(b"", "bars.csv"), "is empty (0 bytes)", []),
@@ -203,7 +203,7 @@ BAD: dict[str, tuple[Callable[[Path], Path], str, list[str]]] = {
         "not a readable parquet file",
         [],
     ),
-    "directory_named_csv": (_dir_named_csv, "is a directory", []),
+    "directory_named_csv": (_dir_named_csv, "holds no data file", []),
     "missing_timestamp": (_nan_timestamp, "row 5", []),
     "unknown_calendar": (w_csv(lambda df: df), "data.calendar='XXXX'", ["data.calendar=XXXX"]),
 }

@@ -20,6 +20,7 @@ from phat.contract.features import POLICY_MISSING, FeatureSpec
 from phat.contract.labels import LabelSpec, make_labels, parse_horizon
 from phat.contract.splits import SplitConfig, carve_tail, make_splits, span_window
 from phat.data import Bars, prepare_bars, read_table
+from phat.data.universe import StackedBars
 from phat.errors import ConfigError, DataValidationError
 from phat.evaluation.metrics import evaluate_split
 from phat.hashing import canonical_json
@@ -56,6 +57,7 @@ class TrainResult:
     artifact_dir: Path | None = None
     p_bayes: pd.Series | None = None  # known Bayes-optimal p on synthetic data
     selection: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # fit_recipe's tables
+    universe: dict[str, Any] | None = None  # a universe's evidence (universe_evidence)
 
 
 def horizon_spec(cfg: dict[str, Any]) -> tuple[str, int, str]:
@@ -124,37 +126,171 @@ def validate_config(cfg: dict[str, Any]) -> tuple[LabelSpec, FeatureSpec, SplitC
     return lspec, fspec, scfg
 
 
+def synthetic_config(d: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """data.synthetic as (SyntheticConfig, the universe's shape: assets, vol_spread,
+    correlation)."""
+    from phat.data.synthetic import SyntheticConfig
+
+    syn = dict(d["synthetic"])
+    shape = {k: syn.pop(k) for k in ("assets", "vol_spread", "correlation") if k in syn}
+    return SyntheticConfig(**syn), shape
+
+
 def read_raw(d: dict[str, Any]) -> tuple[pd.DataFrame, str, pd.Series | None]:
     """The configured data before validation: a user file (`data.path`) or the embedded
     synthetic generator; returns (raw frame, symbol, known Bayes p for synthetic data)."""
-    if d["path"]:
-        return read_table(d["path"]), str(d["symbol"] or Path(d["path"]).stem), None
-    from phat.data.synthetic import SyntheticConfig, generate
+    from phat.data.universe import dataset_name
 
-    market = generate(SyntheticConfig(**dict(d["synthetic"])))
-    return market.bars, str(d["symbol"] or "SYNTH"), market.p_up
+    if d["path"]:
+        return read_table(d["path"]), dataset_name(d), None
+    from phat.data.synthetic import generate
+
+    market = generate(synthetic_config(d)[0])
+    return market.bars, dataset_name(d), market.p_up
+
+
+def _bars_kwargs(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "calendar": d["calendar"],
+        "volume_nan": d["volume_nan"],
+        "timestamp_format": d["timestamp_format"],
+        "dayfirst": d["dayfirst"],
+    }
+
+
+def is_universe_data(d: dict[str, Any]) -> bool:
+    """data.* names many assets by its path (a directory, glob or list) or by
+    data.synthetic.assets > 0; a long file with a symbol column is found once read."""
+    from phat.data.universe import is_universe
+
+    if d["path"] is None:
+        return int(d["synthetic"].get("assets", 0)) > 0
+    return is_universe(d["path"])
+
+
+def universe_sources(d: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(symbol, where, file path) per asset of a directory, glob or list (phat.data.universe)."""
+    from phat.data.universe import symbol_of, universe_files
+
+    return [(symbol_of(f), str(f), f) for f in universe_files(d["path"])]
+
+
+def long_sources(raw: pd.DataFrame, where: str) -> list[tuple[str, str, Any]] | None:
+    """(symbol, where, rows) per asset of a long-format table, or None without a symbol column."""
+    from phat.data.universe import long_symbols, split_long
+
+    symbols = long_symbols(raw)
+    if symbols is None:
+        return None
+    return [(sym, f"{where} symbol {sym}", rows) for sym, rows in split_long(raw, symbols)]
+
+
+def load_universe(
+    cfg: dict[str, Any],
+    timeframe: str,
+    model: Any = None,
+    sources: list[tuple[str, str, Any]] | None = None,
+) -> Any:
+    """The configured universe, every asset read and validated alone (as load_bars reads one),
+    then the universe rules (phat.data.universe); data.on_bad_asset=skip leaves a bad asset
+    out and names it. With a loaded universe model, each asset is read under its own DataSpec
+    (PHatModel.read_bars) and an asset the model does not list is refused by name."""
+    from phat.data.universe import Universe, check_universe, dataset_name
+
+    d = cfg["data"]
+    skip = str(d.get("on_bad_asset", "fail")) == "skip"
+    skipped: dict[str, str] = {}
+    p_bayes: dict[str, pd.Series] | None = None
+    if d["path"] is None:
+        from phat.data.synthetic import generate_universe
+
+        syn, shape = synthetic_config(d)
+        markets = generate_universe(syn, **shape)
+        sources = [(sym, f"synthetic asset {sym}", m.bars) for sym, m in markets.items()]
+        p_bayes = {sym: m.p_up for sym, m in markets.items()}
+    elif sources is None:
+        sources = universe_sources(d)
+    where = {sym: w for sym, w, _ in sources}
+    assets: list[Bars] = []
+    for sym, w, src in sources:
+        try:
+            raw = read_table(src) if isinstance(src, Path) else src
+            if model is not None:
+                bars = model.for_asset(sym).read_bars(raw, symbol=sym, **_bars_kwargs(d))
+            else:
+                bars = prepare_bars(
+                    raw, symbol=sym, timeframe=timeframe, max_gap=d["max_gap"],
+                    resample_min_coverage=float(d["resample_min_coverage"]),
+                    now=pd.Timestamp.now(tz="UTC"), **_bars_kwargs(d),
+                )  # fmt: skip
+        except DataValidationError as e:
+            msg = str(e) if str(e).startswith(w) else f"{w}: {e}"
+            if not skip:
+                raise DataValidationError(
+                    f"{msg} (data.on_bad_asset=skip leaves a bad asset out)"
+                ) from None
+            skipped[sym] = msg
+            log.warning("left out of the universe: %s", msg)
+            continue
+        assets.append(bars)
+    for sym, problem in check_universe(assets, where).items():
+        if not skip:
+            raise DataValidationError(f"{problem} (data.on_bad_asset=skip leaves it out)")
+        skipped[sym] = problem
+        log.warning("left out of the universe: %s", problem)
+    assets = [a for a in assets if a.symbol not in skipped]
+    if not assets:
+        raise DataValidationError(
+            f"no asset of the universe is usable: {'; '.join(skipped.values())[:600]}"
+        )
+    if p_bayes is not None and assets[0].report.get("resampled_from") is not None:
+        p_bayes = None  # the planted p is per native bar
+    return Universe(dataset_name(d), assets, skipped, p_bayes)
 
 
 def load_bars(
-    cfg: dict[str, Any], timeframe: str, model: Any = None
+    cfg: dict[str, Any], timeframe: str, model: Any = None, many: bool = False
 ) -> tuple[Bars, pd.Series | None]:
     """The configured data, validated as `timeframe` bars under the data.* settings (training:
     finer bars are resampled); with a loaded model (scoring: backtest, monitor, promotion),
     read by the model itself (`PHatModel.read_bars`, the reader `phat predict` and serving
     use: its timeframe, calendar and max_gap, finer bars refused), so every scoring verb
-    reads a file the same way."""
+    reads a file the same way. A universe (is_universe_data, or a long file) comes back as
+    one StackedBars (phat.data.universe), its assets read one by one (load_universe). A
+    universe model reads one listed asset's file as that asset (its own DataSpec); many
+    assets at once only for a caller that scores them (`many`: predict)."""
+    from phat.data.universe import stack, symbol_of
+
     d = cfg["data"]
-    raw, symbol, p = read_raw(d)
-    if model is not None:
-        bars = model.read_bars(
-            raw,
-            symbol=symbol,
-            calendar=d["calendar"],
-            volume_nan=d["volume_nan"],
-            timestamp_format=d["timestamp_format"],
-            dayfirst=d["dayfirst"],
+    sources = None
+    if not is_universe_data(d):
+        raw, symbol, p = read_raw(d)
+        sources = long_sources(raw, str(d["path"])) if d["path"] else None
+    if model is not None and model.universe is None and (sources or is_universe_data(d)):
+        raise DataValidationError(
+            f"data.path names a universe of assets, but the model scores one asset "
+            f"({model.data_spec.get('symbol', '?')}): give that asset's bars"
         )
-        return bars, p
+    one_file = sources is None and not is_universe_data(d)
+    if model is not None and model.universe is not None and one_file:
+        # one asset's file, scored as that listed asset (data.symbol, else the file's name)
+        symbol = str(d["symbol"] or (symbol_of(Path(str(d["path"]))) if d["path"] else symbol))
+        return model.for_asset(symbol).read_bars(raw, **_bars_kwargs(d), symbol=symbol), p
+    if model is not None and not many and (sources is not None or is_universe_data(d)):
+        raise DataValidationError(
+            f"this verb scores one asset at a time with universe model "
+            f"{model.universe['name']!r}: give one listed asset's bars (data.path=FILE "
+            "data.symbol=SYMBOL); phat predict scores the whole universe"
+        )
+    if sources is not None or is_universe_data(d):
+        uni = load_universe(cfg, timeframe, model, sources)
+        bars = stack(uni.name, uni.assets, uni.skipped)
+        pb = None
+        if uni.p_bayes is not None:
+            pb = pd.concat([uni.p_bayes[a.symbol].loc[a.frame.index] for a in uni.assets])
+        return bars, pb
+    if model is not None:
+        return model.read_bars(raw, symbol=symbol, **_bars_kwargs(d)), p
     bars = prepare_bars(
         raw,
         symbol=symbol,
@@ -227,6 +363,7 @@ class Prepared:
     seed: int
     threads: int
     timings: dict[str, float] = field(default_factory=dict)
+    asset_specs: dict[str, FeatureSpec] = field(default_factory=dict)  # a universe's, per asset
 
 
 @dataclass
@@ -249,6 +386,22 @@ class Series:
     timings: dict[str, float]
 
 
+def raw_features(fspec: FeatureSpec, bars: Bars) -> np.ndarray:
+    """Raw features of validated bars; a universe's asset by asset (no rolling statistic reads
+    across assets, and every asset's values are the bits it gets scored alone)."""
+    if not isinstance(bars, StackedBars):
+        fspec.check_data(bars.frame)
+        return fspec.compute_raw(bars.frame)
+    parts = []
+    for a in bars.assets:
+        try:
+            fspec.check_data(a.bars.frame)
+        except DataValidationError as e:
+            raise DataValidationError(f"asset {a.symbol}: {e}") from None
+        parts.append(fspec.compute_raw(a.bars.frame))
+    return np.concatenate(parts)
+
+
 def prepare_series(cfg: dict[str, Any]) -> Series:
     """Load and validate data, build labels and raw features. Raises on bad input."""
     t0 = time.perf_counter()
@@ -260,15 +413,16 @@ def prepare_series(cfg: dict[str, Any]) -> Series:
     t1 = time.perf_counter()
 
     close = bars.frame["close"].to_numpy()
-    fspec.check_data(bars.frame)
-    raw = fspec.compute_raw(bars.frame)
+    raw = raw_features(fspec, bars)
     y = make_labels(close, bars.segment, lspec)
     windows_ok = fspec.valid_end_mask(raw, bars.segment)
     usable = windows_ok & ~np.isnan(y)
     # The same horizon as a sign label: finite wherever a label exists before neutral dropping.
     sign_spec = replace(lspec, kind="sign", threshold_bps=0.0)
     y_any = make_labels(close, bars.segment, sign_spec)
-    no_gap = np.zeros(len(bars), dtype=np.int64)
+    no_gap = (
+        bars.asset_of_rows() if isinstance(bars, StackedBars) else np.zeros(len(bars), np.int64)
+    )
     ok_without_gaps = fspec.valid_end_mask(raw, no_gap) & ~np.isnan(
         make_labels(close, no_gap, sign_spec)
     )
@@ -295,27 +449,42 @@ def prepare(cfg: dict[str, Any]) -> Prepared:
     """Load and validate data, build labels and features, split. Raises on bad input."""
     ser = prepare_series(cfg)
     spans = split_series(ser, ser.split_config)
-    fspec, data = fold_features(ser, spans["train"])
+    fspec, data, asset_specs = fold_features(ser, spans["train"])
     lspec, bars, y = ser.label_spec, ser.bars, ser.y
-    spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read)
+    spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read, bars)
     timings = dict(ser.timings)
     return Prepared(
         cfg, lspec, fspec, bars, ser.p_bayes, y, spans, data, ser.counts, ser.seed,
-        ser.threads, timings,
+        ser.threads, timings, asset_specs,
     )  # fmt: skip
 
 
+def timeline(bars: Bars) -> tuple[np.ndarray | None, int, int]:
+    """(clock, concurrent, slack) of the split rules: a universe's rows' timeline slots, how
+    many samples one slot holds at most (its assets: a purge counted in samples is scaled by
+    it), and the largest tolerated hole (phat.contract.splits); one asset: (None, 1, 0)."""
+    if isinstance(bars, StackedBars):
+        return bars.clock, len(bars.assets), int(bars.max_gap_bars)
+    return None, 1, 0
+
+
 def with_validation_tail(
-    cfg: dict[str, Any], spans: dict[str, np.ndarray], horizon_bars: int, bars_read: int
+    cfg: dict[str, Any],
+    spans: dict[str, np.ndarray],
+    horizon_bars: int,
+    bars_read: int,
+    bars: Bars | None = None,
 ) -> dict[str, np.ndarray]:
     """For the TCN and the tree: the train span's tail becomes their early-stopping validation
-    span (purged like every boundary, trainer.val_fraction); the logistic model keeps the
-    spans as they are (its capacity comes from the inner CV)."""
+    span (purged like every boundary, trainer.val_fraction; a universe's cut in time); the
+    logistic model keeps the spans as they are (its capacity comes from the inner CV)."""
     if cfg["model"]["kind"] not in ("tcn", "tree"):
         return spans
+    clock, _, slack = timeline(bars) if bars is not None else (None, 1, 0)
     fit_ends, val_ends = carve_tail(
-        spans["train"], float(cfg["trainer"]["val_fraction"]), horizon_bars, bars_read
-    )
+        spans["train"], float(cfg["trainer"]["val_fraction"]), horizon_bars, bars_read, clock,
+        slack,
+    )  # fmt: skip
     return {
         "train": fit_ends,
         "validation": val_ends,
@@ -323,12 +492,34 @@ def with_validation_tail(
     }
 
 
-def fold_features(ser: Series, train: np.ndarray) -> tuple[FeatureSpec, WindowData]:
-    """Normalization fitted on the bars that train samples read, and the normalized rows."""
-    fspec = ser.feature_spec
-    norm_rows = np.arange(max(0, int(train[0]) - fspec.bars_read + 1), int(train[-1]) + 1)
-    fspec = fspec.fit_normalization(ser.raw, norm_rows)
-    return fspec, WindowData(fspec.normalize(ser.raw), fspec.window)
+def fold_features(
+    ser: Series, train: np.ndarray
+) -> tuple[FeatureSpec, WindowData, dict[str, FeatureSpec]]:
+    """Normalization fitted on the bars that train samples read, and the normalized rows.
+
+    A universe's is fitted per asset on that asset's train rows (a z-score pooled over assets
+    of different volatility would let the loud ones drown the quiet ones): returned per symbol
+    (assets with no train sample have none, and no samples: split_series), with the pooled fit
+    over all those rows as the FeatureSpec (what the artifact's feature_spec.json records)."""
+    fspec, raw, bars = ser.feature_spec, ser.raw, ser.bars
+    if not isinstance(bars, StackedBars):
+        norm_rows = np.arange(max(0, int(train[0]) - fspec.bars_read + 1), int(train[-1]) + 1)
+        fspec = fspec.fit_normalization(raw, norm_rows)
+        return fspec, WindowData(fspec.normalize(raw), fspec.window), {}
+    asset = bars.asset_of_rows()
+    feats = np.zeros(raw.shape, dtype=np.float32)
+    specs: dict[str, FeatureSpec] = {}
+    rows_all = []
+    for k, a in enumerate(bars.assets):
+        mine = train[asset[train] == k]
+        if not len(mine):
+            continue
+        rows = np.arange(max(a.start, int(mine.min()) - fspec.bars_read + 1), int(mine.max()) + 1)
+        specs[a.symbol] = fspec.fit_normalization(raw, rows)
+        feats[a.start : a.stop] = specs[a.symbol].normalize(raw[a.start : a.stop])
+        rows_all.append(rows)
+    pooled = fspec.fit_normalization(raw, np.concatenate(rows_all))
+    return pooled, WindowData(feats, fspec.window), specs
 
 
 def split_series(
@@ -338,8 +529,18 @@ def split_series(
     bars, lspec, fspec, y = ser.bars, ser.label_spec, ser.feature_spec, ser.y
     counts = ser.counts
     usable = ser.usable if usable is None else usable
+    clock, _, slack = timeline(bars)
     try:
-        return make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
+        if clock is None:
+            return make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
+        spans = make_splits(
+            bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read, clock,
+            bars.grid, slack,
+        )  # fmt: skip
+        # An asset with no train sample has no normalization (fold_features): no samples.
+        asset = bars.asset_of_rows()
+        trained = np.unique(asset[spans["train"]])
+        return {k: v[np.isin(asset[v], trained)] for k, v in spans.items()}
     except DataValidationError as e:
         if not counts["samples_dropped_gap"]:
             raise
@@ -375,14 +576,16 @@ def selection_metrics(
     }
 
 
-def baseline_ladder(
-    prep: Prepared, spans: dict[str, np.ndarray], p_test: np.ndarray, cfg: dict[str, Any]
-) -> dict[str, float]:
-    """The test span scored by the simple forecasts a quant tries first, fitted on the train
-    and calibration spans: test_brier_<rule> and a one-sided Diebold-Mariano p-value of the
-    model against each (dm_pvalue_vs_<rule>; small = the model is better). Climatology's
-    Brier is test_brier_climatology (evaluate_split)."""
-    from phat.evaluation.significance import diebold_mariano
+def rule_forecasts(
+    y: np.ndarray,
+    bars: Bars,
+    spans: dict[str, np.ndarray],
+    proxy: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """The test span scored by the simple forecasts a quant tries first (climatology, the
+    proxy with `proxy` settings, the last bar's sign, the last return), fitted on the train
+    and calibration spans (phat train's and every walk-forward fold's); a universe's per
+    asset, each on its own bars."""
     from phat.models.rules import (
         climatology,
         last_return,
@@ -391,31 +594,57 @@ def baseline_ladder(
         proxy_p_hat,
     )
 
-    y = prep.y
     te = spans["test"]
     fit = np.concatenate(
         [spans["train"], spans.get("validation", spans["train"][:0]), spans["calibration"]]
     )
-    close = prep.bars.frame["close"].to_numpy()
-    r1 = last_return(close)
-    ok = np.isfinite(r1[fit])
-    rules = {
-        "climatology": climatology(y[spans["train"]], len(te)),
-        "proxy": proxy_p_hat(close)[te],
-        "last_sign": last_sign_p(r1[fit][ok], y[fit][ok], r1[te]),
-        "last_return": last_return_logistic(r1[fit][ok], y[fit][ok], r1[te]),
-    }
-    yt = y[te]
+    close = bars.frame["close"].to_numpy()
+    if isinstance(bars, StackedBars):
+        groups = bars.asset_of_rows()
+        pieces = [(a.start, a.stop) for a in bars.assets]
+    else:
+        groups, pieces = np.zeros(len(bars), dtype=np.int64), [(0, len(bars))]
+    r1 = np.concatenate([last_return(close[a:b]) for a, b in pieces])
+    p_proxy = np.concatenate([proxy_p_hat(close[a:b], **(proxy or {})) for a, b in pieces])
+    names = ("climatology", "proxy", "last_sign", "last_return")
+    out = {name: np.full(len(te), np.nan) for name in names}
+    for g in np.unique(groups[te]):
+        t_in, f_in = groups[te] == g, groups[fit] == g
+        tr_g = spans["train"][groups[spans["train"]] == g]
+        fg, tg = fit[f_in], te[t_in]
+        ok = np.isfinite(r1[fg])
+        out["climatology"][t_in] = climatology(y[tr_g], len(tg))
+        out["proxy"][t_in] = p_proxy[tg]
+        out["last_sign"][t_in] = last_sign_p(r1[fg][ok], y[fg][ok], r1[tg])
+        out["last_return"][t_in] = last_return_logistic(r1[fg][ok], y[fg][ok], r1[tg])
+    return out
+
+
+def baseline_ladder(
+    prep: Prepared, spans: dict[str, np.ndarray], p_test: np.ndarray, cfg: dict[str, Any]
+) -> dict[str, float]:
+    """The test span scored by `rule_forecasts`: test_brier_<rule> and a one-sided
+    Diebold-Mariano p-value of the model against each (dm_pvalue_vs_<rule>; small = the model
+    is better); a universe's on the per-timestamp mean loss differential. Climatology's
+    Brier is test_brier_climatology (evaluate_split)."""
+    from phat.evaluation.significance import diebold_mariano, universe_diebold_mariano
+
+    te = spans["test"]
+    yt = prep.y[te]
     loss = (p_test - yt) ** 2
+    clock = timeline(prep.bars)[0]
     out: dict[str, float] = {}
-    for name, pr in rules.items():
+    for name, pr in rule_forecasts(prep.y, prep.bars, spans).items():
         good = np.isfinite(pr)
         lb = (pr[good] - yt[good]) ** 2
-        if name != "climatology":
+        if name != "climatology" or clock is not None:
             out[f"test_brier_{name}"] = float(np.mean(lb)) if good.any() else float("nan")
-        out[f"dm_pvalue_vs_{name}"] = diebold_mariano(loss[good], lb, prep.label_spec.horizon_bars)[
-            "pvalue"
-        ]
+        h = prep.label_spec.horizon_bars
+        out[f"dm_pvalue_vs_{name}"] = (
+            diebold_mariano(loss[good], lb, h)["pvalue"]
+            if clock is None
+            else universe_diebold_mariano(loss[good], lb, clock[te][good], h)["pvalue"]
+        )
     return out
 
 
@@ -469,6 +698,7 @@ def fit_recipe(
     lspec: LabelSpec,
     fspec: FeatureSpec,
     tracking: dict[str, Any] | None = None,
+    bars: Bars | None = None,
 ) -> Fitted:
     """The one recipe `phat train` and every walk-forward fold run (models/selection.py):
 
@@ -480,6 +710,8 @@ def fit_recipe(
     - then the calibrator on the calibration span (with the ladder, Platt keeps the identity
       map unless its fit is significant). `model.ladder=off` keeps the model and plain Platt;
       C=auto still searches the grid.
+
+    `bars`: a universe's (StackedBars) cut its inner folds and halves in time (`timeline`).
     """
     from phat.contract.splits import required_boundaries
     from phat.models import selection as sel
@@ -489,7 +721,8 @@ def fit_recipe(
     tables: dict[str, list[dict[str, Any]]] = {}
     chosen: dict[str, float] = {}
     tr, cal = spans["train"], spans["calibration"]
-    purge = lspec.horizon_bars
+    clock, concurrent, slack = timeline(bars) if bars is not None else (None, 1, 0)
+    purge = lspec.horizon_bars * concurrent  # in samples of the time-ordered spans
     ladder = str(mcfg.get("ladder", "off")) == "on"
     rung, model = "model", None
     if mcfg["kind"] == "logistic" and (ladder or params.get("C") == "auto"):
@@ -497,8 +730,9 @@ def fit_recipe(
         col = sel.return_column(fspec.names) if ladder else None
         grid = sel.C_GRID if params.get("C") == "auto" else (float(params["C"]),)
         rung, c, tables["inner_cv"] = sel.choose_logistic(
-            data, tr, y[tr], int(params["lookback"]), col, grid, b.purge, b.embargo, seed,
-            int(params["max_iter"]),
+            data, tr, y[tr], int(params["lookback"]), col, grid, b.purge + slack,
+            b.embargo + slack, seed, int(params["max_iter"]),
+            None if clock is None else clock[tr],
         )  # fmt: skip
         if not ladder:  # the rules were not candidates: the grid's choice is the model's C
             rung = "model"
@@ -526,6 +760,123 @@ def fit_recipe(
     return Fitted(model, calibrator, rung, chosen, tables)
 
 
+def asset_calibrators(
+    cfg: dict[str, Any],
+    bars: Bars,
+    calibrator: Calibrator,
+    cal_ends: np.ndarray,
+    logits: dict[str, np.ndarray],
+    y: np.ndarray,
+) -> dict[str, Calibrator]:
+    """A universe's per-asset maps (calibration.per_asset): the pooled calibrator followed by
+    each asset's correction, fitted on its calibration samples and shrunk toward the pooled
+    map by their number (models.calibration.fit_asset_correction). {} for one asset, or
+    with per_asset=false."""
+    from phat.models.calibration import fit_asset_correction
+
+    if not isinstance(bars, StackedBars) or not bool(cfg["calibration"]["per_asset"]):
+        return {}
+    asset = bars.asset_of_rows()[cal_ends]
+    p = calibrator.predict(logits["calibration"])
+    shrink = float(cfg["calibration"]["shrink_bars"])
+    return {
+        a.symbol: calibrator.with_asset_correction(
+            fit_asset_correction(p[asset == k], y[cal_ends][asset == k], shrink)
+        )
+        for k, a in enumerate(bars.assets)
+    }
+
+
+def calibrate(
+    calibrator: Calibrator,
+    per_asset: dict[str, Calibrator],
+    bars: Bars,
+    ends: np.ndarray,
+    z: np.ndarray,
+) -> np.ndarray:
+    """p_hat of samples `ends` from their logits `z`: each asset's own map where there is one,
+    else the pooled calibrator."""
+    if not per_asset:
+        return calibrator.predict(z)
+    asset = bars.asset_of_rows()[ends]
+    out = np.empty(len(z))
+    for k, a in enumerate(bars.assets):  # type: ignore[attr-defined]
+        m = asset == k
+        out[m] = per_asset.get(a.symbol, calibrator).predict(z[m])
+    return out
+
+
+def universe_evidence(
+    prep: Prepared,
+    spans: dict[str, np.ndarray],
+    test: SpanPredictions,
+    calibrator: Calibrator,
+    per_asset: bool,
+) -> dict[str, Any]:
+    """A universe's test-span evidence: the per-asset table (phat.evaluation.universe), the
+    pooled tests on per-timestamp means, and with per-asset calibration the same span under
+    the pooled map alone (test_brier_pooled_map, test_ece_pooled_map) to compare."""
+    from phat.evaluation.metrics import brier, ece
+    from phat.evaluation.universe import per_asset_table, universe_metrics
+
+    bars = prep.bars
+    assert isinstance(bars, StackedBars)
+    te = spans["test"]
+    symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[te]]
+    rules = rule_forecasts(prep.y, bars, spans)
+    h, n_bins = prep.label_spec.horizon_bars, int(prep.cfg["metrics"]["n_bins"])
+    table = per_asset_table(
+        symbols, test.y, test.p_hat, rules["climatology"], rules["last_return"], h, n_bins
+    )
+    metrics = universe_metrics(
+        table, test.y, test.p_hat,
+        {"climatology": rules["climatology"], "last_return": rules["last_return"]},
+        bars.clock[te], h,
+    )  # fmt: skip
+    if per_asset:
+        pooled = calibrator.predict(test.logits)
+        metrics["test_brier_pooled_map"] = brier(test.y, pooled)
+        metrics["test_ece_pooled_map"] = ece(test.y, pooled, n_bins=n_bins)
+    if prep.p_bayes is not None:
+        pb = prep.p_bayes.to_numpy()[te]
+        per = [
+            (brier(test.y[m], test.p_hat[m]), brier(test.y[m], pb[m]))
+            for m in (symbols == s for s in np.unique(symbols))
+        ]
+        metrics["asset_mean_brier_over_bayes"] = float(np.mean([a / b for a, b in per]))
+    return {"table": table, "symbols": symbols, "metrics": metrics}
+
+
+def universe_spec(
+    bars: StackedBars, asset_specs: dict[str, FeatureSpec], per_asset: dict[str, Calibrator]
+) -> dict[str, Any]:
+    """What a universe model's artifact stores about its assets (universe.json): per listed
+    asset its DataSpec, its fitted feature normalization and its calibration correction."""
+    assets = {}
+    for a in bars.assets:
+        if a.symbol not in asset_specs:
+            continue  # no train sample: not in the model (universe_tags names it)
+        spec = asset_specs[a.symbol].to_dict()["normalization_params"]
+        cal = per_asset.get(a.symbol)
+        assets[a.symbol] = {
+            "data_spec": a.bars.data_spec(),
+            "normalization": spec,
+            "calibration": None if cal is None else cal.params["asset_correction"],
+        }
+    return {"name": bars.symbol, "unlisted": "refuse", "assets": assets}
+
+
+def universe_tags(bars: StackedBars, asset_specs: dict[str, FeatureSpec]) -> dict[str, str]:
+    """phat.universe, phat.assets (the count), and the assets left out with why."""
+    untrained = [a.symbol for a in bars.assets if a.symbol not in asset_specs]
+    tags = {"phat.universe": bars.symbol, "phat.assets": str(len(asset_specs))}
+    skipped = dict(bars.report.get("skipped") or {})
+    skipped.update({s: "no sample in the train span" for s in untrained})
+    if skipped:
+        tags["phat.assets_skipped"] = canonical_json(skipped)[:4000]
+    return tags
+
+
 def fit_evaluate(
     prep: Prepared, out_dir: str | Path, tracking: dict[str, Any] | None = None
 ) -> TrainResult:
@@ -538,13 +889,14 @@ def fit_evaluate(
     lspec, fspec, bars = prep.label_spec, prep.feature_spec, prep.bars
     timings = dict(prep.timings)
     t = time.perf_counter()
-    fitted = fit_recipe(cfg, prep.seed, prep.threads, data, y, spans, lspec, fspec, tracking)
+    fitted = fit_recipe(cfg, prep.seed, prep.threads, data, y, spans, lspec, fspec, tracking, bars)
     model, calibrator = fitted.model, fitted.calibrator
     tr = spans["train"]
     timings["fit_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     logits = {k: model.logits(data, v) for k, v in spans.items()}
+    per_asset = asset_calibrators(cfg, bars, calibrator, spans["calibration"], logits, y)
     preds = {
         k: SpanPredictions(
             ends=ends,
@@ -552,7 +904,7 @@ def fit_evaluate(
             y=y[ends],
             logits=logits[k],
             p_raw=Calibrator("none").predict(logits[k]),
-            p_hat=calibrator.predict(logits[k]),
+            p_hat=calibrate(calibrator, per_asset, bars, ends, logits[k]),
         )
         for k, ends in spans.items()
     }
@@ -579,11 +931,15 @@ def fit_evaluate(
             cfg["calibration"]["method"],
             logits["calibration"],
             y[spans["calibration"]],
-            lspec.horizon_bars,
+            lspec.horizon_bars * timeline(bars)[1],
             int(mc["n_bins"]),
         )
     )
     metrics.update(baseline_ladder(prep, spans, preds["test"].p_hat, cfg))
+    evidence = None
+    if isinstance(bars, StackedBars):
+        evidence = universe_evidence(prep, spans, preds["test"], calibrator, bool(per_asset))
+        metrics.update(evidence["metrics"])
     if prep.p_bayes is not None:
         pb = prep.p_bayes.to_numpy()[spans["test"]]
         metrics["test_brier_bayes"] = float(np.mean((pb - preds["test"].y) ** 2))
@@ -617,9 +973,13 @@ def fit_evaluate(
         tags["phat.calibration"] = canonical_json(
             {"method": calibrator.method, "params": "see model/calibration.json"}
         )
+    universe = None
+    if isinstance(bars, StackedBars):
+        universe = universe_spec(bars, prep.asset_specs, per_asset)
+        tags.update(universe_tags(bars, prep.asset_specs))
     out = Path(out_dir)
     tags["phat.model_hash"] = save_artifact(
-        out / "model", model, fspec, lspec, calibrator, tags, bars.data_spec()
+        out / "model", model, fspec, lspec, calibrator, tags, bars.data_spec(), universe
     )
     timings["total_s"] = sum(timings.values())
     return TrainResult(
@@ -637,6 +997,7 @@ def fit_evaluate(
         artifact_dir=out / "model",
         p_bayes=prep.p_bayes,
         selection=fitted.tables,
+        universe=evidence,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     binding = resolved.binding
     # A bound model reads the data under its own DataSpec (calendar, max_gap), as in training.
     bars, _ = load_bars(cfg, timeframe, resolved.model)
+    if resolved.model is not None:  # a universe model: the listed asset's own map
+        resolved = replace(resolved, model=resolved.model.for_asset(bars.symbol))
     signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
 
     trigger = build_triggers(cfg, bars)

@@ -29,6 +29,9 @@ from phat.errors import ConfigError
 
 @dataclass
 class SyntheticConf:
+    assets: int = MISSING
+    vol_spread: float = MISSING
+    correlation: float = MISSING
     seed: int = MISSING
     start: str = MISSING
     periods: int = MISSING
@@ -49,8 +52,10 @@ class SyntheticConf:
 
 @dataclass
 class DataConf:
-    path: str | None = MISSING
+    path: Any = MISSING  # a file, directory or glob, or a list of files (a universe)
     symbol: str | None = MISSING
+    universe_name: str | None = MISSING
+    on_bad_asset: str = MISSING
     max_gap: Any = MISSING  # bars (int) or a duration ("1h"); null: the calendar's rule
     calendar: str = MISSING
     volume_nan: str = MISSING
@@ -123,6 +128,8 @@ MODEL_PARAMS: dict[str, type] = {
 @dataclass
 class CalibrationConf:
     method: str = MISSING
+    per_asset: bool = MISSING
+    shrink_bars: float = MISSING
 
 
 @dataclass
@@ -408,6 +415,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
     return {
         "data.volume_nan": ("refuse", "zero"),
+        "data.on_bad_asset": ("fail", "skip"),
         "label.kind": KINDS,
         "label.neutral": NEUTRAL,
         "label.aggregation": AGGREGATIONS,
@@ -440,6 +448,7 @@ _MINIMA: dict[str, tuple[float, bool]] = {
     "metrics.bootstrap_n": (1, True),
     "metrics.bootstrap_block": (1, True),
     "features.window": (1, True),
+    "calibration.shrink_bars": (0, True),
     "features.clip": (0, False),
     "features.missing.optional_ffill_bars": (0, True),
     "split.min_samples": (1, True),
@@ -449,6 +458,9 @@ _MINIMA: dict[str, tuple[float, bool]] = {
     "trainer.patience": (0, True),
     "data.resample_min_coverage": (0, False),
     "data.synthetic.periods": (3, True),
+    "data.synthetic.assets": (0, True),
+    "data.synthetic.vol_spread": (1, True),
+    "data.synthetic.correlation": (0, True),
     "signal.min_scored_share": (0, True),
     "signal.proxy.momentum": (1, True),
     "signal.proxy.zscore_window": (2, True),
@@ -461,6 +473,7 @@ _MINIMA: dict[str, tuple[float, bool]] = {
 }
 _MAXIMA: dict[str, float] = {
     "data.resample_min_coverage": 1.0,
+    "data.synthetic.correlation": 0.99,
     "signal.min_scored_share": 1.0,
     "trainer.val_fraction": 1.0,
     "promotion.alpha": 1.0,
@@ -686,7 +699,9 @@ def _compose_error(e: Exception) -> ConfigError:
 
         group = m.group(1)
         folder = os.path.join(CONF_DIR, group)
-        options = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+        options = sorted(
+            f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and not f.startswith("_")
+        )
         return ConfigError(f"{group}={m.group(2)}: no such option; expected one of {options}")
     return ConfigError(
         text.replace("To append to your config use +", "(undeclared; `+` would add ")[:400]
@@ -712,10 +727,12 @@ _EXAMPLES = {
         "phat train model=logistic horizon=15m",
         "phat train model=tcn horizon=4x15m calibration=temperature",
         "phat train data.path=btc.parquet data.symbol=BTCUSDT horizon=1h",
+        "phat train data.path=pairs/ horizon=5m   (a directory, glob or list: a universe)",
     ],
     "predict": [
         "phat predict model_uri=models:/phat-synth-15m@production data.path=bars.csv out=p.parquet",
         "phat predict model_uri=outputs/train/<run>/model data.path=bars.parquet",
+        "phat predict model_uri=models:/phat-pairs-5m/1 data.path=pairs/ out=p.parquet",
     ],
     "backtest": [
         "phat backtest signal_source=proxy horizon=15m",
@@ -757,7 +774,9 @@ def help_text(verb: str) -> str:
     for name in sorted(os.listdir(CONF_DIR)):
         folder = os.path.join(CONF_DIR, name)
         if os.path.isdir(folder) and name in cfg:
-            opts = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+            opts = sorted(
+                f[:-5] for f in os.listdir(folder) if f.endswith(".yaml") and not f.startswith("_")
+            )
             groups.append(f"  {name:<12} {', '.join(opts)}")
     if groups:
         lines += ["", "Config groups (group=option):", *groups]

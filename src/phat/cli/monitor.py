@@ -77,6 +77,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
     bars, _ = load_bars(cfg, lspec.timeframe, model)
+    model = model.for_asset(bars.symbol)  # a universe model: the listed asset's own map
     frame = bars.frame
     pm = model.predict_bars(frame, model.segments(frame))  # as the policy would score them
     p = pm["p_hat"].to_numpy()
@@ -86,7 +87,10 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     pos = np.flatnonzero(ok)
     watched = {"model_name": name, "model_version": str(version),
                "model_hash": model.model_hash}  # fmt: skip
-    state_path = _state_path(mc["state"], name, str(version))
+    asset = model.metadata.get("phat.asset")  # a universe model's: one e-process per asset
+    if asset:
+        watched["asset"] = str(asset)
+    state_path = _state_path(mc["state"], name, str(version), str(asset or ""))
     state, moved = _resume(state_path, watched, str(mc["source"]))
     if state is not None and (state.horizon_bars != h or state.bins != int(mc["bins"])):
         raise ConfigError(
@@ -195,11 +199,13 @@ def _start(client: Any, name: str, version: str, given: str | None) -> Any:
     return pd.Timestamp(window["test"][0])
 
 
-def _state_path(template: str | None, name: str, version: str) -> Path | None:
-    """monitor.state, with {name} and {version} filled in (one state file per version)."""
+def _state_path(template: str | None, name: str, version: str, asset: str = "") -> Path | None:
+    """monitor.state, with {name}, {version} and {asset} (a universe model's asset) filled in
+    (one state file per version, and per asset)."""
     if not template:
         return None
-    return Path(str(template).replace("{name}", name).replace("{version}", version))
+    text = str(template).replace("{name}", name).replace("{version}", version)
+    return Path(text.replace("{asset}", asset))
 
 
 def _resume(path: Path | None, watched: dict[str, str], source: str) -> tuple[Any, Any]:
@@ -226,6 +232,12 @@ def _resume(path: Path | None, watched: dict[str, str], source: str) -> tuple[An
         )
     if was == watched:
         return state, None
+    if was.get("asset") != watched.get("asset"):
+        raise ConfigError(
+            f"monitor.state={path} watched asset {was.get('asset')} of {was['model_name']} "
+            f"v{was['model_version']}, not {watched.get('asset')}; use one state file per asset "
+            "(monitor.state may hold {asset})"
+        )
     moved_on = (
         parse_source(source)[0] == "alias"
         and was["model_name"] == watched["model_name"]

@@ -1,6 +1,9 @@
 """`phat predict model_uri=... data.path=... out=FILE.parquet` (= `python -m phat.predict`): batch
 scoring.
 
+A universe model scores a directory, glob, list or long file of its assets (each under its own
+DataSpec; the output has a `symbol` column), or one listed asset's file.
+
 Loads the model through `phat.load` (hash, feature code and horizon verified), validates the
 bars with the same loader as training (refusing another timeframe), and writes a Parquet file
 indexed by timestamp with `p_hat_raw` and `p_hat`; the model's identity (uri, name/version,
@@ -32,14 +35,18 @@ def run(cfg: dict[str, Any]) -> Path:
 
     connect(cfg["tracking"])
     model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
-    bars, _ = load_bars(cfg, model.label_spec.timeframe, model)  # the model's own reading
-    preds = model.predict_bars(bars.frame, bars.segment)
-    coverage = model.check_coverage(
-        preds["p_hat"].to_numpy(),
-        int(bars.report["gaps"]),
-        float(cfg["signal"]["min_scored_share"]),
-        f"phat predict with {cfg['model_uri']}",
-    )
+    bars, _ = load_bars(cfg, model.label_spec.timeframe, model, many=True)  # the model's reading
+    what = f"phat predict with {cfg['model_uri']}"
+    min_share = float(cfg["signal"]["min_scored_share"])
+    if hasattr(bars, "assets"):  # a universe: every asset under its own map, a symbol column
+        preds = model.predict_universe(bars)
+        coverage = model.universe_coverage(preds, bars, min_share, what)
+    else:
+        model = model.for_asset(bars.symbol)  # a universe model: the listed asset's view
+        preds = model.predict_bars(bars.frame, bars.segment)
+        coverage = model.check_coverage(
+            preds["p_hat"].to_numpy(), int(bars.report["gaps"]), min_share, what
+        )
     meta = {k: str(v) for k, v in model.metadata.items() if k.startswith(("phat.", "registry."))}
     meta["phat.model_uri"] = str(cfg["model_uri"])
     table = pa.Table.from_pandas(preds)

@@ -436,13 +436,19 @@ class FeatureSpec:
         std = np.where(std > 1e-12, std, 1.0)
         return replace(self, norm_mean=tuple(map(float, mean)), norm_std=tuple(map(float, std)))
 
-    def normalize(self, raw: np.ndarray) -> np.ndarray:
-        """Apply the fitted normalization and clip; returns float32 [n_bars, n_features]."""
+    def normalize(
+        self, raw: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Apply the fitted normalization and clip; returns float32 [n_bars, n_features].
+        `mean`/`std` [n_bars, n_features] (a universe's stream: each row its asset's fit)
+        replace the spec's own, with the same arithmetic."""
         if self.normalization == "none":
             return raw.astype(np.float32)
-        if self.norm_mean is None or self.norm_std is None:
-            raise ConfigError("feature normalization is not fitted (fit it on the train span)")
-        z = (raw - np.asarray(self.norm_mean)) / np.asarray(self.norm_std)
+        if mean is None or std is None:
+            if self.norm_mean is None or self.norm_std is None:
+                raise ConfigError("feature normalization is not fitted (fit it on the train span)")
+            mean, std = np.asarray(self.norm_mean), np.asarray(self.norm_std)
+        z = (raw - mean) / std
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
     def valid_end_mask(self, raw: np.ndarray, segment: np.ndarray) -> np.ndarray:

@@ -11,6 +11,12 @@ boundary bar B (the first bar of the later span):
 
 Both are derived from the LabelSpec and FeatureSpec; a config may ask for more, never less.
 Spans are never shuffled. The same rule carves the TCN's validation tail out of the train span.
+
+A universe (many assets stacked one after another) passes `clock`: each row's slot on the
+universe's timeline. Boundaries are then timestamps shared by every asset, purge and embargo are
+counted in slots (plus `slack`, the largest hole an asset may hold inside a segment, so a window
+or label stretched over a tolerated hole still stays on its side), and spans come back in time
+order (by slot, then row). Without `clock` a row's slot is its position: one asset, as before.
 """
 
 from __future__ import annotations
@@ -70,13 +76,15 @@ def resolve_boundaries(cfg: SplitConfig, horizon_bars: int, bars_read: int) -> B
 
 
 def _boundary_bars(
-    cfg: SplitConfig, index: pd.DatetimeIndex, usable: np.ndarray
+    cfg: SplitConfig, index: pd.DatetimeIndex, usable: np.ndarray, clock: np.ndarray | None = None
 ) -> tuple[int, int, int]:
-    """Bar positions (calibration start, test start, end exclusive)."""
+    """Bar positions (calibration start, test start, end exclusive); with `clock`, slots of the
+    timeline `index` (then the universe's sorted timestamps)."""
     pos = np.flatnonzero(usable)
     if len(pos) == 0:
         raise DataValidationError("no usable samples: every bar lacks a full window or a label")
-    first, last = int(pos[0]), int(pos[-1])
+    slots = pos if clock is None else clock[pos]
+    first, last = int(slots.min()), int(slots.max())
     if cfg.method == "fractions":
         fr = np.array([cfg.train, cfg.calibration, cfg.test], dtype=float)
         if (fr <= 0).any() or abs(fr.sum() - 1.0) > 1e-9:
@@ -117,15 +125,26 @@ def make_splits(
     cfg: SplitConfig,
     horizon_bars: int,
     bars_read: int,
+    clock: np.ndarray | None = None,
+    grid: pd.DatetimeIndex | None = None,
+    slack: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Sample bar positions per span, in time order, with purge and embargo applied."""
+    """Sample bar positions per span, in time order, with purge and embargo applied. A
+    universe passes `clock` (each row's slot on `grid`, its timeline) and `slack` (module
+    docstring)."""
     b = resolve_boundaries(cfg, horizon_bars, bars_read)
-    b1, b2, end = _boundary_bars(cfg, index, usable)
     pos = np.flatnonzero(usable)
+    if clock is None:
+        b1, b2, end = _boundary_bars(cfg, index, usable)
+        t, purge, embargo = pos, b.purge, b.embargo
+    else:
+        b1, b2, end = _boundary_bars(cfg, grid, usable, clock)
+        pos = pos[np.lexsort((pos, clock[pos]))]  # time order: by slot, then row
+        t, purge, embargo = clock[pos], b.purge + slack, b.embargo + slack
     spans = {
-        "train": pos[pos <= b1 - 1 - b.purge],
-        "calibration": pos[(pos >= b1 + b.embargo) & (pos <= b2 - 1 - b.purge)],
-        "test": pos[(pos >= b2 + b.embargo) & (pos < end)],
+        "train": pos[t <= b1 - 1 - purge],
+        "calibration": pos[(t >= b1 + embargo) & (t <= b2 - 1 - purge)],
+        "test": pos[(t >= b2 + embargo) & (t < end)],
     }
     for name, p in spans.items():
         n_pos = int(np.nansum(y[p])) if len(p) else 0
@@ -141,15 +160,22 @@ def make_splits(
 
 
 def carve_tail(
-    train: np.ndarray, fraction: float, horizon_bars: int, bars_read: int
+    train: np.ndarray,
+    fraction: float,
+    horizon_bars: int,
+    bars_read: int,
+    clock: np.ndarray | None = None,
+    slack: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split the train span into (fit, validation tail) with the same purge/embargo rule."""
+    """Split the train span into (fit, validation tail) with the same purge/embargo rule (on
+    the universe's `clock`, when given, as make_splits)."""
     if not 0 < fraction < 1:
         raise ConfigError(f"validation fraction {fraction}: expected 0 < fraction < 1")
     b = required_boundaries(horizon_bars, bars_read)
-    cut = int(train[int(len(train) * (1 - fraction))])
-    fit = train[train <= cut - 1 - b.purge]
-    val = train[train >= cut + b.embargo]
+    t = train if clock is None else clock[train]
+    cut = int(t[int(len(train) * (1 - fraction))])
+    fit = train[t <= cut - 1 - b.purge - slack]
+    val = train[t >= cut + b.embargo + slack]
     if len(fit) == 0 or len(val) == 0:
         raise DataValidationError(
             f"train span of {len(train)} samples is too short to carve a validation tail of "

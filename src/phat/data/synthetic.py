@@ -63,8 +63,18 @@ def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def generate(cfg: SyntheticConfig | None = None, **overrides: object) -> SyntheticMarket:
-    """Generate `cfg.periods` bars. Same config gives the same bytes, on any machine."""
+def generate(
+    cfg: SyntheticConfig | None = None,
+    *,
+    regime_path: np.ndarray | None = None,
+    direction_u: np.ndarray | None = None,
+    **overrides: object,
+) -> SyntheticMarket:
+    """Generate `cfg.periods` bars. Same config gives the same bytes, on any machine.
+
+    `regime_path` / `direction_u` (a universe's shared parts, `generate_universe`) replace the
+    regime chain and the uniforms that draw each bar's direction; the draws they replace are
+    still made, so every other stream of the generator is unchanged."""
     cfg = cfg or SyntheticConfig()
     if overrides:
         cfg = SyntheticConfig(**{**cfg.__dict__, **overrides})  # type: ignore[arg-type]
@@ -84,11 +94,15 @@ def generate(cfg: SyntheticConfig | None = None, **overrides: object) -> Synthet
         if switch[t]:
             r = (r + int(jumps[t])) % len(REGIMES)
         regime[t] = r
+    if regime_path is not None:
+        regime = np.asarray(regime_path, dtype=np.int64)
     vol = np.where(regime == 3, cfg.base_vol * cfg.high_vol_mult, cfg.base_vol)
 
     clv = rng.uniform(-cfg.clv_max, cfg.clv_max, size=n)
     mag = np.abs(rng.standard_normal(n)) * vol
     u_dir = rng.random(n)
+    if direction_u is not None:
+        u_dir = np.asarray(direction_u, dtype=np.float64)
     range_noise = np.abs(rng.standard_normal(n)) * 0.8 + 0.6
 
     log_close = np.empty(n)
@@ -159,6 +173,41 @@ def generate(cfg: SyntheticConfig | None = None, **overrides: object) -> Synthet
         p_up=pd.Series(p_up, index=index, name="p_up"),
         regime=pd.Series(np.array(REGIMES)[regime], index=index, name="regime"),
     )
+
+
+def generate_universe(
+    cfg: SyntheticConfig, assets: int, vol_spread: float = 4.0, correlation: float = 0.3
+) -> dict[str, SyntheticMarket]:
+    """`assets` series over the same bars: a common market factor (one regime path for all,
+    and directions drawn through a Gaussian copula with pairwise correlation `correlation`),
+    per-asset volatility (base_vol times a factor spread log-evenly over [1/sqrt(vol_spread),
+    sqrt(vol_spread)]) and the planted signal of `generate` per asset. Each direction's
+    uniform is still exactly uniform, so each asset's `p_up` stays its Bayes-optimal
+    probability. Symbols A00, A01, ...; asset k draws from seed + 1000 * (k + 1)."""
+    from scipy.stats import norm
+
+    if assets < 1:
+        raise ValueError(f"assets={assets}: expected at least 1")
+    if not 0 <= correlation < 1:
+        raise ValueError(f"correlation={correlation}: expected 0 <= correlation < 1")
+    common = generate(cfg)  # the market: its regime path is everyone's
+    rng = np.random.default_rng([cfg.seed, assets, 2024])
+    z_market = rng.standard_normal(cfg.periods)
+    spread = np.sqrt(vol_spread) ** np.linspace(-1.0, 1.0, assets) if assets > 1 else [1.0]
+    regime = pd.Series(common.regime).map({r: i for i, r in enumerate(REGIMES)}).to_numpy()
+    out: dict[str, SyntheticMarket] = {}
+    for k in range(assets):
+        z = np.sqrt(correlation) * z_market + np.sqrt(1 - correlation) * rng.standard_normal(
+            cfg.periods
+        )
+        out[f"A{k:02d}"] = generate(
+            cfg,
+            regime_path=regime,
+            direction_u=norm.cdf(z),
+            seed=cfg.seed + 1000 * (k + 1),
+            base_vol=cfg.base_vol * float(spread[k]),
+        )
+    return out
 
 
 def random_walk(n: int, seed: int = 0, timeframe: str = "15m", vol: float = 0.002) -> pd.DataFrame:

@@ -84,6 +84,61 @@ def reliability_diagram(
     return path
 
 
+def reliability_panels(
+    y: np.ndarray,
+    p: np.ndarray,
+    symbols: np.ndarray,
+    path: str | Path,
+    *,
+    n_bins: int = 10,
+    title: str = "Reliability per asset",
+    max_panels: int = 48,
+    keep: bool = False,
+) -> Any:
+    """Small multiples: one reliability panel per asset (calibrated p_hat, 95% Wilson
+    intervals), at most `max_panels` on one page (the assets with the most samples first; the
+    title says how many are left out), saved as PNG. Returns the path, or with `keep=True`
+    the open Figure (as reliability_diagram)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from phat.evaluation.metrics import ece, reliability_curve
+
+    names, counts = np.unique(symbols, return_counts=True)
+    order = sorted(zip(names.tolist(), counts.tolist(), strict=True), key=lambda t: (-t[1], t[0]))
+    shown = sorted(name for name, _ in order[:max_panels])
+    cols = int(np.ceil(np.sqrt(len(shown))))
+    rows = int(np.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.ravel()[len(shown) :]:
+        ax.axis("off")
+    for ax, sym in zip(axes.ravel(), shown, strict=False):
+        m = symbols == sym
+        rc = reliability_curve(y[m], p[m], n_bins=n_bins)
+        lo, hi = wilson_interval(rc["observed_freq"].to_numpy(), rc["count"].to_numpy())
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        freq = rc["observed_freq"].to_numpy()
+        ax.errorbar(
+            rc["mean_p"], freq, yerr=[np.maximum(freq - lo, 0), np.maximum(hi - freq, 0)],
+            marker="o", ms=2, lw=0.8, capsize=1, color="tab:blue",
+        )  # fmt: skip
+        ax.set_title(f"{sym} n={int(m.sum())} ECE {ece(y[m], p[m], n_bins=n_bins):.3f}", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=6)
+    left_out = len(names) - len(shown)
+    fig.suptitle(title + (f" ({left_out} assets not shown)" if left_out else ""), fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    if keep:
+        return fig
+    plt.close(fig)
+    return path
+
+
 def rolling_scores_plot(
     losses: dict[str, Any], fold_ece: Any, path: str | Path, window: str = "30D"
 ) -> Path:

@@ -1,4 +1,7 @@
-"""Diebold-Mariano test of equal predictive accuracy, one-sided, for per-bar loss differences.
+"""Tests on forecasts: Diebold-Mariano (equal accuracy), Spiegelhalter (calibration), and the
+universe's versions (per-timestamp means, Benjamini-Hochberg across assets).
+
+Diebold-Mariano test of equal predictive accuracy, one-sided, for per-bar loss differences.
 
 d_t = loss_model_t - loss_baseline_t (Brier losses on the same bars). The long-run variance of
 d is the Newey-West (Bartlett) HAC estimate with `lag` autocovariances; overlapping labels
@@ -53,3 +56,58 @@ def diebold_mariano(
         stat *= math.sqrt(max((n + 1 - 2 * h + h * (h - 1) / n) / n, 0.0))
     pvalue = float(student_t.cdf(stat, df=n - 1))
     return {"stat": float(stat), "pvalue": pvalue, "mean_diff": mean, "lag": lag, "n": n}
+
+
+def spiegelhalter(y: np.ndarray, p: np.ndarray, horizon_bars: int = 1) -> dict[str, float]:
+    """Spiegelhalter's (1986) test that p is calibrated: u_t = (y_t - p_t)(1 - 2 p_t) has mean 0
+    when it is (Brier's reliability term then has its expected value). Two-sided p-value of
+    mean(u) / sqrt(HAC variance / n), the Newey-West variance of the DM test (overlapping
+    labels make u autocorrelated); with horizon 1 and lag 0 this is the textbook statistic
+    with the variance estimated from the data. {stat, pvalue, n}."""
+    from scipy.stats import norm
+
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    u = (y - p) * (1.0 - 2.0 * p)
+    u = u[np.isfinite(u)]
+    n = len(u)
+    if n < 10:
+        return {"stat": math.nan, "pvalue": math.nan, "n": n}
+    v = hac_variance(u, newey_west_lag(n, horizon_bars))
+    if v <= 0:
+        return {"stat": 0.0, "pvalue": 1.0, "n": n}
+    stat = float(u.mean() / math.sqrt(v / n))
+    return {"stat": stat, "pvalue": float(2.0 * norm.sf(abs(stat))), "n": n}
+
+
+def per_time_mean(values: np.ndarray, clock: np.ndarray) -> np.ndarray:
+    """Mean of `values` per distinct `clock` slot, in slot order (a universe's cross-section
+    at each timestamp: assets that move together are one observation, not many)."""
+    slots, inverse = np.unique(np.asarray(clock), return_inverse=True)
+    sums = np.bincount(inverse, weights=np.asarray(values, dtype=np.float64), minlength=len(slots))
+    return sums / np.bincount(inverse, minlength=len(slots))
+
+
+def universe_diebold_mariano(
+    loss_model: np.ndarray, loss_base: np.ndarray, clock: np.ndarray, horizon_bars: int
+) -> dict[str, float]:
+    """Diebold-Mariano on the per-timestamp mean loss differential across assets: respects the
+    correlation of assets at the same timestamp (a pooled per-bar test would count N
+    correlated bars as N independent ones)."""
+    d = np.asarray(loss_model, dtype=np.float64) - np.asarray(loss_base, dtype=np.float64)
+    ok = np.isfinite(d)
+    mean_d = per_time_mean(d[ok], np.asarray(clock)[ok])
+    return diebold_mariano(mean_d, np.zeros_like(mean_d), horizon_bars)
+
+
+def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (scipy's false_discovery_control) over the finite
+    entries; NaN stays NaN (an asset too short to test is not a test)."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(len(p), np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = false_discovery_control(p[ok], method="bh")
+    return out

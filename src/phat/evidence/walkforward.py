@@ -121,17 +121,11 @@ def check_windows(wf: dict[str, Any]) -> None:
 def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     from phat.contract.splits import SplitConfig
     from phat.models.calibration import Calibrator
-    from phat.models.rules import (
-        climatology,
-        last_return,
-        last_return_logistic,
-        last_sign_p,
-        proxy_p_hat,
-    )
     from phat.pipeline import (
         fit_recipe,
         fold_features,
         prepare_series,
+        rule_forecasts,
         split_series,
         with_validation_tail,
     )
@@ -140,10 +134,14 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     check_windows(cfg["walkforward"])
     ser = prepare_series(cfg)
     bars, y, lspec = ser.bars, ser.y, ser.label_spec
-    close = bars.frame["close"].to_numpy()
-    proxy = proxy_p_hat(close, **cfg["signal"]["proxy"]) if "signal" in cfg else proxy_p_hat(close)
-    r1 = last_return(close)
-    folds = plan_folds(bars.index, cfg["walkforward"])
+    proxy = dict(cfg["signal"]["proxy"]) if "signal" in cfg else None
+    assets = getattr(bars, "assets", None)
+    symbol_of_row = (
+        np.repeat([a.symbol for a in assets], [a.stop - a.start for a in assets])
+        if assets
+        else None
+    )
+    folds = plan_folds(getattr(bars, "grid", None) if assets else bars.index, cfg["walkforward"])
     rows: list[pd.DataFrame] = []
     min_samples = int(cfg["split"]["min_samples"])
     for fold in folds:
@@ -171,30 +169,26 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
                 f"walkforward.calibration, walkforward.step; these bars are {lspec.timeframe}) "
                 "or lower split.min_samples"
             ) from None
-        fspec, data = fold_features(ser, spans["train"])
-        spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read)
-        fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, lspec, fspec)
+        fspec, data, _ = fold_features(ser, spans["train"])
+        spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read, bars)
+        fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, lspec, fspec, bars=bars)
         model, calibrator = fitted.model, fitted.calibrator
         cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
         logits = model.logits(data, test_ends)
         # Rules are fitted on the same window the model learned from (train + calibration).
-        fit_ends = np.concatenate([tr, cal_ends])
-        ok = np.isfinite(r1[fit_ends])
+        rules = rule_forecasts(y, bars, spans, proxy)
         frame = pd.DataFrame(
             {
                 "fold": fold.number,
                 "label": y[test_ends],
                 "p_hat_raw": Calibrator("none").predict(logits),
                 "p_hat": calibrator.predict(logits),
-                "p_climatology": climatology(y[tr], len(test_ends)),
-                "p_proxy": proxy[test_ends],
-                "p_last_sign": last_sign_p(r1[fit_ends][ok], y[fit_ends][ok], r1[test_ends]),
-                "p_last_return": last_return_logistic(
-                    r1[fit_ends][ok], y[fit_ends][ok], r1[test_ends]
-                ),
+                **{f"p_{name}": rules[name] for name in BASELINES},
             },
             index=bars.index[test_ends],
         )
+        if symbol_of_row is not None:  # a universe: which asset each row is
+            frame.insert(0, "symbol", symbol_of_row[test_ends])
         rows.append(frame)
         fold.n_train, fold.n_calibration, fold.n_test = len(tr), len(cal_ends), len(test_ends)
         fold.calibration = calibrator.to_dict()
@@ -260,7 +254,11 @@ def summarize(record: Record, n_bins: int, block: int, n_boot: int, seed: int) -
     where the baseline has a forecast."""
     from phat.evaluation.decomposition import corp_brier
     from phat.evaluation.metrics import evaluate_split
-    from phat.evaluation.significance import diebold_mariano, newey_west_lag
+    from phat.evaluation.significance import (
+        diebold_mariano,
+        newey_west_lag,
+        universe_diebold_mariano,
+    )
 
     f = record.frame
     y = f["label"].to_numpy()
@@ -274,11 +272,18 @@ def summarize(record: Record, n_bins: int, block: int, n_boot: int, seed: int) -
     m.update({"oos_mcb": corp["mcb"], "oos_dsc": corp["dsc"], "oos_unc": corp["unc"]})
     m["oos_p_extreme"] = float(np.sum((p <= 0.0) | (p >= 1.0)))
     loss = (p - y) ** 2
+    # A universe's record (a symbol column): DM on the per-timestamp mean over its assets.
+    clock = pd.DatetimeIndex(f.index).asi8 if "symbol" in f.columns else None
     for b in BASELINES:
         pb = f[f"p_{b}"].to_numpy()
         ok = np.isfinite(pb)
         m[f"oos_brier_{b}"] = float(np.mean((pb[ok] - y[ok]) ** 2)) if ok.any() else math.nan
-        dm = diebold_mariano(loss[ok], (pb[ok] - y[ok]) ** 2, record.horizon_bars)
+        lb = (pb[ok] - y[ok]) ** 2
+        dm = (
+            diebold_mariano(loss[ok], lb, record.horizon_bars)
+            if clock is None
+            else universe_diebold_mariano(loss[ok], lb, clock[ok], record.horizon_bars)
+        )
         m[f"dm_stat_vs_{b}"] = dm["stat"]
         m[f"dm_pvalue_vs_{b}"] = dm["pvalue"]
     m["dm_lag"] = float(newey_west_lag(len(loss), record.horizon_bars))

@@ -139,6 +139,12 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         else ResolvedSignal(resolve("proxy", None, lspec.horizon_id).binding, None)
     )
     start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
+    if cand.model.universe is not None:
+        raise ConfigError(
+            f"{name} v{version} is a universe model ({len(cand.model.assets)} assets): its "
+            "promotion gates per asset are not built yet; score it with phat predict and read "
+            "the run's per_asset.md"
+        )
     bars, _ = load_bars(cfg, lspec.timeframe, cand.model)
     other_data = (
         bool(mv.tags.get("phat.data_hash")) and bars.data_hash() != mv.tags["phat.data_hash"]

@@ -15,6 +15,9 @@ numbers and applied here with numpy, so an artifact never needs a pickle:
                (k + 2 pi) / (n + 2), re-made monotone by weighted PAV: a block of 3 "all up"
                bars says 0.6-0.8, not 1.0, and small blocks shrink toward climatology
 - none:        p = sigmoid(z)   (research only: tagged phat.promotable=false)
+- a universe's per-asset map (`with_asset_correction`): any of these, then
+               p = sigmoid(slope * logit(p) + intercept), a Platt correction fitted on the
+               asset's calibration bars and shrunk toward the identity by n / (n + shrink)
 - auto:        fits none, platt, temperature and isotonic on the first 2/3 of the calibration
                span (time order), scores each by log loss on the last 1/3 (after a purge of
                the horizon), and keeps Platt (two parameters, able to fall back to the base
@@ -112,7 +115,18 @@ class Calibrator:
         return chosen and self.params.get("resolution", "ok") != "none"
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
-        return np.clip(self._map(np.asarray(logits, dtype=np.float64)), P_MIN, 1.0 - P_MIN)
+        p = np.clip(self._map(np.asarray(logits, dtype=np.float64)), P_MIN, 1.0 - P_MIN)
+        fix = self.params.get("asset_correction")
+        if fix is None:
+            return p
+        q = sigmoid(fix["slope"] * np.log(p / (1.0 - p)) + fix["intercept"])
+        return np.clip(q, P_MIN, 1.0 - P_MIN)
+
+    def with_asset_correction(self, correction: dict[str, float] | None) -> Calibrator:
+        """This map followed by an asset's correction (`fit_asset_correction`); None: as is."""
+        if correction is None:
+            return self
+        return Calibrator(self.method, {**self.params, "asset_correction": dict(correction)})
 
     def _map(self, z: np.ndarray) -> np.ndarray:
         if self.method == "none":
@@ -210,6 +224,30 @@ def platt_or_identity(
         "platt", {"a": -1.0, "b": 0.0, "identity_lr": round(lr, 6), "fitted_a": cal.params["a"],
                   "fitted_b": cal.params["b"]},
     )  # fmt: skip
+
+
+def fit_asset_correction(p: np.ndarray, y: np.ndarray, shrink_bars: float) -> dict[str, float]:
+    """One asset's correction of the pooled map: Platt on logit(p) over the asset's calibration
+    bars (slope s, intercept c; sklearn's fit, a ranking-inverting slope clamped to 0), shrunk
+    toward the identity (1, 0) with weight w = n / (n + shrink_bars): an asset with few bars
+    keeps the pooled map, one with many gets its own."""
+    y = np.asarray(y)
+    n = len(y)
+    w = n / (n + float(shrink_bars)) if n else 0.0
+    if n < 2 or len(np.unique(y)) < 2:
+        s, c, w = 1.0, 0.0, 0.0
+    else:
+        z = np.log(p / (1.0 - p))
+        fit = _fit("platt", z, y).params
+        s, c = -float(fit["a"]), -float(fit["b"])
+    return {
+        "slope": 1.0 + w * (s - 1.0),
+        "intercept": w * c,
+        "weight": round(w, 6),
+        "n": float(n),
+        "fitted_slope": s,
+        "fitted_intercept": c,
+    }
 
 
 def fit_isotonic(z: np.ndarray, y: np.ndarray, prior: float) -> dict[str, Any]:

@@ -44,10 +44,11 @@ _RETURN_FNS = ("log_return", "vol_return")
 def purged_kfold(
     ends: np.ndarray, k: int, purge: int, embargo: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit, validation) index arrays into `ends` (sorted sample bar positions), one pair per
-    contiguous block. A fit sample s before a block [v0, v1] has s <= v0 - 1 - purge - embargo
-    (its label ends before the block's first window starts); after it, s >= v1 + 1 + purge +
-    embargo (its window starts after the block's last label)."""
+    """(fit, validation) index arrays into `ends` (sample times in order: bar positions, or a
+    universe's timeline slots, where many samples share a slot), one pair per contiguous block.
+    A fit sample s before a block [v0, v1] has s <= v0 - 1 - purge - embargo (its label ends
+    before the block's first window starts); after it, s >= v1 + 1 + purge + embargo (its window
+    starts after the block's last label)."""
     if len(ends) < 2 * k:
         raise ConfigError(f"{len(ends)} train samples are too few for {k} inner folds")
     out = []
@@ -80,18 +81,20 @@ def choose_logistic(
     embargo: int,
     seed: int,
     max_iter: int,
+    times: np.ndarray | None = None,
 ) -> tuple[str, float | None, list[dict[str, Any]]]:
     """The logistic recipe's ladder and capacity in one purged K-fold of the train samples
     `ends`: candidates, simplest first, are climatology, the 1-bar return alone (column
     `return_column` of the last feature row, when there is one) and the recipe's inputs at
     each C of `grid` (strongest regularisation first). Returns (rung, C, table): rung is
-    "climatology", "last_return" or "model" (then C is the chosen strength)."""
+    "climatology", "last_return" or "model" (then C is the chosen strength). `times`: the
+    samples' timeline slots when they are a universe's (the folds cut in time), else `ends`."""
     X = data.tabular(ends, lookback)
     n_f = data.features.shape[1]
     yi = np.asarray(y).astype(int)
     names = ["climatology"] + (["last_return"] if return_column is not None else [])
     names += [f"C={c:g}" for c in grid]
-    folds = purged_kfold(ends, INNER_FOLDS, purge, embargo)
+    folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
     loss = np.empty((sum(len(v) for _, v in folds), len(names)))
     groups = np.empty(len(loss), dtype=np.int64)
     at = 0

@@ -7,6 +7,8 @@ saved, hashed and loaded here (loading returns a phat.scoring.model.PHatModel).
     label_spec.json     LabelSpec
     calibration.json    calibrator method and parameters
     data_spec.json      DataSpec: symbol, timeframe, calendar, max_gap (how to read bars to score)
+    universe.json       a universe model's assets: per asset its DataSpec, feature normalization
+                        and calibration correction (only a universe model has it)
     metadata.json       every phat.* tag of DESIGN.md (identity and lineage)
 
 `model_hash` is the sha256 of the canonical JSON of the contract files and of every metadata field
@@ -52,7 +54,7 @@ FILES = (
     "calibration.json",
     "metadata.json",
 )
-OPTIONAL_FILES = ("data_spec.json",)
+OPTIONAL_FILES = ("data_spec.json", "universe.json")
 
 
 def tensors_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -71,6 +73,7 @@ def compute_model_hash(
     calibration: dict[str, Any],
     data_spec: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
+    universe: dict[str, Any] | None = None,
 ) -> str:
     parts = {
         "model": model_json,
@@ -83,6 +86,8 @@ def compute_model_hash(
         parts["data_spec"] = data_spec
     if metadata is not None:  # every field but the hash itself
         parts["metadata"] = {k: v for k, v in metadata.items() if k != "phat.model_hash"}
+    if universe is not None:  # absent for one asset: single-asset hashes are unchanged
+        parts["universe"] = universe
     return sha256_text(canonical_json(parts))
 
 
@@ -94,8 +99,10 @@ def save_artifact(
     calibrator: Calibrator,
     metadata: dict[str, Any],
     data_spec: dict[str, Any],
+    universe: dict[str, Any] | None = None,
 ) -> str:
-    """Write the artifact directory; returns model_hash (also written into metadata.json)."""
+    """Write the artifact directory; returns model_hash (also written into metadata.json).
+    `universe`: a universe model's assets (universe.json, inside the hash)."""
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -104,9 +111,11 @@ def save_artifact(
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     model_json = {"kind": model.kind, "config": config, "n_parameters": int(model.n_parameters)}
     fs, ls, cal = feature_spec.to_dict(), label_spec.to_dict(), calibrator.to_dict()
-    model_hash = compute_model_hash(model_json, arrays, fs, ls, cal, data_spec, metadata)
+    model_hash = compute_model_hash(model_json, arrays, fs, ls, cal, data_spec, metadata, universe)
     save_file(arrays, str(path / "weights.safetensors"))
+    files = [("universe.json", universe)] if universe is not None else []
     for name, obj in (
+        *files,
         ("model.json", model_json),
         ("feature_spec.json", fs),
         ("label_spec.json", ls),
@@ -147,6 +156,7 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
         )
     read = {f: _read_json(path / f) for f in FILES if f.endswith(".json")}
     data_spec = _read_json(path / "data_spec.json") if (path / "data_spec.json").exists() else None
+    universe = _read_json(path / "universe.json") if (path / "universe.json").exists() else None
     try:
         arrays = load_file(str(path / "weights.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:
@@ -161,6 +171,7 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
         read["calibration.json"],
         data_spec,
         meta if data_spec is not None else None,  # artifacts before the DataSpec: legacy hash
+        universe,
     )
     if expected != actual:
         raise HashMismatch(
@@ -194,4 +205,5 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
         Calibrator.from_dict(read["calibration.json"]),
         meta,
         data_spec if data_spec is not None else dict(LEGACY_DATA_SPEC),
+        universe,
     )

@@ -48,10 +48,11 @@ def default_model_name(symbol: str, horizon_id: str) -> str:
 
 
 def symbol_of(data: dict[str, Any]) -> str:
-    """The data's symbol as every verb derives it: data.symbol, else the file's stem, else SYNTH."""
-    if data["symbol"]:
-        return str(data["symbol"])
-    return Path(str(data["path"])).stem if data["path"] else "SYNTH"
+    """The data's name as every verb derives it (phat.data.universe.dataset_name): a
+    universe's name, else data.symbol, else the file's stem, else SYNTH."""
+    from phat.data.universe import dataset_name
+
+    return dataset_name(data)
 
 
 def model_name_for(cfg: dict[str, Any], symbol: str | None = None) -> str:
@@ -78,9 +79,10 @@ def _description(tags: dict[str, str], m: dict[str, float]) -> str:
     )
 
 
-def model_signature(columns: list[str]) -> Any:
-    """Input: `timestamp` and the bar columns the model reads. Output: timestamp, p_hat_raw and
-    p_hat (optional: null during the warm-up).
+def model_signature(columns: list[str], universe: bool = False) -> Any:
+    """Input: `timestamp` and the bar columns the model reads (a universe model's also a
+    `symbol` per row). Output: timestamp (and symbol), p_hat_raw and p_hat (optional: null
+    during the warm-up).
 
     The timestamp is declared as text, read by phat's own timestamp rules (ISO 8601 with or
     without an offset, epoch digits), and optional (a dataframe_split body may carry time in its
@@ -90,12 +92,15 @@ def model_signature(columns: list[str]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
+    symbol = [ColSpec("string", "symbol")] if universe else []
     inputs = Schema(
-        [ColSpec("string", "timestamp", required=False)] + [ColSpec("double", c) for c in columns]
+        [ColSpec("string", "timestamp", required=False), *symbol]
+        + [ColSpec("double", c) for c in columns]
     )
     outputs = Schema(
         [
             ColSpec("datetime", "timestamp"),
+            *symbol,
             ColSpec("double", "p_hat_raw", required=False),
             ColSpec("double", "p_hat", required=False),
         ]
@@ -105,12 +110,22 @@ def model_signature(columns: list[str]) -> Any:
 
 def input_example(result: Any, columns: list[str]) -> Any:
     """The last few bars of the training data, enough for the first full window plus two, with
-    time as ISO 8601 UTC text in a `timestamp` column."""
+    time as ISO 8601 UTC text in a `timestamp` column; a universe's of its first two assets,
+    with their `symbol`."""
     n = result.feature_spec.bars_read + 2
-    example = result.bars.frame[columns].iloc[-n:].copy()
-    stamps = pd.DatetimeIndex(example.index).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-    example.insert(0, "timestamp", list(stamps))
-    return example.reset_index(drop=True)
+    assets = getattr(result.bars, "assets", None)
+    frames = (
+        [(a.symbol, a.bars.frame) for a in assets[:2]] if assets else [(None, result.bars.frame)]
+    )
+    parts = []
+    for sym, frame in frames:
+        example = frame[columns].iloc[-n:].copy()
+        stamps = pd.DatetimeIndex(example.index).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        example.insert(0, "timestamp", list(stamps))
+        if sym is not None:
+            example.insert(1, "symbol", sym)
+        parts.append(example)
+    return pd.concat(parts).reset_index(drop=True)
 
 
 def log_and_register(result: Any, model_name: str | None, register: bool) -> dict[str, Any]:
@@ -137,7 +152,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
             loader_module=LOADER_MODULE,
             data_path=str(result.artifact_dir),
             code_paths=code_paths,
-            signature=model_signature(cols),
+            signature=model_signature(cols, universe=result.universe is not None),
             input_example=input_example(result, cols),
             pip_requirements=[*requirements(kind), f"-c {pins}"],
         )

@@ -87,6 +87,8 @@ def serving_output(out: pd.DataFrame) -> pd.DataFrame:
     """p_hat per bar keyed by its UTC timestamp; None, not NaN, where there is no p_hat (NaN is
     not JSON)."""
     result = pd.DataFrame({"timestamp": pd.DatetimeIndex(out.index)})
+    if "symbol" in out.columns:  # a universe model's rows
+        result["symbol"] = out["symbol"].to_numpy()
     for col in ("p_hat_raw", "p_hat"):
         values = out[col].to_numpy(dtype="float64")
         result[col] = pd.Series(

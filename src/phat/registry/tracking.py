@@ -226,10 +226,28 @@ def write_run_files(
             warnings.append(f"reliability plot ({split}) not drawn: {type(e).__name__}: {e}")
             log.warning("%s", warnings[-1])
     pr = result.predictions["test"]
-    pd.DataFrame(
+    test = pd.DataFrame(
         {"y": pr.y, "logit": pr.logits, "p_hat_raw": pr.p_raw, "p_hat": pr.p_hat},
         index=pr.timestamps,
-    ).to_parquet(out_dir / "test_predictions.parquet")
+    )
+    if result.universe is not None:  # a universe's evidence per asset (pipeline)
+        from phat.evaluation.plots import reliability_panels
+        from phat.evaluation.universe import to_markdown
+
+        test.insert(0, "symbol", result.universe["symbols"])
+        table = result.universe["table"]
+        table.to_csv(out_dir / "per_asset.csv", index=False)
+        (out_dir / "per_asset.md").write_text(to_markdown(table))
+        try:
+            figures["plots/reliability_assets.png"] = reliability_panels(
+                pr.y, pr.p_hat, result.universe["symbols"], plots / "reliability_assets.png",
+                title=f"{result.bars.symbol} {result.label_spec.horizon_id}: test span per asset",
+                keep=True,
+            )  # fmt: skip
+        except Exception as e:  # a figure is a report, not the model
+            warnings.append(f"per-asset reliability plot not drawn: {type(e).__name__}: {e}")
+            log.warning("%s", warnings[-1])
+    test.to_parquet(out_dir / "test_predictions.parquet")
     return warnings, figures
 
 
@@ -294,16 +312,22 @@ def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
     bars = result.bars
     frame = bars.frame.copy()
     frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC").tz_localize(None)
+    timeline = getattr(bars, "grid", None)
+    if timeline is not None:  # a universe: its assets' rows, each with its symbol
+        frame.insert(0, "symbol", np.repeat([a.symbol for a in bars.assets],
+                                            [a.stop - a.start for a in bars.assets]))  # fmt: skip
+    else:
+        timeline = bars.index
     data_hash = result.tags["phat.data_hash"]
-    if cfg["data"]["path"]:
-        source: Any = FileSystemDatasetSource.from_dict(
-            {"uri": Path(str(cfg["data"]["path"])).resolve().as_uri()}
-        )
+    path = cfg["data"]["path"]
+    if path:
+        where = Path(str(path[0])).parent if isinstance(path, (list, tuple)) else Path(str(path))
+        source: Any = FileSystemDatasetSource.from_dict({"uri": where.resolve().as_uri()})
     else:
         source = CodeDatasetSource(
             {"generator": "phat.data.synthetic", "seed": str(cfg["data"]["synthetic"]["seed"])}
         )
-    start, end = bars.index[0], bars.index[-1]
+    start, end = timeline[0], timeline[-1]
     name = f"{bars.symbol}-{result.label_spec.timeframe} {start:%Y-%m-%d}..{end:%Y-%m-%d}"
     dataset = mlflow.data.from_pandas(
         frame.rename_axis("timestamp").reset_index(),
@@ -404,6 +428,39 @@ def _selection_lines(result: Any) -> list[str]:
     return out
 
 
+def _universe_lines(result: Any) -> list[str]:
+    """A universe run's assets and its evidence across them (pipeline.universe_evidence)."""
+    if result.universe is None:
+        return []
+    m, tags = result.metrics, result.tags
+    n = int(m["assets_scored"])
+    left = json.loads(tags.get("phat.assets_skipped", "{}"))
+    out = [
+        f"  universe      {tags['phat.universe']}: {tags['phat.assets']} assets in the model"
+        + (
+            f"; left out {len(left)}: {', '.join(f'{k} ({v[:60]})' for k, v in left.items())}"
+            if left
+            else ""
+        ),  # fmt: skip
+        f"  per asset     {int(m['assets_beat_climatology'])} of {n} beat climatology, "
+        f"{int(m['assets_miscalibrated'])} of {n} miscalibrated (Benjamini-Hochberg, 5%); "
+        f"mean ECE {m['asset_mean_ece']:.4f}; table per_asset.md",
+        f"  universe DM   p vs climatology {m['universe_dm_pvalue_vs_climatology']:.4f}, vs last "
+        f"return {m['universe_dm_pvalue_vs_last_return']:.4f} (per-timestamp mean over assets)",
+    ]
+    if "test_brier_pooled_map" in m:
+        out.append(
+            f"  per-asset map brier {m['test_brier']:.5f} ece {m['test_ece']:.4f}; pooled map "
+            f"alone brier {m['test_brier_pooled_map']:.5f} ece {m['test_ece_pooled_map']:.4f}"
+        )
+    if "asset_mean_brier_over_bayes" in m:
+        out.append(
+            f"  bayes         mean over assets of Brier / Bayes Brier "
+            f"{m['asset_mean_brier_over_bayes']:.4f}"
+        )
+    return out
+
+
 def summary_lines(
     result: Any, run_id: str, uri: str, experiment: str, registered: dict[str, Any] | None = None
 ) -> list[str]:
@@ -420,8 +477,10 @@ def summary_lines(
         f"phat.train: {result.model.kind} {result.label_spec.horizon_id} on {result.bars.symbol} "
         f"({result.counts['bars']} bars, {len(result.spans['train'])} train / "
         f"{len(result.spans['calibration'])} calibration / {len(result.spans['test'])} test samples)",
-        f"  data          {_span(result.bars.index)}  calendar {result.bars.calendar} "
+        f"  data          {_span(getattr(result.bars, 'grid', None) if result.universe else result.bars.index)}"
+        f"  calendar {result.bars.calendar} "
         f"({result.bars.report.get('calendar_reason', '')}), {result.counts['gaps']} gaps",
+        *_universe_lines(result),
         f"  test span     {_span(result.predictions['test'].timestamps)}",
         f"  run id        {run_id}  (experiment {experiment!r})",
         f"  model hash    {result.tags['phat.model_hash']}",

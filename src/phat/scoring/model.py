@@ -34,6 +34,51 @@ class PHatModel:
     calibrator: Calibrator
     metadata: dict[str, Any] = field(default_factory=dict)
     data_spec: dict[str, Any] = field(default_factory=lambda: dict(LEGACY_DATA_SPEC))
+    # A universe model's assets (artifact universe.json): {"name", "assets": {symbol: {...}}}
+    universe: dict[str, Any] | None = None
+    _views: dict[str, PHatModel] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def assets(self) -> list[str]:
+        """The symbols a universe model scores (sorted); [] for a single-asset model."""
+        return sorted(self.universe["assets"]) if self.universe else []
+
+    def for_asset(self, symbol: str) -> PHatModel:
+        """The inference function for one asset: a universe model's pooled model under that
+        asset's DataSpec, feature normalization and calibration map (an asset the model does
+        not list is refused by name); a single-asset model returns itself (it scores any
+        symbol's bars, as always)."""
+        if self.universe is None:
+            return self
+        if symbol in self._views:
+            return self._views[symbol]
+        from phat.errors import DataValidationError
+
+        entry = self.universe["assets"].get(symbol)
+        if entry is None:
+            listed = self.assets
+            raise DataValidationError(
+                f"asset {symbol!r} is not in universe model {self.universe['name']!r} "
+                f"({len(listed)} assets: {', '.join(listed[:8])}{' ...' if len(listed) > 8 else ''}); "
+                "a universe model scores only the assets it was trained on"
+            )
+        from dataclasses import replace
+
+        norm = entry["normalization"]
+        view = PHatModel(
+            self.model,
+            replace(
+                self.feature_spec,
+                norm_mean=None if norm is None else tuple(norm["mean"]),
+                norm_std=None if norm is None else tuple(norm["std"]),
+            ),
+            self.label_spec,
+            self.calibrator.with_asset_correction(entry.get("calibration")),
+            {**self.metadata, "phat.asset": symbol},
+            dict(entry["data_spec"]),
+        )
+        self._views[symbol] = view
+        return view
 
     @property
     def model_hash(self) -> str:
@@ -41,6 +86,7 @@ class PHatModel:
 
     def predict_bars(self, frame: pd.DataFrame, segment: np.ndarray | None = None) -> pd.DataFrame:
         """p_hat_raw and p_hat for every bar of validated bars (NaN where no full window)."""
+        self._one_asset("predict_bars")
         self.feature_spec.check_data(frame)  # every scoring path: predict, backtest, promote
         raw = self.feature_spec.compute_raw(frame)
         seg = np.zeros(len(frame), dtype=np.int64) if segment is None else segment
@@ -59,6 +105,41 @@ class PHatModel:
             p_raw[ends] = Calibrator("none").predict(z)
             p_cal[ends] = self.calibrator.predict(z)
         return pd.DataFrame({"p_hat_raw": p_raw, "p_hat": p_cal}, index=frame.index)
+
+    def _one_asset(self, what: str) -> None:
+        if self.universe is not None:
+            from phat.errors import DataValidationError
+
+            raise DataValidationError(
+                f"{what}: model {self.universe['name']!r} is a universe model of "
+                f"{len(self.assets)} assets; score one asset with .for_asset(symbol), or bars of "
+                "many with a symbol column (predict) / predict_universe"
+            )
+
+    def predict_universe(self, bars: Any) -> pd.DataFrame:
+        """p_hat_raw, p_hat and symbol for every row of validated universe bars
+        (phat.data.universe.StackedBars), each asset scored by `for_asset`, in the rows' order."""
+        parts = []
+        for a in bars.assets:
+            view = self.for_asset(a.symbol)
+            p = view.predict_bars(a.bars.frame, a.bars.segment)
+            parts.append(p.assign(symbol=a.symbol))
+        return pd.concat(parts)
+
+    def universe_coverage(self, preds: pd.DataFrame, bars: Any, min_share: float, what: str) -> str:
+        """check_coverage per asset of a universe's predictions (predict_universe): any asset
+        scored below `min_share` refuses the whole call, by name; returns one summary line."""
+        scored = 0
+        for a in bars.assets:
+            p = preds["p_hat"].to_numpy()[a.start : a.stop]
+            self.for_asset(a.symbol).check_coverage(
+                p, int(a.bars.report.get("gaps", 0)), min_share, f"{what}, asset {a.symbol}"
+            )
+            scored += int(np.isfinite(p).sum())
+        return (
+            f"{scored} of {len(preds)} bars scored over {len(bars.assets)} assets of universe "
+            f"{self.universe['name'] if self.universe else bars.symbol}"
+        )
 
     def stream(
         self, state: dict[str, Any] | None = None, volume_nan: str = "refuse", now: Any = None
@@ -81,6 +162,7 @@ class PHatModel:
         volume_nan, timestamp_format, dayfirst, symbol."""
         from phat.data import prepare_bars
 
+        self._one_asset("read_bars")
         return prepare_bars(
             ohlcv,
             timeframe=self.label_spec.timeframe,
@@ -170,6 +252,18 @@ class PHatModel:
 
     def predict(self, ohlcv: pd.DataFrame, **data_kwargs: Any) -> pd.DataFrame:
         """p_hat_raw and p_hat per bar of `ohlcv` (any layout the file loader accepts), read
-        under the model's DataSpec (see read_bars); NaN where no full window exists."""
+        under the model's DataSpec (see read_bars); NaN where no full window exists. A
+        universe model takes a long table with a `symbol` column (each asset read under its
+        own DataSpec) and returns a `symbol` column too."""
+        from phat.data.universe import long_symbols, split_long
+
+        symbols = long_symbols(ohlcv) if isinstance(ohlcv, pd.DataFrame) else None
+        if symbols is not None and self.universe is not None:
+            parts = []
+            for sym, rows in split_long(ohlcv, symbols):
+                view = self.for_asset(sym)
+                bars = view.read_bars(rows, **{**data_kwargs, "symbol": sym})
+                parts.append(view.predict_bars(bars.frame, bars.segment).assign(symbol=sym))
+            return pd.concat(parts)
         bars = self.read_bars(ohlcv, **data_kwargs)
         return self.predict_bars(bars.frame, bars.segment)

@@ -208,6 +208,11 @@ class StreamScorer:
 
     # -- validation: nothing is changed here ------------------------------------------------
     def _check(self, sym: str, bar: Any) -> tuple:
+        if self.model.universe is not None and sym not in self.model.universe["assets"]:
+            try:
+                self.model.for_asset(sym)  # the refusal names the universe and its assets
+            except DataValidationError as e:
+                raise StreamRefused("unknown_asset", str(e), sym) from None
         get = _getter(bar)
         ts = self._timestamp(get("timestamp"), sym)
         vals = {}
@@ -361,12 +366,22 @@ class StreamScorer:
         raw = self.spec.raw_at_last_bar(
             {k: buf[idx] for k, buf in pn.series.items()}, pn.count[idx]
         )
-        _push(pn.rows, idx, self.spec.normalize(raw))
+        _push(pn.rows, idx, self._normalize(syms, raw))
         finite = np.isfinite(raw).all(axis=1)
         pn.finite_run[idx] = np.where(finite, pn.finite_run[idx] + 1, 0)
         pn.seg_len[idx] = np.where(new_segment, 1, pn.seg_len[idx] + 1)
         pn.last_ns[idx] = ts_ns
         return (pn.seg_len[idx] >= self.need) & (pn.finite_run[idx] >= self.spec.window)
+
+    def _normalize(self, syms: list[str], raw: np.ndarray) -> np.ndarray:
+        """Feature rows as batch scoring normalizes them: a universe model's by each asset's
+        own fitted mean and std (the same arithmetic, row by row, so the same bits)."""
+        if self.model.universe is None or self.spec.normalization == "none":
+            return self.spec.normalize(raw)
+        views = [self.model.for_asset(s).feature_spec for s in syms]
+        mean = np.array([v.norm_mean for v in views], dtype=np.float64)
+        std = np.array([v.norm_std for v in views], dtype=np.float64)
+        return self.spec.normalize(raw, mean, std)
 
     def _score(self, symbols: list[str]) -> np.ndarray:
         w = self.spec.window
@@ -374,7 +389,14 @@ class StreamScorer:
         rows = self.panel.rows[idx].reshape(len(idx) * w, -1)
         ends = np.arange(1, len(idx) + 1) * w - 1
         z = self.model.model.logits(WindowData(rows, w), ends)
-        return self.model.calibrator.predict(z)
+        if self.model.universe is None:
+            return self.model.calibrator.predict(z)
+        return np.concatenate(
+            [
+                self.model.for_asset(s).calibrator.predict(z[i : i + 1])
+                for i, s in enumerate(symbols)
+            ]
+        )
 
     def _restore(self, state: dict[str, Any]) -> None:
         from phat.errors import HashMismatch

@@ -1,0 +1,459 @@
+"""A universe of assets in one command (issue #23): reading many assets under one calendar and
+timeframe, timestamp-shared splits, per-asset normalization and calibration, per-asset evidence
+with a multiple-testing correction, one artifact that scores any listed asset (batch, stream,
+pyfunc) and refuses the others, and bad input as one line with nothing in MLflow.
+
+Every universe here is built by the test (synthetic, with a known Bayes-optimal p per asset)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_cfg
+from phat.data.synthetic import SyntheticConfig, generate_universe
+from phat.errors import DataValidationError, HashMismatch
+
+N_ASSETS = 4
+PERIODS = 3000
+
+
+@pytest.fixture(scope="module")
+def markets():
+    return generate_universe(SyntheticConfig(periods=PERIODS, seed=5), N_ASSETS)
+
+
+def write_universe(folder: Path, markets, fmt: str = "csv", suffix: str = "-15m") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for sym, m in markets.items():
+        frame = m.bars[["open", "high", "low", "close", "volume"]].rename_axis("timestamp")
+        if fmt == "csv":
+            frame.reset_index().to_csv(folder / f"{sym}{suffix}.csv", index=False)
+        else:
+            frame.reset_index().to_parquet(folder / f"{sym}{suffix}.parquet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, markets):
+    """One pooled logistic over the synthetic universe, with its artifact."""
+    from phat.pipeline import fit_evaluate, prepare
+
+    out = tmp_path_factory.mktemp("uni")
+    cfg = make_cfg(out, f"data.synthetic.assets={N_ASSETS}", f"data.synthetic.periods={PERIODS}",
+                   "data.synthetic.seed=5")  # fmt: skip
+    prep = prepare(cfg)
+    return prep, fit_evaluate(prep, out)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def test_a_directory_a_glob_a_list_and_a_long_file_read_the_same_universe(tmp_path, markets):
+    from phat.pipeline import load_bars
+
+    folder = write_universe(tmp_path / "u", markets)
+    files = sorted(str(p) for p in folder.iterdir())
+    long = pd.concat(
+        [m.bars[["open", "high", "low", "close", "volume"]].assign(symbol=s)
+         for s, m in markets.items()]
+    ).rename_axis("timestamp").reset_index()  # fmt: skip
+    long.to_csv(tmp_path / "long.csv", index=False)
+    hashes = set()
+    for path in (str(folder), str(folder / "*.csv"), files, str(tmp_path / "long.csv")):
+        cfg = make_cfg(tmp_path / "o")
+        cfg["data"]["path"] = path
+        bars, _ = load_bars(cfg, "15m")
+        assert [a.symbol for a in bars.assets] == sorted(markets)  # "-15m" stripped
+        hashes.add(bars.data_hash())
+    assert len(hashes) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: d.mkdir(), "holds no data file"),
+        (lambda d: None, "matches no data file"),
+        (
+            lambda d: (d.mkdir(), (d / "A-15m.csv").write_text("x"), (d / "A.csv").write_text("y")),
+            "two files for symbol 'A'",
+        ),  # fmt: skip
+    ],
+)
+def test_an_empty_directory_a_glob_matching_nothing_and_two_files_for_one_symbol(
+    tmp_path, make, needle
+):
+    from phat.pipeline import load_bars
+
+    d = tmp_path / "u"
+    make(d)
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(d) if d.exists() else str(tmp_path / "nothing*.csv")
+    with pytest.raises(DataValidationError, match=needle):
+        load_bars(cfg, "15m")
+
+
+def test_a_symbol_column_with_nulls_is_refused_by_row(tmp_path, markets):
+    from phat.pipeline import load_bars
+
+    m = next(iter(markets.values()))
+    long = m.bars[["open", "high", "low", "close", "volume"]].assign(symbol="A")
+    long.iloc[7, -1] = None
+    long.rename_axis("timestamp").reset_index().to_csv(tmp_path / "long.csv", index=False)
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(tmp_path / "long.csv")
+    with pytest.raises(DataValidationError, match="empty at 1 rows, first at row 7"):
+        load_bars(cfg, "15m")
+
+
+def test_mixed_timeframes_are_refused_by_name_or_skipped_and_named(tmp_path, markets):
+    from phat.pipeline import load_bars
+
+    folder = write_universe(tmp_path / "u", markets)
+    coarse = markets["A01"].bars.iloc[::2]  # 30-minute bars among 15-minute ones
+    (folder / "A01-15m.csv").unlink()
+    coarse.rename_axis("timestamp").reset_index().to_csv(folder / "A01.csv", index=False)
+    cfg = make_cfg(tmp_path / "o", "horizon=30m")
+    cfg["data"]["path"] = str(folder)
+    with pytest.raises(DataValidationError, match=r"A01.csv: 30m bars, but the universe's are 15m"):
+        load_bars(cfg, "30m")
+    cfg["data"]["on_bad_asset"] = "skip"
+    bars, _ = load_bars(cfg, "30m")
+    assert "A01" not in [a.symbol for a in bars.assets]
+    assert "30m bars" in bars.report["skipped"]["A01"]
+
+
+def test_a_bad_asset_fails_the_run_or_is_left_out_and_named(tmp_path, markets):
+    from phat.pipeline import load_bars
+
+    folder = write_universe(tmp_path / "u", markets)
+    bad = markets["A02"].bars.copy()
+    bad.iloc[100, bad.columns.get_loc("high")] = bad["low"].iloc[100] * 0.5  # high below low
+    bad.rename_axis("timestamp").reset_index().to_csv(folder / "A02-15m.csv", index=False)
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(folder)
+    with pytest.raises(DataValidationError, match=r"A02-15m.csv: .*data.on_bad_asset=skip"):
+        load_bars(cfg, "15m")
+    cfg["data"]["on_bad_asset"] = "skip"  # the remedy the message names works
+    bars, _ = load_bars(cfg, "15m")
+    assert [a.symbol for a in bars.assets] == ["A00", "A01", "A03"]
+    assert "A02-15m.csv" in bars.report["skipped"]["A02"]
+
+
+# -- splits and features ---------------------------------------------------------------------
+
+
+def test_no_asset_trains_on_bars_another_asset_is_tested_on(tmp_path, markets):
+    """Split boundaries are timestamps shared by the universe: every train sample's label ends
+    before any calibration or test sample's window starts, across assets, also when the
+    assets start at different times."""
+    from phat.pipeline import prepare
+
+    folder = write_universe(tmp_path / "u", markets)
+    late = markets["A03"].bars.iloc[900:]  # starts later than the others
+    late.rename_axis("timestamp").reset_index().to_csv(folder / "A03-15m.csv", index=False)
+    cfg = make_cfg(tmp_path / "o", "model=tree", "model.params.max_iter=5")
+    cfg["data"]["path"] = str(folder)
+    prep = prepare(cfg)
+    tf = pd.Timedelta("15min")
+    idx = prep.bars.index
+    h, read = prep.label_spec.horizon_bars, prep.feature_spec.bars_read
+    order = ["train", "validation", "calibration", "test"]
+    for i, early in enumerate(order):
+        for later in order[i + 1 :]:
+            label_end = idx[prep.spans[early]].max() + h * tf
+            window_start = idx[prep.spans[later]].min() - (read - 1) * tf
+            assert label_end < window_start, (early, later)
+    for span in order:  # time order within each span
+        assert np.all(np.diff(idx[prep.spans[span]].asi8) >= 0)
+
+
+def test_features_are_normalized_per_asset_on_its_own_train_rows(tmp_path, markets):
+    """The same path at 10x the volatility gets the same normalized returns: a pooled z-score
+    would shrink the quiet asset's returns to almost nothing."""
+    from phat.pipeline import prepare
+
+    base = markets["A00"].bars[["open", "high", "low", "close", "volume"]]
+    ref = float(np.log(base["close"].iloc[0]))
+    loud = np.exp(ref + 10 * (np.log(base) - ref))  # every log price move x10 (order kept)
+    loud["volume"] = base["volume"]
+    folder = tmp_path / "u"
+    folder.mkdir()
+    base.rename_axis("timestamp").reset_index().to_csv(folder / "QUIET.csv", index=False)
+    loud.rename_axis("timestamp").reset_index().to_csv(folder / "LOUD.csv", index=False)
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(folder)
+    prep = prepare(cfg)
+    col = prep.feature_spec.names.index("log_return_1")
+    a, b = prep.bars.assets  # LOUD, QUIET
+    x_loud = prep.data.features[a.start : a.stop, col]
+    x_quiet = prep.data.features[b.start : b.stop, col]
+    assert np.allclose(x_loud, x_quiet, atol=1e-4, equal_nan=True)
+    specs = prep.asset_specs
+    assert specs["LOUD"].norm_std[col] / specs["QUIET"].norm_std[col] == pytest.approx(10, rel=1e-3)
+
+
+# -- the pooled model against the optimum ----------------------------------------------------
+
+
+def test_the_pooled_model_is_within_2_percent_of_bayes_and_its_evidence_is_logged(trained):
+    prep, res = trained
+    m = res.metrics
+    assert m["asset_mean_brier_over_bayes"] < 1.02
+    table = res.universe["table"]
+    assert list(table["symbol"]) == [f"A{k:02d}" for k in range(N_ASSETS)]
+    assert (table["n"] > 0).all()
+    # the planted signal is real on every asset: the pooled tests see it
+    assert m["universe_dm_pvalue_vs_climatology"] < 0.01
+    assert m["assets_beat_climatology"] >= 2
+    assert res.tags["phat.universe"] == "SYNTH4" and res.tags["phat.assets"] == str(N_ASSETS)
+
+
+def test_the_pooled_model_beats_a_model_of_a_short_asset_alone(tmp_path, markets):
+    """An asset with a short history: the pooled model, which learned the shared signal from
+    every asset, forecasts it better than a model trained on its few bars alone (same test
+    window, same recipe)."""
+    from phat.pipeline import fit_evaluate, prepare
+
+    big = generate_universe(SyntheticConfig(periods=6000, seed=9), 5)
+    folder = write_universe(tmp_path / "u", big)
+    short = big["A04"].bars.iloc[4200:]
+    short.rename_axis("timestamp").reset_index().to_csv(folder / "A04-15m.csv", index=False)
+    split = ["split.method=dates", "split.calibration_start=2025-02-22T00:00:00Z",
+             "split.test_start=2025-02-26T00:00:00Z", "split.min_samples=50"]  # fmt: skip
+    cfg = make_cfg(tmp_path / "pooled", *split)
+    cfg["data"]["path"] = str(folder)
+    pooled = fit_evaluate(prepare(cfg), tmp_path / "pooled")
+    alone_cfg = make_cfg(tmp_path / "alone", *split)
+    alone_cfg["data"]["path"] = str(folder / "A04-15m.csv")
+    alone = fit_evaluate(prepare(alone_cfg), tmp_path / "alone")
+    mine = pooled.universe["symbols"] == "A04"
+    t = pooled.predictions["test"]
+    p_pooled = pd.Series(t.p_hat[mine], index=t.timestamps[mine])
+    a = alone.predictions["test"]
+    p_alone = pd.Series(a.p_hat, index=a.timestamps)
+    y = pd.Series(a.y, index=a.timestamps)
+    common = p_pooled.index.intersection(p_alone.index)  # the universe's wider purge drops 2
+    assert len(common) > 400
+    brier_pooled = float(((p_pooled[common] - y[common]) ** 2).mean())
+    brier_alone = float(((p_alone[common] - y[common]) ** 2).mean())
+    assert brier_pooled < brier_alone
+
+
+# -- the artifact: any listed asset, in batch, stream and pyfunc; others refused ----------------
+
+
+def test_a_listed_asset_scores_the_same_in_training_batch_and_stream(trained):
+    from phat.registry.artifact import load_artifact
+
+    prep, res = trained
+    model = load_artifact(res.artifact_dir)
+    assert model.assets == [f"A{k:02d}" for k in range(N_ASSETS)]
+    asset = prep.bars.asset_of_rows()
+    te = res.spans["test"]
+    for k, a in enumerate(prep.bars.assets[:2]):
+        batch = model.for_asset(a.symbol).predict_bars(a.bars.frame, a.bars.segment)["p_hat"]
+        mine = asset[te] == k
+        assert np.array_equal(
+            batch.to_numpy()[te[mine] - a.start], res.predictions["test"].p_hat[mine]
+        )
+    frames = {a.symbol: a.bars.frame for a in prep.bars.assets[:2]}
+    scorer = model.stream()
+    got = {s: [] for s in frames}
+    for i in range(len(prep.bars.assets[0].bars.frame)):
+        step = {s: {**f.iloc[i].to_dict(), "timestamp": f.index[i]} for s, f in frames.items()}
+        for s, p in scorer.update_many(step).items():
+            got[s].append(p)
+    for a in prep.bars.assets[:2]:
+        want = model.for_asset(a.symbol).predict_bars(a.bars.frame, a.bars.segment)["p_hat"]
+        np.testing.assert_array_equal(np.array(got[a.symbol]), want.to_numpy())
+
+
+def test_an_unlisted_asset_is_refused_by_name_everywhere(trained):
+    from phat.registry.artifact import load_artifact
+    from phat.scoring.stream import StreamRefused
+
+    prep, res = trained
+    model = load_artifact(res.artifact_dir)
+    frame = prep.bars.assets[0].bars.frame
+    with pytest.raises(DataValidationError, match="asset 'ZZZ' is not in universe model 'SYNTH4'"):
+        model.for_asset("ZZZ")
+    with pytest.raises(StreamRefused, match="unknown_asset"):
+        model.stream().update_many(
+            {"ZZZ": {**frame.iloc[0].to_dict(), "timestamp": frame.index[0]}}
+        )
+    with pytest.raises(DataValidationError, match="universe model of 4 assets"):
+        model.predict(frame)  # no symbol column: which asset?
+    long = frame.assign(symbol="ZZZ")
+    with pytest.raises(DataValidationError, match="'ZZZ' is not in universe model"):
+        model.predict(long)
+
+
+def test_a_long_table_is_scored_per_asset_with_a_symbol_column(trained):
+    from phat.registry.artifact import load_artifact
+
+    prep, res = trained
+    model = load_artifact(res.artifact_dir)
+    a, b = prep.bars.assets[:2]
+    long = pd.concat([a.bars.frame.assign(symbol=a.symbol), b.bars.frame.assign(symbol=b.symbol)])
+    out = model.predict(long)
+    assert set(out["symbol"]) == {a.symbol, b.symbol}
+    want = model.for_asset(b.symbol).predict_bars(b.bars.frame, b.bars.segment)["p_hat"]
+    np.testing.assert_array_equal(
+        out[out["symbol"] == b.symbol]["p_hat"].to_numpy(), want.to_numpy()
+    )
+
+
+def test_universe_json_is_inside_the_model_hash(trained, tmp_path):
+    import shutil
+
+    from phat.registry.artifact import load_artifact
+
+    _, res = trained
+    copy = tmp_path / "model"
+    shutil.copytree(res.artifact_dir, copy)
+    spec = json.loads((copy / "universe.json").read_text())
+    spec["assets"]["A00"]["normalization"]["std"][0] *= 2
+    (copy / "universe.json").write_text(json.dumps(spec))
+    with pytest.raises(HashMismatch, match="model_hash mismatch"):
+        load_artifact(copy)
+
+
+def test_per_asset_calibration_is_shrunk_by_the_assets_calibration_size():
+    from phat.models.calibration import Calibrator, fit_asset_correction
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    p = rng.uniform(0.3, 0.7, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2.0 * np.log(p / (1 - p))))).astype(float)  # slope 2
+    many = fit_asset_correction(p, y, shrink_bars=2000)
+    few = fit_asset_correction(p[:40], y[:40], shrink_bars=2000)
+    assert many["weight"] == pytest.approx(4000 / 6000)
+    assert 1.4 < many["slope"] < 1.9  # toward the true slope 2, by 2/3
+    assert abs(few["slope"] - 1) < 0.1 and few["weight"] < 0.02  # keeps the pooled map
+    cal = Calibrator("platt", {"a": -1.0, "b": 0.0}).with_asset_correction(many)
+    z = np.array([-1.0, 0.0, 1.0])
+    want = 1 / (1 + np.exp(-(many["slope"] * z + many["intercept"])))
+    np.testing.assert_allclose(cal.predict(z), want, rtol=1e-12)
+
+
+# -- tests across assets -----------------------------------------------------------------------
+
+
+def test_spiegelhalter_rejects_at_its_level_when_calibrated_and_finds_miscalibration():
+    from phat.evaluation.significance import spiegelhalter
+
+    rng = np.random.default_rng(0)
+    pvals = []
+    for _ in range(300):
+        p = rng.uniform(0.2, 0.8, 1000)
+        pvals.append(spiegelhalter((rng.random(1000) < p).astype(float), p)["pvalue"])
+    assert 0.02 < np.mean(np.array(pvals) < 0.05) < 0.09
+    p = rng.uniform(0.2, 0.8, 3000)
+    y = (rng.random(3000) < 0.5 + 1.6 * (p - 0.5)).astype(float)  # p is underconfident
+    assert spiegelhalter(y, p)["pvalue"] < 0.001
+
+
+def test_the_universe_test_counts_assets_that_move_together_once():
+    """Ten copies of one asset's losses are one asset's evidence: the per-timestamp test gives
+    the single asset's p-value, where a test on the pooled rows would claim far more."""
+    from phat.evaluation.significance import diebold_mariano, universe_diebold_mariano
+
+    rng = np.random.default_rng(1)
+    n = 600
+    lm = rng.uniform(0.2, 0.3, n)
+    lb = lm + rng.normal(0.002, 0.02, n)
+    one = diebold_mariano(lm, lb, 1)["pvalue"]
+    clock = np.tile(np.arange(n), 10)
+    uni = universe_diebold_mariano(np.tile(lm, 10), np.tile(lb, 10), clock, 1)["pvalue"]
+    pooled = diebold_mariano(np.tile(lm, 10), np.tile(lb, 10), 1)["pvalue"]
+    assert uni == pytest.approx(one, rel=1e-9)
+    assert pooled < one / 10
+
+
+def test_benjamini_hochberg_is_scipys_and_keeps_nan():
+    from scipy.stats import false_discovery_control
+
+    from phat.evaluation.significance import benjamini_hochberg
+
+    p = np.array([0.01, np.nan, 0.04, 0.03, 0.5])
+    out = benjamini_hochberg(p)
+    assert np.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2, 3, 4]], false_discovery_control(p[[0, 2, 3, 4]]))
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def _phat(tmp_path: Path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "phat", *args], capture_output=True, text=True, cwd=tmp_path,
+        env=env, timeout=300,
+    )  # fmt: skip
+
+
+def test_phat_train_on_a_directory_registers_one_model_with_the_per_asset_evidence(
+    tmp_path, markets
+):
+    import mlflow
+
+    folder = write_universe(tmp_path / "majors", markets, fmt="parquet")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    r = _phat(tmp_path, "train", f"data.path={folder}", f"tracking.uri={uri}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "registered    models:/phat-majors-15m/1" in r.stdout
+    assert "beat climatology" in r.stdout and "universe DM" in r.stdout
+    client = mlflow.MlflowClient(uri)
+    mv = client.get_model_version("phat-majors-15m", "1")
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["phat.universe"] == "majors"
+    files = {f.path for f in client.list_artifacts(mv.run_id)}
+    assert {"per_asset.csv", "per_asset.md"} <= files
+    assert "plots/reliability_assets.png" in {
+        f.path for f in client.list_artifacts(mv.run_id, "plots")
+    }
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id, artifact_path="per_asset.csv", tracking_uri=uri))  # fmt: skip
+    assert sorted(table["symbol"]) == sorted(markets)
+    # the logged pyfunc (what REST serving runs) scores rows of many assets by their symbol
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/phat-majors-15m/1")
+    rows = []
+    for sym in ("A00", "A03"):
+        f = markets[sym].bars[["open", "high", "low", "close", "volume"]].iloc[-200:]
+        rows.append(f.assign(symbol=sym, timestamp=f.index.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    out = model.predict(pd.concat(rows).reset_index(drop=True))
+    assert set(out["symbol"]) == {"A00", "A03"} and out["p_hat"].notna().sum() > 0
+    # predict over the directory writes one row per bar with its symbol
+    r = _phat(tmp_path, "predict", "model_uri=models:/phat-majors-15m/1", f"data.path={folder}",
+              "out=p.parquet", f"tracking.uri={uri}")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = pd.read_parquet(tmp_path / "p.parquet")
+    assert sorted(p["symbol"].unique()) == sorted(markets) and len(p) == N_ASSETS * PERIODS
+
+
+def test_a_bad_universe_is_one_line_exit_2_and_leaves_mlflow_empty(tmp_path, markets):
+    import mlflow
+
+    folder = write_universe(tmp_path / "u", markets)
+    (folder / "A01.csv").write_text((folder / "A01-15m.csv").read_text())  # two files, one symbol
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    r = _phat(tmp_path, "train", f"data.path={folder}", f"tracking.uri={uri}")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "two files for symbol 'A01'" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    if (tmp_path / "mlflow.db").exists():
+        client = mlflow.MlflowClient(uri)
+        assert client.search_registered_models() == []
+        exps = client.search_experiments()
+        assert all(not client.search_runs([e.experiment_id]) for e in exps)
