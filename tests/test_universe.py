@@ -213,11 +213,13 @@ def test_the_pooled_model_is_within_2_percent_of_bayes_and_its_evidence_is_logge
     assert res.tags["phat.universe"] == "SYNTH4" and res.tags["phat.assets"] == str(N_ASSETS)
 
 
-def test_the_pooled_model_beats_a_model_of_a_short_asset_alone(tmp_path, markets):
+def test_the_pooled_model_beats_per_asset_models_on_an_asset_with_short_history(tmp_path):
     """An asset with a short history: the pooled model, which learned the shared signal from
-    every asset, forecasts it better than a model trained on its few bars alone (same test
-    window, same recipe)."""
+    every asset, forecasts it better than per-asset models (model.pooling=per_asset: the same
+    recipe on each asset's samples alone), on the same test samples; the per-asset artifact
+    scores each asset with its own member."""
     from phat.pipeline import fit_evaluate, prepare
+    from phat.registry.artifact import load_artifact
 
     big = generate_universe(SyntheticConfig(periods=6000, seed=9), 5)
     folder = write_universe(tmp_path / "u", big)
@@ -225,23 +227,32 @@ def test_the_pooled_model_beats_a_model_of_a_short_asset_alone(tmp_path, markets
     short.rename_axis("timestamp").reset_index().to_csv(folder / "A04-15m.csv", index=False)
     split = ["split.method=dates", "split.calibration_start=2025-02-22T00:00:00Z",
              "split.test_start=2025-02-26T00:00:00Z", "split.min_samples=50"]  # fmt: skip
-    cfg = make_cfg(tmp_path / "pooled", *split)
-    cfg["data"]["path"] = str(folder)
-    pooled = fit_evaluate(prepare(cfg), tmp_path / "pooled")
-    alone_cfg = make_cfg(tmp_path / "alone", *split)
-    alone_cfg["data"]["path"] = str(folder / "A04-15m.csv")
-    alone = fit_evaluate(prepare(alone_cfg), tmp_path / "alone")
-    mine = pooled.universe["symbols"] == "A04"
-    t = pooled.predictions["test"]
-    p_pooled = pd.Series(t.p_hat[mine], index=t.timestamps[mine])
-    a = alone.predictions["test"]
-    p_alone = pd.Series(a.p_hat, index=a.timestamps)
-    y = pd.Series(a.y, index=a.timestamps)
-    common = p_pooled.index.intersection(p_alone.index)  # the universe's wider purge drops 2
-    assert len(common) > 400
-    brier_pooled = float(((p_pooled[common] - y[common]) ** 2).mean())
-    brier_alone = float(((p_alone[common] - y[common]) ** 2).mean())
-    assert brier_pooled < brier_alone
+    runs = {}
+    for pooling in ("pooled", "per_asset"):
+        cfg = make_cfg(tmp_path / pooling, *split, f"model.pooling={pooling}")
+        cfg["data"]["path"] = str(folder)
+        prep = prepare(cfg)
+        runs[pooling] = (prep, fit_evaluate(prep, tmp_path / pooling))
+    tables = {k: r.universe["table"].set_index("symbol") for k, (_, r) in runs.items()}
+    assert tables["pooled"].loc["A04", "n"] == tables["per_asset"].loc["A04", "n"] > 400
+    assert tables["pooled"].loc["A04", "brier"] < tables["per_asset"].loc["A04", "brier"]
+    prep, res = runs["per_asset"]
+    assert res.tags["phat.pooling"] == "per_asset"
+    model = load_artifact(res.artifact_dir)
+    assert model.model.kind == "per_asset" and sorted(model.model.members) == sorted(big)
+    a = prep.bars.assets[4]
+    view = model.for_asset(a.symbol)
+    assert view.model is model.model.members["A04"]
+    mine = prep.bars.asset_of_rows()[res.spans["test"]] == 4
+    batch = view.predict_bars(a.bars.frame, a.bars.segment)["p_hat"].to_numpy()
+    np.testing.assert_array_equal(
+        batch[res.spans["test"][mine] - a.start], res.predictions["test"].p_hat[mine]
+    )
+    scorer = model.stream()
+    f = a.bars.frame
+    got = [scorer.update({**f.iloc[i].to_dict(), "timestamp": f.index[i]}, a.symbol)
+           for i in range(len(f))]  # fmt: skip
+    np.testing.assert_array_equal(np.array(got), batch)
 
 
 # -- the artifact: any listed asset, in batch, stream and pyfunc; others refused ----------------
@@ -439,6 +450,18 @@ def test_phat_train_on_a_directory_registers_one_model_with_the_per_asset_eviden
     assert r.returncode == 0, r.stderr[-2000:]
     p = pd.read_parquet(tmp_path / "p.parquet")
     assert sorted(p["symbol"].unique()) == sorted(markets) and len(p) == N_ASSETS * PERIODS
+    # one listed asset's file: monitor and backtest score it with that asset's map
+    one = str(folder / "A02-15m.parquet")
+    name = ["registry.model_name=phat-majors-15m", f"tracking.uri={uri}"]
+    r = _phat(tmp_path, "monitor", f"data.path={one}", "monitor.source=model_v1",
+              "monitor.state=\"mon-{asset}-{version}.json\"", *name)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = json.loads((tmp_path / "mon-A02-1.json").read_text())
+    assert state["model"]["asset"] == "A02"
+    r = _phat(tmp_path, "backtest", f"data.path={one}", "signal_source=model_v1", *name)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _phat(tmp_path, "backtest", f"data.path={folder}", "signal_source=model_v1", *name)
+    assert r.returncode == 2 and "give one listed asset's bars" in r.stderr
 
 
 def test_a_bad_universe_is_one_line_exit_2_and_leaves_mlflow_empty(tmp_path, markets):

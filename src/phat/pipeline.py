@@ -711,8 +711,11 @@ def fit_recipe(
       map unless its fit is significant). `model.ladder=off` keeps the model and plain Platt;
       C=auto still searches the grid.
 
-    `bars`: a universe's (StackedBars) cut its inner folds and halves in time (`timeline`).
+    `bars`: a universe's (StackedBars) cut its inner folds and halves in time (`timeline`);
+    with model.pooling=per_asset, the recipe runs per asset (fit_per_asset).
     """
+    if isinstance(bars, StackedBars) and cfg["model"].get("pooling") == "per_asset":
+        return fit_per_asset(cfg, seed, threads, data, y, spans, lspec, fspec, bars)
     from phat.contract.splits import required_boundaries
     from phat.models import selection as sel
 
@@ -877,6 +880,47 @@ def universe_tags(bars: StackedBars, asset_specs: dict[str, FeatureSpec]) -> dic
     return tags
 
 
+def fit_per_asset(
+    cfg: dict[str, Any],
+    seed: int,
+    threads: int,
+    data: WindowData,
+    y: np.ndarray,
+    spans: dict[str, np.ndarray],
+    lspec: LabelSpec,
+    fspec: FeatureSpec,
+    bars: StackedBars,
+) -> Fitted:
+    """model.pooling=per_asset: the recipe (fit_recipe: capacity, ladder) run on each asset's
+    samples alone, its models kept in one PerAssetModel; then one calibrator over every
+    asset's calibration logits (per-asset corrections follow, as for a pooled model). The
+    rung each asset kept is in the selection tables and the phat.selected_rung tag."""
+    from phat.models.calibration import fit_calibrator
+    from phat.models.per_asset import PerAssetModel
+
+    asset = bars.asset_of_rows()
+    symbols = [a.symbol for a in bars.assets]
+    members: dict[str, Any] = {}
+    rungs: dict[str, str] = {}
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for k, sym in enumerate(symbols):
+        mine = {name: v[asset[v] == k] for name, v in spans.items()}
+        if not len(mine["train"]):
+            continue
+        f = fit_recipe(cfg, seed, threads, data, y, mine, lspec, fspec)
+        members[sym], rungs[sym] = f.model, f.rung
+        for name, rows in f.tables.items():
+            tables.setdefault(name, []).extend({"symbol": sym, **r} for r in rows)
+    model = PerAssetModel(members, symbols, asset)
+    cal = spans["calibration"]
+    calibrator = fit_calibrator(
+        cfg["calibration"]["method"], model.logits(data, cal), y[cal],
+        purge=lspec.horizon_bars * len(symbols),
+        identity_first=str(cfg["model"].get("ladder", "off")) == "on",
+    )  # fmt: skip
+    return Fitted(model, calibrator, canonical_json(rungs), {}, tables)
+
+
 def fit_evaluate(
     prep: Prepared, out_dir: str | Path, tracking: dict[str, Any] | None = None
 ) -> TrainResult:
@@ -920,7 +964,9 @@ def fit_evaluate(
                 preds[k].p_hat,
                 base_rate,
                 n_bins=int(mc["n_bins"]),
-                block=int(mc["bootstrap_block"]),
+                # a universe's samples are time-major, one per asset per bar: a block of the
+                # same time span holds that many times the samples
+                block=int(mc["bootstrap_block"]) * timeline(bars)[1],
                 n_boot=int(mc["bootstrap_n"]),
                 seed=prep.seed,
             )
@@ -977,6 +1023,7 @@ def fit_evaluate(
     if isinstance(bars, StackedBars):
         universe = universe_spec(bars, prep.asset_specs, per_asset)
         tags.update(universe_tags(bars, prep.asset_specs))
+        tags["phat.pooling"] = str(cfg["model"].get("pooling", "pooled"))
     out = Path(out_dir)
     tags["phat.model_hash"] = save_artifact(
         out / "model", model, fspec, lspec, calibrator, tags, bars.data_spec(), universe

@@ -575,13 +575,16 @@ def _validate_model(model: Any) -> dict[str, Any]:
     kind = model.get("kind")
     if kind not in MODEL_PARAMS:
         raise ConfigError(f"model.kind={kind!r}: expected one of {list(MODEL_PARAMS)}")
-    extra = sorted(set(model) - {"kind", "params", "ladder"})
+    extra = sorted(set(model) - {"kind", "params", "ladder", "pooling"})
     if extra:
         raise ConfigError(f"model.{extra[0]}: not a setting of model")
     ladder = str(model.get("ladder", "")).lower()
     ladder = {"true": "on", "false": "off"}.get(ladder, ladder)  # YAML/Hydra may read on as true
     if ladder not in ("on", "off"):
         raise ConfigError(f"model.ladder={model.get('ladder')!r}: expected 'on' or 'off'")
+    pooling = str(model.get("pooling", "pooled"))
+    if pooling not in ("pooled", "per_asset"):
+        raise ConfigError(f"model.pooling={pooling!r}: expected 'pooled' or 'per_asset'")
     try:
         params = OmegaConf.merge(
             OmegaConf.structured(MODEL_PARAMS[kind]), model.get("params") or {}
@@ -600,7 +603,7 @@ def _validate_model(model: Any) -> dict[str, Any]:
         if not ok:
             raise ConfigError(f"model.params.C={c!r}: expected auto or a number > 0")
         plain["C"] = c if c == "auto" else float(c)
-    return {"kind": kind, "params": plain, "ladder": ladder}
+    return {"kind": kind, "params": plain, "ladder": ladder, "pooling": pooling}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -266,9 +266,13 @@ MODEL_KINDS = {
 }
 
 
+# Kinds an artifact may hold beyond the recipes: a universe's per-asset container.
+ARTIFACT_KINDS = {**MODEL_KINDS, "per_asset": "phat.models.per_asset:PerAssetModel"}
+
+
 def model_class(kind: str) -> Any:
     try:
-        mod, cls = MODEL_KINDS[kind].split(":")
+        mod, cls = ARTIFACT_KINDS[kind].split(":")
     except KeyError:
         raise ConfigError(f"model kind {kind!r}: expected one of {sorted(MODEL_KINDS)}") from None
     return getattr(importlib.import_module(mod), cls)

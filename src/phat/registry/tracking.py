@@ -413,6 +413,15 @@ def _selection_lines(result: Any) -> list[str]:
             "the purged validation tail, fewest within one SE of the best log loss)"
         )
     kept = result.tags.get("phat.selected_rung", "model")
+    if kept.startswith("{"):  # model.pooling=per_asset: one recipe per asset
+        per = json.loads(kept)
+        counts = {r: sum(v == r for v in per.values()) for r in sorted(set(per.values()))}
+        out.append(
+            f"  pooling       one {result.tags['phat.model_kind']} per asset; rung kept: "
+            f"{', '.join(f'{r} on {n}' for r, n in counts.items())} "
+            "(selection/*.csv)"
+        )
+        return out
     rows = result.selection.get("ladder") or result.selection.get("inner_cv") or []
     where = "calibration slice" if "ladder" in result.selection else "inner CV"
     rows = [r for r in rows if not str(r.get("candidate", "")).startswith("C=") or r["chosen"]

@@ -65,8 +65,9 @@ class PHatModel:
         from dataclasses import replace
 
         norm = entry["normalization"]
+        members = getattr(self.model, "members", None)  # model.pooling=per_asset: its own
         view = PHatModel(
-            self.model,
+            self.model if members is None else members[symbol],
             replace(
                 self.feature_spec,
                 norm_mean=None if norm is None else tuple(norm["mean"]),

@@ -388,7 +388,13 @@ class StreamScorer:
         idx = np.array([self.panel.index[s] for s in symbols], dtype=np.int64)
         rows = self.panel.rows[idx].reshape(len(idx) * w, -1)
         ends = np.arange(1, len(idx) + 1) * w - 1
-        z = self.model.model.logits(WindowData(rows, w), ends)
+        if getattr(self.model.model, "members", None) is not None:  # per-asset models
+            z = np.concatenate(
+                [self.model.for_asset(s).model.logits(WindowData(rows[i * w : (i + 1) * w], w),
+                                                      np.array([w - 1])) for i, s in enumerate(symbols)]
+            )  # fmt: skip
+        else:
+            z = self.model.model.logits(WindowData(rows, w), ends)
         if self.model.universe is None:
             return self.model.calibrator.predict(z)
         return np.concatenate(
