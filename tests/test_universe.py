@@ -213,6 +213,7 @@ def test_the_pooled_model_is_within_2_percent_of_bayes_and_its_evidence_is_logge
     assert res.tags["phat.universe"] == "SYNTH4" and res.tags["phat.assets"] == str(N_ASSETS)
 
 
+@pytest.mark.slow
 def test_the_pooled_model_beats_per_asset_models_on_an_asset_with_short_history(tmp_path):
     """An asset with a short history: the pooled model, which learned the shared signal from
     every asset, forecasts it better than per-asset models (model.pooling=per_asset: the same
@@ -412,6 +413,7 @@ def _phat(tmp_path: Path, *args: str):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_phat_train_on_a_directory_registers_one_model_with_the_per_asset_evidence(
     tmp_path, markets
 ):

@@ -584,8 +584,13 @@ def rule_forecasts(
 ) -> dict[str, np.ndarray]:
     """The test span scored by the simple forecasts a quant tries first (climatology, the
     proxy with `proxy` settings, the last bar's sign, the last return), fitted on the train
-    and calibration spans (phat train's and every walk-forward fold's); a universe's per
-    asset, each on its own bars."""
+    and calibration spans (phat train's and every walk-forward fold's).
+
+    A universe's rules are pooled as its model is: climatology is the train span's base rate
+    over all assets (a per-asset rate is noisier, and under no signal a pooled model beat it
+    "significantly": docs/results.md), and the sign and return rules are fitted on all
+    assets' rows of the last return in units of each asset's own volatility (its standard
+    deviation over its fitting rows); the proxy is computed per asset."""
     from phat.models.rules import (
         climatology,
         last_return,
@@ -600,24 +605,25 @@ def rule_forecasts(
     )
     close = bars.frame["close"].to_numpy()
     if isinstance(bars, StackedBars):
-        groups = bars.asset_of_rows()
         pieces = [(a.start, a.stop) for a in bars.assets]
     else:
-        groups, pieces = np.zeros(len(bars), dtype=np.int64), [(0, len(bars))]
+        pieces = [(0, len(bars))]
     r1 = np.concatenate([last_return(close[a:b]) for a, b in pieces])
+    if isinstance(bars, StackedBars):  # each asset's returns in units of its own volatility
+        groups = bars.asset_of_rows()
+        for g in np.unique(groups[fit]):
+            mine = fit[groups[fit] == g]
+            sd = float(np.nanstd(r1[mine])) or 1.0
+            r1[groups == g] /= sd
     p_proxy = np.concatenate([proxy_p_hat(close[a:b], **(proxy or {})) for a, b in pieces])
-    names = ("climatology", "proxy", "last_sign", "last_return")
-    out = {name: np.full(len(te), np.nan) for name in names}
-    for g in np.unique(groups[te]):
-        t_in, f_in = groups[te] == g, groups[fit] == g
-        tr_g = spans["train"][groups[spans["train"]] == g]
-        fg, tg = fit[f_in], te[t_in]
-        ok = np.isfinite(r1[fg])
-        out["climatology"][t_in] = climatology(y[tr_g], len(tg))
-        out["proxy"][t_in] = p_proxy[tg]
-        out["last_sign"][t_in] = last_sign_p(r1[fg][ok], y[fg][ok], r1[tg])
-        out["last_return"][t_in] = last_return_logistic(r1[fg][ok], y[fg][ok], r1[tg])
-    return out
+    ok = np.isfinite(r1[fit])
+    rf, yf = r1[fit][ok], y[fit][ok]
+    return {
+        "climatology": climatology(y[spans["train"]], len(te)),
+        "proxy": p_proxy[te],
+        "last_sign": last_sign_p(rf, yf, r1[te]),
+        "last_return": last_return_logistic(rf, yf, r1[te]),
+    }
 
 
 def baseline_ladder(

@@ -127,7 +127,19 @@ def write_files(record: Any, metrics: dict[str, float], out_dir: Path, n_bins: i
         "proxy": ((f["p_proxy"] - f["label"]) ** 2).dropna(),
     }
     fold_ece = pd.Series(folds["ece"].to_numpy(), index=pd.DatetimeIndex(folds["test_start"]))
+    if record.per_asset is not None:  # a universe: losses averaged per timestamp over assets
+        losses = {k: v.groupby(level=0).mean() for k, v in losses.items()}
     rolling_scores_plot(losses, fold_ece, out_dir / "rolling_scores.png")
+    if record.per_asset is not None:
+        from phat.evaluation.plots import reliability_panels
+        from phat.evaluation.universe import to_markdown
+
+        record.per_asset.to_csv(out_dir / "per_asset.csv", index=False)
+        (out_dir / "per_asset.md").write_text(to_markdown(record.per_asset))
+        reliability_panels(
+            y, f["p_hat"].to_numpy(), f["symbol"].to_numpy(), out_dir / "reliability_assets.png",
+            title=f"{record.symbol}: stitched out-of-sample record per asset",
+        )  # fmt: skip
 
 
 def log_walkforward(
@@ -198,6 +210,14 @@ def summary_lines(record: Any, m: dict[str, float], run_id: str) -> list[str]:
         lines.append(
             f"  {b:<14}{m[f'oos_brier_{b}']:>10.5f}   {m[f'dm_stat_vs_{b}']:>7.2f}   "
             f"{m[f'dm_pvalue_vs_{b}']:.4f}"
+        )
+    if record.per_asset is not None:
+        n = int(m["assets_scored"])
+        lines[-len(BASELINES) - 1] += " on per-timestamp means over assets"
+        lines.append(
+            f"  per asset     {int(m['assets_beat_climatology'])} of {n} beat climatology, "
+            f"{int(m['assets_miscalibrated'])} of {n} miscalibrated (Benjamini-Hochberg, 5%); "
+            "table per_asset.md"
         )
     return lines
 

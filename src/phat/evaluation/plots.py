@@ -22,6 +22,18 @@ def wilson_interval(
     return np.minimum(centre - half, freq), np.maximum(centre + half, freq)
 
 
+def _reliability_curve(ax: Any, y: np.ndarray, p: np.ndarray, n_bins: int, **style: Any) -> None:
+    """Observed frequency against mean p per bin, with 95% Wilson intervals, on `ax`."""
+    from phat.evaluation.metrics import reliability_curve
+
+    rc = reliability_curve(y, p, n_bins=n_bins)
+    freq = rc["observed_freq"].to_numpy()
+    lo, hi = wilson_interval(freq, rc["count"].to_numpy())
+    ax.errorbar(
+        rc["mean_p"], freq, yerr=[np.maximum(freq - lo, 0.0), np.maximum(hi - freq, 0.0)], **style
+    )
+
+
 def reliability_diagram(
     y: np.ndarray,
     curves: dict[str, np.ndarray],
@@ -43,7 +55,7 @@ def reliability_diagram(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from phat.evaluation.metrics import ece, reliability_curve
+    from phat.evaluation.metrics import ece
 
     fig, (ax, axh) = plt.subplots(
         2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
@@ -52,20 +64,10 @@ def reliability_diagram(
     for (label, p), color in zip(
         curves.items(), ("tab:orange", "tab:blue", "tab:green"), strict=False
     ):
-        rc = reliability_curve(y, p, n_bins=n_bins)
-        lo, hi = wilson_interval(rc["observed_freq"].to_numpy(), rc["count"].to_numpy())
-        ax.errorbar(
-            rc["mean_p"],
-            rc["observed_freq"],
-            yerr=[
-                np.maximum(rc["observed_freq"] - lo, 0.0),
-                np.maximum(hi - rc["observed_freq"], 0.0),
-            ],
-            marker="o",
-            capsize=2,
-            color=color,
+        _reliability_curve(
+            ax, y, p, n_bins, marker="o", capsize=2, color=color,
             label=f"{label} (ECE {ece(y, p, n_bins=n_bins):.4f})",
-        )
+        )  # fmt: skip
         axh.hist(p, bins=np.linspace(0, 1, 4 * n_bins + 1), alpha=0.5, color=color, label=label)
     ax.set_ylabel("observed frequency of up")
     ax.set_title(title)
@@ -104,7 +106,7 @@ def reliability_panels(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from phat.evaluation.metrics import ece, reliability_curve
+    from phat.evaluation.metrics import ece
 
     names, counts = np.unique(symbols, return_counts=True)
     order = sorted(zip(names.tolist(), counts.tolist(), strict=True), key=lambda t: (-t[1], t[0]))
@@ -116,14 +118,9 @@ def reliability_panels(
         ax.axis("off")
     for ax, sym in zip(axes.ravel(), shown, strict=False):
         m = symbols == sym
-        rc = reliability_curve(y[m], p[m], n_bins=n_bins)
-        lo, hi = wilson_interval(rc["observed_freq"].to_numpy(), rc["count"].to_numpy())
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-        freq = rc["observed_freq"].to_numpy()
-        ax.errorbar(
-            rc["mean_p"], freq, yerr=[np.maximum(freq - lo, 0), np.maximum(hi - freq, 0)],
-            marker="o", ms=2, lw=0.8, capsize=1, color="tab:blue",
-        )  # fmt: skip
+        _reliability_curve(ax, y[m], p[m], n_bins, marker="o", ms=2, lw=0.8, capsize=1,
+                           color="tab:blue")  # fmt: skip
         ax.set_title(f"{sym} n={int(m.sum())} ECE {ece(y[m], p[m], n_bins=n_bins):.3f}", fontsize=7)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -1,8 +1,9 @@
 """A universe's evidence: one row per asset, tests corrected for many assets, pooled tests that
 respect cross-asset correlation (phat.evaluation.significance).
 
-`per_asset_table` scores each asset's test samples: n, Brier of p_hat, of climatology and of the
-best one-feature rule (the 1-bar return), ECE, a one-sided Diebold-Mariano p-value against
+`per_asset_table` scores each asset's test samples: n, Brier of p_hat, of climatology (the
+universe's train base rate, pipeline.rule_forecasts) and of the best one-feature rule (the 1-bar
+return in units of the asset's volatility, fitted on all assets), ECE, a one-sided Diebold-Mariano p-value against
 climatology, Spiegelhalter's calibration p-value, and each p-value adjusted by Benjamini-Hochberg
 over the assets (`*_bh`). An asset beats climatology when its adjusted DM p-value is below
 `alpha`; it is miscalibrated when its adjusted calibration p-value is.

@@ -64,13 +64,14 @@ class Fold:
 class Record:
     """The stitched out-of-sample record: one row per scored bar."""
 
-    frame: pd.DataFrame  # timestamp index; fold, label, p_hat_raw, p_hat, p_<baseline>
+    frame: pd.DataFrame  # timestamp index; [symbol,] fold, label, p_hat_raw, p_hat, p_<baseline>
     folds: list[Fold]
     horizon_bars: int
     symbol: str
     model_kind: str
     timings: dict[str, float]
     recipe: dict[str, str] = field(default_factory=dict)  # what a registered version must match
+    per_asset: pd.DataFrame | None = None  # a universe's table (summarize fills it)
 
 
 def plan_folds(index: pd.DatetimeIndex, wf: dict[str, Any]) -> list[Fold]:
@@ -264,10 +265,23 @@ def summarize(record: Record, n_bins: int, block: int, n_boot: int, seed: int) -
     y = f["label"].to_numpy()
     p = f["p_hat"].to_numpy()
     base_rate = float(np.mean(f["p_climatology"]))
+    universe = "symbol" in f.columns
+    assets = int(f["symbol"].nunique()) if universe else 1
     m = evaluate_split(
         "oos", y, f["p_hat_raw"].to_numpy(), p, base_rate,
-        n_bins=n_bins, block=block, n_boot=n_boot, seed=seed,
+        n_bins=n_bins, block=block * assets, n_boot=n_boot, seed=seed,
     )  # fmt: skip
+    if universe:  # the per-asset table of the stitched record (phat.evaluation.universe)
+        from phat.evaluation.universe import per_asset_table
+
+        record.per_asset = per_asset_table(
+            f["symbol"].to_numpy(), y, p, f["p_climatology"].to_numpy(),
+            f["p_last_return"].to_numpy(), record.horizon_bars, n_bins,
+        )  # fmt: skip
+        t = record.per_asset
+        m["assets_scored"] = float(len(t))
+        m["assets_beat_climatology"] = float(t["beats_climatology"].sum())
+        m["assets_miscalibrated"] = float(t["miscalibrated"].sum())
     corp = corp_brier(y, p)
     m.update({"oos_mcb": corp["mcb"], "oos_dsc": corp["dsc"], "oos_unc": corp["unc"]})
     m["oos_p_extreme"] = float(np.sum((p <= 0.0) | (p >= 1.0)))
