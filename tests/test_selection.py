@@ -19,7 +19,7 @@ from conftest import make_cfg
 from phat.data.synthetic import random_walk
 from phat.errors import ConfigError
 from phat.models.calibration import Calibrator, fit_calibrator, platt_or_identity, sigmoid
-from phat.models.selection import purged_kfold, simplest_within_noise
+from phat.models.selection import C_GRID, purged_kfold, simplest_within_noise
 from phat.pipeline import prepare, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -190,6 +190,18 @@ def test_ladder_off_and_a_fixed_C_keep_the_old_recipe(tmp_path) -> None:
     assert r.selection == {} and "selected_C" not in r.metrics
     assert r.tags["phat.selected_rung"] == "model" and r.model.C == 0.1
     assert "identity_lr" not in r.calibrator.params
+
+
+def test_ladder_off_with_C_auto_keeps_the_model_at_its_best_C_even_under_no_signal(tmp_path):
+    """With the ladder off the rules are no candidates of the inner CV: on a random walk, where
+    climatology would win, the model is still kept at a C of the grid (this crashed when
+    climatology was chosen and no C came back)."""
+    path = _write(random_walk(4000, seed=3), tmp_path / "rw.parquet")
+    cfg = make_cfg(tmp_path, f"data.path={path}", "model.ladder=off", "metrics.bootstrap_n=5")
+    r = train(cfg, tmp_path / "run")
+    names = [row["candidate"] for row in r.selection["inner_cv"]]
+    assert not any(n in ("climatology", "last_return") for n in names)
+    assert r.tags["phat.selected_rung"] == "model" and r.model.C in C_GRID
 
 
 def test_tree_recipe_is_judged_against_its_rules_on_the_calibration_slice(tmp_path) -> None:

@@ -741,10 +741,8 @@ def fit_recipe(
         rung, c, tables["inner_cv"] = sel.choose_logistic(
             data, tr, y[tr], int(params["lookback"]), col, grid, b.purge + slack,
             b.embargo + slack, seed, int(params["max_iter"]),
-            None if clock is None else clock[tr],
+            None if clock is None else clock[tr], ladder,
         )  # fmt: skip
-        if not ladder:  # the rules were not candidates: the grid's choice is the model's C
-            rung = "model"
         if rung != "model":
             model = sel.rule_rung(rung, data, tr, y[tr], col, seed)
         elif c is not None:

@@ -457,7 +457,7 @@ _MINIMA: dict[str, tuple[float, bool]] = {
     "trainer.lr": (0, False),
     "trainer.patience": (0, True),
     "data.resample_min_coverage": (0, False),
-    "data.synthetic.periods": (3, True),
+    "data.synthetic.periods": (10, True),  # phat.data.synthetic.generate's minimum
     "data.synthetic.assets": (0, True),
     "data.synthetic.vol_spread": (1, True),
     "data.synthetic.correlation": (0, True),

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from phat.data import parse_timeframe
+from phat.errors import ConfigError
 
 REGIMES = ("trend_up", "trend_down", "mean_revert", "high_vol")
 
@@ -79,7 +80,7 @@ def generate(
     if overrides:
         cfg = SyntheticConfig(**{**cfg.__dict__, **overrides})  # type: ignore[arg-type]
     if cfg.periods < 10:
-        raise ValueError(f"periods={cfg.periods}: expected at least 10")
+        raise ConfigError(f"data.synthetic.periods={cfg.periods}: expected at least 10")
     rng = np.random.default_rng(cfg.seed)
     n = cfg.periods
     tf = parse_timeframe(cfg.timeframe)
@@ -187,9 +188,9 @@ def generate_universe(
     from scipy.stats import norm
 
     if assets < 1:
-        raise ValueError(f"assets={assets}: expected at least 1")
+        raise ConfigError(f"data.synthetic.assets={assets}: expected at least 1")
     if not 0 <= correlation < 1:
-        raise ValueError(f"correlation={correlation}: expected 0 <= correlation < 1")
+        raise ConfigError(f"data.synthetic.correlation={correlation}: expected 0 <= it < 1")
     common = generate(cfg)  # the market: its regime path is everyone's
     rng = np.random.default_rng([cfg.seed, assets, 2024])
     z_market = rng.standard_normal(cfg.periods)

@@ -82,17 +82,21 @@ def choose_logistic(
     seed: int,
     max_iter: int,
     times: np.ndarray | None = None,
+    rules: bool = True,
 ) -> tuple[str, float | None, list[dict[str, Any]]]:
     """The logistic recipe's ladder and capacity in one purged K-fold of the train samples
     `ends`: candidates, simplest first, are climatology, the 1-bar return alone (column
     `return_column` of the last feature row, when there is one) and the recipe's inputs at
     each C of `grid` (strongest regularisation first). Returns (rung, C, table): rung is
     "climatology", "last_return" or "model" (then C is the chosen strength). `times`: the
-    samples' timeline slots when they are a universe's (the folds cut in time), else `ends`."""
+    samples' timeline slots when they are a universe's (the folds cut in time), else `ends`.
+    `rules=False` (model.ladder=off): the grid alone, so the model is kept at its best C."""
     X = data.tabular(ends, lookback)
     n_f = data.features.shape[1]
     yi = np.asarray(y).astype(int)
-    names = ["climatology"] + (["last_return"] if return_column is not None else [])
+    names = (["climatology"] if rules else []) + (
+        ["last_return"] if return_column is not None else []
+    )
     names += [f"C={c:g}" for c in grid]
     folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
     loss = np.empty((sum(len(v) for _, v in folds), len(names)))
@@ -101,7 +105,7 @@ def choose_logistic(
     for k, (fit, val) in enumerate(folds):
         if len(np.unique(yi[fit])) < 2:
             raise ConfigError("an inner fold's fit set holds one outcome only; set model.params.C")
-        cols = [np.full(len(val), float(np.mean(yi[fit])))]
+        cols = [np.full(len(val), float(np.mean(yi[fit])))] if rules else []
         if return_column is not None:  # the last_return rung, fitted as rule_rung fits it
             x = X[:, (lookback - 1) * n_f + return_column]
             w, b = _one_input_logistic(x[fit], yi[fit], seed)
