@@ -55,6 +55,7 @@ def test_defaults_are_the_ones_this_table_was_written_for() -> None:
     assert T["max_ece"] == 0.03 and T["brier_tolerance"] == 0.0 and T["ece_tolerance"] == 0.005
     assert T["max_regression"] == {"churn": 0.10, "slippage": 0.10, "drawdown": 0.10}
     assert T["min_history_days"] == 180
+    assert T["alpha"] == 0.05 and T["per_asset_fdr"] == 0.05
 
 
 def test_good_candidate_passes_every_gate() -> None:
@@ -182,3 +183,37 @@ def test_allowed_limit_is_sign_safe(baseline: float, higher_is_better: bool, lim
     assert got == pytest.approx(limit)
     # The limit is never better than the baseline, whatever the sign.
     assert (got <= baseline) if higher_is_better else (got >= baseline)
+
+
+GOOD_UNIVERSE = replace(
+    GOOD, universe_assets=10, universe_pvalue_climatology=0.001, universe_pvalue_rule=0.01
+)
+
+
+def test_a_universe_model_gets_its_gates_and_they_pass_on_good_evidence() -> None:
+    gates = {g.name: g for g in decide(GOOD_UNIVERSE, T)}
+    universe = {"universe_beats_climatology", "universe_beats_rule", "asset_calibration",
+                "asset_not_worse"}  # fmt: skip
+    assert universe <= set(gates) and all(gates[n].passed for n in universe)
+    assert not universe & {g.name for g in decide(GOOD, T)}  # one asset: none of them
+
+
+@pytest.mark.parametrize(
+    ("change", "gate"),
+    [
+        ({"universe_pvalue_climatology": 0.05}, "universe_beats_climatology"),  # not < alpha
+        ({"universe_pvalue_rule": 0.05 + EPS}, "universe_beats_rule"),
+        ({"universe_pvalue_rule": float("nan")}, "universe_beats_rule"),  # no rule: not shown
+        ({"assets_miscalibrated": ("A03",)}, "asset_calibration"),
+        ({"assets_worse": ("A01", "A07")}, "asset_not_worse"),
+    ],
+)
+def test_universe_gates_fail_at_their_edges_and_name_the_assets(change, gate) -> None:
+    assert outcome(
+        replace(GOOD_UNIVERSE, universe_pvalue_climatology=0.05 - EPS), "universe_beats_climatology"
+    )
+    gates = {g.name: g for g in decide(replace(GOOD_UNIVERSE, **change), T)}
+    assert not gates[gate].passed
+    for key in ("assets_miscalibrated", "assets_worse"):
+        for sym in change.get(key, ()):
+            assert sym in str(gates[gate].candidate)

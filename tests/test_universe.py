@@ -482,3 +482,59 @@ def test_a_bad_universe_is_one_line_exit_2_and_leaves_mlflow_empty(tmp_path, mar
         assert client.search_registered_models() == []
         exps = client.search_experiments()
         assert all(not client.search_runs([e.experiment_id]) for e in exps)
+
+
+# -- promotion on the universe's evidence -------------------------------------------------------
+
+RELAXED = (
+    "promotion.min_history_days=20",
+    "promotion.max_regression.churn=10.0",
+    "promotion.max_regression.slippage=10.0",
+    "promotion.max_regression.drawdown=10.0",
+    "promotion.brier_tolerance=0.01",
+    "promotion.max_ece=0.08",
+)
+NO_SIGNAL = ("data.synthetic.planted_strength=0", "data.synthetic.trend_bias=0",
+             "data.synthetic.revert_strength=0")  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal", [True, False])
+def test_a_universe_model_is_promoted_on_universe_evidence_or_refused_with_the_reason(
+    tmp_path, signal
+):
+    """Planted signal: the pooled model passes the universe gates (significant across the
+    universe on per-timestamp means, no asset miscalibrated or worse than climatology after BH)
+    and becomes production; no signal: refused, a failing universe gate named, production
+    unchanged. The gate report holds the per-asset table."""
+    import mlflow
+    from hydra import compose, initialize_config_dir
+
+    from phat.cli import CONF_DIR
+    from phat.cli.config import validate
+    from phat.lifecycle.production import current_production
+    from phat.lifecycle.promotion import PromotionRefused, promote
+    from phat.lifecycle.training import run as train_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    data = ["data.synthetic.assets=4", "data.synthetic.periods=5000", "data.synthetic.seed=4",
+            *(() if signal else NO_SIGNAL)]  # fmt: skip
+    name = "phat-uni-15m"
+    out = train_run(make_cfg(tmp_path / "t", *data, "metrics.bootstrap_n=10",
+                             f"registry.model_name={name}", uri=uri))  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = validate("promote", compose("promote", overrides=[
+            f"tracking.uri={uri}", f"registry.model_name={name}",
+            f"version={out['model_version']}", *data, *RELAXED]))  # fmt: skip
+    client = mlflow.MlflowClient(uri)
+    if signal:
+        report = promote(cfg)
+        assert report["passed"], [g for g in report["gates"] if not g["passed"]]
+        names = {g["name"] for g in report["gates"]}
+        assert {"universe_beats_climatology", "asset_calibration", "asset_not_worse"} <= names
+        assert [r["symbol"] for r in report["per_asset"]] == ["A00", "A01", "A02", "A03"]
+        assert current_production(client, name) == str(out["model_version"])
+    else:
+        with pytest.raises(PromotionRefused, match="universe_beats_"):  # not across the universe
+            promote(cfg)
+        assert current_production(client, name) is None

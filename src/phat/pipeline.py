@@ -576,6 +576,24 @@ def selection_metrics(
     }
 
 
+def last_returns(bars: Bars, fit: np.ndarray) -> np.ndarray:
+    """The 1-bar log return per bar (the one-feature rules' input), each asset's on its own
+    bars; a universe's in units of each asset's volatility (its standard deviation over the
+    rows `fit`, positions or a mask), so one rule fitted on all assets is not the loud ones'."""
+    from phat.models.rules import last_return
+
+    close = bars.frame["close"].to_numpy()
+    if not isinstance(bars, StackedBars):
+        return last_return(close)
+    r1 = np.concatenate([last_return(close[a.start : a.stop]) for a in bars.assets])
+    groups = bars.asset_of_rows()
+    rows = np.flatnonzero(fit) if np.asarray(fit).dtype == bool else np.asarray(fit)
+    for g in np.unique(groups[rows]):
+        sd = float(np.nanstd(r1[rows[groups[rows] == g]])) or 1.0
+        r1[groups == g] /= sd
+    return r1
+
+
 def rule_forecasts(
     y: np.ndarray,
     bars: Bars,
@@ -591,31 +609,18 @@ def rule_forecasts(
     "significantly": docs/results.md), and the sign and return rules are fitted on all
     assets' rows of the last return in units of each asset's own volatility (its standard
     deviation over its fitting rows); the proxy is computed per asset."""
-    from phat.models.rules import (
-        climatology,
-        last_return,
-        last_return_logistic,
-        last_sign_p,
-        proxy_p_hat,
-    )
+    from phat.models.rules import climatology, last_return_logistic, last_sign_p, proxy_p_hat
 
     te = spans["test"]
     fit = np.concatenate(
         [spans["train"], spans.get("validation", spans["train"][:0]), spans["calibration"]]
     )
     close = bars.frame["close"].to_numpy()
-    if isinstance(bars, StackedBars):
-        pieces = [(a.start, a.stop) for a in bars.assets]
-    else:
-        pieces = [(0, len(bars))]
-    r1 = np.concatenate([last_return(close[a:b]) for a, b in pieces])
-    if isinstance(bars, StackedBars):  # each asset's returns in units of its own volatility
-        groups = bars.asset_of_rows()
-        for g in np.unique(groups[fit]):
-            mine = fit[groups[fit] == g]
-            sd = float(np.nanstd(r1[mine])) or 1.0
-            r1[groups == g] /= sd
-    p_proxy = np.concatenate([proxy_p_hat(close[a:b], **(proxy or {})) for a, b in pieces])
+    pieces = [(a.start, a.stop) for a in bars.assets] if isinstance(bars, StackedBars) else []
+    r1 = last_returns(bars, fit)
+    p_proxy = np.concatenate(
+        [proxy_p_hat(close[a:b], **(proxy or {})) for a, b in pieces or [(0, len(bars))]]
+    )
     ok = np.isfinite(r1[fit])
     rf, yf = r1[fit][ok], y[fit][ok]
     return {

@@ -234,6 +234,7 @@ class PromotionConf:
     evidence: str = MISSING
     max_mcb: float = MISSING
     alpha: float = MISSING
+    per_asset_fdr: float = MISSING
     max_ece: float = MISSING
     brier_tolerance: float = MISSING
     ece_tolerance: float = MISSING
@@ -435,6 +436,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 # key -> (lowest allowed, inclusive?)
 _MINIMA: dict[str, tuple[float, bool]] = {
     "promotion.alpha": (0, False),
+    "promotion.per_asset_fdr": (0, False),
     "monitor.alpha": (0, False),
     "monitor.bins": (1, True),
     "monitor.rolling": (1, True),
@@ -477,6 +479,7 @@ _MAXIMA: dict[str, float] = {
     "signal.min_scored_share": 1.0,
     "trainer.val_fraction": 1.0,
     "promotion.alpha": 1.0,
+    "promotion.per_asset_fdr": 1.0,
     "monitor.alpha": 1.0,
     "port": 65535,
 }

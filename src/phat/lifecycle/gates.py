@@ -59,6 +59,13 @@ class Evidence:
     wf_mcb: float = float("nan")
     wf_pvalue: float = float("nan")
     wf_against: str = "-"  # production vN's walk-forward record, or the proxy
+    # A universe model on its universe (universe_assets > 0): pooled significance on
+    # per-timestamp means, and the assets that fail per-asset safety after Benjamini-Hochberg
+    universe_assets: int = 0
+    universe_pvalue_climatology: float = float("nan")
+    universe_pvalue_rule: float = float("nan")
+    assets_miscalibrated: tuple[str, ...] = ()
+    assets_worse: tuple[str, ...] = ()
 
 
 def allowed_limit(
@@ -124,9 +131,35 @@ def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
     `promotion.evidence=walkforward` replaces the single window's Brier/ECE comparisons with
     the walk-forward record's MCB and significance; the universal gates always apply."""
     t = thresholds
+    extra = _universe(ev, t) if ev.universe_assets else []
     if ev.evidence == "walkforward":
-        return [_calibrated(ev), *_universal(ev), *_walkforward(ev, t), *_trading_gates(ev, t)]
-    return [_calibrated(ev), *_universal(ev), *_split_gates(ev, t), *_trading_gates(ev, t)]
+        return [_calibrated(ev), *_universal(ev), *_walkforward(ev, t), *extra,
+                *_trading_gates(ev, t)]  # fmt: skip
+    return [_calibrated(ev), *_universal(ev), *_split_gates(ev, t), *extra, *_trading_gates(ev, t)]
+
+
+def _universe(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
+    """A universe model: better than climatology and than the best one-feature rule across the
+    universe, significantly (one-sided DM on the per-timestamp mean loss differential, at
+    promotion.alpha); no asset miscalibrated and none significantly worse than climatology
+    after Benjamini-Hochberg at promotion.per_asset_fdr (the failing assets are named)."""
+    alpha, fdr = float(t["alpha"]), float(t["per_asset_fdr"])
+    gates = [
+        Gate(f"universe_beats_{name}", f"dm_pvalue vs {name} (per-timestamp means)", p, "-",
+             f"< {alpha}", bool(p < alpha), alpha)
+        for name, p in (("climatology", ev.universe_pvalue_climatology),
+                        ("rule", ev.universe_pvalue_rule))
+    ]  # fmt: skip
+    for name, failing, what in (
+        ("asset_calibration", ev.assets_miscalibrated, "calibration test rejects"),
+        ("asset_not_worse", ev.assets_worse, "Brier worse than climatology"),
+    ):
+        named = ", ".join(failing) if failing else "none"
+        gates.append(
+            Gate(name, f"assets whose {what} (BH {fdr})", named, f"of {ev.universe_assets}",
+                 "none", not failing, 0.0)
+        )  # fmt: skip
+    return gates
 
 
 def _calibrated(ev: Evidence) -> Gate:

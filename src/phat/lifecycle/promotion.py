@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,42 @@ def _require_finished(client: Any, name: str, mv: Any) -> None:
         )
 
 
+def _parts(bars: Any) -> list[tuple[str, Any, int]]:
+    """(symbol, that asset's bars, its first row in `bars`) per asset of a universe's
+    StackedBars; [(symbol, bars, 0)] for one asset."""
+    assets = getattr(bars, "assets", None)
+    if not assets:
+        return [(bars.symbol, bars, 0)]
+    return [(a.symbol, a.bars, a.start) for a in assets]
+
+
+def _signals(resolved: Any, parts: list[tuple[str, Any, int]], proxy: dict[str, Any]) -> Any:
+    """p_hat_frame per asset (a universe model scores each asset under its own map; a
+    single-asset model and the proxy score every asset alike), rows in the parts' order."""
+    from phat.trading.signals import p_hat_frame
+
+    frames = []
+    for sym, part, _ in parts:
+        view = resolved
+        if resolved.model is not None and len(parts) > 1:
+            view = replace(resolved, model=resolved.model.for_asset(sym))
+        frames.append(p_hat_frame(view, part.frame, proxy, strict=True))
+    return pd.concat(frames)
+
+
+def _aggregate(per_asset: list[dict[str, float]]) -> dict[str, float]:
+    """One asset's backtest metrics, or a universe's: churn and costs averaged over the
+    assets, the worst asset's drawdown, the lowest isolation compliance, and each metric
+    per asset under `assets`."""
+    if len(per_asset) == 1:
+        return per_asset[0]
+    out = {k: float(np.mean([m[k] for m in per_asset])) for k in ("churn", "cost_bps")}
+    out["max_drawdown"] = float(max(abs(m["max_drawdown"]) for m in per_asset))
+    out["isolation_compliance"] = float(min(m["isolation_compliance"] for m in per_asset))
+    out["assets"] = len(per_asset)  # type: ignore[assignment]
+    return out
+
+
 def _trading(m: dict[str, float]) -> TradingEvidence:
     return TradingEvidence(
         churn=m["churn"],
@@ -119,7 +156,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     from phat.pipeline import load_bars
     from phat.registry.client import registry_error
     from phat.trading.backtest import build_policy, build_triggers, cost_kwargs, run_backtest
-    from phat.trading.signals import ResolvedSignal, p_hat_frame, resolve
+    from phat.trading.signals import ResolvedSignal, resolve
 
     pc = cfg["promotion"]
     client = MlflowClient()
@@ -139,13 +176,17 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         else ResolvedSignal(resolve("proxy", None, lspec.horizon_id).binding, None)
     )
     start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
-    if cand.model.universe is not None:
+    universe = cand.model.universe is not None
+    if universe and pc["evidence"] == "walkforward":
         raise ConfigError(
-            f"{name} v{version} is a universe model ({len(cand.model.assets)} assets): its "
-            "promotion gates per asset are not built yet; score it with phat predict and read "
-            "the run's per_asset.md"
+            f"{name} v{version} is a universe model: promotion.evidence=walkforward on a "
+            "universe record is not built yet; promotion.evidence=single_split applies the "
+            "universe gates (pooled significance, per-asset safety)"
         )
-    bars, _ = load_bars(cfg, lspec.timeframe, cand.model)
+    bars, _ = load_bars(cfg, lspec.timeframe, cand.model, many=universe)
+    parts = _parts(bars)  # (symbol, bars, first row) per asset; one for a single asset
+    if universe and len(parts) == 1 and not hasattr(bars, "assets"):
+        cand = replace(cand, model=cand.model.for_asset(bars.symbol))  # one listed asset
     other_data = (
         bool(mv.tags.get("phat.data_hash")) and bars.data_hash() != mv.tags["phat.data_hash"]
     )
@@ -158,8 +199,8 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     if end is not None:
         in_win &= bars.index < end
     proxy_params = dict(cfg["signal"]["proxy"])
-    sig_c = p_hat_frame(cand, bars.frame, proxy_params, strict=True)
-    sig_b = p_hat_frame(base, bars.frame, proxy_params, strict=True)
+    sig_c = _signals(cand, parts, proxy_params)
+    sig_b = _signals(base, parts, proxy_params)
     y = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec)
     pc_, pb_ = sig_c["p_hat"].to_numpy(), sig_b["p_hat"].to_numpy()
     cand_ok = (sig_c["source"] == "model").to_numpy()
@@ -179,13 +220,24 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         else float(yy.mean())
     )
     policy = build_policy(cfg["policy"]["params"])
-    trigger = build_triggers(cfg, bars)
-    kw = cost_kwargs(cfg, bars.symbol, lspec.timeframe)
-    frame = bars.frame[in_win]
-    bt_c = run_backtest(frame, sig_c[in_win], trigger[in_win], policy, cand.binding, **kw).metrics
-    bt_b = run_backtest(frame, sig_b[in_win], trigger[in_win], policy, base.binding, **kw).metrics
+    bt_c, bt_b = [], []
+    for sym, part, at in parts:  # the reference policy per asset, on its own bars
+        win = in_win[at : at + len(part)]
+        if not win.any():
+            continue
+        trigger = build_triggers(cfg, part)
+        kw = cost_kwargs(cfg, sym, lspec.timeframe)
+        frame, rows = part.frame[win], slice(at, at + len(part))
+        for sig, out, who in ((sig_c, bt_c, cand), (sig_b, bt_b, base)):
+            bt = run_backtest(frame, sig[rows][win], trigger[win], policy, who.binding, **kw)
+            out.append(bt.metrics)
+    bt_c, bt_b = _aggregate(bt_c), _aggregate(bt_b)
     calib_tag = mv.tags.get("phat.calibration", "{}")
-    universal = _universal_evidence(bars, y, mask, pc_, train_rate, mv)
+    universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv)
+    per_asset = None
+    if hasattr(bars, "assets"):  # a universe: pooled significance and per-asset safety
+        found, per_asset = _universe_evidence(bars, y, mask, pc_, train_rate, rule_p, lspec, pc)
+        universal.update(found)
     wf = (
         _walkforward_evidence(client, name, mv, prod, start, end, lspec.horizon_bars, pc)
         if pc["evidence"] == "walkforward"
@@ -224,6 +276,11 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
             "baseline": {"brier": evidence.baseline_brier, "ece": evidence.baseline_ece},
             "climatology_brier": evidence.climatology_brier,
         },
+        **(
+            {}
+            if per_asset is None
+            else {"per_asset": json.loads(per_asset.to_json(orient="records"))}
+        ),
     }
 
 
@@ -234,24 +291,29 @@ def _universal_evidence(
     p: np.ndarray,
     train_rate: float,
     mv: Any,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray]:
     """What the gates every evidence setting keeps look at, on the evaluation window: exact
     0/1 forecasts, the AUC's block-bootstrap lower bound (resolution), log loss vs the
-    climatology's, and the best one-feature rule (fitted on the candidate's training window)."""
+    climatology's, and the best one-feature rule (fitted on the candidate's training window;
+    also returned: its forecasts on the window's samples, NaN when it could not be fitted)."""
     from phat.evaluation.metrics import block_bootstrap_ci, brier, log_loss, roc_auc
-    from phat.models.rules import last_return, last_return_logistic, last_sign_p
+    from phat.models.rules import last_return_logistic, last_sign_p
+    from phat.pipeline import last_returns
 
     yy, pp = y[mask], p[mask]
     extreme = int(np.sum((pp <= 0.0) | (pp >= 1.0)))
-    # 200 moving blocks of a day of 15m bars: the same defaults as training's intervals.
-    auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=96, n_boot=200, seed=0)["auc"][0]
+    # 200 moving blocks of a day of 15m bars (of every asset, in a universe): the same
+    # defaults as training's intervals.
+    block = 96 * len(getattr(bars, "assets", None) or [0])
+    auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=block, n_boot=200, seed=0)
+    auc_low = auc_low["auc"][0]
     clim = np.full(len(yy), train_rate)
-    r1 = last_return(bars.frame["close"].to_numpy())
     window = json.loads(mv.tags.get("phat.training_window", "{}"))
-    rule_brier = float("inf")
+    rule_brier, rule_p = float("inf"), np.full(len(yy), np.nan)
     if "train" in window:
         last = window.get("calibration", window["train"])[1]
         fit = (bars.index >= pd.Timestamp(window["train"][0])) & (bars.index <= pd.Timestamp(last))
+        r1 = last_returns(bars, fit)
         fit &= np.isfinite(y) & np.isfinite(r1)
         ok = mask & np.isfinite(r1)
         if fit.sum() > 100 and ok.sum() == mask.sum():
@@ -260,13 +322,61 @@ def _universal_evidence(
                 last_return_logistic(r1[fit], y[fit], r1[mask]),
             )
             rule_brier = min(brier(yy, r) for r in rules)
-    return {
+            rule_p = min(rules, key=lambda r: brier(yy, r))
+    universal = {
         "extreme_p": extreme,
         "auc_low": float(auc_low) if np.isfinite(auc_low) else 0.5,
         "candidate_log_loss": log_loss(yy, np.clip(pp, 1e-15, 1 - 1e-15)),
         "climatology_log_loss": log_loss(yy, clim),
         "rule_brier": rule_brier,
     }
+    return universal, rule_p
+
+
+def _universe_evidence(
+    bars: Any,
+    y: np.ndarray,
+    mask: np.ndarray,
+    p: np.ndarray,
+    train_rate: float,
+    rule_p: np.ndarray,
+    lspec: Any,
+    pc: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A universe's evidence on the window: the one-sided DM p-values of the pooled forecast
+    against climatology and the best one-feature rule on the per-timestamp mean loss
+    differential, and the per-asset table (phat.evaluation.universe) with the assets whose
+    calibration test rejects, and whose Brier is significantly worse than climatology's, after
+    Benjamini-Hochberg at promotion.per_asset_fdr."""
+    from phat.evaluation.significance import benjamini_hochberg, universe_diebold_mariano
+    from phat.evaluation.universe import per_asset_table
+
+    fdr = float(pc["per_asset_fdr"])
+    h = lspec.horizon_bars
+    yy, pp = y[mask], p[mask]
+    clim = np.full(len(yy), train_rate)
+    clock = bars.clock[mask]
+    symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[mask]]
+    table = per_asset_table(symbols, yy, pp, clim, rule_p, h, 10, alpha=fdr)
+    # "worse than climatology": the one-sided p-value of the other side
+    worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
+    table["worse_than_climatology"] = worse < fdr
+    loss = (pp - yy) ** 2
+    vs_rule = (
+        universe_diebold_mariano(loss, (rule_p - yy) ** 2, clock, h)["pvalue"]
+        if np.isfinite(rule_p).all()
+        else float("nan")
+    )
+    found = {
+        "universe_assets": len(table),
+        "universe_pvalue_climatology": universe_diebold_mariano(loss, (clim - yy) ** 2, clock, h)[
+            "pvalue"
+        ],
+        "universe_pvalue_rule": vs_rule,
+        "assets_miscalibrated": tuple(table.loc[table["miscalibrated"], "symbol"]),
+        "assets_worse": tuple(table.loc[table["worse_than_climatology"], "symbol"]),
+    }
+    return found, table
 
 
 def _wf_record(client: Any, name: str, mv: Any) -> pd.DataFrame:
@@ -358,6 +468,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {g['name']} | {g['metric']} | {fmt(g['candidate'])} | {fmt(g['baseline'])} | {g['threshold']} | {'yes' if g['passed'] else 'NO'} |"
         )
+    if report.get("per_asset"):  # a universe model's evidence per asset
+        from phat.evaluation.universe import to_markdown
+
+        lines += ["", "## Per asset", "", to_markdown(pd.DataFrame(report["per_asset"]))]
     return "\n".join(lines) + "\n"
 
 
