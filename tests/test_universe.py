@@ -538,3 +538,73 @@ def test_a_universe_model_is_promoted_on_universe_evidence_or_refused_with_the_r
         with pytest.raises(PromotionRefused, match="universe_beats_"):  # not across the universe
             promote(cfg)
         assert current_production(client, name) is None
+
+
+# -- monitoring a universe model -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_one_drifting_asset_alarms_and_falls_back_alone(tmp_path):
+    """A universe model, then its universe with the planted signal flipped in A01 only: the
+    monitor's per-asset e-process alarms on A01 and on no other asset; with on_alarm=fallback
+    A01 alone resolves to the proxy (calibration_alarm) from the alarm on, the others keep the
+    model; the state file resumes (a second run over the same bars changes nothing)."""
+    import mlflow
+    from hydra import compose, initialize_config_dir
+
+    from phat.cli import CONF_DIR
+    from phat.cli.config import validate
+    from phat.cli.monitor import run as monitor_run
+    from phat.lifecycle.training import run as train_run
+    from phat.trading.signals import for_asset, p_hat_frame, resolve
+
+    cfg0 = SyntheticConfig(periods=4000, seed=21)
+    calm = generate_universe(cfg0, 4)
+    flipped = generate_universe(SyntheticConfig(**{**cfg0.__dict__, "planted_flip_at": 3000}), 4)
+    train_dir = write_universe(tmp_path / "train" / "u", calm)
+    live = dict(calm)
+    live["A01"] = flipped["A01"]  # the same bars up to 3000, the signal reversed from there
+    live_dir = write_universe(tmp_path / "live" / "u", live)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    name = "phat-u-15m"
+    out = train_run(make_cfg(tmp_path / "t", f"data.path={train_dir}", "metrics.bootstrap_n=10",
+                             f"registry.model_name={name}", uri=uri))  # fmt: skip
+    ov = [f"tracking.uri={uri}", f"registry.model_name={name}", f"data.path={live_dir}",
+          f"monitor.source=model_v{out['model_version']}", "monitor.on_alarm=fallback",
+          f"monitor.state={tmp_path}/mon.json"]  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = validate("monitor", compose("monitor", overrides=ov))
+    res = monitor_run(cfg)
+    assert res["fired"] == ["A01"]
+    assert [s for s, st in res["states"].items() if st.alarm] == ["A01"]
+    again = monitor_run(cfg)  # resumed: nothing new, no new alarm
+    assert again["fired"] == [] and again["universe_e_value"] == res["universe_e_value"]
+    mlflow.set_tracking_uri(uri)
+    bound = resolve(f"model_v{out['model_version']}", name, "15m", strict=True)
+    alarm_at = pd.Timestamp(res["states"]["A01"].alarm["time"])
+    for sym, frames in (("A01", live), ("A00", live)):
+        sig = p_hat_frame(for_asset(bound, sym), frames[sym].bars, {}, strict=True)
+        on_proxy = sig["fallback_reason"] == "calibration_alarm"
+        if sym == "A01":
+            assert on_proxy.any() and (sig.index[on_proxy] >= alarm_at).all()
+        else:
+            assert not on_proxy.any()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):  # the alarm cleared
+        monitor_run(validate("monitor", compose("monitor", overrides=[*ov, "monitor.clear=true"])))
+    bound = resolve(f"model_v{out['model_version']}", name, "15m", strict=True)
+    sig = p_hat_frame(for_asset(bound, "A01"), live["A01"].bars, {}, strict=True)
+    assert not (sig["fallback_reason"] == "calibration_alarm").any()
+
+
+def test_one_loud_asset_does_not_raise_the_universe_alarm_but_many_elevated_ones_do():
+    """The universe's e-process is the mean of the assets' e-values, each stopped at its own
+    alarm: one asset at 10^6 counts as its alarm level, not as 10^6."""
+    from phat.evidence.monitor import universe_update
+
+    alpha = 0.01
+    last = {f"A{k}": 1.0 for k in range(10)}
+    path, alarm = universe_update(last, [("t01", "A0", 150.0), ("t02", "A0", 1e6)], alpha, None)
+    assert alarm is None and last["A0"] == 150.0 and path[-1][1] == pytest.approx(15.9)
+    pts = [(f"t{3 + k:02d}", f"A{k}", 120.0) for k in range(1, 10)]  # times sort as ISO does
+    path, alarm = universe_update(last, pts, alpha, None)
+    assert alarm is not None and alarm["e_value"] >= 100 and alarm["time"] == "t11"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         plot_equity,
         run_backtest,
     )
-    from phat.trading.signals import p_hat_frame, resolve
+    from phat.trading.signals import for_asset, p_hat_frame, resolve
 
     uri = connect(cfg["tracking"])
     timeframe, _, horizon_id = horizon_spec(cfg)
@@ -45,8 +44,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     binding = resolved.binding
     # A bound model reads the data under its own DataSpec (calendar, max_gap), as in training.
     bars, _ = load_bars(cfg, timeframe, resolved.model)
-    if resolved.model is not None:  # a universe model: the listed asset's own map
-        resolved = replace(resolved, model=resolved.model.for_asset(bars.symbol))
+    resolved = for_asset(resolved, bars.symbol)  # a universe model: the asset's map and alarm
     signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
 
     trigger = build_triggers(cfg, bars)

@@ -57,11 +57,12 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ModelUnavailable(f"monitor.source={mc['source']}: the proxy has nothing to monitor")
     client = MlflowClient()
     if mc["clear"]:
-        from phat.registry.client import is_absent
+        from phat.registry.client import ASSET_ALARM_TAG, is_absent
 
         tags = client.get_model_version(name, version).tags
-        had = tags.get("phat.alarm.time")
-        for k in ("phat.alarm.time", "phat.alarm.e_value", "phat.alarm.bars"):
+        assets = sorted(k for k in tags if k.startswith(ASSET_ALARM_TAG))
+        had = tags.get("phat.alarm.time") or (", ".join(assets) if assets else None)
+        for k in ("phat.alarm.time", "phat.alarm.e_value", "phat.alarm.bars", *assets):
             try:
                 client.delete_model_version_tag(name, version, k)
             except Exception as e:  # a tag that is not there is cleared already; else raise
@@ -76,13 +77,16 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         return {"cleared": True}
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
-    bars, _ = load_bars(cfg, lspec.timeframe, model)
+    universe = model.universe is not None
+    bars, _ = load_bars(cfg, lspec.timeframe, model, many=universe)
+    start = _start(client, name, version, mc["start"])
+    if hasattr(bars, "assets"):  # a universe model on its universe: every asset at once
+        return _run_universe(cfg, client, name, version, model, bars, start)
     model = model.for_asset(bars.symbol)  # a universe model: the listed asset's own map
     frame = bars.frame
     pm = model.predict_bars(frame, model.segments(frame))  # as the policy would score them
     p = pm["p_hat"].to_numpy()
     y = make_labels(frame["close"].to_numpy(), bars.segment, lspec)
-    start = _start(client, name, version, mc["start"])
     ok = matured(bars.index, y, h) & np.isfinite(p) & np.asarray(bars.index >= start)
     pos = np.flatnonzero(ok)
     watched = {"model_name": name, "model_version": str(version),
@@ -130,7 +134,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     fired = state.alarm is not None and not had_alarm
     action = ""
     if fired:
-        action = _act(cfg, client, name, version, state.alarm)
+        action = _act(cfg, client, name, version, state.alarm, asset)
     run_id = _log(cfg, name, version, state, new, rolling, fired, action)
     if state.recal is not None and new:
         # The map's parameters, versioned on the model version they recalibrate.
@@ -155,6 +159,132 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         + f"\n  run {run_id}"
     )
     return {"state": state, "new": new, "fired": fired, "run_id": run_id, "rolling": rolling}
+
+
+def _run_universe(
+    cfg: dict[str, Any], client: Any, name: str, version: str, model: Any, bars: Any, start: Any
+) -> dict[str, Any]:
+    """A universe model on its universe: one anytime-valid calibration e-process per asset
+    (false alarms per asset at most monitor.alpha), and the universe's from the mean of the
+    assets' e-values (phat.evidence.monitor.universe_update). An asset's alarm acts on that
+    asset alone (_act with the asset); the universe's alarm acts on the version (every asset
+    to the proxy, or rollback). One state file holds every asset's state."""
+    import numpy as np
+
+    from phat.contract.labels import make_labels
+    from phat.data.timeframes import parse_timeframe
+    from phat.errors import ConfigError
+    from phat.evidence.monitor import MonitorState, matured, universe_update, update
+
+    mc = cfg["monitor"]
+    if mc["recalibrate"] != "none":
+        raise ConfigError(
+            "monitor.recalibrate=online on a universe is not built yet: monitor one asset's "
+            "file (data.path=FILE) to recalibrate it"
+        )
+    lspec = model.label_spec
+    h, alpha = int(lspec.horizon_bars), float(mc["alpha"])
+    watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
+    path = _state_path(mc["state"], name, str(version), "universe")
+    saved = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    if saved and saved.get("model") != watched:
+        raise ConfigError(
+            f"monitor.state={path} watched {saved.get('model')}, not {watched}; use another "
+            "state file (monitor.state may hold {version})"
+        )
+    states = {s: MonitorState.from_dict(d) for s, d in saved.get("assets", {}).items()}
+    last = {a.symbol: float(saved.get("e", {}).get(a.symbol, 1.0)) for a in bars.assets}
+    uni_alarm = saved.get("universe_alarm")
+    had_uni = uni_alarm is not None
+    step_ns = int(parse_timeframe(lspec.timeframe).value)
+    points: list[tuple[str, str, float]] = []
+    fired: list[str] = []
+    actions: list[str] = []
+    for a in bars.assets:
+        view = model.for_asset(a.symbol)
+        frame = a.bars.frame
+        p = view.predict_bars(frame, view.segments(frame))["p_hat"].to_numpy()
+        y = make_labels(frame["close"].to_numpy(), a.bars.segment, lspec)
+        pos = np.flatnonzero(
+            matured(frame.index, y, h) & np.isfinite(p) & np.asarray(frame.index >= start)
+        )
+        st = states.get(a.symbol) or MonitorState.new(h, int(mc["bins"]))
+        st.model = {**watched, "asset": a.symbol}
+        had = st.alarm is not None
+        new = update(
+            st, frame.index[pos], frame.index.asi8[pos] // step_ns, p[pos], y[pos],
+            frame.index[pos + h], alpha, int(mc["rolling"]),
+        )  # fmt: skip
+        states[a.symbol] = st
+        points += [(t, a.symbol, e) for t, e in new]
+        if st.alarm is not None and not had:
+            fired.append(a.symbol)
+            actions.append(f"{a.symbol}: {_act(cfg, client, name, version, st.alarm, a.symbol)}")
+    upath, uni_alarm = universe_update(last, points, alpha, uni_alarm)
+    if uni_alarm is not None and not had_uni:
+        uni_alarm["asset_alarms"] = sorted(s for s, st in states.items() if st.alarm)
+        uni_alarm["bars"] = int(sum(st.n_matured for st in states.values()))
+        actions.append(f"universe: {_act(cfg, client, name, version, uni_alarm)}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "model": watched, "assets": {s: st.to_dict() for s, st in states.items()},
+            "e": last, "universe_alarm": uni_alarm,
+        }))  # fmt: skip
+    run_id = _log_universe(cfg, name, version, states, last, upath, uni_alarm, actions)
+    ue = float(np.mean(list(last.values())))
+    alarmed = sorted(s for s, st in states.items() if st.alarm)
+    print(
+        f"phat monitor: {name} v{version} ({mc['source']}), universe of {len(bars.assets)} "
+        f"assets, {len(points)} newly matured bars; universe e-value {ue:.3g} (alarm at "
+        f"{1 / alpha:.0f}); assets with an alarm: {', '.join(alarmed) or 'none'}"
+        + "".join(f"\n  ALARM {line}" for line in actions)
+        + f"\n  run {run_id}"
+    )
+    return {"states": states, "universe_e_value": ue, "universe_alarm": uni_alarm,
+            "fired": fired, "run_id": run_id}  # fmt: skip
+
+
+def _log_universe(
+    cfg: dict[str, Any],
+    name: str,
+    version: str,
+    states: dict[str, Any],
+    last: dict[str, float],
+    upath: list[tuple[str, float]],
+    alarm: dict[str, Any] | None,
+    actions: list[str],
+) -> str:
+    """One MLflow run: the universe's e-value path (metric universe_e_value by matured point),
+    every asset's e-value and matured bars, the alarms, and e_values.json."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    from phat.registry.tracking import connect, tracked_run
+
+    uri = connect(cfg["tracking"])
+    with tracked_run(uri, str(cfg["tracking"]["experiment"]), f"monitor-{name}-v{version}") as r:
+        mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(version),
+                         "phat.universe": "true"})  # fmt: skip
+        mlflow.log_params({k: str(v) for k, v in cfg["monitor"].items() if k != "clear"})
+        now = int(time.time() * 1000)
+        pts = [Metric("universe_e_value", e, now, i) for i, (_, e) in enumerate(upath)]
+        client = mlflow.MlflowClient()
+        for i in range(0, len(pts), 1000):
+            client.log_batch(r.info.run_id, metrics=pts[i : i + 1000])
+        mlflow.log_metrics({f"e_value_{s}": v for s, v in last.items()})
+        mlflow.log_metric(
+            "assets_alarmed", float(sum(st.alarm is not None for st in states.values()))
+        )
+        mlflow.log_dict({"e": last, "alarms": {s: st.alarm for s, st in states.items() if st.alarm},
+                         "universe_alarm": alarm}, "e_values.json")  # fmt: skip
+        if alarm:
+            mlflow.set_tags({f"phat.alarm.{k}": str(v) for k, v in alarm.items()})
+        if actions:
+            mlflow.set_tag("phat.alarm.action", " | ".join(actions)[:5000])
+        return str(r.info.run_id)
 
 
 def _recal_line(recal: Any) -> str:
@@ -265,14 +395,28 @@ def _now() -> str:
     return now_iso()
 
 
-def _act(cfg: dict[str, Any], client: Any, name: str, version: str, alarm: dict) -> str:
+def _act(
+    cfg: dict[str, Any], client: Any, name: str, version: str, alarm: dict, asset: str = ""
+) -> str:
+    """The configured action on an alarm. One asset of a universe model (`asset`): `log`
+    records it; `fallback` and `rollback` send that asset alone to the proxy (tag
+    phat.alarm.asset.<asset>): the other assets keep the model."""
+    from phat.registry.client import ASSET_ALARM_TAG
+
     on = str(cfg["monitor"]["on_alarm"])
     _history(cfg, name, {
         "action": "alarm", "version": str(version), "at": _now(), "on_alarm": on,
-        "alarm_time": alarm["time"], "e_value": alarm["e_value"], "bars": alarm["bars"],
+        "alarm_time": alarm["time"], "e_value": alarm["e_value"], "bars": alarm.get("bars"),
+        **({"asset": asset} if asset else {}),
     })  # fmt: skip
     if on == "log":
         return "logged (monitor.on_alarm=log)"
+    if asset:
+        client.set_model_version_tag(name, version, f"{ASSET_ALARM_TAG}{asset}", alarm["time"])
+        return (
+            f"{asset} alone resolves to the proxy (calibration_alarm) from {alarm['time']}; "
+            "the other assets keep the model; `phat monitor monitor.clear=true` clears it"
+        )
     if on == "fallback":
         client.set_model_version_tag(name, version, "phat.alarm.time", alarm["time"])
         client.set_model_version_tag(name, version, "phat.alarm.e_value", f"{alarm['e_value']:.6g}")

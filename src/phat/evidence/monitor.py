@@ -270,3 +270,28 @@ def matured(index: Any, y: np.ndarray, horizon_bars: int) -> np.ndarray:
     if n > horizon_bars:
         ok[: n - horizon_bars] = True
     return ok & np.isfinite(y)
+
+
+def universe_update(
+    last: dict[str, float],
+    points: list[tuple[str, str, float]],
+    alpha: float,
+    alarm: dict[str, Any] | None,
+) -> tuple[list[tuple[str, float]], dict[str, Any] | None]:
+    """The universe's e-process: at every matured point (time, asset, that asset's e-value),
+    in time order, the mean over the universe's assets of their latest e-values (`last`: every
+    asset, 1.0 before its first bar; updated in place), each asset's stopped at its own alarm
+    (the first time it reaches 1/alpha: that asset is handled alone, and one loud asset must
+    not raise the universe's alarm by itself). A stopped test supermartingale is one, and a
+    mean of them on one filtration is one, so Ville's bound holds without independence between
+    assets: the universe alarms (the mean reaches 1/alpha) falsely with probability at most
+    alpha. Returns (the new path points, the alarm: the one given, or the first one now)."""
+    path: list[tuple[str, float]] = []
+    for t, sym, e in sorted(points):
+        if last[sym] < 1.0 / alpha:  # stopped once it alarmed
+            last[sym] = e
+        mean = float(np.mean(list(last.values())))
+        path.append((t, mean))
+        if alarm is None and mean >= 1.0 / alpha:
+            alarm = {"time": t, "e_value": mean, "asset_alarms": None}
+    return path, alarm

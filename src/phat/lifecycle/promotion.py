@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -113,13 +112,11 @@ def _parts(bars: Any) -> list[tuple[str, Any, int]]:
 def _signals(resolved: Any, parts: list[tuple[str, Any, int]], proxy: dict[str, Any]) -> Any:
     """p_hat_frame per asset (a universe model scores each asset under its own map; a
     single-asset model and the proxy score every asset alike), rows in the parts' order."""
-    from phat.trading.signals import p_hat_frame
+    from phat.trading.signals import for_asset, p_hat_frame
 
     frames = []
     for sym, part, _ in parts:
-        view = resolved
-        if resolved.model is not None and len(parts) > 1:
-            view = replace(resolved, model=resolved.model.for_asset(sym))
+        view = for_asset(resolved, sym) if len(parts) > 1 else resolved
         frames.append(p_hat_frame(view, part.frame, proxy, strict=True))
     return pd.concat(frames)
 
@@ -156,7 +153,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     from phat.pipeline import load_bars
     from phat.registry.client import registry_error
     from phat.trading.backtest import build_policy, build_triggers, cost_kwargs, run_backtest
-    from phat.trading.signals import ResolvedSignal, resolve
+    from phat.trading.signals import ResolvedSignal, for_asset, resolve
 
     pc = cfg["promotion"]
     client = MlflowClient()
@@ -185,8 +182,8 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         )
     bars, _ = load_bars(cfg, lspec.timeframe, cand.model, many=universe)
     parts = _parts(bars)  # (symbol, bars, first row) per asset; one for a single asset
-    if universe and len(parts) == 1 and not hasattr(bars, "assets"):
-        cand = replace(cand, model=cand.model.for_asset(bars.symbol))  # one listed asset
+    if universe and not hasattr(bars, "assets"):
+        cand = for_asset(cand, bars.symbol)  # one listed asset's file
     other_data = (
         bool(mv.tags.get("phat.data_hash")) and bars.data_hash() != mv.tags["phat.data_hash"]
     )

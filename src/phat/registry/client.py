@@ -47,6 +47,11 @@ def default_model_name(symbol: str, horizon_id: str) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", name)
 
 
+# Tag prefix of one asset's calibration alarm on a universe model's version (`phat monitor`
+# sets it; trading.signals.for_asset sends that asset alone to the proxy).
+ASSET_ALARM_TAG = "phat.alarm.asset."
+
+
 def symbol_of(data: dict[str, Any]) -> str:
     """The data's name as every verb derives it (phat.data.universe.dataset_name): a
     universe's name, else data.symbol, else the file's stem, else SYNTH."""
@@ -331,6 +336,8 @@ def fetch_verified(uri: str, dst: Path, horizon_id: str | None = None) -> tuple[
             "registry.name": mv.name,
             "registry.version": str(mv.version),
             "phat.alarm.time": mv.tags.get("phat.alarm.time", ""),
+            # a universe model's per-asset alarms (phat monitor; trading.signals.for_asset)
+            **{k: v for k, v in mv.tags.items() if k.startswith(ASSET_ALARM_TAG)},
         }
     return model, path
 

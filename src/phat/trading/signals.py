@@ -106,6 +106,23 @@ class ResolvedSignal:
     alarm_time: pd.Timestamp | None = None
 
 
+def for_asset(resolved: ResolvedSignal, symbol: str) -> ResolvedSignal:
+    """The binding for one asset: a universe model's view of it (its own map; an unlisted
+    asset is refused by name), with the alarm that applies to it: the version's (every asset)
+    or this asset's own (tag phat.alarm.asset.<symbol>, set by `phat monitor` on a universe),
+    whichever came first. A single-asset model or the proxy: as it is."""
+    from dataclasses import replace
+
+    from phat.registry.client import ASSET_ALARM_TAG
+
+    if resolved.model is None or resolved.model.universe is None:
+        return resolved
+    view = resolved.model.for_asset(symbol)
+    own = view.metadata.get(f"{ASSET_ALARM_TAG}{symbol}")
+    times = [t for t in (resolved.alarm_time, pd.Timestamp(own) if own else None) if t is not None]
+    return replace(resolved, model=view, alarm_time=min(times) if times else None)
+
+
 def resolve(
     source: str, model_name: str | None, horizon_id: str, strict: bool = False
 ) -> ResolvedSignal:
