@@ -463,7 +463,7 @@ def test_phat_train_on_a_directory_registers_one_model_with_the_per_asset_eviden
     r = _phat(tmp_path, "backtest", f"data.path={one}", "signal_source=model_v1", *name)
     assert r.returncode == 0, r.stderr[-2000:]
     r = _phat(tmp_path, "backtest", f"data.path={folder}", "signal_source=model_v1", *name)
-    assert r.returncode == 2 and "give one listed asset's bars" in r.stderr
+    assert r.returncode == 0 and "on universe majors, 4 assets" in r.stdout, r.stderr[-2000:]
 
 
 def test_a_bad_universe_is_one_line_exit_2_and_leaves_mlflow_empty(tmp_path, markets):
@@ -482,6 +482,31 @@ def test_a_bad_universe_is_one_line_exit_2_and_leaves_mlflow_empty(tmp_path, mar
         assert client.search_registered_models() == []
         exps = client.search_experiments()
         assert all(not client.search_runs([e.experiment_id]) for e in exps)
+
+
+def test_walk_forward_on_a_universe_stitches_one_row_per_timestamp_and_asset(tmp_path):
+    """Folds cut on the shared timeline, one pooled fit per fold, a record with a symbol
+    column, DM on per-timestamp means, and the per-asset table of the stitched record."""
+    from phat.cli.config import compose, validate
+    from phat.evaluation.significance import universe_diebold_mariano
+    from phat.evidence.walkforward import run_folds, summarize
+
+    ov = [f"out_dir={tmp_path}", "data.synthetic.assets=3", "data.synthetic.periods=5000",
+          "walkforward.train=21d", "walkforward.calibration=7d", "walkforward.step=7d"]  # fmt: skip
+    rec = run_folds(validate("walkforward", compose("walkforward", ov)))
+    f = rec.frame
+    assert sorted(f["symbol"].unique()) == ["A00", "A01", "A02"]
+    assert not f.reset_index().duplicated(["timestamp", "symbol"]).any()
+    for fold in rec.folds:  # every asset's rows of a fold lie in that fold's test window
+        rows = f[f["fold"] == fold.number]
+        assert rows.index.min() >= fold.test_start and rows.index.max() < fold.test_end
+        assert rows["symbol"].nunique() == 3
+    m = summarize(rec, 10, 50, 20, 0)
+    y = f["label"].to_numpy()
+    want = universe_diebold_mariano((f["p_hat"] - y) ** 2, (f["p_climatology"] - y) ** 2,
+                                    f.index.asi8, rec.horizon_bars)["pvalue"]  # fmt: skip
+    assert m["dm_pvalue_vs_climatology"] == pytest.approx(want)
+    assert list(rec.per_asset["symbol"]) == ["A00", "A01", "A02"] and m["assets_scored"] == 3
 
 
 # -- promotion on the universe's evidence -------------------------------------------------------
@@ -548,7 +573,8 @@ def test_one_drifting_asset_alarms_and_falls_back_alone(tmp_path):
     """A universe model, then its universe with the planted signal flipped in A01 only: the
     monitor's per-asset e-process alarms on A01 and on no other asset; with on_alarm=fallback
     A01 alone resolves to the proxy (calibration_alarm) from the alarm on, the others keep the
-    model; the state file resumes (a second run over the same bars changes nothing)."""
+    model; the state file resumes (a second run over the same bars changes nothing); one
+    backtest over the universe shows it per asset."""
     import mlflow
     from hydra import compose, initialize_config_dir
 
@@ -589,6 +615,19 @@ def test_one_drifting_asset_alarms_and_falls_back_alone(tmp_path):
             assert on_proxy.any() and (sig.index[on_proxy] >= alarm_at).all()
         else:
             assert not on_proxy.any()
+    # one backtest over the universe: A01 trades on the proxy after its alarm, the others not
+    from phat.cli.backtest import run as backtest_run
+
+    bt_ov = [f"tracking.uri={uri}", f"registry.model_name={name}", f"data.path={live_dir}",
+             f"signal_source=model_v{out['model_version']}", f"out_dir={tmp_path}/bt"]  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        bt = backtest_run(validate("backtest", compose("backtest", overrides=bt_ov)))
+    assert set(bt["per_asset"]) == {"A00", "A01", "A02", "A03"}
+    decisions = pd.read_parquet(tmp_path / "bt" / "decisions.parquet")
+    alarmed = decisions[decisions["fallback_reason"] == "calibration_alarm"]
+    assert len(alarmed) > 0 and set(alarmed["symbol"]) == {"A01"}
+    assert (tmp_path / "bt" / "equity.png").exists()
+    assert bt["metrics"]["assets"] == 4 and bt["metrics"]["isolation_compliance"] == 1.0
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):  # the alarm cleared
         monitor_run(validate("monitor", compose("monitor", overrides=[*ov, "monitor.clear=true"])))
     bound = resolve(f"model_v{out['model_version']}", name, "15m", strict=True)

@@ -43,17 +43,19 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     resolved = resolve(str(cfg["signal_source"]), model_name, horizon_id, strict=strict)
     binding = resolved.binding
     # A bound model reads the data under its own DataSpec (calendar, max_gap), as in training.
-    bars, _ = load_bars(cfg, timeframe, resolved.model)
-    resolved = for_asset(resolved, bars.symbol)  # a universe model: the asset's map and alarm
-    signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
-
-    trigger = build_triggers(cfg, bars)
+    universe = resolved.model is not None and resolved.model.universe is not None
+    bars, _ = load_bars(cfg, timeframe, resolved.model, many=universe)
     try:
         start = evaluation_start(binding, model_name, cfg["backtest"]["start"])
     except RegistryUnavailable as e:  # the proxy needs no registry: carry on, and say so
         log.warning("%s; the backtest window is the whole history (set backtest.start)", e)
         start = None
     end = cfg["backtest"]["end"]
+    if hasattr(bars, "assets"):  # a universe binding on its universe: every asset
+        return _run_universe(cfg, uri, resolved, bars, start, end, policy, timeframe)
+    resolved = for_asset(resolved, bars.symbol)  # a universe model: the asset's map and alarm
+    signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
+    trigger = build_triggers(cfg, bars)
     keep = np.ones(len(bars), dtype=bool)
     if start is not None:
         keep &= bars.index >= start
@@ -97,7 +99,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     run_name = f"backtest-{binding.signal_source}-{bars.symbol}"
     try:
-        run_id = _log(uri, cfg, run_name, binding, frame, bars, result, out_dir)
+        run_id = _log(uri, cfg, run_name, binding, frame, bars, result.metrics, out_dir)
     except Exception as e:
         from phat.errors import is_store_failure
 
@@ -128,6 +130,90 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run_id, "binding": binding, "metrics": result.metrics, "result": result}
 
 
+def _run_universe(
+    cfg: dict[str, Any],
+    uri: str,
+    resolved: Any,
+    bars: Any,
+    start: Any,
+    end: Any,
+    policy: Any,
+    timeframe: str,
+) -> dict[str, Any]:
+    """A universe binding on its universe: the reference policy on each asset under that
+    asset's map and alarm (trading.signals.for_asset; an asset on the proxy by its own alarm
+    says so in its decisions), decisions and trades per asset (files with a `symbol` column,
+    learning-book tags as for one asset), the book's metrics (aggregate_metrics) and an
+    equity figure of the book and of each asset; one MLflow run."""
+    import pandas as pd
+
+    from phat.trading.backtest import (
+        aggregate_metrics,
+        build_triggers,
+        cost_kwargs,
+        plot_equity_panels,
+        run_backtest,
+    )
+    from phat.trading.signals import for_asset, p_hat_frame
+
+    strict = bool(cfg["signal"]["strict"])
+    binding = resolved.binding
+    results, metrics, frames = {}, {}, []
+    for a in bars.assets:
+        view = for_asset(resolved, a.symbol)
+        signal = p_hat_frame(view, a.bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
+        keep = np.ones(len(a.bars), dtype=bool)
+        if start is not None:
+            keep &= a.bars.index >= start
+        if end:
+            keep &= a.bars.index < as_utc(end)
+        if keep.sum() < 2:
+            log.warning("%s: %d bars in the evaluation window; left out", a.symbol, keep.sum())
+            continue
+        if view.model is not None:  # a bound model must score the window (as for one asset)
+            p_model = np.where(signal["source"].to_numpy() == "model", signal["p_hat"], np.nan)
+            view.model.check_coverage(
+                p_model[keep], int(a.bars.report.get("gaps", 0)),
+                float(cfg["signal"]["min_scored_share"]),
+                f"phat backtest signal_source={binding.signal_source}, asset {a.symbol}",
+                from_start=bool(keep[0]), reasons=signal["fallback_reason"].to_numpy()[keep],
+            )  # fmt: skip
+        trigger = build_triggers(cfg, a.bars)
+        r = run_backtest(a.bars.frame[keep], signal[keep], trigger[keep], policy, binding,
+                         **cost_kwargs(cfg, a.symbol, timeframe))  # fmt: skip
+        results[a.symbol], metrics[a.symbol] = r, r.metrics
+        frames.append(a.bars.frame[keep])
+    if not results:
+        from phat.errors import DataValidationError
+
+        raise DataValidationError(f"no asset has 2 bars in the evaluation window {start} .. {end}")
+    out_dir = Path(cfg["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for what in ("decisions", "trades"):
+        pd.concat(
+            [getattr(r, what).assign(symbol=s) for s, r in results.items()], ignore_index=True
+        ).to_parquet(out_dir / f"{what}.parquet")
+    pd.DataFrame(metrics).T.rename_axis("symbol").to_csv(out_dir / "per_asset.csv")
+    plot_equity_panels(results, out_dir / "equity.png",
+                       f"{binding.signal_source} on {bars.symbol}: equal-weight book")  # fmt: skip
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    book = aggregate_metrics(metrics)
+    frame = pd.concat(frames).sort_index()
+    run_id = _log(uri, cfg, f"backtest-{binding.signal_source}-{bars.symbol}", binding, frame,
+                  bars, book, out_dir)  # fmt: skip
+    fallback = {s: int(m["fallback_bars"]) for s, m in metrics.items() if m["fallback_bars"]}
+    print(
+        f"phat backtest: {binding.signal_source} (model {binding.model_name or '-'} "
+        f"v{binding.model_version or '-'}) on universe {bars.symbol}, {len(results)} assets | "
+        f"pnl_net {book['pnl_net'] * 1e4:.1f} bps (sum), sharpe {book['sharpe']:.2f} (mean), "
+        f"worst drawdown {book['max_drawdown'] * 1e4:.1f} bps, churn {book['churn']:.3f}/day, "
+        f"isolation {book['isolation_compliance']:.2f}, fallback bars "
+        f"{', '.join(f'{s} {n}' for s, n in fallback.items()) or 'none'} | run {run_id} | "
+        f"files {out_dir}"
+    )
+    return {"run_id": run_id, "binding": binding, "metrics": book, "per_asset": metrics}
+
+
 def _log(
     uri: str,
     cfg: dict[str, Any],
@@ -135,7 +221,7 @@ def _log(
     binding: Any,
     frame: Any,
     bars: Any,
-    result: Any,
+    metrics: dict[str, float],
     out_dir: Path,
 ) -> str:
     import mlflow
@@ -166,7 +252,7 @@ def _log(
             }
         )
         mlflow.log_params(params)
-        mlflow.log_metrics(result.metrics)
+        mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(out_dir))
         return str(r.info.run_id)
 

@@ -121,19 +121,6 @@ def _signals(resolved: Any, parts: list[tuple[str, Any, int]], proxy: dict[str, 
     return pd.concat(frames)
 
 
-def _aggregate(per_asset: list[dict[str, float]]) -> dict[str, float]:
-    """One asset's backtest metrics, or a universe's: churn and costs averaged over the
-    assets, the worst asset's drawdown, the lowest isolation compliance, and each metric
-    per asset under `assets`."""
-    if len(per_asset) == 1:
-        return per_asset[0]
-    out = {k: float(np.mean([m[k] for m in per_asset])) for k in ("churn", "cost_bps")}
-    out["max_drawdown"] = float(max(abs(m["max_drawdown"]) for m in per_asset))
-    out["isolation_compliance"] = float(min(m["isolation_compliance"] for m in per_asset))
-    out["assets"] = len(per_asset)  # type: ignore[assignment]
-    return out
-
-
 def _trading(m: dict[str, float]) -> TradingEvidence:
     return TradingEvidence(
         churn=m["churn"],
@@ -152,7 +139,13 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     from phat.evaluation.metrics import brier, ece
     from phat.pipeline import load_bars
     from phat.registry.client import registry_error
-    from phat.trading.backtest import build_policy, build_triggers, cost_kwargs, run_backtest
+    from phat.trading.backtest import (
+        aggregate_metrics,
+        build_policy,
+        build_triggers,
+        cost_kwargs,
+        run_backtest,
+    )
     from phat.trading.signals import ResolvedSignal, for_asset, resolve
 
     pc = cfg["promotion"]
@@ -217,7 +210,8 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         else float(yy.mean())
     )
     policy = build_policy(cfg["policy"]["params"])
-    bt_c, bt_b = [], []
+    bt_c: dict[str, dict[str, float]] = {}
+    bt_b: dict[str, dict[str, float]] = {}
     for sym, part, at in parts:  # the reference policy per asset, on its own bars
         win = in_win[at : at + len(part)]
         if not win.any():
@@ -227,8 +221,8 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         frame, rows = part.frame[win], slice(at, at + len(part))
         for sig, out, who in ((sig_c, bt_c, cand), (sig_b, bt_b, base)):
             bt = run_backtest(frame, sig[rows][win], trigger[win], policy, who.binding, **kw)
-            out.append(bt.metrics)
-    bt_c, bt_b = _aggregate(bt_c), _aggregate(bt_b)
+            out[sym] = bt.metrics
+    bt_c, bt_b = aggregate_metrics(bt_c), aggregate_metrics(bt_b)
     calib_tag = mv.tags.get("phat.calibration", "{}")
     universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv)
     per_asset = None

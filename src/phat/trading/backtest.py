@@ -300,3 +300,57 @@ def plot_equity(result: BacktestResult, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def aggregate_metrics(per_asset: dict[str, dict[str, float]]) -> dict[str, float]:
+    """A universe's backtest metrics from its assets' (an equal-weight book of one reference
+    policy per asset): P&L, costs, trades and fallback bars summed; churn, turnover, exposure,
+    Sharpe and pnl per asset averaged; the worst asset's drawdown; the lowest isolation
+    compliance. One asset: its own metrics."""
+    if len(per_asset) == 1:
+        return dict(next(iter(per_asset.values())))
+    rows = list(per_asset.values())
+    out: dict[str, float] = {}
+    for k in rows[0]:
+        vals = [float(m[k]) for m in rows if k in m]
+        if k == "max_drawdown":
+            out[k] = max(abs(v) for v in vals)
+        elif k == "isolation_compliance":
+            out[k] = min(vals)
+        elif k in ("pnl_net", "pnl_gross", "cost_bps", "trade_count", "fallback_bars", "bars"):
+            out[k] = float(np.sum(vals))
+        else:
+            out[k] = float(np.mean(vals))
+    out["assets"] = float(len(rows))
+    return out
+
+
+def plot_equity_panels(results: dict[str, BacktestResult], path: Path, title: str) -> None:
+    """The universe's equity (the mean of its assets' cumulative net returns, an equal-weight
+    book) above small multiples of each asset's (at most 24 panels, the first in symbol
+    order; the title says how many more)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {s: r.equity * 1e4 for s, r in sorted(results.items())}
+    shown = list(curves)[:24]
+    cols = min(6, len(shown))
+    rows = int(np.ceil(len(shown) / cols))
+    fig = plt.figure(figsize=(2.4 * cols, 2.6 + 1.8 * rows))
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1.6] + [1] * rows)
+    top = fig.add_subplot(grid[0, :])
+    book = pd.concat(curves, axis=1).ffill().fillna(0.0).mean(axis=1)
+    top.plot(book.index, book.to_numpy(), lw=1)
+    more = len(curves) - len(shown)
+    top.set_title(title + (f" ({more} assets not shown below)" if more else ""))
+    top.set_ylabel("mean cum. net (bps)")
+    for i, sym in enumerate(shown):
+        ax = fig.add_subplot(grid[1 + i // cols, i % cols])
+        ax.plot(curves[sym].index, curves[sym].to_numpy(), lw=0.7)
+        ax.set_title(sym, fontsize=7)
+        ax.tick_params(labelsize=5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
