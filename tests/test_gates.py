@@ -217,3 +217,19 @@ def test_universe_gates_fail_at_their_edges_and_name_the_assets(change, gate) ->
     for key in ("assets_miscalibrated", "assets_worse"):
         for sym in change.get(key, ()):
             assert sym in str(gates[gate].candidate)
+
+
+def test_exclude_assets_auto_passes_the_per_asset_gates_and_names_the_excluded() -> None:
+    from phat.lifecycle.gates import excluded_assets
+
+    bad = replace(GOOD_UNIVERSE, assets_miscalibrated=("A03",), assets_worse=("A07", "A03"))
+    assert not outcome(bad, "asset_calibration") and excluded_assets(bad, T) == []
+    auto = {**T, "exclude_assets": "auto"}
+    gates = {g.name: g for g in decide(bad, auto)}
+    assert gates["asset_calibration"].passed and gates["asset_not_worse"].passed
+    assert gates["asset_not_worse"].candidate == "excluded: A07, A03"
+    assert excluded_assets(bad, auto) == ["A03", "A07"]
+    # the pooled gates are not waived
+    assert not {g.name: g for g in decide(replace(bad, universe_pvalue_rule=0.5), auto)}[
+        "universe_beats_rule"
+    ].passed

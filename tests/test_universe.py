@@ -647,3 +647,22 @@ def test_one_loud_asset_does_not_raise_the_universe_alarm_but_many_elevated_ones
     pts = [(f"t{3 + k:02d}", f"A{k}", 120.0) for k in range(1, 10)]  # times sort as ISO does
     path, alarm = universe_update(last, pts, alpha, None)
     assert alarm is not None and alarm["e_value"] >= 100 and alarm["time"] == "t11"
+
+
+def test_an_excluded_asset_is_on_the_proxy_in_every_binding_and_says_why(trained):
+    """A version promoted with promotion.exclude_assets=auto carries phat.excluded_assets:
+    for_asset gives those assets the proxy with reason excluded_asset; the others the model."""
+    from phat.registry.artifact import load_artifact
+    from phat.trading.signals import Binding, ResolvedSignal, for_asset, p_hat_frame
+
+    prep, res = trained
+    model = load_artifact(res.artifact_dir)
+    model.metadata = {**model.metadata, "phat.excluded_assets": "A01,A03"}
+    bound = ResolvedSignal(Binding("model_v1", "phat-x", "1", model.model_hash), model)
+    frames = {a.symbol: a.bars.frame for a in prep.bars.assets}
+    out = p_hat_frame(for_asset(bound, "A01"), frames["A01"], {}, strict=True)
+    assert (out["source"] == "proxy").all() and (out["fallback_reason"] == "excluded_asset").all()
+    ok = p_hat_frame(for_asset(bound, "A00"), frames["A00"], {}, strict=True)
+    assert (ok["source"] == "model").sum() > 0 and "excluded_asset" not in set(
+        ok["fallback_reason"]
+    )

@@ -235,6 +235,7 @@ class PromotionConf:
     max_mcb: float = MISSING
     alpha: float = MISSING
     per_asset_fdr: float = MISSING
+    exclude_assets: str = MISSING
     max_ece: float = MISSING
     brier_tolerance: float = MISSING
     ece_tolerance: float = MISSING
@@ -428,6 +429,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "trainer.progress_bar": ("auto", "true", "false"),
         "policy.trigger.rule": ("ema_trend", "always_long", "column"),
         "promotion.evidence": ("single_split", "walkforward"),
+        "promotion.exclude_assets": ("none", "auto"),
         "monitor.on_alarm": ("log", "fallback", "rollback"),
         "monitor.recalibrate": ("none", "online"),
     }

@@ -142,8 +142,11 @@ def _universe(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
     """A universe model: better than climatology and than the best one-feature rule across the
     universe, significantly (one-sided DM on the per-timestamp mean loss differential, at
     promotion.alpha); no asset miscalibrated and none significantly worse than climatology
-    after Benjamini-Hochberg at promotion.per_asset_fdr (the failing assets are named)."""
+    after Benjamini-Hochberg at promotion.per_asset_fdr (the failing assets are named), or,
+    with promotion.exclude_assets=auto, those assets excluded (they stay on the proxy; the
+    pooled gates above still count them, which only makes passing harder)."""
     alpha, fdr = float(t["alpha"]), float(t["per_asset_fdr"])
+    exclude = str(t.get("exclude_assets", "none")) == "auto"
     gates = [
         Gate(f"universe_beats_{name}", f"dm_pvalue vs {name} (per-timestamp means)", p, "-",
              f"< {alpha}", bool(p < alpha), alpha)
@@ -155,11 +158,22 @@ def _universe(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
         ("asset_not_worse", ev.assets_worse, "Brier worse than climatology"),
     ):
         named = ", ".join(failing) if failing else "none"
+        if exclude and failing:  # promotion.exclude_assets=auto: they stay on the proxy
+            named = f"excluded: {named}"
         gates.append(
             Gate(name, f"assets whose {what} (BH {fdr})", named, f"of {ev.universe_assets}",
-                 "none", not failing, 0.0)
+                 "none" if not exclude else "none, or excluded (exclude_assets=auto)",
+                 not failing or exclude, 0.0)
         )  # fmt: skip
     return gates
+
+
+def excluded_assets(ev: Evidence, t: dict[str, Any]) -> list[str]:
+    """The assets a universe model is promoted without (promotion.exclude_assets=auto): those
+    that fail a per-asset gate; [] otherwise."""
+    if str(t.get("exclude_assets", "none")) != "auto":
+        return []
+    return sorted(set(ev.assets_miscalibrated) | set(ev.assets_worse))
 
 
 def _calibrated(ev: Evidence) -> Gate:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from phat.data import as_utc
 from phat.errors import ConfigError, ContractError, PhatError
-from phat.lifecycle.gates import Evidence, TradingEvidence, decide, report_dict
+from phat.lifecycle.gates import Evidence, TradingEvidence, decide, excluded_assets, report_dict
 from phat.lifecycle.production import (
     RegistryConflict,
     current_production,
@@ -261,6 +261,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         ],
         "samples": int(mask.sum()),
         **report_dict(decide(evidence, pc)),
+        "excluded_assets": excluded_assets(evidence, pc),
         "backtest": {"candidate": bt_c, "baseline": bt_b},
         "calibration": {
             "candidate": {"brier": evidence.candidate_brier, "ece": evidence.candidate_ece},
@@ -489,7 +490,7 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from phat.registry.client import model_name_for
+    from phat.registry.client import EXCLUDED_ASSETS_TAG, model_name_for
     from phat.registry.tracking import connect, flatten, tracked_run
 
     uri = connect(cfg["tracking"])
@@ -537,6 +538,9 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
             "phat.gate.baseline": report["baseline"],
             "phat.gate.failed": ",".join(failed),
         }
+        if report["excluded_assets"] or tags["phat.gate.status"] == "passed":
+            # every binding of this version keeps these assets on the proxy (for_asset)
+            tags[EXCLUDED_ASSETS_TAG] = ",".join(report["excluded_assets"])
         for k, v in tags.items():
             client.set_model_version_tag(name, version, k, v)
         if not report["passed"]:
@@ -551,7 +555,9 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
             "run_id": run_id,
         }
         move_production(hold, version, expected_current=before, event=event)
-    print(f"{name}: production {before or '(none)'} -> {version}")
+    print(f"{name}: production {before or '(none)'} -> {version}"
+          + (f" (on the proxy: {', '.join(report['excluded_assets'])})"
+             if report["excluded_assets"] else ""))  # fmt: skip
     return {**report, "run_id": run_id, "promoted": True}
 
 

@@ -50,6 +50,9 @@ def default_model_name(symbol: str, horizon_id: str) -> str:
 # Tag prefix of one asset's calibration alarm on a universe model's version (`phat monitor`
 # sets it; trading.signals.for_asset sends that asset alone to the proxy).
 ASSET_ALARM_TAG = "phat.alarm.asset."
+# The assets a universe model's version was promoted without (promotion.exclude_assets=auto):
+# comma-separated; every binding keeps them on the proxy (reason excluded_asset).
+EXCLUDED_ASSETS_TAG = "phat.excluded_assets"
 
 
 def symbol_of(data: dict[str, Any]) -> str:
@@ -338,6 +341,7 @@ def fetch_verified(uri: str, dst: Path, horizon_id: str | None = None) -> tuple[
             "phat.alarm.time": mv.tags.get("phat.alarm.time", ""),
             # a universe model's per-asset alarms (phat monitor; trading.signals.for_asset)
             **{k: v for k, v in mv.tags.items() if k.startswith(ASSET_ALARM_TAG)},
+            EXCLUDED_ASSETS_TAG: mv.tags.get(EXCLUDED_ASSETS_TAG, ""),
         }
     return model, path
 

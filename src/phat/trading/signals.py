@@ -48,6 +48,7 @@ FALLBACK_REASONS = (
     "calendar_mismatch",
     "no_window",
     "calibration_alarm",
+    "excluded_asset",  # a universe model promoted without this asset (exclude_assets=auto)
     "internal_error",  # a bug, not a refusal: fallback_detail holds its first line
 )
 
@@ -110,13 +111,21 @@ def for_asset(resolved: ResolvedSignal, symbol: str) -> ResolvedSignal:
     """The binding for one asset: a universe model's view of it (its own map; an unlisted
     asset is refused by name), with the alarm that applies to it: the version's (every asset)
     or this asset's own (tag phat.alarm.asset.<symbol>, set by `phat monitor` on a universe),
-    whichever came first. A single-asset model or the proxy: as it is."""
+    whichever came first; an asset the version was promoted without (phat.excluded_assets)
+    gets the proxy, reason excluded_asset. A single-asset model or the proxy: as it is."""
     from dataclasses import replace
 
-    from phat.registry.client import ASSET_ALARM_TAG
+    from phat.registry.client import ASSET_ALARM_TAG, EXCLUDED_ASSETS_TAG
 
     if resolved.model is None or resolved.model.universe is None:
         return resolved
+    excluded = str(resolved.model.metadata.get(EXCLUDED_ASSETS_TAG) or "").split(",")
+    if symbol in excluded:
+        return replace(
+            resolved, model=None, fallback_reason="excluded_asset",
+            fallback_detail=f"{resolved.binding.model_name} v{resolved.binding.model_version} "
+            f"was promoted without {symbol} (promotion.exclude_assets=auto)",
+        )  # fmt: skip
     view = resolved.model.for_asset(symbol)
     own = view.metadata.get(f"{ASSET_ALARM_TAG}{symbol}")
     times = [t for t in (resolved.alarm_time, pd.Timestamp(own) if own else None) if t is not None]
