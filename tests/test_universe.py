@@ -603,6 +603,8 @@ def test_one_drifting_asset_alarms_and_falls_back_alone(tmp_path):
     res = monitor_run(cfg)
     assert res["fired"] == ["A01"]
     assert [s for s, st in res["states"].items() if st.alarm] == ["A01"]
+    runs = mlflow.MlflowClient(uri).list_artifacts(res["run_id"])
+    assert {"monitor.png", "e_values.json"} <= {a.path for a in runs}
     again = monitor_run(cfg)  # resumed: nothing new, no new alarm
     assert again["fired"] == [] and again["universe_e_value"] == res["universe_e_value"]
     mlflow.set_tracking_uri(uri)

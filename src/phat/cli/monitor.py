@@ -284,6 +284,15 @@ def _log_universe(
             mlflow.set_tags({f"phat.alarm.{k}": str(v) for k, v in alarm.items()})
         if actions:
             mlflow.set_tag("phat.alarm.action", " | ".join(actions)[:5000])
+        if upath:
+            import matplotlib.pyplot as plt
+
+            from phat.evaluation.plots import universe_monitor_plot
+
+            fig = universe_monitor_plot({s: st.path for s, st in states.items()}, upath,
+                                        float(cfg["monitor"]["alpha"]))  # fmt: skip
+            mlflow.log_figure(fig, "monitor.png")
+            plt.close(fig)
         return str(r.info.run_id)
 
 

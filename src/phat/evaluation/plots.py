@@ -209,3 +209,34 @@ def monitor_plot(
     bx.set_ylabel("Brier")
     fig.tight_layout()
     return fig
+
+
+def universe_monitor_plot(
+    asset_paths: dict[str, Any], universe_path: Any, alpha: float, worst: int = 6
+) -> Any:
+    """A universe monitor's record: the e-value paths (log scale) of the `worst` assets (the
+    highest last e-values) and of the universe (the mean of the assets' stopped e-values),
+    with the alarm line at 1/alpha. Paths are [(time, e)]. Returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ranked = sorted(asset_paths, key=lambda s: -(asset_paths[s][-1][1] if asset_paths[s] else 0))
+    for sym in ranked[:worst]:
+        if asset_paths[sym]:
+            t, e = zip(*asset_paths[sym], strict=True)
+            ax.semilogy(pd.DatetimeIndex(t), np.maximum(e, 1e-12), lw=0.8, label=sym)
+    if universe_path:
+        t, e = zip(*universe_path, strict=True)
+        ax.semilogy(pd.DatetimeIndex(t), np.maximum(e, 1e-12), lw=2, color="black",
+                    label="universe (mean)")  # fmt: skip
+    ax.axhline(1.0 / alpha, color="red", ls="--", lw=1, label=f"alarm (1/alpha = {1 / alpha:g})")
+    ax.set_ylabel("e-value")
+    ax.set_title(f"Universe calibration monitor: the {min(worst, len(ranked))} worst assets and "
+                 f"the universe ({len(asset_paths)} assets)")  # fmt: skip
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
