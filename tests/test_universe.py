@@ -528,10 +528,12 @@ NO_SIGNAL = ("data.synthetic.planted_strength=0", "data.synthetic.trend_bias=0",
 def test_a_universe_model_is_promoted_on_universe_evidence_or_refused_with_the_reason(
     tmp_path, signal
 ):
-    """Planted signal: the pooled model passes the universe gates (significant across the
-    universe on per-timestamp means, no asset miscalibrated or worse than climatology after BH)
-    and becomes production; no signal: refused, a failing universe gate named, production
-    unchanged. The gate report holds the per-asset table."""
+    """Planted signal: walk-forward evidence for the version, then the pooled model passes the
+    universe gates (significant across the universe on per-timestamp means, no asset
+    miscalibrated or worse than climatology after BH) and the walk-forward gates
+    (promotion.evidence=walkforward on the universe record) and becomes production; no signal
+    (single-split evidence): refused, a failing universe gate named, production unchanged. The
+    gate report holds the per-asset table."""
     import mlflow
     from hydra import compose, initialize_config_dir
 
@@ -547,16 +549,29 @@ def test_a_universe_model_is_promoted_on_universe_evidence_or_refused_with_the_r
     name = "phat-uni-15m"
     out = train_run(make_cfg(tmp_path / "t", *data, "metrics.bootstrap_n=10",
                              f"registry.model_name={name}", uri=uri))  # fmt: skip
+    evidence = []
+    if signal:  # the version's walk-forward record on the universe, then promotion on it
+        from phat.cli.walkforward import run as walkforward_run
+
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            wf = validate("walkforward", compose("walkforward", overrides=[
+                f"tracking.uri={uri}", f"registry.model_name={name}", f"out_dir={tmp_path}/wf",
+                f"walkforward.for_version={out['model_version']}", "walkforward.train=21d",
+                "walkforward.calibration=7d", "walkforward.step=7d", "metrics.bootstrap_n=10",
+                *data]))  # fmt: skip
+        assert "symbol" in walkforward_run(wf)["record"].frame.columns
+        evidence = ["promotion.evidence=walkforward", "promotion.max_mcb=0.01"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = validate("promote", compose("promote", overrides=[
             f"tracking.uri={uri}", f"registry.model_name={name}",
-            f"version={out['model_version']}", *data, *RELAXED]))  # fmt: skip
+            f"version={out['model_version']}", *data, *RELAXED, *evidence]))  # fmt: skip
     client = mlflow.MlflowClient(uri)
     if signal:
         report = promote(cfg)
         assert report["passed"], [g for g in report["gates"] if not g["passed"]]
         names = {g["name"] for g in report["gates"]}
-        assert {"universe_beats_climatology", "asset_calibration", "asset_not_worse"} <= names
+        assert {"universe_beats_climatology", "asset_calibration", "asset_not_worse",
+                "wf_significant"} <= names  # fmt: skip
         assert [r["symbol"] for r in report["per_asset"]] == ["A00", "A01", "A02", "A03"]
         assert current_production(client, name) == str(out["model_version"])
     else:

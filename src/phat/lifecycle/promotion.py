@@ -167,12 +167,6 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     )
     start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
     universe = cand.model.universe is not None
-    if universe and pc["evidence"] == "walkforward":
-        raise ConfigError(
-            f"{name} v{version} is a universe model: promotion.evidence=walkforward on a "
-            "universe record is not built yet; promotion.evidence=single_split applies the "
-            "universe gates (pooled significance, per-asset safety)"
-        )
     bars, _ = load_bars(cfg, lspec.timeframe, cand.model, many=universe)
     parts = _parts(bars)  # (symbol, bars, first row) per asset; one for a single asset
     if universe and not hasattr(bars, "assets"):
@@ -404,7 +398,7 @@ def _walkforward_evidence(
     Diebold-Mariano p-value of its Brier losses against production's record on the same bars
     (or against the proxy when nothing is live)."""
     from phat.evaluation.decomposition import corp_brier
-    from phat.evaluation.significance import diebold_mariano
+    from phat.evaluation.significance import diebold_mariano, universe_diebold_mariano
 
     rec = _wf_record(client, name, mv)
     keep = rec.index >= start
@@ -418,8 +412,20 @@ def _walkforward_evidence(
         )
     y = rec["label"].to_numpy()
     loss = (rec["p_hat"].to_numpy() - y) ** 2
+    # A universe's record (a symbol column): rows are (timestamp, asset), and DM runs on the
+    # per-timestamp mean loss differential over the assets.
+    universe = "symbol" in rec.columns
+
+    def dm(a: np.ndarray, b: np.ndarray, index: Any) -> dict[str, float]:
+        if not universe:
+            return diebold_mariano(a, b, horizon_bars)
+        return universe_diebold_mariano(a, b, pd.DatetimeIndex(index).asi8, horizon_bars)
+
     if prod:
         other = _wf_record(client, name, client.get_model_version(name, prod))
+        if universe:
+            rec = rec.set_index("symbol", append=True)
+            other = other.set_index("symbol", append=True) if "symbol" in other else other
         both = rec.join(other[["p_hat"]], rsuffix="_prod", how="inner")
         if len(both) < int(pc["min_samples"]):
             raise ConfigError(
@@ -427,18 +433,19 @@ def _walkforward_evidence(
                 f"{len(both)} bars in the window; need promotion.min_samples={pc['min_samples']}"
             )
         yb = both["label"].to_numpy()
-        dm = diebold_mariano(
+        times = both.index.get_level_values(0) if universe else both.index
+        result = dm(
             (both["p_hat"].to_numpy() - yb) ** 2, (both["p_hat_prod"].to_numpy() - yb) ** 2,
-            horizon_bars,
+            times,
         )  # fmt: skip
         against = f"production v{prod}"
     else:
         ok = rec["p_proxy"].notna().to_numpy()
-        dm = diebold_mariano(loss[ok], (rec["p_proxy"].to_numpy()[ok] - y[ok]) ** 2, horizon_bars)
+        result = dm(loss[ok], (rec["p_proxy"].to_numpy()[ok] - y[ok]) ** 2, rec.index[ok])
         against = "proxy"
     return {
         "wf_mcb": corp_brier(y, rec["p_hat"].to_numpy())["mcb"],
-        "wf_pvalue": float(dm["pvalue"]),
+        "wf_pvalue": float(result["pvalue"]),
         "wf_against": against,
     }
 
