@@ -206,6 +206,7 @@ def test_a_universe_model_gets_its_gates_and_they_pass_on_good_evidence() -> Non
         ({"universe_pvalue_rule": float("nan")}, "universe_beats_rule"),  # no rule: not shown
         ({"assets_miscalibrated": ("A03",)}, "asset_calibration"),
         ({"assets_worse": ("A01", "A07")}, "asset_not_worse"),
+        ({"assets_trading": ("A02",)}, "asset_trading"),
     ],
 )
 def test_universe_gates_fail_at_their_edges_and_name_the_assets(change, gate) -> None:
@@ -214,7 +215,7 @@ def test_universe_gates_fail_at_their_edges_and_name_the_assets(change, gate) ->
     )
     gates = {g.name: g for g in decide(replace(GOOD_UNIVERSE, **change), T)}
     assert not gates[gate].passed
-    for key in ("assets_miscalibrated", "assets_worse"):
+    for key in ("assets_miscalibrated", "assets_worse", "assets_trading"):
         for sym in change.get(key, ()):
             assert sym in str(gates[gate].candidate)
 
@@ -233,3 +234,13 @@ def test_exclude_assets_auto_passes_the_per_asset_gates_and_names_the_excluded()
     assert not {g.name: g for g in decide(replace(bad, universe_pvalue_rule=0.5), auto)}[
         "universe_beats_rule"
     ].passed
+
+
+def test_an_asset_whose_own_trading_regresses_is_named() -> None:
+    from phat.lifecycle.gates import trading_regressions
+
+    calm = {"A": BASE_TRADING, "B": BASE_TRADING}
+    churny = {"A": BASE_TRADING, "B": replace(BASE_TRADING, churn=1.2)}  # > 1.0 * 1.10
+    edge = {"A": BASE_TRADING, "B": replace(BASE_TRADING, churn=1.1 - EPS)}
+    assert trading_regressions(churny, calm, T) == ("B",)
+    assert trading_regressions(edge, calm, T) == ()

@@ -66,6 +66,7 @@ class Evidence:
     universe_pvalue_rule: float = float("nan")
     assets_miscalibrated: tuple[str, ...] = ()
     assets_worse: tuple[str, ...] = ()
+    assets_trading: tuple[str, ...] = ()  # own churn, costs or drawdown regressed
 
 
 def allowed_limit(
@@ -156,6 +157,7 @@ def _universe(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
     for name, failing, what in (
         ("asset_calibration", ev.assets_miscalibrated, "calibration test rejects"),
         ("asset_not_worse", ev.assets_worse, "Brier worse than climatology"),
+        ("asset_trading", ev.assets_trading, "churn, costs or drawdown regressed"),
     ):
         named = ", ".join(failing) if failing else "none"
         if exclude and failing:  # promotion.exclude_assets=auto: they stay on the proxy
@@ -173,7 +175,7 @@ def excluded_assets(ev: Evidence, t: dict[str, Any]) -> list[str]:
     that fail a per-asset gate; [] otherwise."""
     if str(t.get("exclude_assets", "none")) != "auto":
         return []
-    return sorted(set(ev.assets_miscalibrated) | set(ev.assets_worse))
+    return sorted(set(ev.assets_miscalibrated) | set(ev.assets_worse) | set(ev.assets_trading))
 
 
 def _calibrated(ev: Evidence) -> Gate:
@@ -246,6 +248,29 @@ def _trading_gates(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
         )
     )
     return gates
+
+
+def trading_regressions(
+    candidate: dict[str, TradingEvidence], baseline: dict[str, TradingEvidence], t: dict[str, Any]
+) -> tuple[str, ...]:
+    """The assets whose own churn, costs or drawdown regress beyond the limits the book's
+    trading gates use (allowed_limit with promotion.max_regression and min_slack)."""
+    bad = []
+    for sym in sorted(candidate):
+        c, b = candidate[sym], baseline.get(sym)
+        if b is None:
+            continue
+        for gate, cand, base in (
+            ("churn", c.churn, b.churn),
+            ("slippage", c.cost_bps, b.cost_bps),
+            ("drawdown", abs(c.max_drawdown), abs(b.max_drawdown)),
+        ):
+            lim = allowed_limit(base, float(t["max_regression"][gate]), False,
+                                float(t["min_slack"][gate]))  # fmt: skip
+            if cand > lim:
+                bad.append(sym)
+                break
+    return tuple(bad)
 
 
 def report_dict(gates: list[Gate]) -> dict[str, Any]:

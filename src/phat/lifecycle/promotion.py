@@ -23,7 +23,14 @@ import pandas as pd
 
 from phat.data import as_utc
 from phat.errors import ConfigError, ContractError, PhatError
-from phat.lifecycle.gates import Evidence, TradingEvidence, decide, excluded_assets, report_dict
+from phat.lifecycle.gates import (
+    Evidence,
+    TradingEvidence,
+    decide,
+    excluded_assets,
+    report_dict,
+    trading_regressions,
+)
 from phat.lifecycle.production import (
     RegistryConflict,
     current_production,
@@ -216,13 +223,16 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         for sig, out, who in ((sig_c, bt_c, cand), (sig_b, bt_b, base)):
             bt = run_backtest(frame, sig[rows][win], trigger[win], policy, who.binding, **kw)
             out[sym] = bt.metrics
+    per_asset_trading = trading_regressions(
+        {s: _trading(m) for s, m in bt_c.items()}, {s: _trading(m) for s, m in bt_b.items()}, pc
+    )
     bt_c, bt_b = aggregate_metrics(bt_c), aggregate_metrics(bt_b)
     calib_tag = mv.tags.get("phat.calibration", "{}")
     universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv)
     per_asset = None
     if hasattr(bars, "assets"):  # a universe: pooled significance and per-asset safety
         found, per_asset = _universe_evidence(bars, y, mask, pc_, train_rate, rule_p, lspec, pc)
-        universal.update(found)
+        universal.update(found, assets_trading=per_asset_trading)
     wf = (
         _walkforward_evidence(client, name, mv, prod, start, end, lspec.horizon_bars, pc)
         if pc["evidence"] == "walkforward"
