@@ -584,12 +584,13 @@ def test_a_universe_model_is_promoted_on_universe_evidence_or_refused_with_the_r
 
 
 @pytest.mark.slow
-def test_one_drifting_asset_alarms_and_falls_back_alone(tmp_path):
-    """A universe model, then its universe with the planted signal flipped in A01 only: the
-    monitor's per-asset e-process alarms on A01 and on no other asset; with on_alarm=fallback
-    A01 alone resolves to the proxy (calibration_alarm) from the alarm on, the others keep the
-    model; the state file resumes (a second run over the same bars changes nothing); one
-    backtest over the universe shows it per asset."""
+def test_walk_forward_promote_then_one_drifting_asset_falls_back_alone(tmp_path):
+    """The universe flow end to end: train a universe model, walk-forward evidence for it,
+    promote it on that evidence (universe gates), then its universe goes on with the planted
+    signal flipped in A01 only: the monitor's per-asset e-process alarms on A01 and on no other
+    asset; with on_alarm=fallback A01 alone resolves to the proxy (calibration_alarm) from the
+    alarm on, the others keep the model; the state file resumes (a second run over the same
+    bars changes nothing); one backtest over the universe shows it per asset."""
     import mlflow
     from hydra import compose, initialize_config_dir
 
@@ -610,8 +611,21 @@ def test_one_drifting_asset_alarms_and_falls_back_alone(tmp_path):
     name = "phat-u-15m"
     out = train_run(make_cfg(tmp_path / "t", f"data.path={train_dir}", "metrics.bootstrap_n=10",
                              f"registry.model_name={name}", uri=uri))  # fmt: skip
+    from phat.cli.walkforward import run as walkforward_run
+    from phat.lifecycle.promotion import promote
+
+    base = [f"tracking.uri={uri}", f"registry.model_name={name}", f"data.path={train_dir}"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        walkforward_run(validate("walkforward", compose("walkforward", overrides=[
+            *base, f"out_dir={tmp_path}/wf", f"walkforward.for_version={out['model_version']}",
+            "walkforward.train=14d", "walkforward.calibration=7d", "walkforward.step=7d",
+            "metrics.bootstrap_n=10"])))  # fmt: skip
+        promoted = promote(validate("promote", compose("promote", overrides=[
+            *base, f"version={out['model_version']}", *RELAXED,
+            "promotion.evidence=walkforward", "promotion.max_mcb=0.01"])))  # fmt: skip
+    assert promoted["promoted"]
     ov = [f"tracking.uri={uri}", f"registry.model_name={name}", f"data.path={live_dir}",
-          f"monitor.source=model_v{out['model_version']}", "monitor.on_alarm=fallback",
+          "monitor.source=production", "monitor.on_alarm=fallback",
           f"monitor.state={tmp_path}/mon.json"]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = validate("monitor", compose("monitor", overrides=ov))
@@ -636,7 +650,7 @@ def test_one_drifting_asset_alarms_and_falls_back_alone(tmp_path):
     from phat.cli.backtest import run as backtest_run
 
     bt_ov = [f"tracking.uri={uri}", f"registry.model_name={name}", f"data.path={live_dir}",
-             f"signal_source=model_v{out['model_version']}", f"out_dir={tmp_path}/bt"]  # fmt: skip
+             "signal_source=production", f"out_dir={tmp_path}/bt"]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         bt = backtest_run(validate("backtest", compose("backtest", overrides=bt_ov)))
     assert set(bt["per_asset"]) == {"A00", "A01", "A02", "A03"}
