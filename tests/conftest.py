@@ -19,6 +19,18 @@ from phat.cli import CONF_DIR
 from phat.cli.config import validate
 from phat.data.synthetic import SyntheticConfig, generate
 
+# Promotion settings a short synthetic history can meet (the gates themselves are table-tested
+# at the defaults in tests/test_gates.py).
+RELAXED = (
+    "promotion.min_history_days=20",
+    "promotion.max_regression.churn=10.0",
+    "promotion.max_regression.slippage=10.0",
+    "promotion.max_regression.drawdown=10.0",
+    "promotion.brier_tolerance=0.01",
+    "promotion.ece_tolerance=0.05",
+    "promotion.max_ece=0.08",
+)
+
 
 def make_cfg(out_dir: Path, *overrides: str, uri: str | None = None) -> dict[str, Any]:
     """The real conf/ composed with overrides, as the plain dict phat.train.run takes."""

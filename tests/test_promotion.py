@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from conftest import make_cfg
+from conftest import RELAXED, make_cfg
 from phat.cli.backtest import run as backtest
 from phat.cli.config import validate
 from phat.errors import ConfigError, ModelUnavailable, RegistryUnavailable
@@ -38,15 +38,6 @@ from phat.cli import CONF_DIR as CONF  # noqa: E402
 
 DATA = "data.synthetic.periods=5000"
 NAME = "phat-promo"
-RELAXED = (
-    "promotion.min_history_days=20",
-    "promotion.max_regression.churn=10.0",
-    "promotion.max_regression.slippage=10.0",
-    "promotion.max_regression.drawdown=10.0",
-    "promotion.brier_tolerance=0.01",
-    "promotion.ece_tolerance=0.05",
-    "promotion.max_ece=0.08",
-)
 
 
 def _compose(name: str, uri: str, *overrides: str) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_cfg
+from conftest import RELAXED, make_cfg
 from phat.data.synthetic import SyntheticConfig, generate_universe
 from phat.errors import DataValidationError, HashMismatch
 
@@ -511,14 +511,6 @@ def test_walk_forward_on_a_universe_stitches_one_row_per_timestamp_and_asset(tmp
 
 # -- promotion on the universe's evidence -------------------------------------------------------
 
-RELAXED = (
-    "promotion.min_history_days=20",
-    "promotion.max_regression.churn=10.0",
-    "promotion.max_regression.slippage=10.0",
-    "promotion.max_regression.drawdown=10.0",
-    "promotion.brier_tolerance=0.01",
-    "promotion.max_ece=0.08",
-)
 NO_SIGNAL = ("data.synthetic.planted_strength=0", "data.synthetic.trend_bias=0",
              "data.synthetic.revert_strength=0")  # fmt: skip
 

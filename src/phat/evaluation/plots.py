@@ -22,6 +22,20 @@ def wilson_interval(
     return np.minimum(centre - half, freq), np.maximum(centre + half, freq)
 
 
+def _saved(fig: Any, path: str | Path, dpi: int, keep: bool) -> Any:
+    """Lay out and save `fig` as PNG; the open Figure with `keep` (for mlflow.log_figure; the
+    caller closes it), else the path (the figure closed)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    if keep:
+        return fig
+    plt.close(fig)
+    return path
+
+
 def _reliability_curve(ax: Any, y: np.ndarray, p: np.ndarray, n_bins: int, **style: Any) -> None:
     """Observed frequency against mean p per bin, with 95% Wilson intervals, on `ax`."""
     from phat.evaluation.metrics import reliability_curve
@@ -77,13 +91,7 @@ def reliability_diagram(
     axh.set_xlabel("p_hat")
     axh.set_ylabel("count")
     axh.set_yscale("log")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    if keep:
-        return fig
-    plt.close(fig)
-    return path
+    return _saved(fig, path, 100, keep)
 
 
 def reliability_panels(
@@ -127,13 +135,7 @@ def reliability_panels(
         ax.tick_params(labelsize=6)
     left_out = len(names) - len(shown)
     fig.suptitle(title + (f" ({left_out} assets not shown)" if left_out else ""), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    if keep:
-        return fig
-    plt.close(fig)
-    return path
+    return _saved(fig, path, 90, keep)
 
 
 def rolling_scores_plot(
