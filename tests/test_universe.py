@@ -97,6 +97,21 @@ def test_an_empty_directory_a_glob_matching_nothing_and_two_files_for_one_symbol
         load_bars(cfg, "15m")
 
 
+def test_a_file_whose_symbol_column_holds_one_symbol_is_one_asset_as_before(tmp_path, markets):
+    from phat.data.bars import Bars
+    from phat.pipeline import load_bars
+
+    m = markets["A00"].bars[["open", "high", "low", "close", "volume"]]
+    m.assign(symbol="BTCUSDT").rename_axis("timestamp").reset_index().to_csv(
+        tmp_path / "btc.csv", index=False
+    )
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(tmp_path / "btc.csv")
+    bars, _ = load_bars(cfg, "15m")
+    # named as every verb names it without reading the file: data.symbol, else the stem
+    assert type(bars) is Bars and bars.symbol == "btc" and len(bars) == PERIODS
+
+
 def test_a_symbol_column_with_nulls_is_refused_by_row(tmp_path, markets):
     from phat.pipeline import load_bars
 

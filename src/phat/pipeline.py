@@ -262,10 +262,12 @@ def load_bars(
     from phat.data.universe import stack, symbol_of
 
     d = cfg["data"]
-    sources = None
+    sources, column_symbol = None, None
     if not is_universe_data(d):
         raw, symbol, p = read_raw(d)
         sources = long_sources(raw, str(d["path"])) if d["path"] else None
+        if sources is not None and len(sources) == 1:  # one symbol: one asset, named as before
+            column_symbol, raw, sources = sources[0][0], sources[0][2], None
     if model is not None and model.universe is None and (sources or is_universe_data(d)):
         raise DataValidationError(
             f"data.path names a universe of assets, but the model scores one asset "
@@ -273,8 +275,13 @@ def load_bars(
         )
     one_file = sources is None and not is_universe_data(d)
     if model is not None and model.universe is not None and one_file:
-        # one asset's file, scored as that listed asset (data.symbol, else the file's name)
-        symbol = str(d["symbol"] or (symbol_of(Path(str(d["path"]))) if d["path"] else symbol))
+        # one asset's file, scored as that listed asset (data.symbol, else its symbol column's
+        # one value, else the file's name)
+        symbol = str(
+            d["symbol"]
+            or column_symbol
+            or (symbol_of(Path(str(d["path"]))) if d["path"] else symbol)
+        )
         return model.for_asset(symbol).read_bars(raw, **_bars_kwargs(d), symbol=symbol), p
     if model is not None and not many and (sources is not None or is_universe_data(d)):
         raise DataValidationError(
