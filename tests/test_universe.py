@@ -704,3 +704,18 @@ def test_an_excluded_asset_is_on_the_proxy_in_every_binding_and_says_why(trained
     assert (ok["source"] == "model").sum() > 0 and "excluded_asset" not in set(
         ok["fallback_reason"]
     )
+
+
+def test_a_single_asset_model_refuses_a_table_of_many_symbols(tmp_path, markets):
+    """Rows of several assets given to a one-asset model would read as one series (duplicate
+    timestamps): refused by name, not scored."""
+    from phat.pipeline import train
+    from phat.registry.artifact import load_artifact
+
+    res = train(make_cfg(tmp_path, "data.synthetic.periods=3000", "metrics.bootstrap_n=5"),
+                tmp_path / "run")  # fmt: skip
+    model = load_artifact(res.artifact_dir)
+    rows = [markets[s].bars.iloc[-300:].assign(symbol=s) for s in ("A00", "A01")]
+    with pytest.raises(DataValidationError, match="holds 2 symbols .* scores one asset"):
+        model.predict(pd.concat(rows))
+    assert model.predict(rows[0])["p_hat"].notna().any()  # one symbol: scored as before

@@ -266,5 +266,13 @@ class PHatModel:
                 bars = view.read_bars(rows, **{**data_kwargs, "symbol": sym})
                 parts.append(view.predict_bars(bars.frame, bars.segment).assign(symbol=sym))
             return pd.concat(parts)
+        if symbols is not None and symbols.nunique() > 1:
+            from phat.errors import DataValidationError
+
+            raise DataValidationError(
+                f"the table holds {symbols.nunique()} symbols ({', '.join(sorted(symbols.unique())[:5])}"
+                f"{' ...' if symbols.nunique() > 5 else ''}) but this model scores one asset: "
+                "give one asset's rows"
+            )
         bars = self.read_bars(ohlcv, **data_kwargs)
         return self.predict_bars(bars.frame, bars.segment)
