@@ -249,7 +249,7 @@ def load_universe(
 
 
 def load_bars(
-    cfg: dict[str, Any], timeframe: str, model: Any = None, many: bool = False
+    cfg: dict[str, Any], timeframe: str, model: Any = None
 ) -> tuple[Bars, pd.Series | None]:
     """The configured data, validated as `timeframe` bars under the data.* settings (training:
     finer bars are resampled); with a loaded model (scoring: backtest, monitor, promotion),
@@ -257,8 +257,7 @@ def load_bars(
     use: its timeframe, calendar and max_gap, finer bars refused), so every scoring verb
     reads a file the same way. A universe (is_universe_data, or a long file) comes back as
     one StackedBars (phat.data.universe), its assets read one by one (load_universe). A
-    universe model reads one listed asset's file as that asset (its own DataSpec); many
-    assets at once only for a caller that scores them (`many`: predict)."""
+    universe model reads one listed asset's file as that asset (its own DataSpec)."""
     from phat.data.universe import stack, symbol_of
 
     d = cfg["data"]
@@ -283,12 +282,6 @@ def load_bars(
             or (symbol_of(Path(str(d["path"]))) if d["path"] else symbol)
         )
         return model.for_asset(symbol).read_bars(raw, **_bars_kwargs(d), symbol=symbol), p
-    if model is not None and not many and (sources is not None or is_universe_data(d)):
-        raise DataValidationError(
-            f"this verb scores one asset at a time with universe model "
-            f"{model.universe['name']!r}: give one listed asset's bars (data.path=FILE "
-            "data.symbol=SYMBOL); phat predict scores the whole universe"
-        )
     if sources is not None or is_universe_data(d):
         uni = load_universe(cfg, timeframe, model, sources)
         bars = stack(uni.name, uni.assets, uni.skipped)

@@ -43,8 +43,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     resolved = resolve(str(cfg["signal_source"]), model_name, horizon_id, strict=strict)
     binding = resolved.binding
     # A bound model reads the data under its own DataSpec (calendar, max_gap), as in training.
-    universe = resolved.model is not None and resolved.model.universe is not None
-    bars, _ = load_bars(cfg, timeframe, resolved.model, many=universe)
+    bars, _ = load_bars(cfg, timeframe, resolved.model)
     try:
         start = evaluation_start(binding, model_name, cfg["backtest"]["start"])
     except RegistryUnavailable as e:  # the proxy needs no registry: carry on, and say so

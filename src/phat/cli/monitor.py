@@ -77,8 +77,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         return {"cleared": True}
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
-    universe = model.universe is not None
-    bars, _ = load_bars(cfg, lspec.timeframe, model, many=universe)
+    bars, _ = load_bars(cfg, lspec.timeframe, model)
     start = _start(client, name, version, mc["start"])
     if hasattr(bars, "assets"):  # a universe model on its universe: every asset at once
         return _run_universe(cfg, client, name, version, model, bars, start)

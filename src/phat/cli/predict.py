@@ -35,7 +35,7 @@ def run(cfg: dict[str, Any]) -> Path:
 
     connect(cfg["tracking"])
     model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
-    bars, _ = load_bars(cfg, model.label_spec.timeframe, model, many=True)  # the model's reading
+    bars, _ = load_bars(cfg, model.label_spec.timeframe, model)  # the model's own reading
     what = f"phat predict with {cfg['model_uri']}"
     min_share = float(cfg["signal"]["min_scored_share"])
     if hasattr(bars, "assets"):  # a universe: every asset under its own map, a symbol column

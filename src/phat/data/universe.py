@@ -190,6 +190,7 @@ class StackedBars(Bars):
     assets: list[AssetSlice] = field(default_factory=list)
     grid: pd.DatetimeIndex | None = None
     clock: Any = None
+    _asset_rows: Any = field(default=None, repr=False)
 
     def data_spec(self) -> dict[str, Any]:
         spec = super().data_spec()
@@ -203,13 +204,13 @@ class StackedBars(Bars):
         return sha256_text("|".join(f"{a.symbol}:{a.bars.data_hash()}" for a in self.assets))
 
     def asset_of_rows(self) -> Any:
-        """The asset number of every row (an int array)."""
+        """The asset number of every row (an int array, built once)."""
         import numpy as np
 
-        out = np.empty(len(self.frame), dtype=np.int64)
-        for k, a in enumerate(self.assets):
-            out[a.start : a.stop] = k
-        return out
+        if self._asset_rows is None:
+            sizes = [a.stop - a.start for a in self.assets]
+            self._asset_rows = np.repeat(np.arange(len(self.assets), dtype=np.int64), sizes)
+        return self._asset_rows
 
 
 def stack(name: str, assets: list[Bars], skipped: dict[str, str]) -> StackedBars:

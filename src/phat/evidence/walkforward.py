@@ -137,11 +137,7 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     bars, y, lspec = ser.bars, ser.y, ser.label_spec
     proxy = dict(cfg["signal"]["proxy"]) if "signal" in cfg else None
     assets = getattr(bars, "assets", None)
-    symbol_of_row = (
-        np.repeat([a.symbol for a in assets], [a.stop - a.start for a in assets])
-        if assets
-        else None
-    )
+    symbol_of_row = np.array([a.symbol for a in assets])[bars.asset_of_rows()] if assets else None
     folds = plan_folds(getattr(bars, "grid", None) if assets else bars.index, cfg["walkforward"])
     rows: list[pd.DataFrame] = []
     min_samples = int(cfg["split"]["min_samples"])

@@ -174,7 +174,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     )
     start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
     universe = cand.model.universe is not None
-    bars, _ = load_bars(cfg, lspec.timeframe, cand.model, many=universe)
+    bars, _ = load_bars(cfg, lspec.timeframe, cand.model)
     parts = _parts(bars)  # (symbol, bars, first row) per asset; one for a single asset
     if universe and not hasattr(bars, "assets"):
         cand = for_asset(cand, bars.symbol)  # one listed asset's file

@@ -314,8 +314,7 @@ def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
     frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC").tz_localize(None)
     timeline = getattr(bars, "grid", None)
     if timeline is not None:  # a universe: its assets' rows, each with its symbol
-        frame.insert(0, "symbol", np.repeat([a.symbol for a in bars.assets],
-                                            [a.stop - a.start for a in bars.assets]))  # fmt: skip
+        frame.insert(0, "symbol", np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()])
     else:
         timeline = bars.index
     data_hash = result.tags["phat.data_hash"]
