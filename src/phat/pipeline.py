@@ -27,6 +27,7 @@ from phat.hashing import canonical_json
 from phat.models.baselines import WindowData, build_model
 from phat.models.calibration import Calibrator, fit_calibrator
 from phat.registry.artifact import save_artifact
+from phat.tagnames import Tag
 
 log = logging.getLogger(__name__)
 
@@ -881,11 +882,11 @@ def universe_spec(
 def universe_tags(bars: StackedBars, asset_specs: dict[str, FeatureSpec]) -> dict[str, str]:
     """phat.universe, phat.assets (the count), and the assets left out with why."""
     untrained = [a.symbol for a in bars.assets if a.symbol not in asset_specs]
-    tags = {"phat.universe": bars.symbol, "phat.assets": str(len(asset_specs))}
+    tags = {Tag.UNIVERSE: bars.symbol, Tag.ASSETS: str(len(asset_specs))}
     skipped = dict(bars.report.get("skipped") or {})
     skipped.update({s: "no sample in the train span" for s in untrained})
     if skipped:
-        tags["phat.assets_skipped"] = canonical_json(skipped)[:4000]
+        tags[Tag.ASSETS_SKIPPED] = canonical_json(skipped)[:4000]
     return tags
 
 
@@ -1005,36 +1006,36 @@ def fit_evaluate(
     timings["calibrate_evaluate_s"] = time.perf_counter() - t
 
     tags = {
-        "phat.feature_version": fspec.feature_version,
-        "phat.label_definition": lspec.canonical(),
-        "phat.horizon_id": lspec.horizon_id,
-        "phat.horizon_bars": str(lspec.horizon_bars),
-        "phat.timeframe": lspec.timeframe,
-        "phat.calibration": calibrator.to_json(),
-        "phat.training_window": canonical_json(span_window(bars.index, spans)),
-        "phat.data_hash": bars.data_hash(),
-        "phat.model_kind": str(cfg["model"]["kind"]),  # the recipe's kind
-        "phat.selected_rung": fitted.rung,
-        "phat.seed": str(prep.seed),
-        "phat.threads": str(prep.threads),
-        "phat.git_sha": git_sha(),
-        "phat.symbol": bars.symbol,
-        "phat.calendar": bars.calendar,
-        "phat.max_gap_bars": str(bars.max_gap_bars),
-        "phat.promotable": "true" if calibrator.promotable else "false",
-        "phat.resolution": str(calibrator.params.get("resolution", "ok")),
+        Tag.FEATURE_VERSION: fspec.feature_version,
+        Tag.LABEL_DEFINITION: lspec.canonical(),
+        Tag.HORIZON_ID: lspec.horizon_id,
+        Tag.HORIZON_BARS: str(lspec.horizon_bars),
+        Tag.TIMEFRAME: lspec.timeframe,
+        Tag.CALIBRATION: calibrator.to_json(),
+        Tag.TRAINING_WINDOW: canonical_json(span_window(bars.index, spans)),
+        Tag.DATA_HASH: bars.data_hash(),
+        Tag.MODEL_KIND: str(cfg["model"]["kind"]),  # the recipe's kind
+        Tag.SELECTED_RUNG: fitted.rung,
+        Tag.SEED: str(prep.seed),
+        Tag.THREADS: str(prep.threads),
+        Tag.GIT_SHA: git_sha(),
+        Tag.SYMBOL: bars.symbol,
+        Tag.CALENDAR: bars.calendar,
+        Tag.MAX_GAP_BARS: str(bars.max_gap_bars),
+        Tag.PROMOTABLE: "true" if calibrator.promotable else "false",
+        Tag.RESOLUTION: str(calibrator.params.get("resolution", "ok")),
     }
-    if len(tags["phat.calibration"]) > 4000:  # isotonic tables are long; the JSON file has them
-        tags["phat.calibration"] = canonical_json(
+    if len(tags[Tag.CALIBRATION]) > 4000:  # isotonic tables are long; the JSON file has them
+        tags[Tag.CALIBRATION] = canonical_json(
             {"method": calibrator.method, "params": "see model/calibration.json"}
         )
     universe = None
     if isinstance(bars, StackedBars):
         universe = universe_spec(bars, prep.asset_specs, per_asset)
         tags.update(universe_tags(bars, prep.asset_specs))
-        tags["phat.pooling"] = str(cfg["model"].get("pooling", "pooled"))
+        tags[Tag.POOLING] = str(cfg["model"].get("pooling", "pooled"))
     out = Path(out_dir)
-    tags["phat.model_hash"] = save_artifact(
+    tags[Tag.MODEL_HASH] = save_artifact(
         out / "model", model, fspec, lspec, calibrator, tags, bars.data_spec(), universe
     )
     timings["total_s"] = sum(timings.values())

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from phat.cli import CONF_DIR, call, entry
 from phat.data import as_utc
 from phat.errors import RegistryUnavailable
+from phat.tagnames import Tag
 
 log = logging.getLogger("phat.backtest")
 
@@ -231,9 +232,9 @@ def _log(
         mlflow.set_tags(
             {
                 **binding.tags(),
-                "phat.backtest.window": json.dumps([str(frame.index[0]), str(frame.index[-1])]),
-                "phat.symbol": bars.symbol,
-                "phat.data_hash": bars.data_hash(),
+                Tag.BACKTEST_WINDOW: json.dumps([str(frame.index[0]), str(frame.index[-1])]),
+                Tag.SYMBOL: bars.symbol,
+                Tag.DATA_HASH: bars.data_hash(),
             }
         )
         # Every setting that shaped the trades, one param each, and what p_hat came from.

@@ -25,6 +25,7 @@ import hydra
 from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry
+from phat.tagnames import Tag
 
 log = logging.getLogger("phat.monitor")
 
@@ -57,12 +58,12 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ModelUnavailable(f"monitor.source={mc['source']}: the proxy has nothing to monitor")
     client = MlflowClient()
     if mc["clear"]:
-        from phat.registry.client import ASSET_ALARM_TAG, is_absent
+        from phat.registry.client import is_absent
 
         tags = client.get_model_version(name, version).tags
-        assets = sorted(k for k in tags if k.startswith(ASSET_ALARM_TAG))
-        had = tags.get("phat.alarm.time") or (", ".join(assets) if assets else None)
-        for k in ("phat.alarm.time", "phat.alarm.e_value", "phat.alarm.bars", *assets):
+        assets = sorted(k for k in tags if k.startswith(Tag.ASSET_ALARM_PREFIX))
+        had = tags.get(Tag.ALARM_TIME) or (", ".join(assets) if assets else None)
+        for k in (Tag.ALARM_TIME, Tag.ALARM_E_VALUE, Tag.ALARM_BARS, *assets):
             try:
                 client.delete_model_version_tag(name, version, k)
             except Exception as e:  # a tag that is not there is cleared already; else raise
@@ -90,7 +91,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     pos = np.flatnonzero(ok)
     watched = {"model_name": name, "model_version": str(version),
                "model_hash": model.model_hash}  # fmt: skip
-    asset = model.metadata.get("phat.asset")  # a universe model's: one e-process per asset
+    asset = model.metadata.get(Tag.ASSET)  # a universe model's: one e-process per asset
     if asset:
         watched["asset"] = str(asset)
     state_path = _state_path(mc["state"], name, str(version), str(asset or ""))
@@ -138,7 +139,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if state.recal is not None and new:
         # The map's parameters, versioned on the model version they recalibrate.
         recal = {**state.recal.summary(), "as_of": state.last_matured, "run_id": run_id}
-        client.set_model_version_tag(name, version, "phat.recalibration", json.dumps(recal))
+        client.set_model_version_tag(name, version, Tag.RECALIBRATION, json.dumps(recal))
     e = state.e_value()
     print(
         f"phat monitor: {name} v{version} ({mc['source']}), {len(new)} newly matured bars "
@@ -265,8 +266,8 @@ def _log_universe(
 
     uri = connect(cfg["tracking"])
     with tracked_run(uri, str(cfg["tracking"]["experiment"]), f"monitor-{name}-v{version}") as r:
-        mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(version),
-                         "phat.universe": "true"})  # fmt: skip
+        mlflow.set_tags({Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version),
+                         Tag.UNIVERSE: "true"})  # fmt: skip
         mlflow.log_params({k: str(v) for k, v in cfg["monitor"].items() if k != "clear"})
         now = int(time.time() * 1000)
         pts = [Metric("universe_e_value", e, now, i) for i, (_, e) in enumerate(upath)]
@@ -280,9 +281,9 @@ def _log_universe(
         mlflow.log_dict({"e": last, "alarms": {s: st.alarm for s, st in states.items() if st.alarm},
                          "universe_alarm": alarm}, "e_values.json")  # fmt: skip
         if alarm:
-            mlflow.set_tags({f"phat.alarm.{k}": str(v) for k, v in alarm.items()})
+            mlflow.set_tags({f"{Tag.ALARM_PREFIX}{k}": str(v) for k, v in alarm.items()})
         if actions:
-            mlflow.set_tag("phat.alarm.action", " | ".join(actions)[:5000])
+            mlflow.set_tag(Tag.ALARM_ACTION, " | ".join(actions)[:5000])
         if upath:
             import matplotlib.pyplot as plt
 
@@ -327,9 +328,7 @@ def _start(client: Any, name: str, version: str, given: str | None) -> Any:
     if given:
         ts = pd.Timestamp(given)
         return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-    window = json.loads(
-        client.get_model_version(name, version).tags.get("phat.training_window", "{}")
-    )
+    window = json.loads(client.get_model_version(name, version).tags.get(Tag.TRAINING_WINDOW, "{}"))
     if "test" not in window:
         raise ContractError(
             f"{name} v{version} has no phat.training_window test span; give monitor.start"
@@ -409,8 +408,6 @@ def _act(
     """The configured action on an alarm. One asset of a universe model (`asset`): `log`
     records it; `fallback` and `rollback` send that asset alone to the proxy (tag
     phat.alarm.asset.<asset>): the other assets keep the model."""
-    from phat.registry.client import ASSET_ALARM_TAG
-
     on = str(cfg["monitor"]["on_alarm"])
     _history(cfg, name, {
         "action": "alarm", "version": str(version), "at": _now(), "on_alarm": on,
@@ -420,15 +417,17 @@ def _act(
     if on == "log":
         return "logged (monitor.on_alarm=log)"
     if asset:
-        client.set_model_version_tag(name, version, f"{ASSET_ALARM_TAG}{asset}", alarm["time"])
+        client.set_model_version_tag(
+            name, version, f"{Tag.ASSET_ALARM_PREFIX}{asset}", alarm["time"]
+        )
         return (
             f"{asset} alone resolves to the proxy (calibration_alarm) from {alarm['time']}; "
             "the other assets keep the model; `phat monitor monitor.clear=true` clears it"
         )
     if on == "fallback":
-        client.set_model_version_tag(name, version, "phat.alarm.time", alarm["time"])
-        client.set_model_version_tag(name, version, "phat.alarm.e_value", f"{alarm['e_value']:.6g}")
-        client.set_model_version_tag(name, version, "phat.alarm.bars", str(alarm["bars"]))
+        client.set_model_version_tag(name, version, Tag.ALARM_TIME, alarm["time"])
+        client.set_model_version_tag(name, version, Tag.ALARM_E_VALUE, f"{alarm['e_value']:.6g}")
+        client.set_model_version_tag(name, version, Tag.ALARM_BARS, str(alarm["bars"]))
         return (
             f"every binding of v{version} now resolves to the proxy (calibration_alarm) from "
             f"{alarm['time']}; `phat monitor monitor.clear=true` clears it"
@@ -457,7 +456,7 @@ def _log(
 
     uri = connect(cfg["tracking"])
     with tracked_run(uri, str(cfg["tracking"]["experiment"]), f"monitor-{name}-v{version}") as r:
-        mlflow.set_tags({"phat.registered_model": name, "phat.model_version": str(version)})
+        mlflow.set_tags({Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version)})
         mlflow.log_params({k: str(v) for k, v in cfg["monitor"].items() if k != "clear"})
         import time
 
@@ -472,9 +471,9 @@ def _log(
         finite = {k: v for k, v in rolling.items() if math.isfinite(v)}
         mlflow.log_metrics({**finite, "matured_bars": float(state.n_matured)})
         if state.alarm:
-            mlflow.set_tags({f"phat.alarm.{k}": str(v) for k, v in state.alarm.items()})
+            mlflow.set_tags({f"{Tag.ALARM_PREFIX}{k}": str(v) for k, v in state.alarm.items()})
         if fired:
-            mlflow.set_tag("phat.alarm.action", action)
+            mlflow.set_tag(Tag.ALARM_ACTION, action)
         if state.recal is not None:
             recal = state.recal.summary()
             mlflow.log_metrics(recal, step=state.n_matured)

@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry
+from phat.tagnames import Tag
 
 log = logging.getLogger("phat.predict")
 
@@ -48,7 +49,7 @@ def run(cfg: dict[str, Any]) -> Path:
             preds["p_hat"].to_numpy(), int(bars.report["gaps"]), min_share, what
         )
     meta = {k: str(v) for k, v in model.metadata.items() if k.startswith(("phat.", "registry."))}
-    meta["phat.model_uri"] = str(cfg["model_uri"])
+    meta[Tag.MODEL_URI] = str(cfg["model_uri"])
     table = pa.Table.from_pandas(preds)
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), b"phat": json.dumps(meta).encode()}

@@ -28,6 +28,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from phat.tagnames import Tag
+
 PARENT_ENV = "PHAT_SWEEP_PARENT"
 
 
@@ -139,8 +141,8 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
         return out
     best = done.iloc[0]
     metric(f"best_{objectives[0]}", float(best[objectives[0]]))
-    tag("phat.sweep.best_run", str(best["run_id"]))
-    tag("phat.sweep.best_overrides", str(best["overrides"]))
+    tag(Tag.SWEEP_BEST_RUN, str(best["run_id"]))
+    tag(Tag.SWEEP_BEST_OVERRIDES, str(best["overrides"]))
     # Selection is over; the chosen configuration's test span is looked at now, once.
     test = held_out_metrics(str(best["run_id"]))
     for k in ("test_brier", "test_ece", "test_log_loss", "test_auc", "test_brier_climatology"):
@@ -160,7 +162,7 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
 
         connect(cfg["tracking"])
         reg = register_run(str(best["run_id"]), model_name_for(cfg))
-        tag("phat.sweep.registered", f"{reg['model_name']}/v{reg['model_version']}")
+        tag(Tag.SWEEP_REGISTERED, f"{reg['model_name']}/v{reg['model_version']}")
         print(
             f"[sweep {name}] registered the winner: models:/{reg['model_name']}/{reg['model_version']}"
         )
@@ -239,8 +241,6 @@ def record_failure(sweep: dict[str, Any], err: Exception) -> None:
     before its run existed, e.g. on bad data)."""
     from mlflow.tracking import MlflowClient
 
-    from phat.registry.sweeps import KEY_TAG, PARENT_TAG
-
     text = f"{type(err).__name__}: {str(err).strip()}"[:5000]
     client = MlflowClient()
     run_id = sweep.get("run_id")
@@ -250,12 +250,12 @@ def record_failure(sweep: dict[str, Any], err: Exception) -> None:
             parent.info.experiment_id,
             run_name=f"job-{sweep['job']}",
             tags={
-                PARENT_TAG: sweep["parent"],
-                KEY_TAG: sweep["key"],
-                "phat.sweep.job": str(sweep["job"]),
+                Tag.MLFLOW_PARENT_RUN: sweep["parent"],
+                Tag.SWEEP_OVERRIDES: sweep["key"],
+                Tag.SWEEP_JOB: str(sweep["job"]),
             },
         ).info.run_id
-    client.set_tag(run_id, "phat.error", text)
+    client.set_tag(run_id, Tag.ERROR, text)
     client.set_terminated(run_id, "FAILED")
 
 
@@ -268,5 +268,5 @@ def _best_so_far(parent: str, objectives: list[str]) -> str:
             continue
         v = objective_values(r, objectives)[0]
         if math.isfinite(v) and (best is None or v < best[0]):
-            best = (v, r.data.tags.get("phat.sweep.job", "?"))
+            best = (v, r.data.tags.get(Tag.SWEEP_JOB, "?"))
     return f" | best so far {best[0]:.5f} (job {best[1]})" if best else ""

@@ -21,6 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry
+from phat.tagnames import Tag
 
 log = logging.getLogger("phat.walkforward")
 
@@ -64,8 +65,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        client.set_tag(run_id, "phat.walkforward.for", f"{target[0]}/v{for_version}")
-        client.set_model_version_tag(target[0], str(for_version), "phat.walkforward.run_id", run_id)
+        client.set_tag(run_id, Tag.WALKFORWARD_FOR, f"{target[0]}/v{for_version}")
+        client.set_model_version_tag(target[0], str(for_version), Tag.WALKFORWARD_RUN_ID, run_id)
         print(f"  evidence for   {target[0]} v{for_version} (tag phat.walkforward.run_id)")
     lines = summary_lines(record, metrics, run_id)
     print("\n".join(lines))
@@ -162,7 +163,7 @@ def log_walkforward(
     with tracked_run(uri, str(cfg["tracking"]["experiment"]), name) as parent:
         mlflow.log_params(params)
         mlflow.log_metrics(finite)
-        mlflow.set_tags({"phat.symbol": record.symbol, "phat.model_kind": record.model_kind})
+        mlflow.set_tags({Tag.SYMBOL: record.symbol, Tag.MODEL_KIND: record.model_kind})
         mlflow.log_artifacts(str(out_dir))
         parent_id = parent.info.run_id
         exp_id = parent.info.experiment_id
@@ -172,11 +173,11 @@ def log_walkforward(
             exp_id,
             run_name=f"fold-{fold.number:02d}-{fold.test_start:%Y-%m-%d}",
             tags={
-                "mlflow.parentRunId": parent_id,
-                "phat.fold.train_start": fold.train_start.isoformat(),
-                "phat.fold.calibration_start": fold.calibration_start.isoformat(),
-                "phat.fold.test_start": fold.test_start.isoformat(),
-                "phat.fold.test_end": fold.test_end.isoformat(),
+                Tag.MLFLOW_PARENT_RUN: parent_id,
+                Tag.FOLD_TRAIN_START: fold.train_start.isoformat(),
+                Tag.FOLD_CALIBRATION_START: fold.calibration_start.isoformat(),
+                Tag.FOLD_TEST_START: fold.test_start.isoformat(),
+                Tag.FOLD_TEST_END: fold.test_end.isoformat(),
             },
         ).info.run_id
         cal = fold.calibration

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from phat.errors import ConfigError, DataValidationError
+from phat.tagnames import Tag
 
 BASELINES = ("climatology", "proxy", "last_sign", "last_return")
 
@@ -196,11 +197,11 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
             progress(fold)
     record = pd.concat(rows).rename_axis("timestamp")
     recipe = {
-        "phat.feature_version": ser.feature_spec.feature_version,
-        "phat.label_definition": lspec.canonical(),
-        "phat.model_kind": str(cfg["model"]["kind"]),
+        Tag.FEATURE_VERSION: ser.feature_spec.feature_version,
+        Tag.LABEL_DEFINITION: lspec.canonical(),
+        Tag.MODEL_KIND: str(cfg["model"]["kind"]),
         "calibration": str(cfg["calibration"]["method"]),
-        "phat.data_hash": bars.data_hash(),
+        Tag.DATA_HASH: bars.data_hash(),
     }
     return Record(
         record, folds, lspec.horizon_bars, bars.symbol, str(cfg["model"]["kind"]),
@@ -214,7 +215,7 @@ def check_recipe(record: Record, version_tags: dict[str, str], what: str) -> Non
     import json
 
     have = dict(version_tags)
-    have["calibration"] = json.loads(have.get("phat.calibration", "{}")).get("method", "?")
+    have["calibration"] = json.loads(have.get(Tag.CALIBRATION, "{}")).get("method", "?")
     for key, mine in record.recipe.items():
         theirs = have.get(key)
         if theirs != mine:

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from phat.tagnames import Tag
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -55,8 +57,8 @@ def find(client: Any, stale_after_hours: float, now: float | None = None) -> lis
         for r in client.search_runs([exp], filter_string="attributes.status = 'RUNNING'"):
             tags = r.data.tags
             age_h = (now - r.info.start_time / 1000.0) / 3600.0
-            pid = tags.get("phat.pid", "")
-            if tags.get("phat.host") == host and pid.isdigit() and not _alive(int(pid)):
+            pid = tags.get(Tag.PID, "")
+            if tags.get(Tag.HOST) == host and pid.isdigit() and not _alive(int(pid)):
                 why = f"its process {pid} on this host is gone"
             elif age_h > stale_after_hours:
                 why = f"RUNNING for {age_h:.1f} h (> doctor.stale_after_hours={stale_after_hours})"
@@ -74,7 +76,7 @@ def find(client: Any, stale_after_hours: float, now: float | None = None) -> lis
             )
     for rm in client.search_registered_models():
         for mv in client.search_model_versions(f"name='{rm.name}'"):
-            if mv.tags.get("phat.debris") or not mv.run_id or mv.run_id in running:
+            if mv.tags.get(Tag.DEBRIS) or not mv.run_id or mv.run_id in running:
                 continue
             status = "KILLED" if mv.run_id in stale else _status(client, mv.run_id)
             if status != "FINISHED":
@@ -124,8 +126,8 @@ def repair(client: Any, findings: list[Finding]) -> int:
             client.finalize_logged_model(f.what, "FAILED")
         elif f.kind == "unfinished_version":
             name, version = f.what.rsplit(" v", 1)
-            client.set_model_version_tag(name, version, "phat.debris", f.detail)
-            client.set_model_version_tag(name, version, "phat.promotable", "false")
+            client.set_model_version_tag(name, version, Tag.DEBRIS, f.detail)
+            client.set_model_version_tag(name, version, Tag.PROMOTABLE, "false")
         else:
             continue
         done += 1

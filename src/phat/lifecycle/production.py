@@ -36,11 +36,9 @@ from typing import Any
 
 from phat.errors import PhatError, RegistryUnavailable
 from phat.registry.client import is_absent
+from phat.tagnames import Tag
 
 log = logging.getLogger(__name__)
-EVENT_PREFIX = "phat.history."
-LEGACY_TAG = "phat.production_history"  # the whole-JSON history of earlier versions (read only)
-LEASE_TAG = "phat.lease"
 LEASE_SECONDS = 600.0
 LEASE_SETTLE_SECONDS = 0.5
 
@@ -126,12 +124,12 @@ def require_model(client: Any, name: str) -> Any:
 def read_history(client: Any, name: str) -> History:
     tags = require_model(client, name).tags or {}
     events = sorted(
-        (int(k[len(EVENT_PREFIX) :]), json.loads(v))
+        (int(k[len(Tag.HISTORY_PREFIX) :]), json.loads(v))
         for k, v in tags.items()
-        if k.startswith(EVENT_PREFIX) and k[len(EVENT_PREFIX) :].isdigit()
+        if k.startswith(Tag.HISTORY_PREFIX) and k[len(Tag.HISTORY_PREFIX) :].isdigit()
     )
-    if not events and tags.get(LEGACY_TAG):
-        legacy = json.loads(tags[LEGACY_TAG])
+    if not events and tags.get(Tag.LEGACY_HISTORY):
+        legacy = json.loads(tags[Tag.LEGACY_HISTORY])
         events = [
             (0, {"action": "promote", "version": v, "previous": None}) for v in legacy["stack"]
         ]
@@ -139,7 +137,7 @@ def read_history(client: Any, name: str) -> History:
 
 
 def event_key(seq: int) -> str:
-    return f"{EVENT_PREFIX}{seq:06d}"
+    return f"{Tag.HISTORY_PREFIX}{seq:06d}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +167,7 @@ class Hold:
         if not self.lease:
             return  # an OS lock cannot be taken away while the process lives
         try:
-            raw = (self.client.get_registered_model(self.name).tags or {}).get(LEASE_TAG, "{}")
+            raw = (self.client.get_registered_model(self.name).tags or {}).get(Tag.LEASE, "{}")
         except Exception as e:
             raise _unavailable(e, f"verifying the lease on {self.name}") from None
         if json.loads(raw).get("owner") != self.owner:
@@ -211,7 +209,7 @@ def exclusive(client: Any, uri: str, name: str) -> Iterator[Hold]:
 
 
 def _lease(client: Any, name: str, owner: str) -> Iterator[Hold]:
-    raw = (require_model(client, name).tags or {}).get(LEASE_TAG)
+    raw = (require_model(client, name).tags or {}).get(Tag.LEASE)
     if raw:
         held = json.loads(raw)
         if held.get("expires", 0) > time.time():
@@ -221,7 +219,7 @@ def _lease(client: Any, name: str, owner: str) -> Iterator[Hold]:
             )
     lease = json.dumps({"owner": owner, "expires": time.time() + LEASE_SECONDS})
     try:
-        client.set_registered_model_tag(name, LEASE_TAG, lease)
+        client.set_registered_model_tag(name, Tag.LEASE, lease)
     except Exception as e:
         raise _unavailable(e, f"taking the lease on {name}") from None
     time.sleep(LEASE_SETTLE_SECONDS)  # a concurrent writer's lease lands before we read back
@@ -231,9 +229,9 @@ def _lease(client: Any, name: str, owner: str) -> Iterator[Hold]:
         yield hold
     finally:
         with contextlib.suppress(Exception):
-            mine = (client.get_registered_model(name).tags or {}).get(LEASE_TAG, "{}")
+            mine = (client.get_registered_model(name).tags or {}).get(Tag.LEASE, "{}")
             if json.loads(mine).get("owner") == owner:
-                client.delete_registered_model_tag(name, LEASE_TAG)
+                client.delete_registered_model_tag(name, Tag.LEASE)
 
 
 # ---------------------------------------------------------------------------------------------

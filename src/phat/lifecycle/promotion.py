@@ -40,6 +40,7 @@ from phat.lifecycle.production import (
     read_history,
     require_model,
 )
+from phat.tagnames import Tag
 
 __all__ = ["PromotionRefused", "RegistryConflict", "current_production", "read_history"]
 
@@ -59,7 +60,7 @@ class PromotionRefused(PhatError):
 def _window(
     mv: Any, cfg_start: str | None, cfg_end: str | None
 ) -> tuple[pd.Timestamp, pd.Timestamp | None]:
-    window = json.loads(mv.tags.get("phat.training_window", "{}"))
+    window = json.loads(mv.tags.get(Tag.TRAINING_WINDOW, "{}"))
     learned_until = pd.Timestamp(window["calibration"][1]) if "calibration" in window else None
     start = (
         as_utc(cfg_start)
@@ -79,7 +80,7 @@ def _window(
 
 
 def _history_days(mv: Any) -> float:
-    w = json.loads(mv.tags.get("phat.training_window", "{}"))
+    w = json.loads(mv.tags.get(Tag.TRAINING_WINDOW, "{}"))
     if "train" not in w:
         return 0.0
     last = w.get("calibration", w["train"])[1]
@@ -90,9 +91,9 @@ def _require_finished(client: Any, name: str, mv: Any) -> None:
     """A version whose training run did not finish (a crash, kill -9) is never a candidate."""
     from phat.registry.client import registry_error
 
-    if mv.tags.get("phat.debris"):
+    if mv.tags.get(Tag.DEBRIS):
         raise PromotionRefused(
-            f"{name} v{mv.version} is crash debris ({mv.tags['phat.debris']}); train again"
+            f"{name} v{mv.version} is crash debris ({mv.tags[Tag.DEBRIS]}); train again"
         )
     if not mv.run_id:
         return
@@ -162,7 +163,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     except Exception as e:
         raise registry_error(e, f"{name} v{version}") from None
     _require_finished(client, name, mv)
-    cand = resolve(f"model_v{version}", name, mv.tags.get("phat.horizon_id", ""), strict=True)
+    cand = resolve(f"model_v{version}", name, mv.tags.get(Tag.HORIZON_ID, ""), strict=True)
     lspec = cand.model.label_spec
     prod = current_production(client, name)
     if prod == str(version):
@@ -178,9 +179,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     parts = _parts(bars)  # (symbol, bars, first row) per asset; one for a single asset
     if universe and not hasattr(bars, "assets"):
         cand = for_asset(cand, bars.symbol)  # one listed asset's file
-    other_data = (
-        bool(mv.tags.get("phat.data_hash")) and bars.data_hash() != mv.tags["phat.data_hash"]
-    )
+    other_data = bool(mv.tags.get(Tag.DATA_HASH)) and bars.data_hash() != mv.tags[Tag.DATA_HASH]
     if other_data and not pc["allow_other_data"]:
         log.warning(
             "evaluation data differs from the candidate's training data (data_hash); evaluating "
@@ -227,7 +226,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         {s: _trading(m) for s, m in bt_c.items()}, {s: _trading(m) for s, m in bt_b.items()}, pc
     )
     bt_c, bt_b = aggregate_metrics(bt_c), aggregate_metrics(bt_b)
-    calib_tag = mv.tags.get("phat.calibration", "{}")
+    calib_tag = mv.tags.get(Tag.CALIBRATION, "{}")
     universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv)
     per_asset = None
     if hasattr(bars, "assets"):  # a universe: pooled significance and per-asset safety
@@ -240,7 +239,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     )
     evidence = Evidence(
         calibration_method=str(json.loads(calib_tag).get("method", "?")),
-        promotable=mv.tags.get("phat.promotable") == "true",
+        promotable=mv.tags.get(Tag.PROMOTABLE) == "true",
         candidate_ece=ece(yy, pc_[mask]),
         candidate_brier=brier(yy, pc_[mask]),
         baseline_ece=ece(yy, pb_[mask]),
@@ -304,7 +303,7 @@ def _universal_evidence(
     auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=block, n_boot=200, seed=0)
     auc_low = auc_low["auc"][0]
     clim = np.full(len(yy), train_rate)
-    window = json.loads(mv.tags.get("phat.training_window", "{}"))
+    window = json.loads(mv.tags.get(Tag.TRAINING_WINDOW, "{}"))
     rule_brier, rule_p = float("inf"), np.full(len(yy), np.nan)
     if "train" in window:
         last = window.get("calibration", window["train"])[1]
@@ -381,7 +380,7 @@ def _wf_record(client: Any, name: str, mv: Any) -> pd.DataFrame:
 
     import mlflow
 
-    run_id = mv.tags.get("phat.walkforward.run_id")
+    run_id = mv.tags.get(Tag.WALKFORWARD_RUN_ID)
     if not run_id:
         raise PromotionRefused(
             f"{name} v{mv.version} has no walk-forward record; run `phat walkforward "
@@ -507,7 +506,7 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from phat.registry.client import EXCLUDED_ASSETS_TAG, model_name_for
+    from phat.registry.client import model_name_for
     from phat.registry.tracking import connect, flatten, tracked_run
 
     uri = connect(cfg["tracking"])
@@ -531,11 +530,11 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
             mlflow.log_artifacts(d)
             mlflow.set_tags(
                 {
-                    "phat.promotion.model_name": name,
-                    "phat.promotion.candidate": version,
-                    "phat.promotion.baseline": report["baseline"],
-                    "phat.promotion.passed": str(report["passed"]).lower(),
-                    "phat.promotion.dry_run": str(dry).lower(),
+                    Tag.PROMOTION_MODEL_NAME: name,
+                    Tag.PROMOTION_CANDIDATE: version,
+                    Tag.PROMOTION_BASELINE: report["baseline"],
+                    Tag.PROMOTION_PASSED: str(report["passed"]).lower(),
+                    Tag.PROMOTION_DRY_RUN: str(dry).lower(),
                 }
             )
             mlflow.log_metrics(gate_metrics(report["gates"]))
@@ -549,15 +548,15 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
             return {**report, "run_id": run_id, "promoted": False}
         failed = [g["name"] for g in report["gates"] if not g["passed"]]
         tags = {
-            "phat.gate.status": "passed" if report["passed"] else "failed",
-            "phat.gate.run_id": run_id,
-            "phat.gate.evaluated_at": now_iso(),
-            "phat.gate.baseline": report["baseline"],
-            "phat.gate.failed": ",".join(failed),
+            Tag.GATE_STATUS: "passed" if report["passed"] else "failed",
+            Tag.GATE_RUN_ID: run_id,
+            Tag.GATE_EVALUATED_AT: now_iso(),
+            Tag.GATE_BASELINE: report["baseline"],
+            Tag.GATE_FAILED: ",".join(failed),
         }
-        if report["excluded_assets"] or tags["phat.gate.status"] == "passed":
+        if report["excluded_assets"] or tags[Tag.GATE_STATUS] == "passed":
             # every binding of this version keeps these assets on the proxy (for_asset)
-            tags[EXCLUDED_ASSETS_TAG] = ",".join(report["excluded_assets"])
+            tags[Tag.EXCLUDED_ASSETS] = ",".join(report["excluded_assets"])
         for k, v in tags.items():
             client.set_model_version_tag(name, version, k, v)
         if not report["passed"]:

@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from phat.tagnames import Tag
+
 log = logging.getLogger("phat.train")
 
 
@@ -49,7 +51,7 @@ def run(
     if sweep is not None:
         run_name += f"-j{sweep['job']}"
         parent = sweep["parent"]
-        tags = {"phat.sweep.overrides": sweep["key"], "phat.sweep.job": str(sweep["job"])}
+        tags = {Tag.SWEEP_OVERRIDES: sweep["key"], Tag.SWEEP_JOB: str(sweep["job"])}
     with tracked_run(uri, experiment, run_name, system_metrics, parent, tags) as active:
         run_id = active.info.run_id
         if sweep is not None:
@@ -61,7 +63,7 @@ def run(
         )
         log_run(result, cfg, out_dir, figures, hold_out_test=sweep is not None)
         if warnings:
-            mlflow.set_tag("phat.warnings", " | ".join(warnings)[:5000])
+            mlflow.set_tag(Tag.WARNINGS, " | ".join(warnings)[:5000])
         # A sweep registers nothing per job (at most its winner, at the end).
         register = bool(cfg["registry"]["register"]) and sweep is None
         registered = log_and_register(result, model_name_for(cfg, prep.bars.symbol), register)
@@ -70,7 +72,7 @@ def run(
                 f"{k} {v:.5f}" for k, v in result.metrics.items() if k.startswith("selection_")
             )
             mlflow.set_tag(
-                "mlflow.note.content",
+                Tag.MLFLOW_NOTE,
                 f"Sweep job {sweep['job']} ({sweep['key']}): {sel}. Test-span metrics are held "
                 "out (held_out/test_metrics.json) and reported once, for the chosen job, on the "
                 "parent run.",
@@ -80,12 +82,12 @@ def run(
     print("\n".join(lines))
     # The same summary as the run's description in the UI (MLflow renders it as Markdown).
     summary = "\n".join(line for line in lines if line.strip())
-    mlflow.MlflowClient().set_tag(run_id, "mlflow.note.content", f"```\n{summary}\n```")
+    mlflow.MlflowClient().set_tag(run_id, Tag.MLFLOW_NOTE, f"```\n{summary}\n```")
     for w in warnings:
         print(f"  WARNING       {w} (the model, metrics and artifact are kept)")
     return {
         "run_id": run_id,
-        "model_hash": result.tags["phat.model_hash"],
+        "model_hash": result.tags[Tag.MODEL_HASH],
         "metrics": result.metrics,
         **registered,
     }

@@ -43,6 +43,7 @@ from phat.hashing import canonical_json, sha256_bytes, sha256_text
 from phat.models.baselines import model_class
 from phat.models.calibration import Calibrator
 from phat.scoring.model import LEGACY_DATA_SPEC, PHatModel
+from phat.tagnames import Tag
 
 __all__ = ["PHatModel", "compute_model_hash", "load_artifact", "save_artifact"]
 
@@ -85,7 +86,7 @@ def compute_model_hash(
     if data_spec is not None:
         parts["data_spec"] = data_spec
     if metadata is not None:  # every field but the hash itself
-        parts["metadata"] = {k: v for k, v in metadata.items() if k != "phat.model_hash"}
+        parts["metadata"] = {k: v for k, v in metadata.items() if k != Tag.MODEL_HASH}
     if universe is not None:  # absent for one asset: single-asset hashes are unchanged
         parts["universe"] = universe
     return sha256_text(canonical_json(parts))
@@ -121,7 +122,7 @@ def save_artifact(
         ("label_spec.json", ls),
         ("calibration.json", cal),
         ("data_spec.json", data_spec),
-        ("metadata.json", {**metadata, "phat.model_hash": model_hash}),
+        ("metadata.json", {**metadata, Tag.MODEL_HASH: model_hash}),
     ):
         (path / name).write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return model_hash
@@ -162,7 +163,7 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
     except (SafetensorError, OSError, ValueError) as e:
         raise HashMismatch(f"artifact {str(path)!r}: weights unreadable ({e})") from None
     meta = read["metadata.json"]
-    expected = meta.get("phat.model_hash")
+    expected = meta.get(Tag.MODEL_HASH)
     actual = compute_model_hash(
         read["model.json"],
         arrays,

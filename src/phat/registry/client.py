@@ -28,6 +28,7 @@ from phat.errors import (
 )
 from phat.registry.artifact import PHatModel, load_artifact
 from phat.registry.store import is_absent, recorded_tags, registry_error
+from phat.tagnames import Tag
 
 __all__ = [
     "fetch_verified",
@@ -49,10 +50,8 @@ def default_model_name(symbol: str, horizon_id: str) -> str:
 
 # Tag prefix of one asset's calibration alarm on a universe model's version (`phat monitor`
 # sets it; trading.signals.for_asset sends that asset alone to the proxy).
-ASSET_ALARM_TAG = "phat.alarm.asset."
 # The assets a universe model's version was promoted without (promotion.exclude_assets=auto):
 # comma-separated; every binding keeps them on the proxy (reason excluded_asset).
-EXCLUDED_ASSETS_TAG = "phat.excluded_assets"
 
 
 def symbol_of(data: dict[str, Any]) -> str:
@@ -76,14 +75,14 @@ def _description(tags: dict[str, str], m: dict[str, float]) -> str:
     import json
 
     t = tags
-    method = json.loads(t["phat.calibration"])["method"]
+    method = json.loads(t[Tag.CALIBRATION])["method"]
     return (
-        f"phat {t['phat.model_kind']} for {t['phat.symbol']} {t['phat.horizon_id']} "
-        f"({t['phat.horizon_bars']} x {t['phat.timeframe']}), calibration {method}. "
+        f"phat {t[Tag.MODEL_KIND]} for {t[Tag.SYMBOL]} {t[Tag.HORIZON_ID]} "
+        f"({t[Tag.HORIZON_BARS]} x {t[Tag.TIMEFRAME]}), calibration {method}. "
         f"Test: Brier {m['test_brier']:.5f} (raw {m['test_brier_raw']:.5f}, climatology "
         f"{m['test_brier_climatology']:.5f}), ECE {m['test_ece']:.4f} (raw {m['test_ece_raw']:.4f}), "
-        f"AUC {m['test_auc']:.4f}. model_hash {t['phat.model_hash'][:16]}, "
-        f"feature_version {t['phat.feature_version'][:16]}, promotable {t['phat.promotable']}."
+        f"AUC {m['test_auc']:.4f}. model_hash {t[Tag.MODEL_HASH][:16]}, "
+        f"feature_version {t[Tag.FEATURE_VERSION][:16]}, promotable {t[Tag.PROMOTABLE]}."
     )
 
 
@@ -153,8 +152,8 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         pins = Path(tmp) / "constraints.txt"
         pins.write_text("\n".join(constraints(kind)) + "\n")
         code_paths, digest = ship_code(Path(tmp) / "code")
-        result.tags["phat.code_hash"] = digest  # on the run and the version
-        mlflow.set_tag("phat.code_hash", result.tags["phat.code_hash"])
+        result.tags[Tag.CODE_HASH] = digest  # on the run and the version
+        mlflow.set_tag(Tag.CODE_HASH, result.tags[Tag.CODE_HASH])
         info = mlflow.pyfunc.log_model(
             name=model_name or "phat",  # the logged model carries the registered model's name
             loader_module=LOADER_MODULE,
@@ -167,9 +166,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     pause_point("model_logged")
     if not register:
         return {"model_uri": info.model_uri}
-    name = model_name or default_model_name(
-        result.tags["phat.symbol"], result.tags["phat.horizon_id"]
-    )
+    name = model_name or default_model_name(result.tags[Tag.SYMBOL], result.tags[Tag.HORIZON_ID])
     run_id = mlflow.active_run().info.run_id
     out = register_logged(
         MlflowClient(), run_id, dict(result.tags), result.metrics, info.model_id, name
@@ -179,13 +176,13 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
 
 # Tags of the run itself (who ran it, what became of it), not of the model it trained.
 _RUN_ONLY = {
-    "phat.host",
-    "phat.pid",
-    "phat.registered_model",
-    "phat.model_version",
-    "phat.duplicate_of",
-    "phat.warnings",
-    "phat.error",
+    Tag.HOST,
+    Tag.PID,
+    Tag.REGISTERED_MODEL,
+    Tag.MODEL_VERSION,
+    Tag.DUPLICATE_OF,
+    Tag.WARNINGS,
+    Tag.ERROR,
 }
 
 
@@ -206,17 +203,17 @@ def register_logged(
     from phat.registry.tracking import pause_point
 
     contract = {k: v for k, v in tags.items() if k.startswith("phat.") and k not in _RUN_ONLY}
-    contract = {k: v for k, v in contract.items() if not k.startswith("phat.sweep.")}
+    contract = {k: v for k, v in contract.items() if not k.startswith(Tag.SWEEP_PREFIX)}
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description=f"phat p_hat models, {name}")
-    same = _same_model(client, name, contract["phat.model_hash"])
+    same = _same_model(client, name, contract[Tag.MODEL_HASH])
     if same is not None:  # an identical inference function: register nothing new, say which
         for k, v in {
-            "phat.registered_model": name,
-            "phat.model_version": same,
-            "phat.duplicate_of": f"{name}/v{same}",
+            Tag.REGISTERED_MODEL: name,
+            Tag.MODEL_VERSION: same,
+            Tag.DUPLICATE_OF: f"{name}/v{same}",
         }.items():
             client.set_tag(run_id, k, v)
         return {"model_name": name, "model_version": int(same), "duplicate_of": int(same)}
@@ -228,8 +225,8 @@ def register_logged(
         )
         pause_point("version_registered")
         client.update_model_version(name, mv.version, description=_description(contract, metrics))
-        client.set_tag(run_id, "phat.registered_model", name)
-        client.set_tag(run_id, "phat.model_version", str(mv.version))
+        client.set_tag(run_id, Tag.REGISTERED_MODEL, name)
+        client.set_tag(run_id, Tag.MODEL_VERSION, str(mv.version))
     except BaseException:
         _undo_versions(client, name, run_id, model_id)
         raise
@@ -243,7 +240,7 @@ def _undo_versions(client: Any, name: str, run_id: str, model_id: str) -> None:
     try:
         for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
             client.delete_model_version(name, mv.version)
-        client.delete_logged_model_tag(model_id, "mlflow.modelVersions")
+        client.delete_logged_model_tag(model_id, Tag.MLFLOW_MODEL_VERSIONS)
     except Exception:  # the store is failing; phat doctor finds what is left (unfinished run)
         pass
 
@@ -253,7 +250,7 @@ def _same_model(client: Any, name: str, model_hash: str) -> str | None:
     same = [
         int(mv.version)
         for mv in client.search_model_versions(f"name='{name}'")
-        if mv.tags.get("phat.model_hash") == model_hash and not mv.tags.get("phat.debris")
+        if mv.tags.get(Tag.MODEL_HASH) == model_hash and not mv.tags.get(Tag.DEBRIS)
     ]
     return str(min(same)) if same else None
 
@@ -330,18 +327,18 @@ def fetch_verified(uri: str, dst: Path, horizon_id: str | None = None) -> tuple[
         raise registry_error(e, f"cannot download model {uri!r}") from None
     model = _load_named(_find_artifact_dir(path), uri, horizon_id)
     if (path / "MLmodel").exists():
-        verify_code(path, tags.get("phat.code_hash"), uri)
+        verify_code(path, tags.get(Tag.CODE_HASH), uri)
     if who is not None:
-        _same_hash(uri, who, tags.get("phat.model_hash"), model.model_hash)
+        _same_hash(uri, who, tags.get(Tag.MODEL_HASH), model.model_hash)
     if mv is not None:
         model.metadata = {
             **model.metadata,
             "registry.name": mv.name,
             "registry.version": str(mv.version),
-            "phat.alarm.time": mv.tags.get("phat.alarm.time", ""),
+            Tag.ALARM_TIME: mv.tags.get(Tag.ALARM_TIME, ""),
             # a universe model's per-asset alarms (phat monitor; trading.signals.for_asset)
-            **{k: v for k, v in mv.tags.items() if k.startswith(ASSET_ALARM_TAG)},
-            EXCLUDED_ASSETS_TAG: mv.tags.get(EXCLUDED_ASSETS_TAG, ""),
+            **{k: v for k, v in mv.tags.items() if k.startswith(Tag.ASSET_ALARM_PREFIX)},
+            Tag.EXCLUDED_ASSETS: mv.tags.get(Tag.EXCLUDED_ASSETS, ""),
         }
     return model, path
 
@@ -357,10 +354,10 @@ def _load_local(local: Path, uri: str, horizon_id: str | None) -> PHatModel:
         if (candidate / "MLmodel").exists():
             recorded = recorded_tags(candidate)
             tags = recorded[1] if recorded is not None else {}
-            verify_code(candidate, tags.get("phat.code_hash"), uri)
+            verify_code(candidate, tags.get(Tag.CODE_HASH), uri)
             if recorded is not None:
                 who = f"training run {recorded[0]}"
-                _same_hash(uri, who, tags.get("phat.model_hash"), model.model_hash)
+                _same_hash(uri, who, tags.get(Tag.MODEL_HASH), model.model_hash)
             break
     return model
 

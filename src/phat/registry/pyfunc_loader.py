@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from phat.tagnames import Tag
+
 
 class PHatPyfunc:
     def __init__(self, model: Any) -> None:
@@ -106,10 +108,10 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> PHatPyfunc:
     from phat.registry.store import recorded_tags
 
     recorded = recorded_tags(here.parent.parent) or recorded_tags(here.parent)  # data/model
-    if recorded is not None and recorded[1].get("phat.model_hash", "") != model.model_hash:
+    if recorded is not None and recorded[1].get(Tag.MODEL_HASH, "") != model.model_hash:
         raise HashMismatch(
             f"{data_path}: training run {recorded[0]} recorded phat.model_hash "
-            f"{recorded[1].get('phat.model_hash', '')} but the files hash to {model.model_hash}; "
+            f"{recorded[1].get(Tag.MODEL_HASH, '')} but the files hash to {model.model_hash}; "
             "refusing to load"
         )
     return PHatPyfunc(model)

@@ -18,9 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-SWEEP_TAG = "phat.sweep.name"
-KEY_TAG = "phat.sweep.overrides"
-PARENT_TAG = "mlflow.parentRunId"
+from phat.tagnames import Tag
 
 
 def open_parent(name: str, experiment_id: str, objectives: list[str]) -> str:
@@ -34,7 +32,7 @@ def open_parent(name: str, experiment_id: str, objectives: list[str]) -> str:
         mine = client.create_run(
             experiment_id,
             run_name=f"sweep-{name}",
-            tags={SWEEP_TAG: name, "phat.sweep.objectives": ",".join(objectives)},
+            tags={Tag.SWEEP_NAME: name, Tag.SWEEP_OBJECTIVES: ",".join(objectives)},
         ).info.run_id
         # Machines that start one sweep at once each create a parent: after a settling second
         # every one of them sees all, the oldest (then lowest id) stays, the others delete theirs.
@@ -52,11 +50,11 @@ def open_parent(name: str, experiment_id: str, objectives: list[str]) -> str:
 def _parents(client: Any, name: str, experiment_id: str) -> list[Any]:
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{SWEEP_TAG}` = '{name}'",
+        filter_string=f"tags.`{Tag.SWEEP_NAME}` = '{name}'",
         max_results=100,
     )
     runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
-    return [r for r in runs if PARENT_TAG not in r.data.tags]
+    return [r for r in runs if Tag.MLFLOW_PARENT_RUN not in r.data.tags]
 
 
 def children(parent_id: str) -> list[Any]:
@@ -69,7 +67,7 @@ def children(parent_id: str) -> list[Any]:
     while True:
         page = client.search_runs(
             [parent.info.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+            filter_string=f"tags.`{Tag.MLFLOW_PARENT_RUN}` = '{parent_id}'",
             order_by=["attributes.start_time ASC"],
             max_results=1000,
             page_token=token,
@@ -83,7 +81,7 @@ def children(parent_id: str) -> list[Any]:
 def done_job(parent_id: str, key: str) -> Any | None:
     """A FINISHED child of this sweep with exactly these overrides, if any."""
     for r in children(parent_id):
-        if r.data.tags.get(KEY_TAG) == key and r.info.status == "FINISHED":
+        if r.data.tags.get(Tag.SWEEP_OVERRIDES) == key and r.info.status == "FINISHED":
             return r
     return None
 
@@ -100,12 +98,12 @@ def _common(keys: list[str]) -> set[str]:
 def summary_frame(runs: list[Any], objectives: list[str]) -> pd.DataFrame:
     """One row per job, best first (by the first objective; failed jobs last), with the
     overrides that differ between jobs."""
-    common = _common([r.data.tags.get(KEY_TAG, "") for r in runs])
+    common = _common([r.data.tags.get(Tag.SWEEP_OVERRIDES, "") for r in runs])
     rows = []
     for r in runs:
-        key = r.data.tags.get(KEY_TAG, "")
+        key = r.data.tags.get(Tag.SWEEP_OVERRIDES, "")
         row: dict[str, Any] = {
-            "job": r.data.tags.get("phat.sweep.job", ""),
+            "job": r.data.tags.get(Tag.SWEEP_JOB, ""),
             "overrides": " ".join(o for o in key.split() if o not in common) or key,
             "status": r.info.status,
         }
@@ -114,7 +112,7 @@ def summary_frame(runs: list[Any], objectives: list[str]) -> pd.DataFrame:
         row["seconds"] = r.data.metrics.get("timing_total_s", math.nan)
         row["run_name"] = r.info.run_name
         row["run_id"] = r.info.run_id
-        row["error"] = r.data.tags.get("phat.error", "")
+        row["error"] = r.data.tags.get(Tag.ERROR, "")
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

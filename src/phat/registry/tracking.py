@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.tagnames import Tag
+
 log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_LEN = 6000  # MLflow 3 stores params up to 6000 characters
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+EXPERIMENT_KIND = (Tag.MLFLOW_EXPERIMENT_KIND, "custom_model_development")
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -118,11 +120,11 @@ def tracked_run(
         mlflow.set_system_metrics_sampling_interval(1)
         mlflow.set_system_metrics_samples_before_logging(1)
     # Who runs it: `phat doctor` tells a crashed run (process gone) from a live one.
-    owner = {"phat.host": socket.gethostname(), "phat.pid": str(os.getpid())}
+    owner = {Tag.HOST: socket.gethostname(), Tag.PID: str(os.getpid())}
     outer = os.environ.get("MLFLOW_RUN_ID")
     if outer:
         with mlflow.start_run(run_id=outer, log_system_metrics=system_metrics) as run:
-            mlflow.set_tags({"mlflow.runName": run_name, **owner})
+            mlflow.set_tags({Tag.MLFLOW_RUN_NAME: run_name, **owner})
             yield run
         return
     if parent_run_id:
@@ -190,7 +192,7 @@ def write_run_files(
     (out_dir / "data_report.json").write_text(json.dumps(result.bars.report, indent=2, default=str))
     (out_dir / "metrics.json").write_text(json.dumps(_finite(result.metrics), indent=1))
     (out_dir / "training_window.json").write_text(
-        json.dumps(json.loads(result.tags["phat.training_window"]), indent=2)
+        json.dumps(json.loads(result.tags[Tag.TRAINING_WINDOW]), indent=2)
     )
     if result.selection:  # how capacity and the ladder rung were chosen (pipeline.fit_recipe)
         (out_dir / "selection").mkdir(exist_ok=True)
@@ -317,7 +319,7 @@ def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
         frame.insert(0, "symbol", np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()])
     else:
         timeline = bars.index
-    data_hash = result.tags["phat.data_hash"]
+    data_hash = result.tags[Tag.DATA_HASH]
     path = cfg["data"]["path"]
     if path:
         where = Path(str(path[0])).parent if isinstance(path, (list, tuple)) else Path(str(path))
@@ -335,10 +337,10 @@ def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
         digest=data_hash[:32],
     )
     tags = {
-        "phat.data_hash": data_hash,
-        "phat.start": pd.Timestamp(start).isoformat(),
-        "phat.end": pd.Timestamp(end).isoformat(),
-        "phat.bars": str(len(bars.index)),
+        Tag.DATA_HASH: data_hash,
+        Tag.START: pd.Timestamp(start).isoformat(),
+        Tag.END: pd.Timestamp(end).isoformat(),
+        Tag.BARS: str(len(bars.index)),
     }
     retry_on_conflict(mlflow.log_input, dataset, context="training", tags=tags)
 
@@ -411,12 +413,12 @@ def _selection_lines(result: Any) -> list[str]:
             f"  capacity      {result.metrics['selected_max_iter']:.0f} trees (early stopping on "
             "the purged validation tail, fewest within one SE of the best log loss)"
         )
-    kept = result.tags.get("phat.selected_rung", "model")
+    kept = result.tags.get(Tag.SELECTED_RUNG, "model")
     if kept.startswith("{"):  # model.pooling=per_asset: one recipe per asset
         per = json.loads(kept)
         counts = {r: sum(v == r for v in per.values()) for r in sorted(set(per.values()))}
         out.append(
-            f"  pooling       one {result.tags['phat.model_kind']} per asset; rung kept: "
+            f"  pooling       one {result.tags[Tag.MODEL_KIND]} per asset; rung kept: "
             f"{', '.join(f'{r} on {n}' for r, n in counts.items())} "
             "(selection/*.csv)"
         )
@@ -442,9 +444,9 @@ def _universe_lines(result: Any) -> list[str]:
         return []
     m, tags = result.metrics, result.tags
     n = int(m["assets_scored"])
-    left = json.loads(tags.get("phat.assets_skipped", "{}"))
+    left = json.loads(tags.get(Tag.ASSETS_SKIPPED, "{}"))
     out = [
-        f"  universe      {tags['phat.universe']}: {tags['phat.assets']} assets in the model"
+        f"  universe      {tags[Tag.UNIVERSE]}: {tags[Tag.ASSETS]} assets in the model"
         + (
             f"; left out {len(left)}: {', '.join(f'{k} ({v[:60]})' for k, v in left.items())}"
             if left
@@ -491,7 +493,7 @@ def summary_lines(
         *_universe_lines(result),
         f"  test span     {_span(result.predictions['test'].timestamps)}",
         f"  run id        {run_id}  (experiment {experiment!r})",
-        f"  model hash    {result.tags['phat.model_hash']}",
+        f"  model hash    {result.tags[Tag.MODEL_HASH]}",
         f"  calibration   {_calibration_line(result.calibrator)}",
         *_selection_lines(result),
         f"  {'test metric':<18}{'raw':>10}{'calibrated':>12}   95% CI (calibrated)",

@@ -27,6 +27,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from phat.tagnames import Tag
+
 MANIFEST = "phat_manifest.json"
 VERIFIER = "phat_verify.py"
 # The MLmodel python_function entry the manifest pins (loader module and code directory).
@@ -105,7 +107,7 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> Any:
     from phat.registry.store import recorded_tags
 
     run = recorded_tags(model_dir)
-    recorded = (run[0], run[1].get("phat.code_hash", "")) if run is not None else None
+    recorded = (run[0], run[1].get(Tag.CODE_HASH, "")) if run is not None else None
     if recorded is not None and recorded[1] != actual:
         raise ShippedCodeChanged(
             f"{model_dir}: training run {recorded[0]} recorded phat.code_hash {recorded[1][:16]} "

@@ -18,6 +18,7 @@ from phat.contract.features import FeatureSpec
 from phat.contract.labels import LabelSpec
 from phat.models.baselines import WindowData
 from phat.models.calibration import Calibrator
+from phat.tagnames import Tag
 
 # An artifact written before the DataSpec existed: the calendar it was trained under then.
 LEGACY_DATA_SPEC = {"calendar": "24x7", "max_gap_bars": 2}
@@ -75,7 +76,7 @@ class PHatModel:
             ),
             self.label_spec,
             self.calibrator.with_asset_correction(entry.get("calibration")),
-            {**self.metadata, "phat.asset": symbol},
+            {**self.metadata, Tag.ASSET: symbol},
             dict(entry["data_spec"]),
         )
         self._views[symbol] = view
@@ -83,7 +84,7 @@ class PHatModel:
 
     @property
     def model_hash(self) -> str:
-        return str(self.metadata.get("phat.model_hash", ""))
+        return str(self.metadata.get(Tag.MODEL_HASH, ""))
 
     def predict_bars(self, frame: pd.DataFrame, segment: np.ndarray | None = None) -> pd.DataFrame:
         """p_hat_raw and p_hat for every bar of validated bars (NaN where no full window)."""

@@ -27,6 +27,7 @@ import pandas as pd
 
 from phat.data import as_utc, parse_timeframe
 from phat.errors import ConfigError
+from phat.tagnames import Tag
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +277,7 @@ def evaluation_start(
         if absent(e):
             return None
         raise registry_error(e, f"{name}: reading the evaluation window") from None
-    window = (
-        json.loads(mv.tags["phat.training_window"]) if "phat.training_window" in mv.tags else {}
-    )
+    window = json.loads(mv.tags[Tag.TRAINING_WINDOW]) if Tag.TRAINING_WINDOW in mv.tags else {}
     return pd.Timestamp(window["test"][0]) if "test" in window else None
 
 

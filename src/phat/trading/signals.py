@@ -35,6 +35,7 @@ from phat.errors import (
     reason_of,
 )
 from phat.models.rules import proxy_p_hat
+from phat.tagnames import Tag
 
 log = logging.getLogger(__name__)
 FALLBACK_REASONS = (
@@ -64,7 +65,7 @@ class Binding:
     fallback_signal_source: str = "proxy"
 
     def tags(self) -> dict[str, str]:
-        return {f"phat.binding.{k}": str(v) for k, v in asdict(self).items()}
+        return {f"{Tag.BINDING_PREFIX}{k}": str(v) for k, v in asdict(self).items()}
 
     @property
     def experiment_id(self) -> str:
@@ -115,11 +116,9 @@ def for_asset(resolved: ResolvedSignal, symbol: str) -> ResolvedSignal:
     gets the proxy, reason excluded_asset. A single-asset model or the proxy: as it is."""
     from dataclasses import replace
 
-    from phat.registry.client import ASSET_ALARM_TAG, EXCLUDED_ASSETS_TAG
-
     if resolved.model is None or resolved.model.universe is None:
         return resolved
-    excluded = str(resolved.model.metadata.get(EXCLUDED_ASSETS_TAG) or "").split(",")
+    excluded = str(resolved.model.metadata.get(Tag.EXCLUDED_ASSETS) or "").split(",")
     if symbol in excluded:
         return replace(
             resolved, model=None, fallback_reason="excluded_asset",
@@ -127,7 +126,7 @@ def for_asset(resolved: ResolvedSignal, symbol: str) -> ResolvedSignal:
             f"was promoted without {symbol} (promotion.exclude_assets=auto)",
         )  # fmt: skip
     view = resolved.model.for_asset(symbol)
-    own = view.metadata.get(f"{ASSET_ALARM_TAG}{symbol}")
+    own = view.metadata.get(f"{Tag.ASSET_ALARM_PREFIX}{symbol}")
     times = [t for t in (resolved.alarm_time, pd.Timestamp(own) if own else None) if t is not None]
     return replace(resolved, model=view, alarm_time=min(times) if times else None)
 
@@ -150,7 +149,7 @@ def resolve(
 
             version = str(resolve_version(f"models:/{model_name}@{ref}").version)
         model = load(f"models:/{model_name}/{version}", horizon_id=horizon_id)
-        alarm = model.metadata.get("phat.alarm.time")
+        alarm = model.metadata.get(Tag.ALARM_TIME)
     except Exception as e:  # registry/verification failures fail closed to the proxy
         reason = classify_load_error(e)
         if strict:

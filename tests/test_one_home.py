@@ -1,0 +1,90 @@
+"""One home per concept, checked on the source: a second copy of a rule fails here, not in review.
+
+Each check walks the package's syntax trees (not a grep of text, so comments and docstrings do not
+count) and a planted copy in a scratch file proves the check can fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from pathlib import Path
+
+from phat.tagnames import Tag
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "phat"
+TAG_LIKE = re.compile(r"^(phat|mlflow)\.[A-Za-z_]+(\.[A-Za-z_]+)*\.?$")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                out.add(id(body[0].value))
+    return out
+
+
+def _logger_names(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "getLogger"
+        ):
+            out.update(id(a) for a in node.args)
+    return out
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name.rstrip(".")) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def tag_literals(files: list[Path]) -> list[str]:
+    """`path:line: literal` for each tag-like string written outside phat/tagnames.py."""
+    found = []
+    for path in files:
+        if path.name == "tagnames.py":
+            continue
+        tree = ast.parse(path.read_text())
+        skip = _docstrings(tree) | _logger_names(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in skip
+                and TAG_LIKE.match(node.value)
+                and not _is_module(node.value)
+            ):
+                found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_tag_names_have_one_home() -> None:
+    assert tag_literals(sorted(PKG.rglob("*.py"))) == []
+
+
+def test_a_tag_name_typed_elsewhere_is_found(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        '"""phat.model_hash in a docstring is prose."""\n'
+        "import logging\n"
+        'log = logging.getLogger("phat.train")\n'
+        'MODULE = "phat.data.synthetic"\n'
+        'def f(tags):\n    return tags.get("phat.model_hash")\n'
+    )
+    assert tag_literals([planted]) == ["planted.py:6: 'phat.model_hash'"]
+    # f-string pieces count too: "phat.alarm." is a prefix only tagnames may spell
+    planted.write_text('def f(k):\n    return f"phat.alarm.{k}"\n')
+    assert tag_literals([planted]) == ["planted.py:2: 'phat.alarm.'"]
+
+
+def test_tag_names_are_distinct() -> None:
+    names = Tag.names()
+    assert len(set(names.values())) == len(names)
+    assert all(v.startswith(("phat.", "mlflow.")) for v in names.values())
