@@ -88,3 +88,36 @@ def test_tag_names_are_distinct() -> None:
     names = Tag.names()
     assert len(set(names.values())) == len(names)
     assert all(v.startswith(("phat.", "mlflow.")) for v in names.values())
+
+
+DURATIONS = ["15m", "15min", "1h", "1H", "1d", "4w", "90m", "0m", "5s", "1y", "m", "15", "-1h", "1.5h"]
+
+
+def _ok(f, *a) -> bool:
+    try:
+        f(*a)
+    except Exception:
+        return False
+    return True
+
+
+def test_every_duration_reader_speaks_one_grammar() -> None:
+    """Timeframes, horizons, walk-forward windows, data.max_gap and file-name tails accept the
+    same strings (the grammar lives in data/timeframes.py)."""
+    import pandas as pd
+
+    from phat.contract.labels import parse_horizon
+    from phat.data.bars import _as_duration
+    from phat.data.timeframes import parse_timeframe
+    from phat.data.universe import symbol_of
+    from phat.evidence.walkforward import parse_duration
+
+    for text in DURATIONS:
+        want = _ok(parse_timeframe, text)
+        assert _ok(parse_horizon, text) == want, text
+        assert _ok(parse_horizon, f"3x{text}") == want, text
+        assert _ok(parse_duration, text, "walkforward.step") == want, text
+        assert _ok(_as_duration, text, pd.Timedelta("5min"), "data.max_gap") == want, text
+        assert (symbol_of(Path(f"BTC-{text}.csv")) == "BTC") == (want or text == "0m"), text
+    assert parse_timeframe("15min") == parse_timeframe("15m") == pd.Timedelta(minutes=15)
+    assert parse_horizon("4x15min") == parse_horizon("4x15m")  # one id per timeframe

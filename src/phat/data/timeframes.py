@@ -1,4 +1,7 @@
-"""Timeframes and timestamps from config and tags: '15m' <-> Timedelta, naive means UTC."""
+"""Durations, timeframes and timestamps from config and tags; naive timestamps mean UTC.
+
+One grammar for every duration phat reads (bar timeframes, horizons, walk-forward windows,
+`data.max_gap`, a file name's timeframe tail): `<n><unit>` with unit m (or min), h, d or w."""
 
 from __future__ import annotations
 
@@ -9,18 +12,27 @@ import pandas as pd
 
 from phat.errors import DataValidationError
 
-_TF_RE = re.compile(r"^(\d+)(m|min|h|d)$")
+_UNITS = {"min": "min", "m": "min", "h": "h", "d": "D", "w": "W"}
+DURATION = r"\d+(?:min|m|h|d|w)"  # the pattern other grammars embed (horizons, file names)
+_DURATION_RE = re.compile(r"^(\d+)(min|m|h|d|w)$")
 
 
-def parse_timeframe(tf: str) -> pd.Timedelta:
-    """'15m' -> 15 minutes, '1h' -> 1 hour, '1d' -> 1 day."""
-    m = _TF_RE.match(str(tf).strip().lower())
+def parse_duration(
+    text: Any, key: str, error: type[Exception] = DataValidationError
+) -> pd.Timedelta:
+    """'15m' -> 15 minutes, '1h', '1d', '4w'; anything else (or zero) is one line naming `key`."""
+    m = _DURATION_RE.match(str(text).strip().lower())
     if not m or int(m.group(1)) <= 0:
-        raise DataValidationError(
-            f"timeframe {tf!r} is not of the form <n>m, <n>h or <n>d (e.g. '15m')"
+        raise error(
+            f"{key}={text!r}: expected a positive duration <n>m, <n>h, <n>d or <n>w "
+            "(e.g. 15m, 1h, 30d, 4w)"
         )
-    unit = {"m": "min", "min": "min", "h": "h", "d": "D"}[m.group(2)]
-    return pd.Timedelta(int(m.group(1)), unit=unit)
+    return pd.Timedelta(int(m.group(1)), unit=_UNITS[m.group(2)])
+
+
+def parse_timeframe(tf: Any) -> pd.Timedelta:
+    """A bar timeframe: a duration ('15m' -> 15 minutes)."""
+    return parse_duration(tf, "timeframe")
 
 
 def format_timeframe(td: pd.Timedelta) -> str:

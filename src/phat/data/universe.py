@@ -22,10 +22,11 @@ from typing import Any
 import pandas as pd
 
 from phat.data.bars import Bars
+from phat.data.timeframes import DURATION
 from phat.errors import DataValidationError
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq", ".feather", ".arrow", ".json")
-_TF_TAIL = re.compile(r"[-_.](\d+(?:s|m|min|h|d|w))$", re.IGNORECASE)
+_TF_TAIL = re.compile(rf"[-_.]({DURATION})$", re.IGNORECASE)
 
 
 @dataclass

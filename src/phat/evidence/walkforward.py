@@ -24,25 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.data.timeframes import parse_duration as data_duration
 from phat.errors import ConfigError, DataValidationError
 from phat.tagnames import Tag
 
 BASELINES = ("climatology", "proxy", "last_sign", "last_return")
 
 
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def parse_duration(text: Any, key: str) -> pd.Timedelta:
-    """`30d`, `12h`, `4w`, `90m` -> a Timedelta (positive)."""
-    import re
-
-    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", str(text).lower())
-    if not m or int(m.group(1)) <= 0:
-        raise ConfigError(
-            f"{key}={text!r}: expected a positive duration such as 30d, 12h, 4w or 90m"
-        )
-    return pd.Timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    """A walk-forward window (`30d`, `12h`, `4w`, `90m`): the one duration grammar, as config."""
+    return data_duration(text, key, ConfigError)
 
 
 @dataclass
