@@ -9,7 +9,8 @@ from phat.contract.features import FeatureSpec
 from phat.contract.labels import LabelSpec, make_labels
 from phat.data.synthetic import SyntheticConfig, generate
 from phat.errors import ConfigError
-from phat.models.baselines import LogisticModel, TreeModel, WindowData, build_model, model_class
+from phat.models.baselines import LogisticModel, TreeModel, WindowData
+from phat.models.kinds import build_model, model_class
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_tabular_is_the_last_rows_of_the_window(data) -> None:
 
 
 def test_unknown_kind_and_bad_params_refused() -> None:
-    with pytest.raises(ConfigError, match="model kind 'svm'"):
+    with pytest.raises(ConfigError, match="model.kind='svm'"):
         model_class("svm")
     with pytest.raises(ConfigError, match="model=logistic"):
         build_model("logistic", {"depth": 3}, seed=0)

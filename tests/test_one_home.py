@@ -90,7 +90,22 @@ def test_tag_names_are_distinct() -> None:
     assert all(v.startswith(("phat.", "mlflow.")) for v in names.values())
 
 
-DURATIONS = ["15m", "15min", "1h", "1H", "1d", "4w", "90m", "0m", "5s", "1y", "m", "15", "-1h", "1.5h"]
+DURATIONS = [
+    "15m",
+    "15min",
+    "1h",
+    "1H",
+    "1d",
+    "4w",
+    "90m",
+    "0m",
+    "5s",
+    "1y",
+    "m",
+    "15",
+    "-1h",
+    "1.5h",
+]
 
 
 def _ok(f, *a) -> bool:
@@ -121,3 +136,53 @@ def test_every_duration_reader_speaks_one_grammar() -> None:
         assert (symbol_of(Path(f"BTC-{text}.csv")) == "BTC") == (want or text == "0m"), text
     assert parse_timeframe("15min") == parse_timeframe("15m") == pd.Timedelta(minutes=15)
     assert parse_horizon("4x15min") == parse_horizon("4x15m")  # one id per timeframe
+
+
+def test_model_kinds_have_one_registry() -> None:
+    """Each class's `kind` is its registry name, each recipe has a conf file and a params schema
+    that match, and no module compares a kind to a literal name (models/kinds.py holds the
+    traits that were `kind == "tcn"` checks)."""
+    import dataclasses
+
+    import yaml
+
+    from phat.models.kinds import KINDS, RECIPES, model_class
+
+    for name in KINDS:
+        assert model_class(name).kind == name
+    for name in RECIPES:
+        conf = yaml.safe_load((PKG / "conf" / "model" / f"{name}.yaml").read_text())
+        fields = {f.name for f in dataclasses.fields(KINDS[name].params)}
+        assert set(conf["params"]) == fields, name
+    literal = []
+    for path in sorted(PKG.rglob("*.py")):
+        if path.name == "kinds.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                for side in [node.left, *node.comparators]:
+                    elts = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
+                    for e in elts:
+                        if isinstance(e, ast.Constant) and e.value in RECIPES:
+                            literal.append(f"{path.name}:{node.lineno}: {e.value!r}")
+    assert literal == []
+
+
+def test_the_logged_requirements_follow_the_kinds_a_model_is_made_of() -> None:
+    """A per-asset container of TCNs needs torch to score (its own kind is per_asset: the
+    earlier `kind == "tcn"` test left torch out of its requirements)."""
+    from phat.models.kinds import build_model, kinds_in
+    from phat.models.per_asset import PerAssetModel
+    from phat.registry.environment import requirements
+
+    tcn = build_model("tcn", {"channels": 4, "levels": 1, "kernel_size": 2, "dropout": 0.0}, 0)
+    logit = build_model("logistic", {"C": 1.0, "lookback": 2, "max_iter": 10}, 0)
+    torch = [
+        r
+        for r in requirements(kinds_in(PerAssetModel({"A": tcn, "B": logit})))
+        if r.startswith("torch==")
+    ]
+    assert len(torch) == 1
+    assert not any(
+        r.startswith("torch==") for r in requirements(kinds_in(PerAssetModel({"B": logit})))
+    )

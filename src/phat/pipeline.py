@@ -24,8 +24,10 @@ from phat.data.universe import StackedBars
 from phat.errors import ConfigError, DataValidationError
 from phat.evaluation.metrics import evaluate_split
 from phat.hashing import canonical_json
-from phat.models.baselines import WindowData, build_model
+from phat.models.baselines import WindowData
 from phat.models.calibration import Calibrator, fit_calibrator
+from phat.models.kinds import build_model
+from phat.models.kinds import kind as model_kind
 from phat.registry.artifact import save_artifact
 from phat.tagnames import Tag
 
@@ -109,17 +111,15 @@ def split_config_from_cfg(cfg: dict[str, Any]) -> SplitConfig:
 def validate_config(cfg: dict[str, Any]) -> tuple[LabelSpec, FeatureSpec, SplitConfig]:
     """Cheap checks that answer before any heavy import or data load."""
     from phat.contract.splits import resolve_boundaries
-    from phat.models.baselines import MODEL_KINDS
     from phat.models.calibration import METHODS
+    from phat.models.kinds import RECIPES
 
     lspec = label_spec_from_cfg(cfg)
     fspec = feature_spec_from_cfg(cfg)
     scfg = split_config_from_cfg(cfg)
     resolve_boundaries(scfg, lspec.horizon_bars, fspec.bars_read)
-    if cfg["model"]["kind"] not in MODEL_KINDS:
-        raise ConfigError(
-            f"model.kind={cfg['model']['kind']!r}: expected one of {sorted(MODEL_KINDS)}"
-        )
+    if cfg["model"]["kind"] not in RECIPES:
+        raise ConfigError(f"model.kind={cfg['model']['kind']!r}: expected one of {list(RECIPES)}")
     if cfg["calibration"]["method"] not in METHODS:
         raise ConfigError(
             f"calibration={cfg['calibration']['method']!r}: expected one of {list(METHODS)}"
@@ -479,7 +479,7 @@ def with_validation_tail(
     """For the TCN and the tree: the train span's tail becomes their early-stopping validation
     span (purged like every boundary, trainer.val_fraction; a universe's cut in time); the
     logistic model keeps the spans as they are (its capacity comes from the inner CV)."""
-    if cfg["model"]["kind"] not in ("tcn", "tree"):
+    if not model_kind(cfg["model"]["kind"]).validation_tail:
         return spans
     clock, _, slack = timeline(bars) if bars is not None else (None, 1, 0)
     fit_ends, val_ends = carve_tail(
@@ -674,7 +674,7 @@ def fit_model(
     spans["train"] (the TCN with early stopping on spans["validation"])."""
     mcfg = cfg["model"]
     params = dict(mcfg["params"] if params is None else params)
-    if mcfg["kind"] == "tcn":
+    if model_kind(mcfg["kind"]).trainer:
         params["trainer"] = dict(cfg["trainer"])
         params["threads"] = threads
         params["tracking"] = tracking
@@ -740,7 +740,8 @@ def fit_recipe(
     purge = lspec.horizon_bars * concurrent  # in samples of the time-ordered spans
     ladder = str(mcfg.get("ladder", "off")) == "on"
     rung, model = "model", None
-    if mcfg["kind"] == "logistic" and (ladder or params.get("C") == "auto"):
+    spec = model_kind(mcfg["kind"])
+    if spec.inner_cv and (ladder or params.get("C") == "auto"):
         b = required_boundaries(lspec.horizon_bars, fspec.bars_read)
         col = sel.return_column(fspec.names) if ladder else None
         grid = sel.C_GRID if params.get("C") == "auto" else (float(params["C"]),)
@@ -757,10 +758,10 @@ def fit_recipe(
                 chosen["selected_C"] = c
     if model is None:
         model = fit_model(cfg, seed, threads, data, y, spans, tracking, params)
-        if mcfg["kind"] == "tree" and "validation" in spans:  # early stopping's choice
-            chosen["selected_max_iter"] = float(model.params["max_iter"])
+        if spec.stopped_param and "validation" in spans:  # early stopping's choice
+            chosen[f"selected_{spec.stopped_param}"] = float(model.params[spec.stopped_param])
     method = cfg["calibration"]["method"]
-    if ladder and mcfg["kind"] != "logistic":
+    if ladder and not spec.inner_cv:  # the inner CV ranked the rungs already
         rungs = [*sel.rule_rungs(data, tr, y[tr], fspec.names, seed), ("model", model)]
         j, rows = sel.choose_rung(method, [m.logits(data, cal) for _, m in rungs], y[cal], purge)
         if j is not None:

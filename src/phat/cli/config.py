@@ -22,6 +22,8 @@ from omegaconf import MISSING
 
 from phat.contract.labels import parse_horizon
 from phat.errors import ConfigError
+from phat.models.kinds import RECIPES, check_params
+from phat.models.kinds import kind as model_kind
 
 # ---------------------------------------------------------------------------------------------
 # Schema: names and types only (defaults live in conf/)
@@ -91,38 +93,6 @@ class FeaturesConf:
     clip: float = MISSING
     missing: MissingConf = field(default_factory=MissingConf)
     list: builtins.list[FeatureItem] = MISSING
-
-
-@dataclass
-class LogisticParams:
-    C: Any = MISSING  # "auto" (purged inner CV of the train span) or a number > 0
-    lookback: int = MISSING
-    max_iter: int = MISSING
-
-
-@dataclass
-class TreeParams:
-    lookback: int = MISSING
-    max_iter: int = MISSING
-    learning_rate: float = MISSING
-    max_leaf_nodes: int = MISSING
-    min_samples_leaf: int = MISSING
-    l2_regularization: float = MISSING
-
-
-@dataclass
-class TCNParams:
-    channels: int = MISSING
-    levels: int = MISSING
-    kernel_size: int = MISSING
-    dropout: float = MISSING
-
-
-MODEL_PARAMS: dict[str, type] = {
-    "logistic": LogisticParams,
-    "tree": TreeParams,
-    "tcn": TCNParams,
-}
 
 
 @dataclass
@@ -263,7 +233,7 @@ class RecipeConf:
     horizon: str = MISSING
     label: LabelConf = field(default_factory=LabelConf)
     features: FeaturesConf = field(default_factory=FeaturesConf)
-    model: Any = MISSING  # {kind, params}: checked against MODEL_PARAMS[kind]
+    model: Any = MISSING  # {kind, params}: checked against models.kinds.kind(kind).params
     calibration: CalibrationConf = field(default_factory=CalibrationConf)
     split: SplitConf = field(default_factory=SplitConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)
@@ -422,7 +392,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "label.neutral": NEUTRAL,
         "label.aggregation": AGGREGATIONS,
         "features.normalization": NORMALIZATIONS,
-        "model.kind": tuple(MODEL_PARAMS),
+        "model.kind": RECIPES,
         "calibration.method": METHODS,
         "split.method": ("fractions", "dates"),
         "trainer.accelerator": ("cpu", "auto", "gpu", "cuda", "mps"),
@@ -578,8 +548,8 @@ def _validate_model(model: Any) -> dict[str, Any]:
     if not isinstance(model, dict):
         raise ConfigError("model: expected a group option such as model=logistic")
     kind = model.get("kind")
-    if kind not in MODEL_PARAMS:
-        raise ConfigError(f"model.kind={kind!r}: expected one of {list(MODEL_PARAMS)}")
+    if kind not in RECIPES:
+        raise ConfigError(f"model.kind={kind!r}: expected one of {list(RECIPES)}")
     extra = sorted(set(model) - {"kind", "params", "ladder", "pooling"})
     if extra:
         raise ConfigError(f"model.{extra[0]}: not a setting of model")
@@ -592,22 +562,14 @@ def _validate_model(model: Any) -> dict[str, Any]:
         raise ConfigError(f"model.pooling={pooling!r}: expected 'pooled' or 'per_asset'")
     try:
         params = OmegaConf.merge(
-            OmegaConf.structured(MODEL_PARAMS[kind]), model.get("params") or {}
+            OmegaConf.structured(model_kind(kind).params), model.get("params") or {}
         )
         plain = OmegaConf.to_container(params, throw_on_missing=True)
     except OmegaConfBaseException as e:
         err = _field_error(e)
         raise ConfigError(f"model.params.{err} (model={kind})") from None
     assert isinstance(plain, dict)
-    if kind == "logistic":
-        c = plain["C"]
-        try:
-            ok = c == "auto" or (not isinstance(c, bool) and float(c) > 0)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ConfigError(f"model.params.C={c!r}: expected auto or a number > 0")
-        plain["C"] = c if c == "auto" else float(c)
+    plain = check_params(kind, plain)
     return {"kind": kind, "params": plain, "ladder": ladder, "pooling": pooling}
 
 

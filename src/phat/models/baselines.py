@@ -14,7 +14,6 @@ the training run and after loading, so a reloaded model's output is bitwise iden
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -256,31 +255,3 @@ def _trees_to_keep(clf: Any, X_val: np.ndarray, y_val: np.ndarray, blocks: int =
         [log_losses(yv, sigmoid(z)) for z in clf.staged_decision_function(X_val)]
     )  # fmt: skip  [n_val, n_iter]
     return simplest_within_noise(losses, time_blocks(len(yv), blocks))[0] + 1
-
-
-# kind -> "module:Class". Only these kinds load from an artifact (no arbitrary import paths).
-MODEL_KINDS = {
-    "logistic": "phat.models.baselines:LogisticModel",
-    "tree": "phat.models.baselines:TreeModel",
-    "tcn": "phat.models.tcn:TCNModel",
-}
-
-
-# Kinds an artifact may hold beyond the recipes: a universe's per-asset container.
-ARTIFACT_KINDS = {**MODEL_KINDS, "per_asset": "phat.models.per_asset:PerAssetModel"}
-
-
-def model_class(kind: str) -> Any:
-    try:
-        mod, cls = ARTIFACT_KINDS[kind].split(":")
-    except KeyError:
-        raise ConfigError(f"model kind {kind!r}: expected one of {sorted(MODEL_KINDS)}") from None
-    return getattr(importlib.import_module(mod), cls)
-
-
-def build_model(kind: str, params: dict[str, Any], seed: int) -> Model:
-    cls = model_class(kind)
-    try:
-        return cls(seed=seed, **params)
-    except TypeError as e:
-        raise ConfigError(f"model={kind}: {e}") from None

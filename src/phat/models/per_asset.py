@@ -58,7 +58,7 @@ class PerAssetModel:
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> PerAssetModel:
-        from phat.models.baselines import model_class
+        from phat.models.kinds import model_class
 
         members = {}
         for sym, m in config["members"].items():

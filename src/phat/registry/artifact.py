@@ -40,8 +40,8 @@ from phat.errors import (
     MalformedArtifact,
 )
 from phat.hashing import canonical_json, sha256_bytes, sha256_text
-from phat.models.baselines import model_class
 from phat.models.calibration import Calibrator
+from phat.models.kinds import model_class
 from phat.scoring.model import LEGACY_DATA_SPEC, PHatModel
 from phat.tagnames import Tag
 

@@ -141,16 +141,17 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from phat.models.kinds import kinds_in
     from phat.registry.environment import constraints, requirements, ship_code
     from phat.registry.tracking import pause_point
 
     cols = [c for c in ("open", "high", "low", "close", "volume") if c in result.bars.frame.columns]
     cols += [c for c in result.feature_spec.required_columns if c not in cols]
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    kind = result.model.kind
+    kinds = kinds_in(result.model)  # a per-asset container: its members' kinds
     with tempfile.TemporaryDirectory(prefix="phat-model-") as tmp:
         pins = Path(tmp) / "constraints.txt"
-        pins.write_text("\n".join(constraints(kind)) + "\n")
+        pins.write_text("\n".join(constraints(kinds)) + "\n")
         code_paths, digest = ship_code(Path(tmp) / "code")
         result.tags[Tag.CODE_HASH] = digest  # on the run and the version
         mlflow.set_tag(Tag.CODE_HASH, result.tags[Tag.CODE_HASH])
@@ -161,7 +162,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
             code_paths=code_paths,
             signature=model_signature(cols, universe=result.universe is not None),
             input_example=input_example(result, cols),
-            pip_requirements=[*requirements(kind), f"-c {pins}"],
+            pip_requirements=[*requirements(kinds), f"-c {pins}"],
         )
     pause_point("model_logged")
     if not register:

@@ -8,7 +8,7 @@
   distribution is `phat-ohlcv`, and the model never asks an index for it).
 - `verify_code(model_dir, recorded, uri)`: phat's own check of that code against the recorded
   `phat.code_hash`, on every load path phat controls.
-- `requirements(kind)`: the distributions that scoring imports, each pinned to the version
+- `requirements(kinds)`: the distributions that scoring imports, each pinned to the version
   installed where the model was trained, plus `constraints(...)`: every distribution those
   pull in, transitively, pinned the same way (MLflow stores it beside requirements.txt as
   constraints.txt, so pip resolves nothing by guess).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,17 +45,24 @@ def _version(dist: str) -> str:
     return metadata.version(dist).split("+")[0]
 
 
-def requirements(kind: str) -> list[str]:
-    roots = [*SCORING, *CALENDARS] + ([TORCH] if kind == "tcn" else [])
+def _roots(kinds: Iterable[str]) -> list[str]:
+    """What scoring a model made of these kinds imports (models.kinds says which need torch)."""
+    from phat.models.kinds import needs_torch
+
+    return [*SCORING, *CALENDARS] + ([TORCH] if needs_torch(kinds) else [])
+
+
+def requirements(kinds: Iterable[str]) -> list[str]:
+    roots = _roots(kinds)
     return [f"{d}=={_version(d)}" for d in roots]
 
 
-def constraints(kind: str) -> list[str]:
+def constraints(kinds: Iterable[str]) -> list[str]:
     """Every installed distribution the scoring requirements reach, pinned (markers evaluated
     for this interpreter and platform; extras followed only where a requirement names them)."""
     from packaging.requirements import Requirement
 
-    roots = [*SCORING, *CALENDARS] + ([TORCH] if kind == "tcn" else [])
+    roots = _roots(kinds)
     seen: dict[str, str] = {}
     todo: list[tuple[str, frozenset[str]]] = [(r, frozenset()) for r in roots]
     while todo:

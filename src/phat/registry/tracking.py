@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.models.kinds import kind as model_kind
 from phat.tagnames import Tag
 
 log = logging.getLogger(__name__)
@@ -263,18 +264,18 @@ _NOT_PARAMS = ("out_dir", "tracking.", "registry.", "sweep.", "hydra.")
 
 
 def run_params(cfg: dict[str, Any]) -> dict[str, str]:
-    """The settings that shaped this model, one param each: trainer.* only for the TCN (the
-    one model the trainer drives), data.synthetic.* only for synthetic data, no paths of this
+    """The settings that shaped this model, one param each: trainer.* only where the kind
+    reads them (models.kinds: the TCN all, the tree its validation share), data.synthetic.* only for synthetic data, no paths of this
     run, no nulls (an unset setting is absent, not the string "None"), the feature list as
     short names (the full list is in config.yaml and feature_spec.json)."""
     flat = flatten(cfg)
-    kind = str(cfg["model"]["kind"])
+    reads = model_kind(cfg["model"]["kind"]).reads
     out: dict[str, str] = {}
     for key, value in flat.items():
         if key.startswith(_NOT_PARAMS) or value == "None":
             continue
-        if key.startswith("trainer.") and kind != "tcn":
-            continue
+        if key.startswith("trainer.") and not key.startswith(reads):
+            continue  # settings this kind does not read are not its params
         if key.startswith("data.synthetic.") and cfg["data"]["path"]:
             continue
         if key == "features.list":

@@ -1,0 +1,132 @@
+"""The model zoo's registry: one entry per kind, everything the rest of phat asks about a kind.
+
+A kind names its class ("module:Class", imported only when a model is built or loaded, so the
+config check stays light), the dataclass of its `model.params` (names and types; defaults live in
+conf/model/<kind>.yaml), and its traits: which other settings it reads, whether it stops early on
+a validation tail of the train span, whether its capacity comes from the purged inner CV, and
+whether scoring needs torch. No module outside this one compares a kind's name to a literal.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import MISSING
+
+from phat.errors import ConfigError
+
+
+@dataclass
+class LogisticParams:
+    C: Any = MISSING  # "auto" (purged inner CV of the train span) or a number > 0
+    lookback: int = MISSING
+    max_iter: int = MISSING
+
+
+@dataclass
+class TreeParams:
+    lookback: int = MISSING
+    max_iter: int = MISSING
+    learning_rate: float = MISSING
+    max_leaf_nodes: int = MISSING
+    min_samples_leaf: int = MISSING
+    l2_regularization: float = MISSING
+
+
+@dataclass
+class TCNParams:
+    channels: int = MISSING
+    levels: int = MISSING
+    kernel_size: int = MISSING
+    dropout: float = MISSING
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    path: str  # "module:Class"; only these load from an artifact (no arbitrary import paths)
+    params: type | None  # the schema of model.params; None: not a recipe (artifact-only)
+    reads: tuple[str, ...] = ()  # other settings the fit reads (logged as run params)
+    trainer: bool = False  # gets trainer.* (epochs, patience, ...), threads and tracking
+    validation_tail: bool = False  # early stopping on a purged tail of the train span
+    inner_cv: bool = False  # capacity chosen by the purged inner CV (model.params.C=auto)
+    stopped_param: str | None = None  # the param early stopping chooses, logged as selected_*
+    torch: bool = False  # scoring imports torch (the logged model's requirements)
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("logistic", "phat.models.baselines:LogisticModel", LogisticParams, inner_cv=True),
+        Kind(
+            "tree",
+            "phat.models.baselines:TreeModel",
+            TreeParams,
+            reads=("trainer.val_fraction",),
+            validation_tail=True,
+            stopped_param="max_iter",
+        ),  # fmt: skip
+        Kind(
+            "tcn",
+            "phat.models.tcn:TCNModel",
+            TCNParams,
+            reads=("trainer.",),
+            trainer=True,
+            validation_tail=True,
+            torch=True,
+        ),  # fmt: skip
+        # a universe's per-asset container (model.pooling=per_asset): its members are recipes
+        Kind("per_asset", "phat.models.per_asset:PerAssetModel", None),
+    )
+}
+RECIPES = tuple(k for k, v in KINDS.items() if v.params is not None)
+
+
+def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a schema type cannot say: the inner-CV kinds' C is `auto` or a number > 0."""
+    out = dict(params)
+    if kind(name).inner_cv:
+        c = out["C"]
+        try:
+            ok = c == "auto" or (not isinstance(c, bool) and float(c) > 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"model.params.C={c!r}: expected auto or a number > 0")
+        out["C"] = c if c == "auto" else float(c)
+    return out
+
+
+def kind(name: str) -> Kind:
+    try:
+        return KINDS[str(name)]
+    except KeyError:
+        raise ConfigError(f"model.kind={name!r}: expected one of {list(RECIPES)}") from None
+
+
+def model_class(name: str) -> Any:
+    mod, cls = kind(name).path.split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
+def build_model(name: str, params: dict[str, Any], seed: int) -> Any:
+    cls = model_class(name)
+    try:
+        return cls(seed=seed, **params)
+    except TypeError as e:
+        raise ConfigError(f"model={name}: {e}") from None
+
+
+def kinds_in(model: Any) -> set[str]:
+    """The kinds a fitted model is made of (a per-asset container: its members' kinds)."""
+    members = getattr(model, "members", None)
+    if members:
+        return set().union(*(kinds_in(m) for m in members.values()))
+    return {str(model.kind)}
+
+
+def needs_torch(kinds: Iterable[str]) -> bool:
+    return any(kind(k).torch for k in kinds)
