@@ -32,7 +32,6 @@ log = logging.getLogger("phat.monitor")
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
-    from mlflow.tracking import MlflowClient
 
     from phat.contract.labels import make_labels, parse_horizon
     from phat.errors import ConfigError, ModelUnavailable
@@ -43,37 +42,26 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         rolling_metrics,
         update,
     )
+    from phat.lifecycle import alarms
     from phat.pipeline import load_bars
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import connect
+    from phat.registry.recorder import recorder
     from phat.trading.signals import resolve
 
     mc = cfg["monitor"]
-    connect(cfg["tracking"])
+    rec = recorder(cfg["tracking"])  # the command's one connection
     name = model_name_for(cfg)
     _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
     resolved = resolve(str(mc["source"]), name, horizon_id, strict=True)
     model, version = resolved.model, resolved.binding.model_version
     if model is None:
         raise ModelUnavailable(f"monitor.source={mc['source']}: the proxy has nothing to monitor")
-    client = MlflowClient()
+    client = rec.client
     if mc["clear"]:
-        from phat.registry.client import is_absent
-
-        tags = client.get_model_version(name, version).tags
-        assets = sorted(k for k in tags if k.startswith(Tag.ASSET_ALARM_PREFIX))
-        had = tags.get(Tag.ALARM_TIME) or (", ".join(assets) if assets else None)
-        for k in (Tag.ALARM_TIME, Tag.ALARM_E_VALUE, Tag.ALARM_BARS, *assets):
-            try:
-                client.delete_model_version_tag(name, version, k)
-            except Exception as e:  # a tag that is not there is cleared already; else raise
-                if not is_absent(e):
-                    raise
+        had = alarms.clear(rec, name, str(version))
         if had is None:
             print(f"phat monitor: {name} v{version} has no alarm; nothing to clear")
             return {"cleared": False}
-        _history(cfg, name, {"action": "alarm_cleared", "version": str(version),
-                             "alarm_time": had, "at": _now()})  # fmt: skip
         print(f"phat monitor: alarm of {had} cleared on {name} v{version}")
         return {"cleared": True}
     lspec = model.label_spec
@@ -81,7 +69,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     bars, _ = load_bars(cfg, lspec.timeframe, model)
     start = _start(client, name, version, mc["start"])
     if hasattr(bars, "assets"):  # a universe model on its universe: every asset at once
-        return _run_universe(cfg, client, name, version, model, bars, start)
+        return _run_universe(cfg, rec, name, version, model, bars, start)
     model = model.for_asset(bars.symbol)  # a universe model: the listed asset's own map
     frame = bars.frame
     pm = model.predict_bars(frame, model.segments(frame))  # as the policy would score them
@@ -134,8 +122,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     fired = state.alarm is not None and not had_alarm
     action = ""
     if fired:
-        action = _act(cfg, client, name, version, state.alarm, asset)
-    run_id = _log(cfg, name, version, state, new, rolling, fired, action)
+        action = alarms.act(rec, cfg, name, str(version), state.alarm, asset)
+    run_id = _log(rec, cfg, name, version, state, new, rolling, fired, action)
     if state.recal is not None and new:
         # The map's parameters, versioned on the model version they recalibrate.
         recal = {**state.recal.summary(), "as_of": state.last_matured, "run_id": run_id}
@@ -162,12 +150,12 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_universe(
-    cfg: dict[str, Any], client: Any, name: str, version: str, model: Any, bars: Any, start: Any
+    cfg: dict[str, Any], rec: Any, name: str, version: str, model: Any, bars: Any, start: Any
 ) -> dict[str, Any]:
     """A universe model on its universe: one anytime-valid calibration e-process per asset
     (false alarms per asset at most monitor.alpha), and the universe's from the mean of the
     assets' e-values (phat.evidence.monitor.universe_update). An asset's alarm acts on that
-    asset alone (_act with the asset); the universe's alarm acts on the version (every asset
+    asset alone (lifecycle.alarms.act with the asset); the universe's alarm acts on the version (every asset
     to the proxy, or rollback). One state file holds every asset's state."""
     import numpy as np
 
@@ -175,6 +163,7 @@ def _run_universe(
     from phat.data.timeframes import parse_timeframe
     from phat.errors import ConfigError
     from phat.evidence.monitor import MonitorState, matured, universe_update, update
+    from phat.lifecycle.alarms import act
 
     mc = cfg["monitor"]
     if mc["recalibrate"] != "none":
@@ -219,19 +208,19 @@ def _run_universe(
         points += [(t, a.symbol, e) for t, e in new]
         if st.alarm is not None and not had:
             fired.append(a.symbol)
-            actions.append(f"{a.symbol}: {_act(cfg, client, name, version, st.alarm, a.symbol)}")
+            actions.append(f"{a.symbol}: {act(rec, cfg, name, str(version), st.alarm, a.symbol)}")
     upath, uni_alarm = universe_update(last, points, alpha, uni_alarm)
     if uni_alarm is not None and not had_uni:
         uni_alarm["asset_alarms"] = sorted(s for s, st in states.items() if st.alarm)
         uni_alarm["bars"] = int(sum(st.n_matured for st in states.values()))
-        actions.append(f"universe: {_act(cfg, client, name, version, uni_alarm)}")
+        actions.append(f"universe: {act(rec, cfg, name, str(version), uni_alarm)}")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({
             "model": watched, "assets": {s: st.to_dict() for s, st in states.items()},
             "e": last, "universe_alarm": uni_alarm,
         }))  # fmt: skip
-    run_id = _log_universe(cfg, name, version, states, last, upath, uni_alarm, actions)
+    run_id = _log_universe(rec, cfg, name, version, states, last, upath, uni_alarm, actions)
     ue = float(np.mean(list(last.values())))
     alarmed = sorted(s for s, st in states.items() if st.alarm)
     print(
@@ -246,6 +235,7 @@ def _run_universe(
 
 
 def _log_universe(
+    rec: Any,
     cfg: dict[str, Any],
     name: str,
     version: str,
@@ -257,43 +247,24 @@ def _log_universe(
 ) -> str:
     """One MLflow run: the universe's e-value path (metric universe_e_value by matured point),
     every asset's e-value and matured bars, the alarms, and e_values.json."""
-    import time
-
-    import mlflow
-    from mlflow.entities import Metric
-
-    from phat.registry.tracking import connect, tracked_run
-
-    uri = connect(cfg["tracking"])
-    with tracked_run(uri, str(cfg["tracking"]["experiment"]), f"monitor-{name}-v{version}") as r:
-        mlflow.set_tags({Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version),
-                         Tag.UNIVERSE: "true"})  # fmt: skip
-        mlflow.log_params({k: str(v) for k, v in cfg["monitor"].items() if k != "clear"})
-        now = int(time.time() * 1000)
-        pts = [Metric("universe_e_value", e, now, i) for i, (_, e) in enumerate(upath)]
-        client = mlflow.MlflowClient()
-        for i in range(0, len(pts), 1000):
-            client.log_batch(r.info.run_id, metrics=pts[i : i + 1000])
-        mlflow.log_metrics({f"e_value_{s}": v for s, v in last.items()})
-        mlflow.log_metric(
-            "assets_alarmed", float(sum(st.alarm is not None for st in states.values()))
-        )
-        mlflow.log_dict({"e": last, "alarms": {s: st.alarm for s, st in states.items() if st.alarm},
-                         "universe_alarm": alarm}, "e_values.json")  # fmt: skip
+    tags = {Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version), Tag.UNIVERSE: "true"}
+    with rec.run(f"monitor-{name}-v{version}", tags=tags) as run:
+        run.params({k: v for k, v in cfg["monitor"].items() if k != "clear"})
+        run.series("universe_e_value", [e for _, e in upath])
+        run.metrics({f"e_value_{s}": v for s, v in last.items()})
+        run.metrics({"assets_alarmed": sum(st.alarm is not None for st in states.values())})
+        run.dict({"e": last, "alarms": {s: st.alarm for s, st in states.items() if st.alarm},
+                  "universe_alarm": alarm}, "e_values.json")  # fmt: skip
         if alarm:
-            mlflow.set_tags({f"{Tag.ALARM_PREFIX}{k}": str(v) for k, v in alarm.items()})
+            run.tags({f"{Tag.ALARM_PREFIX}{k}": v for k, v in alarm.items()})
         if actions:
-            mlflow.set_tag(Tag.ALARM_ACTION, " | ".join(actions)[:5000])
+            run.tags({Tag.ALARM_ACTION: " | ".join(actions)})
         if upath:
-            import matplotlib.pyplot as plt
-
             from phat.evaluation.plots import universe_monitor_plot
 
-            fig = universe_monitor_plot({s: st.path for s, st in states.items()}, upath,
-                                        float(cfg["monitor"]["alpha"]))  # fmt: skip
-            mlflow.log_figure(fig, "monitor.png")
-            plt.close(fig)
-        return str(r.info.run_id)
+            run.figure(universe_monitor_plot({s: st.path for s, st in states.items()}, upath,
+                                             float(cfg["monitor"]["alpha"])), "monitor.png")  # fmt: skip
+        return run.run_id
 
 
 def _recal_line(recal: Any) -> str:
@@ -303,20 +274,6 @@ def _recal_line(recal: Any) -> str:
         f"{r['recal_intercept']:+.4f}); Brier over {int(r['recal_bars'])} matured bars: "
         f"online {r['brier_online']:.5f} vs model {r['brier_static']:.5f}"
     )
-
-
-def _history(cfg: dict[str, Any], name: str, event: dict[str, Any]) -> None:
-    """Append an alarm event to the model's promotion history (phat.history.<seq>), under the
-    same exclusive hold as promote and rollback; it does not move production."""
-    from mlflow.tracking import MlflowClient
-
-    from phat.lifecycle.production import append_event, exclusive
-    from phat.registry.tracking import connect
-
-    uri = connect(cfg["tracking"])
-    client = MlflowClient()
-    with exclusive(client, uri, name) as hold:
-        append_event(hold, event)
 
 
 def _start(client: Any, name: str, version: str, given: str | None) -> Any:
@@ -396,49 +353,8 @@ def _resume(path: Path | None, watched: dict[str, str], source: str) -> tuple[An
     return None, (kept, note)
 
 
-def _now() -> str:
-    from phat.lifecycle.production import now_iso
-
-    return now_iso()
-
-
-def _act(
-    cfg: dict[str, Any], client: Any, name: str, version: str, alarm: dict, asset: str = ""
-) -> str:
-    """The configured action on an alarm. One asset of a universe model (`asset`): `log`
-    records it; `fallback` and `rollback` send that asset alone to the proxy (tag
-    phat.alarm.asset.<asset>): the other assets keep the model."""
-    on = str(cfg["monitor"]["on_alarm"])
-    _history(cfg, name, {
-        "action": "alarm", "version": str(version), "at": _now(), "on_alarm": on,
-        "alarm_time": alarm["time"], "e_value": alarm["e_value"], "bars": alarm.get("bars"),
-        **({"asset": asset} if asset else {}),
-    })  # fmt: skip
-    if on == "log":
-        return "logged (monitor.on_alarm=log)"
-    if asset:
-        client.set_model_version_tag(
-            name, version, f"{Tag.ASSET_ALARM_PREFIX}{asset}", alarm["time"]
-        )
-        return (
-            f"{asset} alone resolves to the proxy (calibration_alarm) from {alarm['time']}; "
-            "the other assets keep the model; `phat monitor monitor.clear=true` clears it"
-        )
-    if on == "fallback":
-        client.set_model_version_tag(name, version, Tag.ALARM_TIME, alarm["time"])
-        client.set_model_version_tag(name, version, Tag.ALARM_E_VALUE, f"{alarm['e_value']:.6g}")
-        client.set_model_version_tag(name, version, Tag.ALARM_BARS, str(alarm["bars"]))
-        return (
-            f"every binding of v{version} now resolves to the proxy (calibration_alarm) from "
-            f"{alarm['time']}; `phat monitor monitor.clear=true` clears it"
-        )
-    from phat.lifecycle.promotion import rollback
-
-    out = rollback({**cfg, "reason": f"calibration alarm at {alarm['time']}"})
-    return f"rolled back: production is now v{out.get('production', '?')}"
-
-
 def _log(
+    rec: Any,
     cfg: dict[str, Any],
     name: str,
     version: str,
@@ -448,47 +364,27 @@ def _log(
     fired: bool,
     action: str,
 ) -> str:
-    import math
-
-    import mlflow
-
-    from phat.registry.tracking import connect, tracked_run
-
-    uri = connect(cfg["tracking"])
-    with tracked_run(uri, str(cfg["tracking"]["experiment"]), f"monitor-{name}-v{version}") as r:
-        mlflow.set_tags({Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version)})
-        mlflow.log_params({k: str(v) for k, v in cfg["monitor"].items() if k != "clear"})
-        import time
-
-        from mlflow.entities import Metric
-
-        first = state.n_matured - len(new)
-        now = int(time.time() * 1000)
-        points = [Metric("e_value", e, now, first + i + 1) for i, (_, e) in enumerate(new)]
-        client = mlflow.MlflowClient()
-        for i in range(0, len(points), 1000):  # one request per 1,000 points, step = bar count
-            client.log_batch(r.info.run_id, metrics=points[i : i + 1000])
-        finite = {k: v for k, v in rolling.items() if math.isfinite(v)}
-        mlflow.log_metrics({**finite, "matured_bars": float(state.n_matured)})
+    tags = {Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version)}
+    with rec.run(f"monitor-{name}-v{version}", tags=tags) as run:
+        run.params({k: v for k, v in cfg["monitor"].items() if k != "clear"})
+        # the e-value by matured bar: step = the bar's count among all matured bars
+        run.series("e_value", [e for _, e in new], first_step=state.n_matured - len(new) + 1)
+        run.metrics({**rolling, "matured_bars": float(state.n_matured)})
         if state.alarm:
-            mlflow.set_tags({f"{Tag.ALARM_PREFIX}{k}": str(v) for k, v in state.alarm.items()})
+            run.tags({f"{Tag.ALARM_PREFIX}{k}": v for k, v in state.alarm.items()})
         if fired:
-            mlflow.set_tag(Tag.ALARM_ACTION, action)
+            run.tags({Tag.ALARM_ACTION: action})
         if state.recal is not None:
             recal = state.recal.summary()
-            mlflow.log_metrics(recal, step=state.n_matured)
-            mlflow.log_dict({**state.recal.to_dict(), **recal}, "recalibration.json")
+            run.metrics(recal, step=state.n_matured)
+            run.dict({**state.recal.to_dict(), **recal}, "recalibration.json")
         if state.path:
-            import matplotlib.pyplot as plt
-
             from phat.evaluation.plots import monitor_plot
 
             times, values = zip(*state.path, strict=True)
-            fig = monitor_plot(times, values, float(cfg["monitor"]["alpha"]), state.recent,
-                               (state.alarm or {}).get("time"))  # fmt: skip
-            mlflow.log_figure(fig, "monitor.png")
-            plt.close(fig)
-        return str(r.info.run_id)
+            run.figure(monitor_plot(times, values, float(cfg["monitor"]["alpha"]), state.recent,
+                                    (state.alarm or {}).get("time")), "monitor.png")  # fmt: skip
+        return run.run_id
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="monitor")
