@@ -186,3 +186,45 @@ def test_the_logged_requirements_follow_the_kinds_a_model_is_made_of() -> None:
     assert not any(
         r.startswith("torch==") for r in requirements(kinds_in(PerAssetModel({"B": logit})))
     )
+
+
+# What writes a run: MLflow's fluent writers, and the client's run writers.
+RUN_WRITES = {
+    "log_param", "log_params", "log_metric", "log_metrics", "log_batch", "log_artifact",
+    "log_artifacts", "log_dict", "log_text", "log_figure", "log_image", "log_input",
+    "log_inputs", "set_tag", "set_tags", "start_run", "end_run", "create_run",
+    "set_terminated", "update_run", "tracked_run",
+}  # fmt: skip
+RECORDER_HOMES = {"recorder.py", "tracking.py"}  # the recorder, and the run it opens
+
+
+def run_writes(files: list[Path]) -> list[str]:
+    found = []
+    for path in files:
+        if path.name in RECORDER_HOMES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                if name in RUN_WRITES:
+                    found.append(f"{path.name}:{node.lineno}: {name}")
+    return found
+
+
+def test_every_verb_writes_runs_through_the_one_recorder() -> None:
+    """Train, walk-forward, backtest, monitor, promotion, sweeps and doctor log through
+    registry/recorder.py (naming, batching, size limits, retries, one connection)."""
+    assert run_writes(sorted(PKG.rglob("*.py"))) == []
+
+
+def test_a_run_written_around_the_recorder_is_found(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "import mlflow\n"
+        "def f(client, run):\n"
+        "    run.metrics({'a': 1.0})\n"
+        "    mlflow.log_metrics({'a': 1.0})\n"
+        "    client.set_terminated('r', 'FAILED')\n"
+    )
+    assert run_writes([planted]) == ["planted.py:4: log_metrics", "planted.py:5: set_terminated"]

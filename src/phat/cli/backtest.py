@@ -25,7 +25,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """Resolve the binding once, score, run the policy, log one MLflow run."""
     from phat.pipeline import horizon_spec, load_bars
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import connect
+    from phat.registry.recorder import recorder
     from phat.trading.backtest import (
         build_policy,
         build_triggers,
@@ -36,7 +36,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     )
     from phat.trading.signals import for_asset, p_hat_frame, resolve
 
-    uri = connect(cfg["tracking"])
+    rec = recorder(cfg["tracking"])  # the command's one connection
     timeframe, _, horizon_id = horizon_spec(cfg)
     policy = build_policy(cfg["policy"]["params"])
     model_name = model_name_for(cfg)
@@ -52,7 +52,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         start = None
     end = cfg["backtest"]["end"]
     if hasattr(bars, "assets"):  # a universe binding on its universe: every asset
-        return _run_universe(cfg, uri, resolved, bars, start, end, policy, timeframe)
+        return _run_universe(cfg, rec, resolved, bars, start, end, policy, timeframe)
     resolved = for_asset(resolved, bars.symbol)  # a universe model: the asset's map and alarm
     signal = p_hat_frame(resolved, bars.frame, dict(cfg["signal"]["proxy"]), strict=strict)
     trigger = build_triggers(cfg, bars)
@@ -99,7 +99,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     run_name = f"backtest-{binding.signal_source}-{bars.symbol}"
     try:
-        run_id = _log(uri, cfg, run_name, binding, frame, bars, result.metrics, out_dir)
+        run_id = _log(rec, cfg, run_name, binding, frame, bars, result.metrics, out_dir)
     except Exception as e:
         from phat.errors import is_store_failure
 
@@ -112,7 +112,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         log.warning(
             "NOTHING WAS LOGGED to MLflow at %s (%s); decisions, trades and equity are in %s",
-            uri,
+            rec.uri,
             first[:200],
             out_dir,
         )
@@ -132,7 +132,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _run_universe(
     cfg: dict[str, Any],
-    uri: str,
+    rec: Any,
     resolved: Any,
     bars: Any,
     start: Any,
@@ -199,7 +199,7 @@ def _run_universe(
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     book = aggregate_metrics(metrics)
     frame = pd.concat(frames).sort_index()
-    run_id = _log(uri, cfg, f"backtest-{binding.signal_source}-{bars.symbol}", binding, frame,
+    run_id = _log(rec, cfg, f"backtest-{binding.signal_source}-{bars.symbol}", binding, frame,
                   bars, book, out_dir)  # fmt: skip
     fallback = {s: int(m["fallback_bars"]) for s, m in metrics.items() if m["fallback_bars"]}
     print(
@@ -215,7 +215,7 @@ def _run_universe(
 
 
 def _log(
-    uri: str,
+    rec: Any,
     cfg: dict[str, Any],
     run_name: str,
     binding: Any,
@@ -224,19 +224,15 @@ def _log(
     metrics: dict[str, float],
     out_dir: Path,
 ) -> str:
-    import mlflow
+    from phat.registry.tracking import flatten
 
-    from phat.registry.tracking import flatten, tracked_run
-
-    with tracked_run(uri, str(cfg["tracking"]["experiment"]), run_name) as r:
-        mlflow.set_tags(
-            {
-                **binding.tags(),
-                Tag.BACKTEST_WINDOW: json.dumps([str(frame.index[0]), str(frame.index[-1])]),
-                Tag.SYMBOL: bars.symbol,
-                Tag.DATA_HASH: bars.data_hash(),
-            }
-        )
+    tags = {
+        **binding.tags(),
+        Tag.BACKTEST_WINDOW: json.dumps([str(frame.index[0]), str(frame.index[-1])]),
+        Tag.SYMBOL: bars.symbol,
+        Tag.DATA_HASH: bars.data_hash(),
+    }
+    with rec.run(run_name, tags=tags) as run:
         # Every setting that shaped the trades, one param each, and what p_hat came from.
         params = {
             k: v
@@ -251,10 +247,10 @@ def _log(
                 "horizon": str(cfg["horizon"]),
             }
         )
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(out_dir))
-        return str(r.info.run_id)
+        run.params(params)
+        run.metrics(metrics)
+        run.artifacts(out_dir)
+        return run.run_id
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="backtest")

@@ -16,19 +16,16 @@ log = logging.getLogger("phat.doctor")
 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
-    from mlflow.tracking import MlflowClient
-
     from phat.lifecycle.doctor import find, repair, report
-    from phat.registry.tracking import connect
+    from phat.registry.recorder import recorder
 
-    uri = connect(cfg["tracking"])
-    client = MlflowClient()
-    findings = find(client, float(cfg["stale_after_hours"]))
+    rec = recorder(cfg["tracking"])
+    findings = find(rec.client, float(cfg["stale_after_hours"]))
     dry = bool(cfg["dry_run"])
     print(report(findings, dry))
-    repaired = 0 if dry else repair(client, findings)
+    repaired = 0 if dry else repair(rec, findings)
     if repaired:
-        print(f"phat doctor: repaired {repaired} in {uri}")
+        print(f"phat doctor: repaired {repaired} in {rec.uri}")
     return {"findings": findings, "repaired": repaired}
 
 

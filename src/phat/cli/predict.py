@@ -32,9 +32,9 @@ def run(cfg: dict[str, Any]) -> Path:
 
     from phat.pipeline import load_bars
     from phat.registry.client import load
-    from phat.registry.tracking import connect
+    from phat.registry.recorder import recorder
 
-    connect(cfg["tracking"])
+    recorder(cfg["tracking"])  # the store that models:/ URIs name
     model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
     bars, _ = load_bars(cfg, model.label_spec.timeframe, model)  # the model's own reading
     what = f"phat predict with {cfg['model_uri']}"
@@ -48,7 +48,7 @@ def run(cfg: dict[str, Any]) -> Path:
         coverage = model.check_coverage(
             preds["p_hat"].to_numpy(), int(bars.report["gaps"]), min_share, what
         )
-    meta = {k: str(v) for k, v in model.metadata.items() if k.startswith(("phat.", "registry."))}
+    meta = {k: str(v) for k, v in model.metadata.items() if k.startswith((Tag.PREFIX, "registry."))}
     meta[Tag.MODEL_URI] = str(cfg["model_uri"])
     table = pa.Table.from_pandas(preds)
     table = table.replace_schema_metadata(

@@ -29,9 +29,9 @@ def serve(cfg: dict) -> int:
     from pathlib import Path
 
     from phat.registry.client import fetch_verified, load
-    from phat.registry.tracking import connect
+    from phat.registry.recorder import recorder
 
-    uri = connect(cfg["tracking"])
+    uri = recorder(cfg["tracking"]).uri
     model_uri = str(cfg["model_uri"])
     with tempfile.TemporaryDirectory(prefix="phat-serve-") as tmp:
         if Path(model_uri).exists():

@@ -61,23 +61,24 @@ class SweepCallback(Callback):
             os.environ[ERROR_ENV] = f"{type(e).__name__}: {first[:300]}"
 
     def _open(self, config: DictConfig) -> None:
+        from phat.registry.recorder import recorder
         from phat.registry.sweeps import open_parent
-        from phat.registry.tracking import connect, use_experiment
+        from phat.registry.tracking import use_experiment
 
         cfg = OmegaConf.to_container(config, resolve=False)
         assert isinstance(cfg, dict)
-        uri = connect(cfg["tracking"])
-        exp_id = use_experiment(uri, str(cfg["tracking"]["experiment"]))
+        rec = recorder(cfg["tracking"])
+        exp_id = use_experiment(rec.uri, rec.experiment)
         name = sweep_name(config)
         objectives = [str(o) for o in cfg["sweep"]["objectives"]]
-        parent = open_parent(name, exp_id, objectives)
+        parent = open_parent(rec, name, exp_id, objectives)
         os.environ[PARENT_ENV] = parent
         os.environ["PHAT_SWEEP_NAME"] = name
         # The overrides every job shares (no sweep syntax): progress lines leave them out.
         given = OmegaConf.select(config, "hydra.overrides.task") or []
         fixed = [o for o in given if "," not in o and "(" not in o]
         os.environ["PHAT_SWEEP_FIXED"] = "\n".join(fixed)
-        print(f"[sweep {name}] parent run {parent} in {uri}; objectives {objectives}", flush=True)
+        print(f"[sweep {name}] parent run {parent} in {rec.uri}; objectives {objectives}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         parent = os.environ.pop(PARENT_ENV, None)
@@ -94,9 +95,8 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
-    from mlflow.tracking import MlflowClient
-
     from phat.registry.client import model_name_for
+    from phat.registry.recorder import recorder
     from phat.registry.sweeps import (
         children,
         held_out_metrics,
@@ -105,16 +105,16 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
         register_run,
         summary_frame,
     )
-    from phat.registry.tracking import retry_on_conflict
 
     objectives = [str(o) for o in cfg["sweep"]["objectives"]]
-    client = MlflowClient()
+    rec = recorder(cfg["tracking"])
+    par = rec.on(parent)  # workers on several machines finish one parent (writes retry)
 
-    def tag(key: str, value: str) -> None:  # workers on several machines finish one parent
-        retry_on_conflict(client.set_tag, parent, key, value)
+    def tag(key: str, value: str) -> None:
+        par.tags({key: value})
 
     def metric(key: str, value: float) -> None:
-        retry_on_conflict(client.log_metric, parent, key, value)
+        par.metrics({key: value})
 
     runs = children(parent)
     table = summary_frame(runs, objectives)
@@ -134,9 +134,9 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
                 f"{len(done)} finished jobs\n\n{markdown(front)}"
             )
             out["pareto"] = len(front)
-        client.log_artifacts(parent, d)
+        par.artifacts(d)
     if done.empty:
-        client.set_terminated(parent, "FAILED")
+        par.finish("FAILED")
         print(f"[sweep {name}] no job finished; see the FAILED children's phat.error", flush=True)
         return out
     best = done.iloc[0]
@@ -158,16 +158,13 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
     )
     out.update(best_run=str(best["run_id"]), test=test)
     if bool(cfg["sweep"]["register_best"]):
-        from phat.registry.tracking import connect
-
-        connect(cfg["tracking"])
-        reg = register_run(str(best["run_id"]), model_name_for(cfg))
+        reg = register_run(rec, str(best["run_id"]), model_name_for(cfg))
         tag(Tag.SWEEP_REGISTERED, f"{reg['model_name']}/v{reg['model_version']}")
         print(
             f"[sweep {name}] registered the winner: models:/{reg['model_name']}/{reg['model_version']}"
         )
         out["registered"] = reg
-    client.set_terminated(parent, "FINISHED")
+    par.finish("FINISHED")
     return out
 
 
@@ -222,7 +219,7 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
         values = [float(out["metrics"].get(m, math.nan)) for m in objectives]
         status = " ".join(f"{m} {v:.5f}" for m, v in zip(objectives, values, strict=True))
     except Exception as e:
-        record_failure(sweep, e)
+        record_failure(cfg, sweep, e)
         values = [math.nan] * len(objectives)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         status = f"FAILED {type(e).__name__}: {first[:300]}"
@@ -236,27 +233,20 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
     return values[0] if len(values) == 1 else values
 
 
-def record_failure(sweep: dict[str, Any], err: Exception) -> None:
+def record_failure(cfg: dict[str, Any], sweep: dict[str, Any], err: Exception) -> None:
     """The failed job as a FAILED child carrying its error (created here when the job failed
     before its run existed, e.g. on bad data)."""
-    from mlflow.tracking import MlflowClient
+    from phat.registry.recorder import recorder
 
-    text = f"{type(err).__name__}: {str(err).strip()}"[:5000]
-    client = MlflowClient()
-    run_id = sweep.get("run_id")
-    if run_id is None:
-        parent = client.get_run(sweep["parent"])
-        run_id = client.create_run(
-            parent.info.experiment_id,
-            run_name=f"job-{sweep['job']}",
-            tags={
-                Tag.MLFLOW_PARENT_RUN: sweep["parent"],
-                Tag.SWEEP_OVERRIDES: sweep["key"],
-                Tag.SWEEP_JOB: str(sweep["job"]),
-            },
-        ).info.run_id
-    client.set_tag(run_id, Tag.ERROR, text)
-    client.set_terminated(run_id, "FAILED")
+    rec = recorder(cfg["tracking"])
+    if sweep.get("run_id") is None:
+        parent = rec.client.get_run(sweep["parent"])
+        tags = {Tag.SWEEP_OVERRIDES: sweep["key"], Tag.SWEEP_JOB: str(sweep["job"])}
+        run = rec.create(parent.info.experiment_id, f"job-{sweep['job']}", tags, sweep["parent"])
+    else:
+        run = rec.on(sweep["run_id"])
+    run.tags({Tag.ERROR: f"{type(err).__name__}: {str(err).strip()}"})
+    run.finish("FAILED")
 
 
 def _best_so_far(parent: str, objectives: list[str]) -> str:

@@ -62,11 +62,13 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     write_files(record, metrics, out_dir, int(mc["n_bins"]))
     run_id = log_walkforward(cfg, record, metrics, out_dir)
     if target is not None:
-        from mlflow.tracking import MlflowClient
+        from phat.registry.recorder import recorder
 
-        client = MlflowClient()
-        client.set_tag(run_id, Tag.WALKFORWARD_FOR, f"{target[0]}/v{for_version}")
-        client.set_model_version_tag(target[0], str(for_version), Tag.WALKFORWARD_RUN_ID, run_id)
+        rec = recorder(cfg["tracking"])
+        rec.on(run_id).tags({Tag.WALKFORWARD_FOR: f"{target[0]}/v{for_version}"})
+        rec.client.set_model_version_tag(
+            target[0], str(for_version), Tag.WALKFORWARD_RUN_ID, run_id
+        )
         print(f"  evidence for   {target[0]} v{for_version} (tag phat.walkforward.run_id)")
     lines = summary_lines(record, metrics, run_id)
     print("\n".join(lines))
@@ -75,15 +77,13 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _version_for(cfg: dict[str, Any], version: int) -> tuple[str, Any]:
     """(model name, ModelVersion) of `walkforward.for_version`, checked before any work."""
-    from mlflow.tracking import MlflowClient
-
     from phat.registry.client import model_name_for, registry_error
-    from phat.registry.tracking import connect
+    from phat.registry.recorder import recorder
 
-    connect(cfg["tracking"])
+    client = recorder(cfg["tracking"]).client
     name = model_name_for(cfg)
     try:
-        return name, MlflowClient().get_model_version(name, str(version))
+        return name, client.get_model_version(name, str(version))
     except Exception as e:
         raise registry_error(e, f"walkforward.for_version={version}: {name} v{version}") from None
 
@@ -146,50 +146,38 @@ def write_files(record: Any, metrics: dict[str, float], out_dir: Path, n_bins: i
 def log_walkforward(
     cfg: dict[str, Any], record: Any, metrics: dict[str, float], out_dir: Path
 ) -> str:
-    import math
+    from phat.registry.recorder import recorder
+    from phat.registry.tracking import run_params
 
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from phat.registry.tracking import connect, run_params, tracked_run
-
-    uri = connect(cfg["tracking"])
+    rec = recorder(cfg["tracking"])
     name = (
         f"walkforward-{record.model_kind}-{cfg['horizon']}-{record.symbol}-"
         f"{cfg['calibration']['method']}-s{cfg['seed']}"
     )
-    finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-    params = run_params(cfg)
-    with tracked_run(uri, str(cfg["tracking"]["experiment"]), name) as parent:
-        mlflow.log_params(params)
-        mlflow.log_metrics(finite)
-        mlflow.set_tags({Tag.SYMBOL: record.symbol, Tag.MODEL_KIND: record.model_kind})
-        mlflow.log_artifacts(str(out_dir))
-        parent_id = parent.info.run_id
-        exp_id = parent.info.experiment_id
-    client = MlflowClient()
+    tags = {Tag.SYMBOL: record.symbol, Tag.MODEL_KIND: record.model_kind}
+    with rec.run(name, tags=tags) as parent:
+        parent.params(run_params(cfg))
+        parent.metrics(metrics)
+        parent.artifacts(out_dir)
     for fold in record.folds:
-        child = client.create_run(
-            exp_id,
-            run_name=f"fold-{fold.number:02d}-{fold.test_start:%Y-%m-%d}",
-            tags={
-                Tag.MLFLOW_PARENT_RUN: parent_id,
+        child = rec.create(
+            parent.experiment_id,
+            f"fold-{fold.number:02d}-{fold.test_start:%Y-%m-%d}",
+            {
                 Tag.FOLD_TRAIN_START: fold.train_start.isoformat(),
                 Tag.FOLD_CALIBRATION_START: fold.calibration_start.isoformat(),
                 Tag.FOLD_TEST_START: fold.test_start.isoformat(),
                 Tag.FOLD_TEST_END: fold.test_end.isoformat(),
             },
-        ).info.run_id
+            parent=parent.run_id,
+        )
         cal = fold.calibration
-        for k, v in {"calibration.method": cal["method"], **{
+        child.params({"calibration.method": cal["method"], **{
             f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
-        }}.items():  # fmt: skip
-            client.log_param(child, k, v)
-        for k, v in {**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds}.items():
-            if math.isfinite(float(v)):
-                client.log_metric(child, k, float(v))
-        client.set_terminated(child, "FINISHED")
-    return str(parent_id)
+        }})  # fmt: skip
+        child.metrics({**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds})
+        child.finish("FINISHED")
+    return parent.run_id
 
 
 def summary_lines(record: Any, m: dict[str, float], run_id: str) -> list[str]:

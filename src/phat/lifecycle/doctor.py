@@ -116,12 +116,14 @@ def _status(client: Any, run_id: str) -> str:
         raise registry_error(e, f"phat doctor stopped, nothing changed: run {run_id}") from None
 
 
-def repair(client: Any, findings: list[Finding]) -> int:
-    """Apply each finding's repair; returns how many were repaired."""
+def repair(rec: Any, findings: list[Finding]) -> int:
+    """Apply each finding's repair (`rec`: the command's registry.recorder.Recorder); returns
+    how many were repaired."""
+    client = rec.client
     done = 0
     for f in findings:
         if f.kind == "stale_run":
-            client.set_terminated(f.what, "KILLED")
+            rec.on(f.what).finish("KILLED")
         elif f.kind == "pending_model":
             client.finalize_logged_model(f.what, "FAILED")
         elif f.kind == "unfinished_version":

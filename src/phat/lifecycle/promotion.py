@@ -500,48 +500,35 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     """Hold the model exclusively, evaluate, log a promotion run, tag the candidate, and on a
     pass move production (all or nothing). A concurrent promote/rollback of the same model
     exits with RegistryConflict having changed nothing."""
-    import tempfile
-    from pathlib import Path
-
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import connect, flatten, tracked_run
+    from phat.registry.recorder import recorder
+    from phat.registry.tracking import flatten
 
-    uri = connect(cfg["tracking"])
+    rec = recorder(cfg["tracking"])
     name = model_name_for(cfg)
     version = str(cfg["version"])
-    client = MlflowClient()
+    client = rec.client
     require_model(client, name)
-    with exclusive(client, uri, name) as hold:
+    with exclusive(client, rec.uri, name) as hold:
         before = current_production(client, name)
         report = evaluate(cfg, name, version)
         dry = bool(cfg["promotion"]["dry_run"])
         md = report_markdown(report)
-        with (
-            tracked_run(
-                uri, str(cfg["tracking"]["experiment"]), f"promote-{name}-v{version}"
-            ) as run,
-            tempfile.TemporaryDirectory() as d,
-        ):
-            (Path(d) / "gate_report.json").write_text(json.dumps(report, indent=2, default=str))
-            (Path(d) / "gate_report.md").write_text(md)
-            mlflow.log_artifacts(d)
-            mlflow.set_tags(
-                {
-                    Tag.PROMOTION_MODEL_NAME: name,
-                    Tag.PROMOTION_CANDIDATE: version,
-                    Tag.PROMOTION_BASELINE: report["baseline"],
-                    Tag.PROMOTION_PASSED: str(report["passed"]).lower(),
-                    Tag.PROMOTION_DRY_RUN: str(dry).lower(),
-                }
-            )
-            mlflow.log_metrics(gate_metrics(report["gates"]))
-            mlflow.log_params(
+        tags = {
+            Tag.PROMOTION_MODEL_NAME: name,
+            Tag.PROMOTION_CANDIDATE: version,
+            Tag.PROMOTION_BASELINE: report["baseline"],
+            Tag.PROMOTION_PASSED: str(report["passed"]).lower(),
+            Tag.PROMOTION_DRY_RUN: str(dry).lower(),
+        }
+        with rec.run(f"promote-{name}-v{version}", tags=tags) as run:
+            run.text(json.dumps(report, indent=2, default=str), "gate_report.json")
+            run.text(md, "gate_report.md")
+            run.metrics(gate_metrics(report["gates"]))
+            run.params(
                 {k: v for k, v in flatten({"promotion": cfg["promotion"]}).items() if v != "None"}
             )
-            run_id = run.info.run_id
+            run_id = run.run_id
         print(md)
         if dry:
             print("dry run: nothing changed")
@@ -580,16 +567,14 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
 def rollback(cfg: dict[str, Any]) -> dict[str, Any]:
     """Move production back to the version below it in the history: only to a version the
     history shows was production. All or nothing, under the same exclusive hold as promote."""
-    from mlflow.tracking import MlflowClient
-
     from phat.registry.client import model_name_for
-    from phat.registry.tracking import connect
+    from phat.registry.recorder import recorder
 
-    uri = connect(cfg["tracking"])
+    rec = recorder(cfg["tracking"])
     name = model_name_for(cfg)
-    client = MlflowClient()
+    client = rec.client
     require_model(client, name)
-    with exclusive(client, uri, name) as hold:
+    with exclusive(client, rec.uri, name) as hold:
         cur = current_production(client, name)
         if cur is None:
             raise ConfigError(f"{name} has no production version to roll back from")

@@ -27,7 +27,6 @@ def run(
     the sweep's parent run, registers nothing, holds the test span's metrics out, and prints
     no summary (the sweep prints one line per job)."""
     from phat.pipeline import fit_evaluate, prepare, validate_config
-    from phat.registry.tracking import connect
 
     validate_config(cfg)
     prep = prepare(cfg)
@@ -35,10 +34,10 @@ def run(
     import mlflow
 
     from phat.registry.client import log_and_register, model_name_for
-    from phat.registry.tracking import log_run, summary_lines, tracked_run, write_run_files
+    from phat.registry.recorder import recorder
+    from phat.registry.tracking import log_run, summary_lines, write_run_files
 
-    uri = connect(cfg["tracking"])
-    experiment = str(cfg["tracking"]["experiment"])
+    rec = recorder(cfg["tracking"])
     out_dir = Path(cfg["out_dir"])
     lspec = prep.label_spec
     # Runs that differ in model, horizon, data, calibration or seed read differently in tables.
@@ -52,37 +51,36 @@ def run(
         run_name += f"-j{sweep['job']}"
         parent = sweep["parent"]
         tags = {Tag.SWEEP_OVERRIDES: sweep["key"], Tag.SWEEP_JOB: str(sweep["job"])}
-    with tracked_run(uri, experiment, run_name, system_metrics, parent, tags) as active:
-        run_id = active.info.run_id
+    with rec.run(run_name, tags=tags, parent=parent, system_metrics=system_metrics) as run:
+        run_id = run.run_id
         if sweep is not None:
             sweep["run_id"] = run_id
-        experiment = mlflow.get_experiment(active.info.experiment_id).name  # mlflow run picks
-        result = fit_evaluate(prep, out_dir, tracking={"uri": uri, "run_id": run_id})
+        experiment = mlflow.get_experiment(run.experiment_id).name  # mlflow run picks
+        result = fit_evaluate(prep, out_dir, tracking={"uri": rec.uri, "run_id": run_id})
         warnings, figures = write_run_files(
             result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg["metrics"]["n_bins"])
         )
-        log_run(result, cfg, out_dir, figures, hold_out_test=sweep is not None)
+        log_run(run, result, cfg, out_dir, figures, hold_out_test=sweep is not None)
         if warnings:
-            mlflow.set_tag(Tag.WARNINGS, " | ".join(warnings)[:5000])
+            run.tags({Tag.WARNINGS: " | ".join(warnings)})
         # A sweep registers nothing per job (at most its winner, at the end).
         register = bool(cfg["registry"]["register"]) and sweep is None
-        registered = log_and_register(result, model_name_for(cfg, prep.bars.symbol), register)
+        registered = log_and_register(run, result, model_name_for(cfg, prep.bars.symbol), register)
         if sweep is not None:
             sel = ", ".join(
                 f"{k} {v:.5f}" for k, v in result.metrics.items() if k.startswith("selection_")
             )
-            mlflow.set_tag(
-                Tag.MLFLOW_NOTE,
+            run.note(
                 f"Sweep job {sweep['job']} ({sweep['key']}): {sel}. Test-span metrics are held "
                 "out (held_out/test_metrics.json) and reported once, for the chosen job, on the "
                 "parent run.",
             )
             return {"run_id": run_id, "metrics": result.metrics, **registered}
-    lines = summary_lines(result, run_id, uri, experiment, registered)
+    lines = summary_lines(result, run_id, rec.uri, experiment, registered)
     print("\n".join(lines))
     # The same summary as the run's description in the UI (MLflow renders it as Markdown).
     summary = "\n".join(line for line in lines if line.strip())
-    mlflow.MlflowClient().set_tag(run_id, Tag.MLFLOW_NOTE, f"```\n{summary}\n```")
+    run.note(f"```\n{summary}\n```")
     for w in warnings:
         print(f"  WARNING       {w} (the model, metrics and artifact are kept)")
     return {

@@ -135,11 +135,12 @@ def input_example(result: Any, columns: list[str]) -> Any:
     return pd.concat(parts).reset_index(drop=True)
 
 
-def log_and_register(result: Any, model_name: str | None, register: bool) -> dict[str, Any]:
+def log_and_register(
+    run: Any, result: Any, model_name: str | None, register: bool
+) -> dict[str, Any]:
     """Log the pyfunc into the active run and (optionally) register a version."""
 
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     from phat.models.kinds import kinds_in
     from phat.registry.environment import constraints, requirements, ship_code
@@ -154,7 +155,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
         pins.write_text("\n".join(constraints(kinds)) + "\n")
         code_paths, digest = ship_code(Path(tmp) / "code")
         result.tags[Tag.CODE_HASH] = digest  # on the run and the version
-        mlflow.set_tag(Tag.CODE_HASH, result.tags[Tag.CODE_HASH])
+        run.tags({Tag.CODE_HASH: result.tags[Tag.CODE_HASH]})
         info = mlflow.pyfunc.log_model(
             name=model_name or "phat",  # the logged model carries the registered model's name
             loader_module=LOADER_MODULE,
@@ -168,10 +169,7 @@ def log_and_register(result: Any, model_name: str | None, register: bool) -> dic
     if not register:
         return {"model_uri": info.model_uri}
     name = model_name or default_model_name(result.tags[Tag.SYMBOL], result.tags[Tag.HORIZON_ID])
-    run_id = mlflow.active_run().info.run_id
-    out = register_logged(
-        MlflowClient(), run_id, dict(result.tags), result.metrics, info.model_id, name
-    )
+    out = register_logged(run, dict(result.tags), result.metrics, info.model_id, name)
     return {"model_uri": info.model_uri, **out}
 
 
@@ -188,14 +186,13 @@ _RUN_ONLY = {
 
 
 def register_logged(
-    client: Any,
-    run_id: str,
+    run: Any,
     tags: dict[str, str],
     metrics: dict[str, float],
     model_id: str,
     name: str,
 ) -> dict[str, Any]:
-    """Register logged model `model_id` of run `run_id` under `name`, the version's tags the
+    """Register logged model `model_id` of `run` (a registry.recorder.RunLog) under `name`, the version's tags the
     run's phat.* contract tags; or, when a version with the same model_hash exists, register
     nothing and tag the run `phat.duplicate_of`. All or nothing: a failure after the version
     exists deletes it again."""
@@ -203,7 +200,8 @@ def register_logged(
 
     from phat.registry.tracking import pause_point
 
-    contract = {k: v for k, v in tags.items() if k.startswith("phat.") and k not in _RUN_ONLY}
+    client, run_id = run.rec.client, run.run_id
+    contract = {k: v for k, v in tags.items() if k.startswith(Tag.PREFIX) and k not in _RUN_ONLY}
     contract = {k: v for k, v in contract.items() if not k.startswith(Tag.SWEEP_PREFIX)}
     try:
         client.get_registered_model(name)
@@ -211,12 +209,9 @@ def register_logged(
         client.create_registered_model(name, description=f"phat p_hat models, {name}")
     same = _same_model(client, name, contract[Tag.MODEL_HASH])
     if same is not None:  # an identical inference function: register nothing new, say which
-        for k, v in {
-            Tag.REGISTERED_MODEL: name,
-            Tag.MODEL_VERSION: same,
-            Tag.DUPLICATE_OF: f"{name}/v{same}",
-        }.items():
-            client.set_tag(run_id, k, v)
+        run.tags({
+            Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: same, Tag.DUPLICATE_OF: f"{name}/v{same}"
+        })  # fmt: skip
         return {"model_name": name, "model_version": int(same), "duplicate_of": int(same)}
     try:
         # mlflow.register_model links both ways: the version records the logged model, and the
@@ -226,8 +221,7 @@ def register_logged(
         )
         pause_point("version_registered")
         client.update_model_version(name, mv.version, description=_description(contract, metrics))
-        client.set_tag(run_id, Tag.REGISTERED_MODEL, name)
-        client.set_tag(run_id, Tag.MODEL_VERSION, str(mv.version))
+        run.tags({Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(mv.version)})
     except BaseException:
         _undo_versions(client, name, run_id, model_id)
         raise

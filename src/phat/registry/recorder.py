@@ -104,12 +104,17 @@ class RunLog:
     def dataset(self, dataset: Any, context: str, tags: dict[str, str]) -> None:
         """An MLflow dataset input (the runs table's Datasets column)."""
         from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        inp = DatasetInput(
-            dataset._to_mlflow_entity(),
-            [InputTag("mlflow.data.context", context), *(InputTag(k, v) for k, v in tags.items())],
-        )
+        marks = [InputTag(k, v) for k, v in tags.items()] + [
+            InputTag(MLFLOW_DATASET_CONTEXT, context)
+        ]
+        inp = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=marks)
         retry_on_conflict(self.rec.client.log_inputs, self.run_id, datasets=[inp])
+
+    def resume(self) -> None:
+        """Mark an ended run RUNNING again (a sweep's parent that later workers join)."""
+        self.rec.client.update_run(self.run_id, status="RUNNING")
 
     def finish(self, status: str = "FINISHED") -> None:
         """End a run made with `Recorder.create` (FINISHED, FAILED or KILLED)."""
@@ -118,12 +123,20 @@ class RunLog:
 
 class Recorder:
     def __init__(self, tracking: dict[str, Any]):
-        from mlflow.tracking import MlflowClient
-
         self.tracking = dict(tracking)
         self.uri = connect(self.tracking)
         self.experiment = str(self.tracking["experiment"])
-        self.client = MlflowClient(self.uri)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """MLflow's client on this store, made on first use (a store is opened only when a
+        command reads or writes it)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return self._client
 
     @contextmanager
     def run(

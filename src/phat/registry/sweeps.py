@@ -21,19 +21,14 @@ import pandas as pd
 from phat.tagnames import Tag
 
 
-def open_parent(name: str, experiment_id: str, objectives: list[str]) -> str:
+def open_parent(rec: Any, name: str, experiment_id: str, objectives: list[str]) -> str:
     import time
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
+    client = rec.client
     found = _parents(client, name, experiment_id)
     if not found:
-        mine = client.create_run(
-            experiment_id,
-            run_name=f"sweep-{name}",
-            tags={Tag.SWEEP_NAME: name, Tag.SWEEP_OBJECTIVES: ",".join(objectives)},
-        ).info.run_id
+        tags = {Tag.SWEEP_NAME: name, Tag.SWEEP_OBJECTIVES: ",".join(objectives)}
+        mine = rec.create(experiment_id, f"sweep-{name}", tags).run_id
         # Machines that start one sweep at once each create a parent: after a settling second
         # every one of them sees all, the oldest (then lowest id) stays, the others delete theirs.
         time.sleep(1.0)
@@ -43,7 +38,7 @@ def open_parent(name: str, experiment_id: str, objectives: list[str]) -> str:
             found = [r for r in found if r.info.run_id != mine]
     parent = found[0]
     if parent.info.status != "RUNNING":
-        client.update_run(parent.info.run_id, status="RUNNING")
+        rec.on(parent.info.run_id).resume()
     return str(parent.info.run_id)
 
 
@@ -161,17 +156,14 @@ def held_out_metrics(run_id: str) -> dict[str, float]:
             return {k: float(v) for k, v in json.load(fh).items()}
 
 
-def register_run(run_id: str, name: str) -> dict[str, Any]:
+def register_run(rec: Any, run_id: str, name: str) -> dict[str, Any]:
     """Register the logged model of finished sweep job `run_id` under `name` (or say which
     existing version it equals), as `phat train` would have."""
-    from mlflow.tracking import MlflowClient
-
     from phat.registry.client import register_logged
 
-    client = MlflowClient()
-    run = client.get_run(run_id)
+    run = rec.client.get_run(run_id)
     models = [o.model_id for o in (run.outputs.model_outputs if run.outputs else [])]
     if not models:
         raise RuntimeError(f"sweep job {run_id} logged no model")
     metrics = {**run.data.metrics, **held_out_metrics(run_id)}
-    return register_logged(client, run.info.run_id, run.data.tags, metrics, models[-1], name)
+    return register_logged(rec.on(run_id), run.data.tags, metrics, models[-1], name)

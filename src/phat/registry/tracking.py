@@ -303,7 +303,7 @@ def run_metrics(result: Any, hold_out_test: bool = False) -> dict[str, float]:
     return metrics
 
 
-def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
+def log_dataset(run: Any, result: Any, cfg: dict[str, Any]) -> None:
     """The training data as an MLflow dataset input (the runs table's Datasets column): named
     by symbol, timeframe and date span, its source (the file, or the synthetic generator with
     its seed), and as digest the first 32 hex digits of phat.data_hash (MLflow's SQL schema
@@ -343,10 +343,11 @@ def log_dataset(result: Any, cfg: dict[str, Any]) -> None:
         Tag.END: pd.Timestamp(end).isoformat(),
         Tag.BARS: str(len(bars.index)),
     }
-    retry_on_conflict(mlflow.log_input, dataset, context="training", tags=tags)
+    run.dataset(dataset, "training", tags)
 
 
 def log_run(
+    run: Any,
     result: Any,
     cfg: dict[str, Any],
     out_dir: Path,
@@ -354,30 +355,25 @@ def log_run(
     hold_out_test: bool = False,
 ) -> None:
     """Log params, tags, metrics, the dataset input, figures and the files under out_dir into
-    the active MLflow run. `hold_out_test` (a sweep's job): the test span's metrics go to
-    held_out/test_metrics.json, not into the run's metrics."""
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    items = list(run_params(cfg).items())
-    for i in range(0, len(items), 100):
-        mlflow.log_params(dict(items[i : i + 100]))
+    `run` (a registry.recorder.RunLog). `hold_out_test` (a sweep's job): the test span's
+    metrics go to held_out/test_metrics.json, not into the run's metrics."""
+    params = run_params(cfg)
     if "selected_C" in result.metrics:  # what model.params.C=auto chose
-        mlflow.log_param("model.params.C_selected", f"{result.metrics['selected_C']:g}")
-    mlflow.set_tags(result.tags)
-    mlflow.log_metrics(run_metrics(result, hold_out_test))
+        params["model.params.C_selected"] = f"{result.metrics['selected_C']:g}"
+    run.params(params)
+    run.tags(result.tags)
+    run.metrics(run_metrics(result, hold_out_test))
     if hold_out_test:
         test = {k: v for k, v in _finite(result.metrics).items() if k.startswith("test_")}
-        mlflow.log_dict(test, "held_out/test_metrics.json")
-    log_dataset(result, cfg)
+        run.dict(test, "held_out/test_metrics.json")
+    log_dataset(run, result, cfg)
     for artifact_file, fig in (figures or {}).items():
-        mlflow.log_figure(fig, artifact_file)
-        plt.close(fig)
+        run.figure(fig, artifact_file)
     for entry in sorted(Path(out_dir).iterdir()):
         if entry.is_dir() and not (figures and entry.name == "plots"):
-            mlflow.log_artifacts(str(entry), artifact_path=entry.name)
+            run.artifacts(entry, entry.name)
         elif entry.is_file():
-            mlflow.log_artifact(str(entry))
+            run.artifacts(entry)
 
 
 def _span(index: Any) -> str:
