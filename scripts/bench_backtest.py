@@ -29,7 +29,10 @@ def main() -> None:
 
     raw = generate().bars
     bars = prepare_bars(raw, timeframe="15m")
-    p = proxy_p_hat(bars.frame["close"].to_numpy())
+    from phat.cli.config import compose, validate
+
+    proxy = validate("backtest", compose("backtest", []))["signal"]["proxy"]
+    p = proxy_p_hat(bars.frame["close"].to_numpy(), **proxy)
     sig = pd.DataFrame(
         {"p_hat_raw": p, "p_hat": p, "source": "proxy", "fallback_reason": ""}, index=bars.index
     )

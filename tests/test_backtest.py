@@ -91,7 +91,7 @@ def test_proxy_formula_and_causality() -> None:
     assert p[t] == pytest.approx(0.5 * (1 + np.tanh(1.5 * z)), abs=1e-12)
     changed = close.copy()
     changed[t + 1 :] *= 1.3
-    assert proxy_p_hat(changed, 1.5, 8, 32)[: t + 1].tobytes() == p[: t + 1].tobytes()
+    assert proxy_p_hat(changed, k=1.5, momentum=8, zscore_window=32)[: t + 1].tobytes() == p[: t + 1].tobytes()
 
 
 def test_model_run_binds_version_evaluates_test_span_and_logs_everything(store, tmp_path) -> None:
@@ -208,10 +208,14 @@ def test_a_bug_in_logging_is_an_error_and_the_decisions_are_kept(
     their folder named; a store that is down stays a warning (test_races)."""
     uri, _ = store
 
-    def broken_log_metrics(*args, **kwargs):
-        raise TypeError("unsupported metric value")
+    real = MlflowClient.log_batch
 
-    monkeypatch.setattr(mlflow, "log_metrics", broken_log_metrics)
+    def broken_log_batch(self, run_id, metrics=(), *a, **k):
+        if metrics:
+            raise TypeError("unsupported metric value")
+        return real(self, run_id, metrics, *a, **k)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", broken_log_batch)
     with caplog.at_level("ERROR"), pytest.raises(TypeError, match="unsupported metric"):
         backtest(bt_cfg(tmp_path, uri, "signal_source=proxy"))
     assert (tmp_path / "decisions.parquet").exists() and (tmp_path / "trades.parquet").exists()

@@ -41,8 +41,8 @@ def test_stored_params_reproduce_sklearn(method: str) -> None:
 def test_calibration_lowers_ece_of_an_overconfident_model(method: str) -> None:
     fit_idx, test_idx = np.arange(3000), np.arange(3000, 6000)
     cal = fit_calibrator(method, OVERCONFIDENT[fit_idx], Y[fit_idx])
-    raw_ece = ece(Y[test_idx], sigmoid(OVERCONFIDENT[test_idx]))
-    cal_ece = ece(Y[test_idx], cal.predict(OVERCONFIDENT[test_idx]))
+    raw_ece = ece(Y[test_idx], sigmoid(OVERCONFIDENT[test_idx]), n_bins=15)
+    cal_ece = ece(Y[test_idx], cal.predict(OVERCONFIDENT[test_idx]), n_bins=15)
     assert raw_ece > 0.08
     assert cal_ece < raw_ece / 2
 

@@ -252,7 +252,7 @@ def test_no_timestamp_anywhere_refused() -> None:
 
 
 def test_bad_timeframe_string() -> None:
-    with pytest.raises(DataValidationError, match="timeframe 'fifteen'"):
+    with pytest.raises(DataValidationError, match="timeframe='fifteen'"):
         _prep(ohlcv(10), timeframe="fifteen")
 
 

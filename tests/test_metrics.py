@@ -53,17 +53,17 @@ def test_binary_ece_sees_a_bias_that_top_label_ece_hides() -> None:
     correct = ((p > 0.5) == (y == 1)).astype(float)
     top_label = abs(correct.mean() - conf.mean())
     assert top_label < 1e-9
-    assert ece(y, p) == pytest.approx(0.2, abs=1e-9)
+    assert ece(y, p, n_bins=15) == pytest.approx(0.2, abs=1e-9)
 
 
 def test_equal_mass_ece_and_reliability_curve() -> None:
-    assert ece(Y, P, strategy="quantile") < 0.03  # calibrated by construction
+    assert ece(Y, P, n_bins=15, strategy="quantile") < 0.03  # calibrated by construction
     rc = reliability_curve(Y, P, n_bins=10, strategy="quantile")
     assert rc["count"].sum() == len(P) and rc["count"].max() - rc["count"].min() <= 1
     rc_u = reliability_curve(Y, P, n_bins=15)
     np.testing.assert_allclose(rc_u["observed_freq"], rc_u["mean_p"], atol=0.06)
     shifted = np.clip(P + 0.1, 0, 1)
-    assert ece(Y, shifted, strategy="quantile") > 0.08
+    assert ece(Y, shifted, n_bins=15, strategy="quantile") > 0.08
 
 
 def test_block_bootstrap_interval_covers_truth_and_is_seeded() -> None:
@@ -77,7 +77,7 @@ def test_block_bootstrap_interval_covers_truth_and_is_seeded() -> None:
 
 
 def test_evaluate_split_names_and_skill() -> None:
-    m = evaluate_split("test", Y, np.clip(P * 1.2 - 0.1, 0, 1), P, base_rate=0.5, n_boot=20)
+    m = evaluate_split("test", Y, np.clip(P * 1.2 - 0.1, 0, 1), P, base_rate=0.5, n_bins=15, block=96, n_boot=20)
     for k in ("brier", "ece", "ece_mass", "log_loss", "auc"):
         assert f"test_{k}" in m and f"test_{k}_raw" in m
         assert m[f"test_{k}_ci_low"] <= m[f"test_{k}_ci_high"]

@@ -22,7 +22,7 @@ def test_reliability_diagram_writes_a_png(tmp_path) -> None:
     p = rng.uniform(0.2, 0.8, 2000)
     y = (rng.random(2000) < p).astype(float)
     path = reliability_diagram(
-        y, {"raw": np.clip(p * 1.3 - 0.15, 0, 1), "calibrated": p}, tmp_path / "r.png"
+        y, {"raw": np.clip(p * 1.3 - 0.15, 0, 1), "calibrated": p}, tmp_path / "r.png", n_bins=15
     )
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

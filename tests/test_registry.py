@@ -378,14 +378,14 @@ def test_failed_registration_leaves_no_version(tmp_path, monkeypatch) -> None:
     run(make_cfg(tmp_path / "a", *SMALL, "registry.model_name=phat-fail", uri=uri))
     client = MlflowClient(uri)
     before = [v.version for v in client.search_model_versions("name='phat-fail'")]
-    real = MlflowClient.set_tag
+    real = MlflowClient.log_batch
 
-    def flaky(self, run_id, key, value, *a, **k):
-        if key == "phat.model_version":
+    def flaky(self, run_id, *a, tags=(), **k):  # the run's tag naming its new version
+        if any(t.key == "phat.model_version" for t in tags):
             raise RuntimeError("registry went away")
-        return real(self, run_id, key, value, *a, **k)
+        return real(self, run_id, *a, tags=tags, **k)
 
-    monkeypatch.setattr(MlflowClient, "set_tag", flaky)
+    monkeypatch.setattr(MlflowClient, "log_batch", flaky)
     with pytest.raises(RuntimeError, match="registry went away"):
         run(make_cfg(tmp_path / "b", *SMALL, "registry.model_name=phat-fail", "seed=5", uri=uri))
     assert [v.version for v in client.search_model_versions("name='phat-fail'")] == before

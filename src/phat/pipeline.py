@@ -595,41 +595,60 @@ def last_returns(bars: Bars, fit: np.ndarray) -> np.ndarray:
     return r1
 
 
+RULES = ("climatology", "proxy", "last_sign", "last_return")
+
+
 def rule_forecasts(
     y: np.ndarray,
     bars: Bars,
     spans: dict[str, np.ndarray],
-    proxy: dict[str, Any] | None = None,
+    proxy: dict[str, Any] | None,
 ) -> dict[str, np.ndarray]:
-    """The test span scored by the simple forecasts a quant tries first (climatology, the
-    proxy with `proxy` settings, the last bar's sign, the last return), fitted on the train
-    and calibration spans (phat train's and every walk-forward fold's).
+    """The test span scored by the simple forecasts a quant tries first (`RULES`), fitted on
+    the train and calibration spans (phat train's and every walk-forward fold's): the one
+    baseline ladder (`score_rules`) on spans."""
+    fit = np.concatenate(
+        [spans["train"], spans.get("validation", spans["train"][:0]), spans["calibration"]]
+    )
+    return score_rules(y, bars, fit, spans["test"], float(np.mean(y[spans["train"]])), proxy)
+
+
+def score_rules(
+    y: np.ndarray,
+    bars: Bars,
+    fit: np.ndarray,
+    score: np.ndarray,
+    base_rate: float,
+    proxy: dict[str, Any] | None,
+) -> dict[str, np.ndarray]:
+    """The baseline ladder, for training, walk-forward and promotion alike: the rows `score`
+    (positions) forecast by climatology (`base_rate`: the train span's), the proxy (its
+    `signal.proxy` settings; left out when None), the last bar's sign and a logistic on the
+    last return, both fitted on the rows `fit` (positions) where the label and the return are
+    known.
 
     A universe's rules are pooled as its model is: climatology is the train span's base rate
     over all assets (a per-asset rate is noisier, and under no signal a pooled model beat it
     "significantly": docs/results.md), and the sign and return rules are fitted on all
     assets' rows of the last return in units of each asset's own volatility (its standard
     deviation over its fitting rows); the proxy is computed per asset."""
-    from phat.models.rules import climatology, last_return_logistic, last_sign_p, proxy_p_hat
+    from phat.models.rules import last_return_logistic, last_sign_p, proxy_p_hat
 
-    te = spans["test"]
-    fit = np.concatenate(
-        [spans["train"], spans.get("validation", spans["train"][:0]), spans["calibration"]]
-    )
-    close = bars.frame["close"].to_numpy()
-    pieces = [(a.start, a.stop) for a in bars.assets] if isinstance(bars, StackedBars) else []
+    fit, score = np.asarray(fit), np.asarray(score)
     r1 = last_returns(bars, fit)
-    p_proxy = np.concatenate(
-        [proxy_p_hat(close[a:b], **(proxy or {})) for a, b in pieces or [(0, len(bars))]]
-    )
-    ok = np.isfinite(r1[fit])
+    ok = np.isfinite(r1[fit]) & np.isfinite(y[fit])
     rf, yf = r1[fit][ok], y[fit][ok]
-    return {
-        "climatology": climatology(y[spans["train"]], len(te)),
-        "proxy": p_proxy[te],
-        "last_sign": last_sign_p(rf, yf, r1[te]),
-        "last_return": last_return_logistic(rf, yf, r1[te]),
-    }
+    out = {"climatology": np.full(len(score), base_rate)}
+    if proxy is not None:
+        close = bars.frame["close"].to_numpy()
+        pieces = [(a.start, a.stop) for a in bars.assets] if isinstance(bars, StackedBars) else []
+        p_proxy = np.concatenate(
+            [proxy_p_hat(close[a:b], **proxy) for a, b in pieces or [(0, len(bars))]]
+        )
+        out["proxy"] = p_proxy[score]
+    out["last_sign"] = last_sign_p(rf, yf, r1[score])
+    out["last_return"] = last_return_logistic(rf, yf, r1[score])
+    return out
 
 
 def baseline_ladder(
@@ -646,7 +665,7 @@ def baseline_ladder(
     loss = (p_test - yt) ** 2
     clock = timeline(prep.bars)[0]
     out: dict[str, float] = {}
-    for name, pr in rule_forecasts(prep.y, prep.bars, spans).items():
+    for name, pr in rule_forecasts(prep.y, prep.bars, spans, dict(cfg["signal"]["proxy"])).items():
         good = np.isfinite(pr)
         lb = (pr[good] - yt[good]) ** 2
         if name != "climatology" or clock is not None:
@@ -837,7 +856,7 @@ def universe_evidence(
     assert isinstance(bars, StackedBars)
     te = spans["test"]
     symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[te]]
-    rules = rule_forecasts(prep.y, bars, spans)
+    rules = rule_forecasts(prep.y, bars, spans, None)
     h, n_bins = prep.label_spec.horizon_bars, int(prep.cfg["metrics"]["n_bins"])
     table = per_asset_table(
         symbols, test.y, test.p_hat, rules["climatology"], rules["last_return"], h, n_bins

@@ -238,6 +238,7 @@ class RecipeConf:
     split: SplitConf = field(default_factory=SplitConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)
     metrics: MetricsConf = field(default_factory=MetricsConf)
+    signal: SignalConf = field(default_factory=SignalConf)  # the proxy rung of the ladder
     registry: RegistryConf = field(default_factory=RegistryConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     seed: int = MISSING
@@ -287,6 +288,7 @@ class PromoteConf:
     policy: PolicyConf = field(default_factory=PolicyConf)
     signal: SignalConf = field(default_factory=SignalConf)
     costs: CostsConf = field(default_factory=CostsConf)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     promotion: PromotionConf = field(default_factory=PromotionConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
@@ -330,7 +332,6 @@ class WalkforwardSection:
 
 @dataclass
 class WalkforwardConf(RecipeConf):
-    signal: SignalConf = field(default_factory=SignalConf)
     walkforward: WalkforwardSection = field(default_factory=WalkforwardSection)
 
 
@@ -353,6 +354,7 @@ class MonitorSection:
 class MonitorConf:
     data: DataConf = field(default_factory=DataConf)
     signal: SignalConf = field(default_factory=SignalConf)
+    metrics: MetricsConf = field(default_factory=MetricsConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     horizon: str = MISSING

@@ -118,7 +118,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         if moved is not None:  # the previous version's e-process is kept, not overwritten
             moved[0].write_text(state_path.read_text())
         state_path.write_text(json.dumps(state.to_dict()))
-    rolling = rolling_metrics(state)
+    rolling = rolling_metrics(state, int(cfg["metrics"]["n_bins"]))
     fired = state.alarm is not None and not had_alarm
     action = ""
     if fired:

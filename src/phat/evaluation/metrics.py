@@ -56,7 +56,8 @@ def _bin_ids(p: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
     raise ValueError(f"bin strategy {strategy!r}: expected 'uniform' or 'quantile'")
 
 
-def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 15, strategy: str = "uniform") -> float:
+def ece(y: np.ndarray, p: np.ndarray, *, n_bins: int, strategy: str = "uniform") -> float:
+    """Expected calibration error over `n_bins` bins (metrics.n_bins: one setting everywhere)."""
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     ids = _bin_ids(p, n_bins, strategy)
@@ -66,7 +67,7 @@ def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 15, strategy: str = "uniform
 
 
 def reliability_curve(
-    y: np.ndarray, p: np.ndarray, n_bins: int = 15, strategy: str = "uniform"
+    y: np.ndarray, p: np.ndarray, *, n_bins: int, strategy: str = "uniform"
 ) -> pd.DataFrame:
     """Per non-empty bin: mean predicted p, observed frequency of up, count."""
     y = np.asarray(y, dtype=np.float64)
@@ -88,11 +89,9 @@ def reliability_curve(
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "brier": brier,
-    "ece": ece,
-    "ece_mass": lambda y, p: ece(y, p, strategy="quantile"),
     "log_loss": log_loss,
     "auc": roc_auc,
-}
+}  # and the ECEs, with their bins (span_metrics)
 
 
 def _resample_index(n: int, block: int, n_boot: int, seed: int) -> np.ndarray:
@@ -113,8 +112,8 @@ def block_bootstrap_ci(
     p: np.ndarray,
     fns: dict[str, Callable[[np.ndarray, np.ndarray], float]],
     *,
-    block: int = 96,
-    n_boot: int = 200,
+    block: int,
+    n_boot: int,
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, tuple[float, float]]:
@@ -137,8 +136,8 @@ def debiased_ci(
     p: np.ndarray,
     fn: Callable[[np.ndarray, np.ndarray], float],
     *,
-    block: int = 96,
-    n_boot: int = 200,
+    block: int,
+    n_boot: int,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float, float]:
@@ -167,9 +166,9 @@ def evaluate_split(
     p_cal: np.ndarray,
     base_rate: float,
     *,
-    n_bins: int = 15,
-    block: int = 96,
-    n_boot: int = 200,
+    n_bins: int,
+    block: int,
+    n_boot: int,
     seed: int = 0,
 ) -> dict[str, float]:
     """All metrics for one span, named `{split}_{metric}` (calibrated) and `..._raw`."""

@@ -53,7 +53,7 @@ def reliability_diagram(
     curves: dict[str, np.ndarray],
     path: str | Path,
     *,
-    n_bins: int = 15,
+    n_bins: int,
     title: str = "Reliability",
     keep: bool = False,
 ) -> Any:

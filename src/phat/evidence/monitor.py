@@ -243,7 +243,7 @@ def update(
     return new
 
 
-def rolling_metrics(state: MonitorState, n_bins: int = 15) -> dict[str, float]:
+def rolling_metrics(state: MonitorState, n_bins: int) -> dict[str, float]:
     from phat.evaluation.metrics import brier, ece
 
     if not state.recent:

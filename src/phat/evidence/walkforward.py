@@ -127,7 +127,7 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     check_windows(cfg["walkforward"])
     ser = prepare_series(cfg)
     bars, y, lspec = ser.bars, ser.y, ser.label_spec
-    proxy = dict(cfg["signal"]["proxy"]) if "signal" in cfg else None
+    proxy = dict(cfg["signal"]["proxy"])
     assets = getattr(bars, "assets", None)
     symbol_of_row = np.array([a.symbol for a in assets])[bars.asset_of_rows()] if assets else None
     folds = plan_folds(getattr(bars, "grid", None) if assets else bars.index, cfg["walkforward"])

@@ -227,7 +227,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     )
     bt_c, bt_b = aggregate_metrics(bt_c), aggregate_metrics(bt_b)
     calib_tag = mv.tags.get(Tag.CALIBRATION, "{}")
-    universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv)
+    universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg["metrics"])
     per_asset = None
     if hasattr(bars, "assets"):  # a universe: pooled significance and per-asset safety
         found, per_asset = _universe_evidence(bars, y, mask, pc_, train_rate, rule_p, lspec, pc)
@@ -240,9 +240,9 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     evidence = Evidence(
         calibration_method=str(json.loads(calib_tag).get("method", "?")),
         promotable=mv.tags.get(Tag.PROMOTABLE) == "true",
-        candidate_ece=ece(yy, pc_[mask]),
+        candidate_ece=ece(yy, pc_[mask], n_bins=int(cfg["metrics"]["n_bins"])),
         candidate_brier=brier(yy, pc_[mask]),
-        baseline_ece=ece(yy, pb_[mask]),
+        baseline_ece=ece(yy, pb_[mask], n_bins=int(cfg["metrics"]["n_bins"])),
         baseline_brier=brier(yy, pb_[mask]),
         climatology_brier=brier(yy, np.full(len(yy), train_rate)),
         candidate_trading=_trading(bt_c),
@@ -286,21 +286,22 @@ def _universal_evidence(
     p: np.ndarray,
     train_rate: float,
     mv: Any,
+    mc: dict[str, Any],
 ) -> tuple[dict[str, Any], np.ndarray]:
     """What the gates every evidence setting keeps look at, on the evaluation window: exact
     0/1 forecasts, the AUC's block-bootstrap lower bound (resolution), log loss vs the
     climatology's, and the best one-feature rule (fitted on the candidate's training window;
     also returned: its forecasts on the window's samples, NaN when it could not be fitted)."""
     from phat.evaluation.metrics import block_bootstrap_ci, brier, log_loss, roc_auc
-    from phat.models.rules import last_return_logistic, last_sign_p
-    from phat.pipeline import last_returns
+    from phat.pipeline import score_rules
 
     yy, pp = y[mask], p[mask]
     extreme = int(np.sum((pp <= 0.0) | (pp >= 1.0)))
-    # 200 moving blocks of a day of 15m bars (of every asset, in a universe): the same
-    # defaults as training's intervals.
-    block = 96 * len(getattr(bars, "assets", None) or [0])
-    auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=block, n_boot=200, seed=0)
+    # metrics.bootstrap_* moving blocks, as training's intervals (a universe's blocks hold
+    # that many timestamps of every asset)
+    block = int(mc["bootstrap_block"]) * len(getattr(bars, "assets", None) or [0])
+    n_boot = int(mc["bootstrap_n"])
+    auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=block, n_boot=n_boot, seed=0)
     auc_low = auc_low["auc"][0]
     clim = np.full(len(yy), train_rate)
     window = json.loads(mv.tags.get(Tag.TRAINING_WINDOW, "{}"))
@@ -308,16 +309,12 @@ def _universal_evidence(
     if "train" in window:
         last = window.get("calibration", window["train"])[1]
         fit = (bars.index >= pd.Timestamp(window["train"][0])) & (bars.index <= pd.Timestamp(last))
-        r1 = last_returns(bars, fit)
-        fit &= np.isfinite(y) & np.isfinite(r1)
-        ok = mask & np.isfinite(r1)
-        if fit.sum() > 100 and ok.sum() == mask.sum():
-            rules = (
-                last_sign_p(r1[fit], y[fit], r1[mask]),
-                last_return_logistic(r1[fit], y[fit], r1[mask]),
-            )
-            rule_brier = min(brier(yy, r) for r in rules)
-            rule_p = min(rules, key=lambda r: brier(yy, r))
+        if np.isfinite(y[fit]).sum() > 100:  # the rules need a training window to learn from
+            found = score_rules(y, bars, np.flatnonzero(fit), np.flatnonzero(mask), train_rate, None)
+            rules = (found["last_sign"], found["last_return"])
+            if all(np.isfinite(r).all() for r in rules):
+                rule_brier = min(brier(yy, r) for r in rules)
+                rule_p = min(rules, key=lambda r: brier(yy, r))
     universal = {
         "extreme_p": extreme,
         "auc_low": float(auc_low) if np.isfinite(auc_low) else 0.5,

@@ -2,7 +2,6 @@
 baselines every model is scored against (walk-forward ladder: docs/walkforward.md).
 
 - `proxy_p_hat(close)`: 0.5 (1 + tanh(k z)), z the momentum's rolling z-score (no fitting).
-- `climatology(y_fit)`: the fitting span's base rate, every bar.
 - `last_sign_p(...)`: P(up | sign of the last bar's return), two frequencies from the fitting
   span (Beta(1, 1) prior).
 - `last_return_logistic(...)`: a one-feature logistic regression of the label on the last
@@ -17,10 +16,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
-def proxy_p_hat(
-    close: np.ndarray, k: float = 1.0, momentum: int = 16, zscore_window: int = 96
-) -> np.ndarray:
-    """Rule-based p_hat; NaN until `momentum + zscore_window - 1` bars of history exist."""
+def proxy_p_hat(close: np.ndarray, *, k: float, momentum: int, zscore_window: int) -> np.ndarray:
+    """Rule-based p_hat (settings: conf/signal/default.yaml `proxy`); NaN until
+    `momentum + zscore_window - 1` bars of history exist."""
     lc = np.log(np.asarray(close, dtype=np.float64))
     mom = np.full(len(lc), np.nan)
     mom[momentum:] = lc[momentum:] - lc[:-momentum]
@@ -41,10 +39,6 @@ def last_return(close: np.ndarray) -> np.ndarray:
     out = np.full(len(lc), np.nan)
     out[1:] = np.diff(lc)
     return out
-
-
-def climatology(y_fit: np.ndarray, n: int) -> np.ndarray:
-    return np.full(n, float(np.mean(y_fit)))
 
 
 def last_sign_p(r_fit: np.ndarray, y_fit: np.ndarray, r: np.ndarray) -> np.ndarray:

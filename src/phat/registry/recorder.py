@@ -147,7 +147,7 @@ class Recorder:
         parent: str | None = None,
         system_metrics: bool = False,
     ) -> Iterator[RunLog]:
-        """The verb's run (registry.tracking.tracked_run: `mlflow run`'s, a nested child of
+        """The verb's run (registry's tracked_run: `mlflow run`'s, a nested child of
         `parent`, or a new one), active for MLflow's fluent calls (log_model) inside."""
         tags = {k: str(v)[:MAX_TAG] for k, v in (tags or {}).items()}
         with tracked_run(self.uri, self.experiment, name, system_metrics, parent, tags) as r:
