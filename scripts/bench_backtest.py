@@ -31,12 +31,14 @@ def main() -> None:
     bars = prepare_bars(raw, timeframe="15m")
     from phat.cli.config import compose, validate
 
-    proxy = validate("backtest", compose("backtest", []))["signal"]["proxy"]
+    cfg = validate("backtest", compose("backtest", []))
+    proxy = cfg["signal"]["proxy"]
     p = proxy_p_hat(bars.frame["close"].to_numpy(), **proxy)
     sig = pd.DataFrame(
         {"p_hat_raw": p, "p_hat": p, "source": "proxy", "fallback_reason": ""}, index=bars.index
     )
-    trig = ema_trend_triggers(bars.frame["close"].to_numpy())
+    trigger = {k: v for k, v in cfg["policy"]["trigger"].items() if k != "rule"}
+    trig = ema_trend_triggers(bars.frame["close"].to_numpy(), **trigger)
     pol = ReferencePolicy()
     bt, ref = [], []
     for _ in range(args.repeats):

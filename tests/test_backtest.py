@@ -91,7 +91,10 @@ def test_proxy_formula_and_causality() -> None:
     assert p[t] == pytest.approx(0.5 * (1 + np.tanh(1.5 * z)), abs=1e-12)
     changed = close.copy()
     changed[t + 1 :] *= 1.3
-    assert proxy_p_hat(changed, k=1.5, momentum=8, zscore_window=32)[: t + 1].tobytes() == p[: t + 1].tobytes()
+    assert (
+        proxy_p_hat(changed, k=1.5, momentum=8, zscore_window=32)[: t + 1].tobytes()
+        == p[: t + 1].tobytes()
+    )
 
 
 def test_model_run_binds_version_evaluates_test_span_and_logs_everything(store, tmp_path) -> None:

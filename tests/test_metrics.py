@@ -77,7 +77,9 @@ def test_block_bootstrap_interval_covers_truth_and_is_seeded() -> None:
 
 
 def test_evaluate_split_names_and_skill() -> None:
-    m = evaluate_split("test", Y, np.clip(P * 1.2 - 0.1, 0, 1), P, base_rate=0.5, n_bins=15, block=96, n_boot=20)
+    m = evaluate_split(
+        "test", Y, np.clip(P * 1.2 - 0.1, 0, 1), P, base_rate=0.5, n_bins=15, block=96, n_boot=20
+    )
     for k in ("brier", "ece", "ece_mass", "log_loss", "auc"):
         assert f"test_{k}" in m and f"test_{k}_raw" in m
         assert m[f"test_{k}_ci_low"] <= m[f"test_{k}_ci_high"]

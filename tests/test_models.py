@@ -41,7 +41,7 @@ def test_numpy_logits_equal_sklearn_and_state_round_trips(data, cls) -> None:
 
 def test_logistic_learns_the_planted_signal(data) -> None:
     wd, tr, te, y = data
-    m = LogisticModel()
+    m = LogisticModel(C=0.1, lookback=4, max_iter=1000)
     m.fit(wd, tr, y[tr])
     z = m.logits(wd, te)
     acc = np.mean((z > 0) == (y[te] == 1))
@@ -63,4 +63,4 @@ def test_unknown_kind_and_bad_params_refused() -> None:
     with pytest.raises(ConfigError, match="model=logistic"):
         build_model("logistic", {"depth": 3}, seed=0)
     with pytest.raises(ConfigError, match="model.C=0"):
-        LogisticModel(C=0)
+        LogisticModel(C=0, lookback=4, max_iter=1000)

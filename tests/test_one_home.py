@@ -228,3 +228,103 @@ def test_a_run_written_around_the_recorder_is_found(tmp_path: Path) -> None:
         "    client.set_terminated('r', 'FAILED')\n"
     )
     assert run_writes([planted]) == ["planted.py:4: log_metrics", "planted.py:5: set_terminated"]
+
+
+def _conf_values() -> dict[str, set[str]]:
+    import yaml
+
+    leaves: dict[str, set[str]] = {}
+
+    def walk(d: object) -> None:
+        if isinstance(d, dict):
+            for k, v in d.items():
+                if k != "defaults" and not isinstance(v, dict | list):
+                    leaves.setdefault(k, set()).add(repr(v))
+                walk(v)
+        elif isinstance(d, list):
+            for x in d:
+                walk(x)
+
+    for f in (PKG / "conf").rglob("*.yaml"):
+        walk(yaml.safe_load(f.read_text()))
+    return leaves
+
+
+def code_defaults(files: list[Path], leaves: dict[str, set[str]]) -> list[str]:
+    """Parameters and dataclass fields named like a setting whose literal default is one of that
+    setting's values in conf/: a second copy of a default (read it with phat.confdefaults)."""
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            pairs: list[tuple[str, ast.expr]] = []
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = node.args
+                pos = a.posonlyargs + a.args
+                pairs += [
+                    (x.arg, d)
+                    for x, d in zip(pos[len(pos) - len(a.defaults) :], a.defaults, strict=True)
+                ]
+                pairs += [
+                    (x.arg, d)
+                    for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)
+                    if d is not None
+                ]
+            elif isinstance(node, ast.ClassDef):
+                pairs += [
+                    (st.target.id, st.value)
+                    for st in node.body
+                    if isinstance(st, ast.AnnAssign)
+                    and isinstance(st.target, ast.Name)
+                    and st.value is not None
+                ]
+            for name, d in pairs:
+                if (
+                    isinstance(d, ast.Constant)
+                    and d.value is not None
+                    and repr(d.value) in leaves.get(name, ())
+                ):
+                    found.append(f"{path.name}:{d.lineno}: {name}={d.value!r}")
+    return found
+
+
+def test_no_default_is_repeated_in_code() -> None:
+    assert code_defaults(sorted(PKG.rglob("*.py")), _conf_values()) == []
+
+
+def test_a_default_copied_into_code_is_found(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from dataclasses import dataclass\n"
+        "def ece(y, p, n_bins=15, other=15): ...\n"
+        "@dataclass\nclass Policy:\n    tau: float = 0.1\n    seed: int = 12345\n"
+    )
+    assert code_defaults([planted], _conf_values()) == [
+        "planted.py:2: n_bins=15",
+        "planted.py:5: tau=0.1",
+    ]
+
+
+def test_classes_take_their_defaults_from_conf() -> None:
+    """The defaults code callers get are the conf/ files' (one source)."""
+    import yaml
+
+    from phat.contract.features import FeatureSpec
+    from phat.contract.splits import SplitConfig
+    from phat.data.synthetic import SyntheticConfig
+    from phat.trading.policy import ReferencePolicy
+
+    def conf(path: str) -> dict:
+        return yaml.safe_load((PKG / "conf" / f"{path}.yaml").read_text())
+
+    syn = conf("data/synthetic")["synthetic"]
+    assert all(getattr(SyntheticConfig(), k) == syn[k] for k in SyntheticConfig.__annotations__)
+    pol = conf("policy/reference")["params"]
+    assert all(getattr(ReferencePolicy(), k) == pol[k] for k in ReferencePolicy.__annotations__)
+    assert vars(SplitConfig()) == {k: v for k, v in conf("split/fractions").items()}
+    fs, feat = FeatureSpec(), conf("features/default")
+    assert (fs.window, fs.normalization, fs.clip) == (
+        feat["window"],
+        feat["normalization"],
+        feat["clip"],
+    )
+    assert [dict(f) for f in fs.features] == feat["list"]

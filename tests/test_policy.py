@@ -97,7 +97,7 @@ def test_same_inputs_same_weights() -> None:
 
 def test_triggers_and_bad_params() -> None:
     close = np.r_[np.linspace(100, 200, 300), np.linspace(200, 100, 300)]
-    t = ema_trend_triggers(close, 10, 50)
+    t = ema_trend_triggers(close, fast=10, slow=50)
     assert (
         (t[:50] == CODE["inactive"]).all()
         and t[200] == CODE["long_allowed"]

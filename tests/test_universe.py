@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 
 from conftest import RELAXED, make_cfg
+from phat.confdefaults import conf_defaults
 from phat.data.synthetic import SyntheticConfig, generate_universe
 from phat.errors import DataValidationError, HashMismatch
 
 N_ASSETS = 4
 PERIODS = 3000
+PROXY = conf_defaults("signal/default", "proxy")  # the proxy as every verb reads it
 
 
 @pytest.fixture(scope="module")
@@ -647,7 +649,7 @@ def test_walk_forward_promote_then_one_drifting_asset_falls_back_alone(tmp_path)
     bound = resolve(f"model_v{out['model_version']}", name, "15m", strict=True)
     alarm_at = pd.Timestamp(res["states"]["A01"].alarm["time"])
     for sym, frames in (("A01", live), ("A00", live)):
-        sig = p_hat_frame(for_asset(bound, sym), frames[sym].bars, {}, strict=True)
+        sig = p_hat_frame(for_asset(bound, sym), frames[sym].bars, PROXY, strict=True)
         on_proxy = sig["fallback_reason"] == "calibration_alarm"
         if sym == "A01":
             assert on_proxy.any() and (sig.index[on_proxy] >= alarm_at).all()
@@ -669,7 +671,7 @@ def test_walk_forward_promote_then_one_drifting_asset_falls_back_alone(tmp_path)
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):  # the alarm cleared
         monitor_run(validate("monitor", compose("monitor", overrides=[*ov, "monitor.clear=true"])))
     bound = resolve(f"model_v{out['model_version']}", name, "15m", strict=True)
-    sig = p_hat_frame(for_asset(bound, "A01"), live["A01"].bars, {}, strict=True)
+    sig = p_hat_frame(for_asset(bound, "A01"), live["A01"].bars, PROXY, strict=True)
     assert not (sig["fallback_reason"] == "calibration_alarm").any()
 
 
@@ -698,9 +700,9 @@ def test_an_excluded_asset_is_on_the_proxy_in_every_binding_and_says_why(trained
     model.metadata = {**model.metadata, "phat.excluded_assets": "A01,A03"}
     bound = ResolvedSignal(Binding("model_v1", "phat-x", "1", model.model_hash), model)
     frames = {a.symbol: a.bars.frame for a in prep.bars.assets}
-    out = p_hat_frame(for_asset(bound, "A01"), frames["A01"], {}, strict=True)
+    out = p_hat_frame(for_asset(bound, "A01"), frames["A01"], PROXY, strict=True)
     assert (out["source"] == "proxy").all() and (out["fallback_reason"] == "excluded_asset").all()
-    ok = p_hat_frame(for_asset(bound, "A00"), frames["A00"], {}, strict=True)
+    ok = p_hat_frame(for_asset(bound, "A00"), frames["A00"], PROXY, strict=True)
     assert (ok["source"] == "model").sum() > 0 and "excluded_asset" not in set(
         ok["fallback_reason"]
     )

@@ -850,7 +850,7 @@ def universe_evidence(
     pooled tests on per-timestamp means, and with per-asset calibration the same span under
     the pooled map alone (test_brier_pooled_map, test_ece_pooled_map) to compare."""
     from phat.evaluation.metrics import brier, ece
-    from phat.evaluation.universe import per_asset_table, universe_metrics
+    from phat.evaluation.universe import REPORT_FDR, per_asset_table, universe_metrics
 
     bars = prep.bars
     assert isinstance(bars, StackedBars)
@@ -859,8 +859,9 @@ def universe_evidence(
     rules = rule_forecasts(prep.y, bars, spans, None)
     h, n_bins = prep.label_spec.horizon_bars, int(prep.cfg["metrics"]["n_bins"])
     table = per_asset_table(
-        symbols, test.y, test.p_hat, rules["climatology"], rules["last_return"], h, n_bins
-    )
+        symbols, test.y, test.p_hat, rules["climatology"], rules["last_return"], h, n_bins,
+        REPORT_FDR,
+    )  # fmt: skip
     metrics = universe_metrics(
         table, test.y, test.p_hat,
         {"climatology": rules["climatology"], "last_return": rules["last_return"]},

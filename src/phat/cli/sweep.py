@@ -78,7 +78,9 @@ class SweepCallback(Callback):
         given = OmegaConf.select(config, "hydra.overrides.task") or []
         fixed = [o for o in given if "," not in o and "(" not in o]
         os.environ["PHAT_SWEEP_FIXED"] = "\n".join(fixed)
-        print(f"[sweep {name}] parent run {parent} in {rec.uri}; objectives {objectives}", flush=True)
+        print(
+            f"[sweep {name}] parent run {parent} in {rec.uri}; objectives {objectives}", flush=True
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         parent = os.environ.pop(PARENT_ENV, None)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from phat.confdefaults import conf_defaults, from_conf
 from phat.errors import ConfigError, DataValidationError
 from phat.hashing import canonical_json, sha256_text
 
@@ -199,26 +200,20 @@ FEATURES: dict[str, _FeatureFn] = {
     "vwap_dev": _FeatureFn(_vwap_dev, lambda p: 0, ("vwap", "close")),
 }
 
-DEFAULT_FEATURES: tuple[dict[str, Any], ...] = (
-    {"fn": "log_return", "params": {"n": 1}},
-    {"fn": "log_return", "params": {"n": 4}},
-    {"fn": "log_return", "params": {"n": 16}},
-    {"fn": "log_range", "params": {}},
-    {"fn": "clv", "params": {}},
-    {"fn": "upper_wick", "params": {}},
-    {"fn": "lower_wick", "params": {}},
-    {"fn": "volume_z", "params": {"n": 64}},
-    {"fn": "realized_vol", "params": {"n": 16}},
-    {"fn": "realized_vol", "params": {"n": 64}},
-    {"fn": "trend", "params": {"n": 32}},
-    {"fn": "rsi", "params": {"n": 14}},
+_CONF = conf_defaults("features/default")  # the default feature set: conf/features/default.yaml
+DEFAULT_FEATURES: tuple[dict[str, Any], ...] = tuple(
+    {"fn": f["fn"], "params": dict(f["params"])} for f in _CONF["list"]
 )
 
 # Fixed parts of the missing-data policy (not settings: prices are never filled, bars in warm-up
 # or across a gap yield no sample); recorded in every spec so the contract says so.
 POLICY_MISSING = {"prices": "refuse", "warmup": "drop", "gaps": "drop"}
 # A spec built in code (tests, notebooks) without config: the conf/ defaults of the settings.
-DEFAULT_MISSING = {**POLICY_MISSING, "volume_nan": "refuse", "optional_ffill_bars": 8}
+DEFAULT_MISSING = {
+    **POLICY_MISSING,
+    "volume_nan": conf_defaults("data/synthetic")["volume_nan"],
+    **_CONF["missing"],
+}
 
 
 def feature_name(fn: str, params: dict[str, Any]) -> str:
@@ -226,13 +221,14 @@ def feature_name(fn: str, params: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+@from_conf("features/default", fields=("window", "normalization", "clip"))
 class FeatureSpec:
     """Ordered features, window, normalization and missing-data policy (+ fitted parameters)."""
 
     features: tuple[dict[str, Any], ...] = DEFAULT_FEATURES
-    window: int = 64
-    normalization: str = "zscore"
-    clip: float = 8.0
+    window: int  # the defaults of window, normalization, clip: conf/features/default.yaml
+    normalization: str
+    clip: float
     missing: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MISSING))
     code_version: str = FEATURE_CODE_VERSION
     norm_mean: tuple[float, ...] | None = None

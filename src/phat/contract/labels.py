@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from phat.confdefaults import from_conf
 from phat.data.timeframes import DURATION, parse_timeframe
 from phat.errors import ConfigError, DataValidationError
 from phat.hashing import canonical_json, sha256_text
@@ -32,14 +33,15 @@ _HORIZON_RE = re.compile(rf"^(?:(\d+)x)?({DURATION})$")
 
 
 @dataclass(frozen=True)
+@from_conf("label/sign", fields=("kind", "threshold_bps", "aggregation", "neutral"))
 class LabelSpec:
     timeframe: str
     horizon_bars: int
     horizon_id: str
-    kind: str = "sign"
-    threshold_bps: float = 0.0
-    aggregation: str = "log_return_sum"
-    neutral: str = "drop"
+    kind: str  # the defaults of these four: conf/label/sign.yaml
+    threshold_bps: float
+    aggregation: str
+    neutral: str
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_bars, int) or self.horizon_bars < 1:

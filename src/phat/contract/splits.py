@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.confdefaults import from_conf
 from phat.data import as_utc
 from phat.errors import ConfigError, DataValidationError
 
@@ -34,17 +35,18 @@ SPANS = ("train", "calibration", "test")
 
 
 @dataclass(frozen=True)
+@from_conf("split/fractions")  # the defaults: conf/split/fractions.yaml
 class SplitConfig:
-    method: str = "fractions"  # "fractions" | "dates"
-    train: float = 0.6
-    calibration: float = 0.2
-    test: float = 0.2
-    calibration_start: str | None = None  # for method="dates"
-    test_start: str | None = None
-    test_end: str | None = None
-    purge_bars: int | None = None  # None: derived minimum
-    embargo_bars: int | None = None
-    min_samples: int = 200
+    method: str  # "fractions" | "dates"
+    train: float
+    calibration: float
+    test: float
+    calibration_start: str | None  # for method="dates"
+    test_start: str | None
+    test_end: str | None
+    purge_bars: int | None  # None: derived minimum
+    embargo_bars: int | None
+    min_samples: int
 
 
 @dataclass(frozen=True)

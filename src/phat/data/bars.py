@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.confdefaults import conf_defaults
 from phat.data.calendars import Calendar, check_follows, infer
 from phat.data.calendars import resolve as resolve_calendar
 from phat.data.io import PRICE_COLUMNS, REQUIRED, normalize_layout
@@ -30,6 +31,8 @@ from phat.data.timeframes import format_timeframe, parse_timeframe
 from phat.data.timeframes import iso as _iso
 from phat.errors import CalendarMismatch, DataValidationError
 from phat.hashing import sha256_bytes
+
+_DATA = conf_defaults("data/synthetic")  # data.* defaults for code callers: conf/data/
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def ohlc_violations(o: Any, h: Any, lo: Any, c: Any) -> list[tuple[Any, str]]:
     ]
 
 
-def validate_values(df: pd.DataFrame, *, volume_nan: str = "refuse") -> pd.DataFrame:
+def validate_values(df: pd.DataFrame, *, volume_nan: str = _DATA["volume_nan"]) -> pd.DataFrame:
     """Check column presence, numeric types, finiteness, positivity and OHLC consistency."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -310,10 +313,10 @@ def prepare_bars(
     *,
     timeframe: str,
     symbol: str = "UNKNOWN",
-    max_gap: Any = 2,
-    calendar: str = "24x7",
-    volume_nan: str = "refuse",
-    resample_min_coverage: float = 1.0,
+    max_gap: Any = _DATA["max_gap"],
+    calendar: str = "24x7",  # code callers: no calendar (config's data.calendar is auto)
+    volume_nan: str = _DATA["volume_nan"],
+    resample_min_coverage: float = _DATA["resample_min_coverage"],
     allow_resample: bool = True,
     model_calendar: str | None = None,
     timestamp_format: str | None = None,

@@ -21,30 +21,33 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from phat.confdefaults import conf_defaults, from_conf
 from phat.data import parse_timeframe
 from phat.errors import ConfigError
 
 REGIMES = ("trend_up", "trend_down", "mean_revert", "high_vol")
+_UNIVERSE = conf_defaults("data/synthetic", "synthetic")  # a universe's defaults, as in conf/
 
 
 @dataclass(frozen=True)
+@from_conf("data/synthetic", "synthetic")  # the defaults: conf/data/synthetic.yaml
 class SyntheticConfig:
-    seed: int = 7
-    start: str = "2025-01-01T00:00:00Z"
-    periods: int = 35040  # one year of 15m bars
-    timeframe: str = "15m"
-    start_price: float = 30000.0
-    base_vol: float = 0.0025  # per-bar log-return scale in calm regimes
-    high_vol_mult: float = 3.0
-    mean_regime_bars: int = 672  # a week of 15m bars on average per regime
-    planted_strength: float = 1.0
-    planted_flip_at: int | None = None  # drift: from this bar on the planted signal's sign flips
-    clv_max: float = 0.9
-    trend_bias: float = 0.12
-    revert_strength: float = 0.25
-    base_volume: float = 100.0
-    with_funding: bool = True
-    with_spread: bool = True
+    seed: int
+    start: str
+    periods: int
+    timeframe: str
+    start_price: float
+    base_vol: float  # per-bar log-return scale in calm regimes
+    high_vol_mult: float
+    mean_regime_bars: int  # mean bars per regime
+    planted_strength: float
+    planted_flip_at: int | None  # drift: from this bar on the planted signal's sign flips
+    clv_max: float
+    trend_bias: float
+    revert_strength: float
+    base_volume: float
+    with_funding: bool
+    with_spread: bool
 
 
 @dataclass
@@ -177,7 +180,10 @@ def generate(
 
 
 def generate_universe(
-    cfg: SyntheticConfig, assets: int, vol_spread: float = 4.0, correlation: float = 0.3
+    cfg: SyntheticConfig,
+    assets: int,
+    vol_spread: float = _UNIVERSE["vol_spread"],
+    correlation: float = _UNIVERSE["correlation"],
 ) -> dict[str, SyntheticMarket]:
     """`assets` series over the same bars: a common market factor (one regime path for all,
     and directions drawn through a Gaussian copula with pairwise correlation `correlation`),
@@ -211,7 +217,9 @@ def generate_universe(
     return out
 
 
-def random_walk(n: int, seed: int = 0, timeframe: str = "15m", vol: float = 0.002) -> pd.DataFrame:
+def random_walk(
+    n: int, seed: int = 0, timeframe: str = _UNIVERSE["timeframe"], vol: float = 0.002
+) -> pd.DataFrame:
     """A pure random walk with no predictable component: the leakage canary's input."""
     rng = np.random.default_rng(seed)
     tf = parse_timeframe(timeframe)

@@ -16,11 +16,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.confdefaults import conf_defaults
+
 COLUMNS = (
     "symbol", "n", "brier", "brier_climatology", "brier_last_return", "ece",
     "dm_pvalue_vs_climatology", "dm_pvalue_vs_climatology_bh", "calibration_pvalue",
     "calibration_pvalue_bh", "beats_climatology", "miscalibrated",
 )  # fmt: skip
+
+# The level of the per-asset verdicts in training and walk-forward reports: the promotion
+# gate's default (conf/promotion/default.yaml), so a report reads as the gate would.
+REPORT_FDR = float(conf_defaults("promotion/default")["per_asset_fdr"])
 
 
 def per_asset_table(
@@ -31,9 +37,11 @@ def per_asset_table(
     p_rule: np.ndarray,
     horizon_bars: int,
     n_bins: int,
-    alpha: float = 0.05,
+    alpha: float,
 ) -> pd.DataFrame:
-    """One row per asset of the scored samples (module docstring), in symbol order."""
+    """`alpha`: the Benjamini-Hochberg level of the table's verdicts (promotion: its
+    promotion.per_asset_fdr; training and walk-forward reports: REPORT_FDR, that setting's
+    default)."""
     from phat.evaluation.metrics import brier, ece
     from phat.evaluation.significance import benjamini_hochberg, diebold_mariano, spiegelhalter
 

@@ -260,11 +260,11 @@ def summarize(record: Record, n_bins: int, block: int, n_boot: int, seed: int) -
         n_bins=n_bins, block=block * assets, n_boot=n_boot, seed=seed,
     )  # fmt: skip
     if universe:  # the per-asset table of the stitched record (phat.evaluation.universe)
-        from phat.evaluation.universe import per_asset_table
+        from phat.evaluation.universe import REPORT_FDR, per_asset_table
 
         record.per_asset = per_asset_table(
             f["symbol"].to_numpy(), y, p, f["p_climatology"].to_numpy(),
-            f["p_last_return"].to_numpy(), record.horizon_bars, n_bins,
+            f["p_last_return"].to_numpy(), record.horizon_bars, n_bins, REPORT_FDR,
         )  # fmt: skip
         t = record.per_asset
         m["assets_scored"] = float(len(t))

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from phat.confdefaults import conf_defaults
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -55,7 +57,7 @@ class Evidence:
     climatology_log_loss: float = 1.0
     rule_brier: float = float("inf")  # the best one-feature rule's Brier (last sign, last return)
     # promotion.evidence=walkforward: the candidate's walk-forward record on the window
-    evidence: str = "single_split"
+    evidence: str = conf_defaults("promotion/default")["evidence"]
     wf_mcb: float = float("nan")
     wf_pvalue: float = float("nan")
     wf_against: str = "-"  # production vN's walk-forward record, or the proxy

@@ -230,7 +230,9 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg["metrics"])
     per_asset = None
     if hasattr(bars, "assets"):  # a universe: pooled significance and per-asset safety
-        found, per_asset = _universe_evidence(bars, y, mask, pc_, train_rate, rule_p, lspec, pc)
+        found, per_asset = _universe_evidence(
+            bars, y, mask, pc_, train_rate, rule_p, lspec, pc, int(cfg["metrics"]["n_bins"])
+        )
         universal.update(found, assets_trading=per_asset_trading)
     wf = (
         _walkforward_evidence(client, name, mv, prod, start, end, lspec.horizon_bars, pc)
@@ -310,7 +312,9 @@ def _universal_evidence(
         last = window.get("calibration", window["train"])[1]
         fit = (bars.index >= pd.Timestamp(window["train"][0])) & (bars.index <= pd.Timestamp(last))
         if np.isfinite(y[fit]).sum() > 100:  # the rules need a training window to learn from
-            found = score_rules(y, bars, np.flatnonzero(fit), np.flatnonzero(mask), train_rate, None)
+            found = score_rules(
+                y, bars, np.flatnonzero(fit), np.flatnonzero(mask), train_rate, None
+            )
             rules = (found["last_sign"], found["last_return"])
             if all(np.isfinite(r).all() for r in rules):
                 rule_brier = min(brier(yy, r) for r in rules)
@@ -334,6 +338,7 @@ def _universe_evidence(
     rule_p: np.ndarray,
     lspec: Any,
     pc: dict[str, Any],
+    n_bins: int,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """A universe's evidence on the window: the one-sided DM p-values of the pooled forecast
     against climatology and the best one-feature rule on the per-timestamp mean loss
@@ -349,7 +354,7 @@ def _universe_evidence(
     clim = np.full(len(yy), train_rate)
     clock = bars.clock[mask]
     symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[mask]]
-    table = per_asset_table(symbols, yy, pp, clim, rule_p, h, 10, alpha=fdr)
+    table = per_asset_table(symbols, yy, pp, clim, rule_p, h, n_bins, alpha=fdr)
     # "worse than climatology": the one-sided p-value of the other side
     worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
     table["worse_than_climatology"] = worse < fdr

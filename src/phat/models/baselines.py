@@ -65,7 +65,7 @@ class LogisticModel:
 
     kind = "logistic"
 
-    def __init__(self, C: float = 0.1, lookback: int = 4, max_iter: int = 1000, seed: int = 0):
+    def __init__(self, C: float, lookback: int, max_iter: int, seed: int = 0):
         if C <= 0:
             raise ConfigError(f"model.C={C}: expected > 0")
         self.C = float(C)
@@ -134,12 +134,12 @@ class TreeModel:
 
     def __init__(
         self,
-        lookback: int = 4,
-        max_iter: int = 200,
-        learning_rate: float = 0.05,
-        max_leaf_nodes: int = 15,
-        min_samples_leaf: int = 200,
-        l2_regularization: float = 1.0,
+        lookback: int,
+        max_iter: int,
+        learning_rate: float,
+        max_leaf_nodes: int,
+        min_samples_leaf: int,
+        l2_regularization: float,
         seed: int = 0,
     ):
         self.lookback = int(lookback)

@@ -146,7 +146,8 @@ def _one_input_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float,
 
 
 def _frozen(coef: np.ndarray, intercept: float, lookback: int, seed: int) -> LogisticModel:
-    m = LogisticModel(C=RULE_C, lookback=lookback, seed=seed)
+    # max_iter is stored in its config, never used: the rule's weights are set, not fitted
+    m = LogisticModel(C=RULE_C, lookback=lookback, max_iter=1000, seed=seed)
     m.coef_, m.intercept_ = np.asarray(coef, dtype=np.float64), float(intercept)
     return m
 

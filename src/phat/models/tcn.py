@@ -231,10 +231,10 @@ class TCNModel:
 
     def __init__(
         self,
-        channels: int = 24,
-        levels: int = 5,
-        kernel_size: int = 3,
-        dropout: float = 0.1,
+        channels: int,
+        levels: int,
+        kernel_size: int,
+        dropout: float,
         seed: int = 0,
         threads: int = 1,
         trainer: dict[str, Any] | None = None,

@@ -145,11 +145,13 @@ class Recorder:
         *,
         tags: dict[str, Any] | None = None,
         parent: str | None = None,
-        system_metrics: bool = False,
+        system_metrics: bool | None = None,
     ) -> Iterator[RunLog]:
         """The verb's run (registry's tracked_run: `mlflow run`'s, a nested child of
         `parent`, or a new one), active for MLflow's fluent calls (log_model) inside."""
         tags = {k: str(v)[:MAX_TAG] for k, v in (tags or {}).items()}
+        if system_metrics is None:  # the store's setting (tracking.system_metrics)
+            system_metrics = bool(self.tracking.get("system_metrics", False))
         with tracked_run(self.uri, self.experiment, name, system_metrics, parent, tags) as r:
             yield RunLog(self, r.info.run_id, r.info.experiment_id)
 

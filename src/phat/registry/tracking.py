@@ -105,7 +105,7 @@ def tracked_run(
     uri: str,
     experiment: str,
     run_name: str,
-    system_metrics: bool = False,
+    system_metrics: bool,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> Iterator[Any]:

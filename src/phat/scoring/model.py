@@ -144,7 +144,7 @@ class PHatModel:
         )
 
     def stream(
-        self, state: dict[str, Any] | None = None, volume_nan: str = "refuse", now: Any = None
+        self, state: dict[str, Any] | None = None, volume_nan: str | None = None, now: Any = None
     ) -> Any:
         """A streaming scorer (phat.scoring.stream.StreamScorer): `update(bar)` per new bar,
         `update_many({symbol: bar})` per bar-step of many assets, equal to predict() bit for

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from phat.confdefaults import conf_defaults
 from phat.data.bars import ohlc_violations
 from phat.errors import DataValidationError
 from phat.models.baselines import WindowData
@@ -136,7 +137,7 @@ class StreamScorer:
         self,
         model: Any,  # a PHatModel (phat.scoring.model), which builds this scorer
         state: dict[str, Any] | None = None,
-        volume_nan: str = "refuse",
+        volume_nan: str | None = None,  # None: data.volume_nan's default (conf/data/)
         now: Any = None,
     ):
         from phat.data.calendars import resolve
@@ -151,7 +152,7 @@ class StreamScorer:
         self.tf = pd.Timedelta(self.tf_ns, unit="ns")
         self.cal = resolve(model.calendar)
         self.max_gap = int(model.data_spec["max_gap_bars"])
-        self.volume_nan = volume_nan
+        self.volume_nan = volume_nan or conf_defaults("data/synthetic")["volume_nan"]
         self.now = now
         self.cap = max(spec.lookback + 1, 2)
         self.need = spec.bars_read

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from phat.confdefaults import from_conf
 from phat.errors import ConfigError
 
 TRIGGERS = ("inactive", "long_allowed", "short_allowed", "exit_only")
@@ -32,18 +33,19 @@ _CODE = {name: i for i, name in enumerate(TRIGGERS)}
 
 
 @dataclass(frozen=True)
+@from_conf("policy/reference", "params")  # the defaults: conf/policy/reference.yaml
 class ReferencePolicy:
-    tau: float = 0.1
-    vol_target: float = 0.003
-    eps: float = 1e-6
-    w_min: float = 0.02
-    w_max: float = 1.0
-    alpha: float = 0.5
-    epsilon_w: float = 0.02
-    cooldown_bars: int = 2
-    learning_cap: float = 0.25
-    profit_cap: float = 1.0
-    vol_lookback: int = 64  # bars of 1-bar log returns behind vol_hat
+    tau: float
+    vol_target: float
+    eps: float
+    w_min: float
+    w_max: float
+    alpha: float
+    epsilon_w: float
+    cooldown_bars: int
+    learning_cap: float
+    profit_cap: float
+    vol_lookback: int  # bars of 1-bar log returns behind vol_hat
 
     def __post_init__(self) -> None:
         if not 0 <= self.tau < 1:
@@ -126,7 +128,7 @@ class ReferencePolicy:
         return w
 
 
-def ema_trend_triggers(close: np.ndarray, fast: int = 24, slow: int = 96) -> np.ndarray:
+def ema_trend_triggers(close: np.ndarray, *, fast: int, slow: int) -> np.ndarray:
     """long_allowed when EMA(fast) > EMA(slow) of close, else short_allowed; inactive until
     `slow` bars of history exist."""
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.confdefaults import conf_defaults
 from phat.errors import (
     CalendarMismatch,
     ConfigError,
@@ -52,6 +53,8 @@ FALLBACK_REASONS = (
     "excluded_asset",  # a universe model promoted without this asset (exclude_assets=auto)
     "internal_error",  # a bug, not a refusal: fallback_detail holds its first line
 )
+
+_SIGNAL = conf_defaults("signal/default")  # signal.* defaults for code callers
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def for_asset(resolved: ResolvedSignal, symbol: str) -> ResolvedSignal:
 
 
 def resolve(
-    source: str, model_name: str | None, horizon_id: str, strict: bool = False
+    source: str, model_name: str | None, horizon_id: str, strict: bool = _SIGNAL["strict"]
 ) -> ResolvedSignal:
     """Resolve and pin the binding once. Registry and verification failures fail closed."""
     from phat.registry.client import load
@@ -185,7 +188,7 @@ def p_hat_frame(
     resolved: ResolvedSignal,
     frame: pd.DataFrame,
     proxy_params: dict[str, Any],
-    strict: bool = False,
+    strict: bool = _SIGNAL["strict"],
 ) -> pd.DataFrame:
     """Per bar: p_hat_raw, p_hat, source ('model'|'proxy'), fallback_reason.
 
