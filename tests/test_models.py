@@ -28,7 +28,10 @@ def data():
 @pytest.mark.parametrize("cls", [LogisticModel, TreeModel])
 def test_numpy_logits_equal_sklearn_and_state_round_trips(data, cls) -> None:
     wd, tr, te, y = data
-    kw = {"max_iter": 30} if cls is TreeModel else {}
+    from phat.confdefaults import conf_defaults
+
+    kw = conf_defaults(f"model/{cls.kind}", "params")  # the recipe's defaults
+    kw.update({"max_iter": 30} if cls is TreeModel else {"C": 0.1})  # C=auto: the pipeline's
     m = cls(seed=0, **kw)
     m.fit(wd, tr, y[tr])
     z = m.logits(wd, te)

@@ -11,6 +11,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 from phat.tagnames import Tag
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "phat"
@@ -328,3 +330,85 @@ def test_classes_take_their_defaults_from_conf() -> None:
         feat["clip"],
     )
     assert [dict(f) for f in fs.features] == feat["list"]
+
+
+VERB_ARGS = {"predict": ["model_uri=x"], "serve": ["model_uri=x"], "promote": ["version=1"]}
+
+
+def _numeric_leaves(d: object, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_numeric_leaves(v, f"{prefix}{k}."))
+    elif isinstance(d, int | float) and not isinstance(d, bool):
+        out[prefix[:-1]] = d
+    return out
+
+
+def _outside(bounds: tuple, value: float) -> list[float]:
+    lo, lo_open, hi, hi_open = bounds
+    step = 1 if isinstance(value, int) else 0.5
+    bad = []
+    if lo is not None:
+        bad.append(lo if lo_open else lo - step)
+    if hi is not None:
+        bad.append(hi if hi_open else hi + step)
+    return bad
+
+
+def test_every_numeric_setting_has_a_range_and_the_cli_refuses_outside_it() -> None:
+    """Each verb's numeric keys (and each model kind's params) declare a range beside their
+    type; a value just outside it is refused by the command line's check, naming the key,
+    before any work."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from phat.cli.config import SCHEMAS, compose, precheck, validate
+    from phat.confdefaults import ANY, schema_bounds
+    from phat.errors import ConfigError
+    from phat.models.kinds import KINDS, RECIPES
+
+    def with_value(base: dict, key: str, value: float) -> dict:
+        out = copy.deepcopy(base)
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+        return out
+
+    walked = 0
+    cases = [(verb, VERB_ARGS.get(verb, []), "") for verb in SCHEMAS]
+    cases += [("train", [f"model={k}"], "model.params.") for k in RECIPES]
+    for verb, args, only in cases:
+        composed = compose(verb, args)
+        cfg = validate(verb, composed)
+        base = OmegaConf.to_container(composed, resolve=False)
+        numeric = {
+            k: v
+            for k, v in _numeric_leaves(cfg).items()
+            if k.startswith(only) and not k.startswith("policy.params.")  # a user's class
+            and (only or not k.startswith("model.params."))  # the kinds' cases below
+            and k != "model.params.C"  # auto or a number > 0: models.kinds.check_params
+        }  # fmt: skip
+        if only:
+            kind = args[0].split("=")[1]
+            bounds = {only + k: b for k, b in schema_bounds(KINDS[kind].params).items()}
+        else:
+            bounds = schema_bounds(SCHEMAS[verb])
+        missing = sorted(k for k in numeric if k not in bounds)
+        assert missing == [], f"{verb}: numeric settings without a declared range: {missing}"
+        through_cli = True
+        for key, value in numeric.items():
+            if bounds[key] == ANY:
+                continue
+            for bad in _outside(bounds[key], value):
+                with pytest.raises(ConfigError, match=re.escape(f"{key}=")):
+                    validate(verb, with_value(base, key, bad))  # what precheck runs, composed
+                if through_cli:  # and the command line's own check, end to end, once per case
+                    with pytest.raises(ConfigError, match=re.escape(f"{key}=")):
+                        precheck(verb, [*args, f"{key}={bad}"])
+                    through_cli = False
+                walked += 1
+    assert walked > 100

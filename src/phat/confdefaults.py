@@ -44,3 +44,57 @@ def from_conf(path: str, key: str | None = None, fields: tuple[str, ...] | None 
         return cls
 
     return fill
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges next to types: a schema field declares what values its setting takes.
+
+BOUNDS = "phat.bounds"  # dataclass field metadata key
+ANY = "any real number"
+
+
+def setting(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    free: bool = False,
+) -> Any:
+    """A schema field with no default (conf/ holds it) and its range: `lo`..`hi`, each end
+    closed unless `lo_open`/`hi_open`; `free=True` says a number may take any value (a numeric
+    setting without one or the other is an error in the schema, caught by a test)."""
+    from dataclasses import field
+
+    from omegaconf import MISSING
+
+    bounds = ANY if free else (lo, lo_open, hi, hi_open)
+    return field(default=MISSING, metadata={BOUNDS: bounds})
+
+
+def schema_bounds(schema: type, prefix: str = "") -> dict[str, Any]:
+    """`dotted.key -> bounds` for every field of a schema dataclass that declares them."""
+    from dataclasses import MISSING as NO_FACTORY
+    from dataclasses import fields, is_dataclass
+
+    out: dict[str, Any] = {}
+    for f in fields(schema):
+        if BOUNDS in f.metadata:
+            out[prefix + f.name] = f.metadata[BOUNDS]
+        elif f.default_factory is not NO_FACTORY:
+            inner = f.default_factory()
+            if is_dataclass(inner):
+                out.update(schema_bounds(type(inner), f"{prefix}{f.name}."))
+    return out
+
+
+def out_of_bounds(key: str, value: Any, bounds: Any) -> str | None:
+    """The one-line refusal of `value` for `key`, or None when it is in range."""
+    if bounds == ANY or isinstance(value, bool) or not isinstance(value, int | float):
+        return None  # None, or text such as a duration: its own grammar checks it
+    lo, lo_open, hi, hi_open = bounds
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        return f"{key}={value!r}: expected {'>' if lo_open else '>='} {lo}"
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        return f"{key}={value!r}: expected {'<' if hi_open else '<='} {hi}"
+    return None

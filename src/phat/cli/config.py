@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from phat.confdefaults import out_of_bounds, schema_bounds, setting
 from phat.contract.labels import parse_horizon
 from phat.errors import ConfigError
 from phat.models.kinds import RECIPES, check_params
@@ -31,23 +32,23 @@ from phat.models.kinds import kind as model_kind
 
 @dataclass
 class SyntheticConf:
-    assets: int = MISSING
-    vol_spread: float = MISSING
-    correlation: float = MISSING
-    seed: int = MISSING
+    assets: int = setting(0)
+    vol_spread: float = setting(1)
+    correlation: float = setting(0, 0.99)
+    seed: int = setting(0)
     start: str = MISSING
-    periods: int = MISSING
+    periods: int = setting(10)  # phat.data.synthetic.generate's minimum
     timeframe: str = MISSING
-    start_price: float = MISSING
-    base_vol: float = MISSING
-    high_vol_mult: float = MISSING
-    mean_regime_bars: int = MISSING
-    planted_strength: float = MISSING
-    planted_flip_at: int | None = MISSING
-    clv_max: float = MISSING
-    trend_bias: float = MISSING
-    revert_strength: float = MISSING
-    base_volume: float = MISSING
+    start_price: float = setting(0, lo_open=True)
+    base_vol: float = setting(0, lo_open=True)
+    high_vol_mult: float = setting(0, lo_open=True)
+    mean_regime_bars: int = setting(1)
+    planted_strength: float = setting(free=True)  # < 0 flips the planted signal
+    planted_flip_at: int | None = setting(0)
+    clv_max: float = setting(0, 1)
+    trend_bias: float = setting(free=True)
+    revert_strength: float = setting(free=True)
+    base_volume: float = setting(0, lo_open=True)
     with_funding: bool = MISSING
     with_spread: bool = MISSING
 
@@ -58,10 +59,10 @@ class DataConf:
     symbol: str | None = MISSING
     universe_name: str | None = MISSING
     on_bad_asset: str = MISSING
-    max_gap: Any = MISSING  # bars (int) or a duration ("1h"); null: the calendar's rule
+    max_gap: Any = setting(0)  # bars (int) or a duration ("1h"); null: the calendar's rule
     calendar: str = MISSING
     volume_nan: str = MISSING
-    resample_min_coverage: float = MISSING
+    resample_min_coverage: float = setting(0, 1, lo_open=True)
     timestamp_format: str | None = MISSING
     dayfirst: bool | None = MISSING
     synthetic: SyntheticConf = field(default_factory=SyntheticConf)
@@ -70,7 +71,7 @@ class DataConf:
 @dataclass
 class LabelConf:
     kind: str = MISSING
-    threshold_bps: float = MISSING
+    threshold_bps: float = setting(0)
     aggregation: str = MISSING
     neutral: str = MISSING
 
@@ -83,14 +84,14 @@ class FeatureItem:
 
 @dataclass
 class MissingConf:
-    optional_ffill_bars: int = MISSING
+    optional_ffill_bars: int = setting(0)
 
 
 @dataclass
 class FeaturesConf:
-    window: int = MISSING
+    window: int = setting(1)
     normalization: str = MISSING
-    clip: float = MISSING
+    clip: float = setting(0, lo_open=True)
     missing: MissingConf = field(default_factory=MissingConf)
     list: builtins.list[FeatureItem] = MISSING
 
@@ -99,32 +100,32 @@ class FeaturesConf:
 class CalibrationConf:
     method: str = MISSING
     per_asset: bool = MISSING
-    shrink_bars: float = MISSING
+    shrink_bars: float = setting(0)
 
 
 @dataclass
 class SplitConf:
     method: str = MISSING
-    train: float = MISSING
-    calibration: float = MISSING
-    test: float = MISSING
+    train: float = setting(0, 1, lo_open=True, hi_open=True)
+    calibration: float = setting(0, 1, lo_open=True, hi_open=True)
+    test: float = setting(0, 1, lo_open=True, hi_open=True)
     calibration_start: str | None = MISSING
     test_start: str | None = MISSING
     test_end: str | None = MISSING
-    purge_bars: int | None = MISSING
-    embargo_bars: int | None = MISSING
-    min_samples: int = MISSING
+    purge_bars: int | None = setting(0)
+    embargo_bars: int | None = setting(0)
+    min_samples: int = setting(1)
 
 
 @dataclass
 class TrainerConf:
-    max_epochs: int = MISSING
-    batch_size: int = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
-    patience: int = MISSING
+    max_epochs: int = setting(1)
+    batch_size: int = setting(1)
+    lr: float = setting(0, lo_open=True)
+    weight_decay: float = setting(0)
+    patience: int = setting(0)
     restore_best: bool = MISSING
-    val_fraction: float = MISSING
+    val_fraction: float = setting(0, 1, lo_open=True, hi_open=True)
     accelerator: str = MISSING
     progress_bar: str = MISSING
     deterministic: bool = MISSING
@@ -132,9 +133,9 @@ class TrainerConf:
 
 @dataclass
 class MetricsConf:
-    n_bins: int = MISSING
-    bootstrap_n: int = MISSING
-    bootstrap_block: int = MISSING
+    n_bins: int = setting(2)
+    bootstrap_n: int = setting(1)
+    bootstrap_block: int = setting(1)
 
 
 @dataclass
@@ -147,15 +148,15 @@ class RegistryConf:
 class TrackingConf:
     uri: str | None = MISSING
     experiment: str = MISSING
-    timeout: int = MISSING
+    timeout: int = setting(1)
     system_metrics: bool = MISSING
 
 
 @dataclass
 class TriggerConf:
     rule: str = MISSING
-    fast: int = MISSING
-    slow: int = MISSING
+    fast: int = setting(1)
+    slow: int = setting(1)
 
 
 @dataclass
@@ -168,29 +169,29 @@ class PolicyConf:
 
 @dataclass
 class ProxyConf:
-    k: float = MISSING
-    momentum: int = MISSING
-    zscore_window: int = MISSING
+    k: float = setting(free=True)  # < 0: contrarian
+    momentum: int = setting(1)
+    zscore_window: int = setting(2)
 
 
 @dataclass
 class SignalConf:
     strict: bool = MISSING
-    min_scored_share: float = MISSING
+    min_scored_share: float = setting(0, 1)
     proxy: ProxyConf = field(default_factory=ProxyConf)
 
 
 @dataclass
 class CostsConf:
-    fee_bps: float = MISSING
-    slippage_bps: float = MISSING
+    fee_bps: float = setting(0)
+    slippage_bps: float = setting(0)
 
 
 @dataclass
 class RegressionConf:
-    churn: float = MISSING
-    slippage: float = MISSING
-    drawdown: float = MISSING
+    churn: float = setting(0)
+    slippage: float = setting(0)
+    drawdown: float = setting(0)
 
 
 @dataclass
@@ -202,17 +203,17 @@ class WindowConf:
 @dataclass
 class PromotionConf:
     evidence: str = MISSING
-    max_mcb: float = MISSING
-    alpha: float = MISSING
-    per_asset_fdr: float = MISSING
+    max_mcb: float = setting(0)
+    alpha: float = setting(0, 1, lo_open=True)
+    per_asset_fdr: float = setting(0, 1, lo_open=True)
     exclude_assets: str = MISSING
-    max_ece: float = MISSING
-    brier_tolerance: float = MISSING
-    ece_tolerance: float = MISSING
+    max_ece: float = setting(0)
+    brier_tolerance: float = setting(0)
+    ece_tolerance: float = setting(0)
     max_regression: RegressionConf = field(default_factory=RegressionConf)
     min_slack: RegressionConf = field(default_factory=RegressionConf)
-    min_history_days: float = MISSING
-    min_samples: int = MISSING
+    min_history_days: float = setting(0)
+    min_samples: int = setting(1)
     window: WindowConf = field(default_factory=WindowConf)
     dry_run: bool = MISSING
     allow_other_data: bool = MISSING
@@ -241,8 +242,8 @@ class RecipeConf:
     signal: SignalConf = field(default_factory=SignalConf)  # the proxy rung of the ladder
     registry: RegistryConf = field(default_factory=RegistryConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
-    seed: int = MISSING
-    threads: int = MISSING
+    seed: int = setting(0)
+    threads: int = setting(1)
     out_dir: str = MISSING
 
 
@@ -309,14 +310,14 @@ class ServeConf:
     tracking: TrackingConf = field(default_factory=TrackingConf)
     model_uri: str = MISSING
     host: str = MISSING
-    port: int = MISSING
+    port: int = setting(1, 65535)
 
 
 @dataclass
 class DoctorConf:
     tracking: TrackingConf = field(default_factory=TrackingConf)
     dry_run: bool = MISSING
-    stale_after_hours: float = MISSING
+    stale_after_hours: float = setting(0)
 
 
 @dataclass
@@ -327,7 +328,7 @@ class WalkforwardSection:
     step: str = MISSING
     test: str | None = MISSING
     start: str | None = MISSING
-    for_version: int | None = MISSING
+    for_version: int | None = setting(1)
 
 
 @dataclass
@@ -338,16 +339,16 @@ class WalkforwardConf(RecipeConf):
 @dataclass
 class MonitorSection:
     source: str = MISSING
-    alpha: float = MISSING
-    bins: int = MISSING
+    alpha: float = setting(0, 1, lo_open=True)
+    bins: int = setting(1)
     on_alarm: str = MISSING
     state: str | None = MISSING
-    rolling: int = MISSING
+    rolling: int = setting(1)
     start: str | None = MISSING
     clear: bool = MISSING
     recalibrate: str = MISSING
-    recal_prior_bars: float = MISSING
-    recal_half_life: float = MISSING
+    recal_prior_bars: float = setting(0, lo_open=True)
+    recal_half_life: float = setting(1)
 
 
 @dataclass
@@ -407,58 +408,6 @@ def _choices() -> dict[str, tuple[str, ...]]:
     }
 
 
-# key -> (lowest allowed, inclusive?)
-_MINIMA: dict[str, tuple[float, bool]] = {
-    "promotion.alpha": (0, False),
-    "promotion.per_asset_fdr": (0, False),
-    "monitor.alpha": (0, False),
-    "monitor.bins": (1, True),
-    "monitor.rolling": (1, True),
-    "monitor.recal_prior_bars": (0, False),
-    "monitor.recal_half_life": (1, True),
-    "promotion.max_mcb": (0, True),
-    "walkforward.for_version": (1, True),
-    "seed": (0, True),
-    "threads": (1, True),
-    "metrics.n_bins": (2, True),
-    "metrics.bootstrap_n": (1, True),
-    "metrics.bootstrap_block": (1, True),
-    "features.window": (1, True),
-    "calibration.shrink_bars": (0, True),
-    "features.clip": (0, False),
-    "features.missing.optional_ffill_bars": (0, True),
-    "split.min_samples": (1, True),
-    "trainer.max_epochs": (1, True),
-    "trainer.batch_size": (1, True),
-    "trainer.lr": (0, False),
-    "trainer.patience": (0, True),
-    "data.resample_min_coverage": (0, False),
-    "data.synthetic.periods": (10, True),  # phat.data.synthetic.generate's minimum
-    "data.synthetic.assets": (0, True),
-    "data.synthetic.vol_spread": (1, True),
-    "data.synthetic.correlation": (0, True),
-    "signal.min_scored_share": (0, True),
-    "signal.proxy.momentum": (1, True),
-    "signal.proxy.zscore_window": (2, True),
-    "costs.fee_bps": (0, True),
-    "costs.slippage_bps": (0, True),
-    "promotion.min_samples": (1, True),
-    "tracking.timeout": (1, True),
-    "stale_after_hours": (0, True),
-    "port": (1, True),
-}
-_MAXIMA: dict[str, float] = {
-    "data.resample_min_coverage": 1.0,
-    "data.synthetic.correlation": 0.99,
-    "signal.min_scored_share": 1.0,
-    "trainer.val_fraction": 1.0,
-    "promotion.alpha": 1.0,
-    "promotion.per_asset_fdr": 1.0,
-    "monitor.alpha": 1.0,
-    "port": 65535,
-}
-
-
 def _lookup(cfg: dict[str, Any], dotted: str) -> tuple[bool, Any]:
     node: Any = cfg
     for part in dotted.split("."):
@@ -468,20 +417,22 @@ def _lookup(cfg: dict[str, Any], dotted: str) -> tuple[bool, Any]:
     return True, node
 
 
-def check_values(cfg: dict[str, Any]) -> None:
-    """Ranges and choices that the types alone do not say."""
+def bounds_of(schema: type) -> dict[str, Any]:
+    """Every ranged key of a verb's schema (declared with its type: `setting(...)`)."""
+    return schema_bounds(schema)
+
+
+def check_values(cfg: dict[str, Any], schema: type) -> None:
+    """Ranges (declared beside the types) and choices that the types alone do not say."""
     for key, choices in _choices().items():
         found, v = _lookup(cfg, key)
         if found and v is not None and str(v).lower() not in choices:
             raise ConfigError(f"{key}={v!r}: expected one of {list(choices)}")
-    for key, (low, inclusive) in _MINIMA.items():
+    for key, bounds in bounds_of(schema).items():
         found, v = _lookup(cfg, key)
-        if found and v is not None and (v < low if inclusive else v <= low):
-            raise ConfigError(f"{key}={v!r}: expected {'>=' if inclusive else '>'} {low}")
-    for key, high in _MAXIMA.items():
-        found, v = _lookup(cfg, key)
-        if found and v is not None and v > high:
-            raise ConfigError(f"{key}={v!r}: expected <= {high}")
+        why = out_of_bounds(key, v, bounds) if found else None
+        if why:
+            raise ConfigError(why)
     if "horizon" in cfg:
         parse_horizon(cfg["horizon"])
     found, cal = _lookup(cfg, "data.calendar")
@@ -539,7 +490,7 @@ def validate(verb: str, cfg: Any) -> dict[str, Any]:
     if verb in ("train", "walkforward"):
         out["model"] = _validate_model(cfg["model"])
     assert isinstance(out, dict)
-    check_values(out)
+    check_values(out, SCHEMAS[verb])
     return out
 
 

@@ -16,32 +16,33 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from phat.confdefaults import out_of_bounds, schema_bounds, setting
 from phat.errors import ConfigError
 
 
 @dataclass
 class LogisticParams:
-    C: Any = MISSING  # "auto" (purged inner CV of the train span) or a number > 0
-    lookback: int = MISSING
-    max_iter: int = MISSING
+    C: Any = MISSING  # "auto" (purged inner CV of the train span) or a number > 0 (check_params)
+    lookback: int = setting(1)
+    max_iter: int = setting(1)
 
 
 @dataclass
 class TreeParams:
-    lookback: int = MISSING
-    max_iter: int = MISSING
-    learning_rate: float = MISSING
-    max_leaf_nodes: int = MISSING
-    min_samples_leaf: int = MISSING
-    l2_regularization: float = MISSING
+    lookback: int = setting(1)
+    max_iter: int = setting(1)
+    learning_rate: float = setting(0, lo_open=True)
+    max_leaf_nodes: int = setting(2)
+    min_samples_leaf: int = setting(1)
+    l2_regularization: float = setting(0)
 
 
 @dataclass
 class TCNParams:
-    channels: int = MISSING
-    levels: int = MISSING
-    kernel_size: int = MISSING
-    dropout: float = MISSING
+    channels: int = setting(1)
+    levels: int = setting(1)
+    kernel_size: int = setting(2)
+    dropout: float = setting(0, 1, hi_open=True)
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,14 @@ RECIPES = tuple(k for k, v in KINDS.items() if v.params is not None)
 
 
 def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """What a schema type cannot say: the inner-CV kinds' C is `auto` or a number > 0."""
+    """The params' declared ranges, and what a schema type cannot say: the inner-CV kinds' C is
+    `auto` or a number > 0."""
     out = dict(params)
+    spec = kind(name).params
+    for key, bounds in (schema_bounds(spec) if spec is not None else {}).items():
+        why = out_of_bounds(f"model.params.{key}", out.get(key), bounds)
+        if why:
+            raise ConfigError(f"{why} (model={name})")
     if kind(name).inner_cv:
         c = out["C"]
         try:
