@@ -25,6 +25,8 @@ in-session slots starts a new segment (warm-up again), as batch scoring does.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import math
 import re
 import time
@@ -125,7 +127,19 @@ class _Panel:
         self.optional[sym] = {k: list(v) for k, v in d["optional"].items()}
 
 
-def _push(panel: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
+def _rows(idx: np.ndarray) -> slice | np.ndarray:
+    """Rows `idx` as a slice when they are consecutive (one asset, or every asset of a
+    universe in order: views and block copies instead of fancy-indexed gathers)."""
+    if (
+        len(idx)
+        and idx[-1] - idx[0] == len(idx) - 1
+        and (len(idx) < 3 or (np.diff(idx) == 1).all())
+    ):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _push(panel: np.ndarray, idx: slice | np.ndarray, values: np.ndarray) -> None:
     panel[idx, :-1] = panel[idx, 1:]
     panel[idx, -1] = values
 
@@ -350,7 +364,7 @@ class StreamScorer:
         """Push one bar per asset (all at once); True where a full window of one segment ends
         at the new bar."""
         pn = self.panel
-        idx = np.array([pn.slot(s) for s in syms], dtype=np.int64)
+        idx = _rows(np.array([pn.slot(s) for s in syms], dtype=np.int64))
         cols = np.array([p[:6] for p in parsed], dtype=np.float64)  # ts, o, h, l, c, v
         ts_ns = np.array([p[0] for p in parsed], dtype=np.int64)
         o, h, lo, c, v = (cols[:, k] for k in range(1, 6))
@@ -431,25 +445,17 @@ def _getter(bar: Any) -> Any:
     of its names (timestamp, time, date, datetime, open_time, ts, date_time), else in the first
     field when that is not a bar column (a CSV's unnamed index column). A Series' name is
     the timestamp only when it is a datetime (a row of a frame indexed by time), never a row
-    number."""
-    import datetime as dt
-
-    from phat.data.io import _TIMESTAMP_NAMES, REQUIRED, column_key
-    from phat.data.io import OPTIONAL as IO_OPTIONAL
-
+    number. The names resolve once per layout of fields (a stream's bars share one)."""
     fields = bar.index if isinstance(bar, pd.Series) else bar
-    keys: dict[str, Any] = {}
-    for k in fields:
-        keys.setdefault(column_key(k), k)
+    try:
+        keys, ts_field = _layout(tuple(fields))
+    except TypeError:  # an unhashable field name: resolve this bar's alone
+        keys, ts_field = _layout.__wrapped__(tuple(fields))
 
     def get(col: str) -> Any:
         if col == "timestamp":
-            name = next((n for n in _TIMESTAMP_NAMES if n in keys), None)
-            if name is not None:
-                return bar[keys[name]]
-            first = next(iter(keys), None)  # as batch reading: an unnamed first column
-            if first is not None and first not in (*REQUIRED, *IO_OPTIONAL):
-                return bar[keys[first]]
+            if ts_field is not None:
+                return bar[ts_field]
             label = getattr(bar, "name", None) if isinstance(bar, pd.Series) else None
             if isinstance(label, pd.Timestamp | dt.datetime | np.datetime64):
                 return label
@@ -457,6 +463,23 @@ def _getter(bar: Any) -> Any:
         return bar[keys[col]] if col in keys else _MISSING
 
     return get
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(fields: tuple) -> tuple[dict[str, Any], Any]:
+    """(canonical name -> field, the timestamp's field or None) of one layout of fields."""
+    from phat.data.io import _TIMESTAMP_NAMES, REQUIRED, column_key
+    from phat.data.io import OPTIONAL as IO_OPTIONAL
+
+    keys: dict[str, Any] = {}
+    for k in fields:
+        keys.setdefault(column_key(k), k)
+    name = next((n for n in _TIMESTAMP_NAMES if n in keys), None)
+    if name is None:  # as batch reading: an unnamed first column
+        first = next(iter(keys), None)
+        if first is not None and first not in (*REQUIRED, *IO_OPTIONAL):
+            name = first
+    return keys, (keys[name] if name is not None else None)
 
 
 def _iso(ts: Any) -> str:
