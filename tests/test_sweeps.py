@@ -350,3 +350,23 @@ def test_concurrent_writes_retry_only_on_a_unique_key_conflict() -> None:
     with pytest.raises(RuntimeError, match="connection refused"):
         retry_on_conflict(broken)
     assert len(calls) == 1
+
+
+def test_a_job_refused_before_its_run_is_a_failed_child_with_its_reason(tmp_path) -> None:
+    """A sweep job that fails before its run exists (a sampled value out of range, bad data)
+    is recorded through the recorder as a FAILED child of the parent, carrying the error."""
+    from phat.cli.sweep import record_failure
+    from phat.registry.recorder import recorder
+
+    tracking = {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "phat", "timeout": 5}
+    rec = recorder(tracking)
+    with rec.run("sweep-x") as parent:
+        pass
+    sweep = {"parent": parent.run_id, "key": "metrics.n_bins=1", "job": 3}
+    record_failure({"tracking": tracking}, sweep, ValueError("metrics.n_bins=1: expected >= 2"))
+    kids = MlflowClient(tracking["uri"]).search_runs(
+        [parent.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
+    )
+    assert [(k.info.run_name, k.info.status) for k in kids] == [("job-3", "FAILED")]
+    assert kids[0].data.tags["phat.error"] == "ValueError: metrics.n_bins=1: expected >= 2"
+    assert kids[0].data.tags["phat.sweep.overrides"] == "metrics.n_bins=1"

@@ -9,7 +9,7 @@ saved, hashed and loaded here (loading returns a phat.scoring.model.PHatModel).
     data_spec.json      DataSpec: symbol, timeframe, calendar, max_gap (how to read bars to score)
     universe.json       a universe model's assets: per asset its DataSpec, feature normalization
                         and calibration correction (only a universe model has it)
-    metadata.json       every phat.* tag of DESIGN.md (identity and lineage)
+    metadata.json       every phat.* contract tag (identity and lineage; names: tagnames.py)
 
 `model_hash` is the sha256 of the canonical JSON of the contract files and of every metadata field
 (but the hash itself) plus the digest of every tensor (name, dtype, shape, bytes): it changes
