@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,7 @@ def test_every_key_named_in_a_message_exists() -> None:
     declared: set[str] = set()
 
     def walk(node: object, prefix: str) -> None:
-        if isinstance(node, dict):
+        if isinstance(node, Mapping):  # a validated Section reads as one
             for k, v in node.items():
                 declared.add(prefix + k)
                 walk(v, prefix + k + ".")

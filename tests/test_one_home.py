@@ -336,8 +336,10 @@ VERB_ARGS = {"predict": ["model_uri=x"], "serve": ["model_uri=x"], "promote": ["
 
 
 def _numeric_leaves(d: object, prefix: str = "") -> dict[str, float]:
+    from collections.abc import Mapping
+
     out: dict[str, float] = {}
-    if isinstance(d, dict):
+    if isinstance(d, Mapping):
         for k, v in d.items():
             out.update(_numeric_leaves(v, f"{prefix}{k}."))
     elif isinstance(d, int | float) and not isinstance(d, bool):

@@ -49,7 +49,7 @@ def from_conf(path: str, key: str | None = None, fields: tuple[str, ...] | None 
 # ---------------------------------------------------------------------------------------------
 # Ranges next to types: a schema field declares what values its setting takes.
 
-BOUNDS = "phat.bounds"  # dataclass field metadata key
+BOUNDS = "phat_bounds"  # dataclass field metadata key
 ANY = "any real number"
 
 

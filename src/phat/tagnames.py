@@ -84,6 +84,8 @@ class Tag:
     ALARM_E_VALUE = "phat.alarm.e_value"
     ALARM_BARS = "phat.alarm.bars"
     ALARM_ACTION = "phat.alarm.action"
+    # one asset's alarm on a universe model's version (phat.alarm.asset.<symbol>): that asset
+    # alone resolves to the proxy (trading.signals.for_asset)
     ASSET_ALARM_PREFIX = "phat.alarm.asset."
     RECALIBRATION = "phat.recalibration"
 
@@ -98,6 +100,8 @@ class Tag:
     GATE_EVALUATED_AT = "phat.gate.evaluated_at"
     GATE_BASELINE = "phat.gate.baseline"
     GATE_FAILED = "phat.gate.failed"
+    # the assets a universe model's version was promoted without (promotion.exclude_assets=auto),
+    # comma-separated: every binding keeps them on the proxy (reason excluded_asset)
     EXCLUDED_ASSETS = "phat.excluded_assets"
     HISTORY_PREFIX = "phat.history."
     LEGACY_HISTORY = (

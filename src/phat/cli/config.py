@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import builtins
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import MISSING
@@ -27,11 +28,41 @@ from phat.models.kinds import RECIPES, check_params
 from phat.models.kinds import kind as model_kind
 
 # ---------------------------------------------------------------------------------------------
-# Schema: names and types only (defaults live in conf/)
+# Schema: names, types and ranges (defaults live in conf/)
 
 
-@dataclass
-class SyntheticConf:
+class Section(Mapping):
+    """A validated settings section: a dataclass instance (attributes: `cfg.data.path`) that
+    also reads as the mapping it was composed from (`cfg["data"]["path"]`, `.items()`,
+    `**cfg`), so code and tests written against either agree. Equal to a mapping with the same
+    items."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self._names():
+            raise KeyError(f"{key}: not a setting of {type(self).__name__}")
+        setattr(self, key, value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+
+@dataclass(eq=False)
+class SyntheticConf(Section):
     assets: int = setting(0)
     vol_spread: float = setting(1)
     correlation: float = setting(0, 0.99)
@@ -53,8 +84,8 @@ class SyntheticConf:
     with_spread: bool = MISSING
 
 
-@dataclass
-class DataConf:
+@dataclass(eq=False)
+class DataConf(Section):
     path: Any = MISSING  # a file, directory or glob, or a list of files (a universe)
     symbol: str | None = MISSING
     universe_name: str | None = MISSING
@@ -68,27 +99,27 @@ class DataConf:
     synthetic: SyntheticConf = field(default_factory=SyntheticConf)
 
 
-@dataclass
-class LabelConf:
+@dataclass(eq=False)
+class LabelConf(Section):
     kind: str = MISSING
     threshold_bps: float = setting(0)
     aggregation: str = MISSING
     neutral: str = MISSING
 
 
-@dataclass
-class FeatureItem:
+@dataclass(eq=False)
+class FeatureItem(Section):
     fn: str = MISSING
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class MissingConf:
+@dataclass(eq=False)
+class MissingConf(Section):
     optional_ffill_bars: int = setting(0)
 
 
-@dataclass
-class FeaturesConf:
+@dataclass(eq=False)
+class FeaturesConf(Section):
     window: int = setting(1)
     normalization: str = MISSING
     clip: float = setting(0, lo_open=True)
@@ -96,15 +127,15 @@ class FeaturesConf:
     list: builtins.list[FeatureItem] = MISSING
 
 
-@dataclass
-class CalibrationConf:
+@dataclass(eq=False)
+class CalibrationConf(Section):
     method: str = MISSING
     per_asset: bool = MISSING
     shrink_bars: float = setting(0)
 
 
-@dataclass
-class SplitConf:
+@dataclass(eq=False)
+class SplitConf(Section):
     method: str = MISSING
     train: float = setting(0, 1, lo_open=True, hi_open=True)
     calibration: float = setting(0, 1, lo_open=True, hi_open=True)
@@ -117,8 +148,8 @@ class SplitConf:
     min_samples: int = setting(1)
 
 
-@dataclass
-class TrainerConf:
+@dataclass(eq=False)
+class TrainerConf(Section):
     max_epochs: int = setting(1)
     batch_size: int = setting(1)
     lr: float = setting(0, lo_open=True)
@@ -131,77 +162,77 @@ class TrainerConf:
     deterministic: bool = MISSING
 
 
-@dataclass
-class MetricsConf:
+@dataclass(eq=False)
+class MetricsConf(Section):
     n_bins: int = setting(2)
     bootstrap_n: int = setting(1)
     bootstrap_block: int = setting(1)
 
 
-@dataclass
-class RegistryConf:
+@dataclass(eq=False)
+class RegistryConf(Section):
     model_name: str | None = MISSING
     register: bool = MISSING
 
 
-@dataclass
-class TrackingConf:
+@dataclass(eq=False)
+class TrackingConf(Section):
     uri: str | None = MISSING
     experiment: str = MISSING
     timeout: int = setting(1)
     system_metrics: bool = MISSING
 
 
-@dataclass
-class TriggerConf:
+@dataclass(eq=False)
+class TriggerConf(Section):
     rule: str = MISSING
     fast: int = setting(1)
     slow: int = setting(1)
 
 
-@dataclass
-class PolicyConf:
+@dataclass(eq=False)
+class PolicyConf(Section):
     # Open on purpose: `params._target_` may name the user's own policy class with its own
     # arguments; instantiate() refuses unknown ones by name.
     params: dict[str, Any] = MISSING
     trigger: TriggerConf = field(default_factory=TriggerConf)
 
 
-@dataclass
-class ProxyConf:
+@dataclass(eq=False)
+class ProxyConf(Section):
     k: float = setting(free=True)  # < 0: contrarian
     momentum: int = setting(1)
     zscore_window: int = setting(2)
 
 
-@dataclass
-class SignalConf:
+@dataclass(eq=False)
+class SignalConf(Section):
     strict: bool = MISSING
     min_scored_share: float = setting(0, 1)
     proxy: ProxyConf = field(default_factory=ProxyConf)
 
 
-@dataclass
-class CostsConf:
+@dataclass(eq=False)
+class CostsConf(Section):
     fee_bps: float = setting(0)
     slippage_bps: float = setting(0)
 
 
-@dataclass
-class RegressionConf:
+@dataclass(eq=False)
+class RegressionConf(Section):
     churn: float = setting(0)
     slippage: float = setting(0)
     drawdown: float = setting(0)
 
 
-@dataclass
-class WindowConf:
+@dataclass(eq=False)
+class WindowConf(Section):
     start: str | None = MISSING
     end: str | None = MISSING
 
 
-@dataclass
-class PromotionConf:
+@dataclass(eq=False)
+class PromotionConf(Section):
     evidence: str = MISSING
     max_mcb: float = setting(0)
     alpha: float = setting(0, 1, lo_open=True)
@@ -219,15 +250,15 @@ class PromotionConf:
     allow_other_data: bool = MISSING
 
 
-@dataclass
-class SweepConf:
+@dataclass(eq=False)
+class SweepConf(Section):
     name: str | None = MISSING
     objectives: list[str] = MISSING
     register_best: bool = MISSING
 
 
-@dataclass
-class RecipeConf:
+@dataclass(eq=False)
+class RecipeConf(Section):
     """What defines a training recipe: `phat train` and `phat walkforward` share it."""
 
     data: DataConf = field(default_factory=DataConf)
@@ -247,13 +278,13 @@ class RecipeConf:
     out_dir: str = MISSING
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainConf(RecipeConf):
     sweep: SweepConf = field(default_factory=SweepConf)
 
 
-@dataclass
-class PredictConf:
+@dataclass(eq=False)
+class PredictConf(Section):
     data: DataConf = field(default_factory=DataConf)
     signal: SignalConf = field(default_factory=SignalConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
@@ -262,14 +293,14 @@ class PredictConf:
     out: str = MISSING
 
 
-@dataclass
-class BacktestWindow:
+@dataclass(eq=False)
+class BacktestWindow(Section):
     start: str | None = MISSING
     end: str | None = MISSING
 
 
-@dataclass
-class BacktestConf:
+@dataclass(eq=False)
+class BacktestConf(Section):
     data: DataConf = field(default_factory=DataConf)
     horizon: str = MISSING
     policy: PolicyConf = field(default_factory=PolicyConf)
@@ -282,8 +313,8 @@ class BacktestConf:
     out_dir: str = MISSING
 
 
-@dataclass
-class PromoteConf:
+@dataclass(eq=False)
+class PromoteConf(Section):
     data: DataConf = field(default_factory=DataConf)
     horizon: str = MISSING
     policy: PolicyConf = field(default_factory=PolicyConf)
@@ -296,8 +327,8 @@ class PromoteConf:
     version: str = MISSING
 
 
-@dataclass
-class RollbackConf:
+@dataclass(eq=False)
+class RollbackConf(Section):
     data: DataConf = field(default_factory=DataConf)
     horizon: str = MISSING
     registry: RegistryConf = field(default_factory=RegistryConf)
@@ -305,23 +336,23 @@ class RollbackConf:
     reason: str = MISSING
 
 
-@dataclass
-class ServeConf:
+@dataclass(eq=False)
+class ServeConf(Section):
     tracking: TrackingConf = field(default_factory=TrackingConf)
     model_uri: str = MISSING
     host: str = MISSING
     port: int = setting(1, 65535)
 
 
-@dataclass
-class DoctorConf:
+@dataclass(eq=False)
+class DoctorConf(Section):
     tracking: TrackingConf = field(default_factory=TrackingConf)
     dry_run: bool = MISSING
     stale_after_hours: float = setting(0)
 
 
-@dataclass
-class WalkforwardSection:
+@dataclass(eq=False)
+class WalkforwardSection(Section):
     train: str = MISSING
     initial: str = MISSING
     calibration: str = MISSING
@@ -331,13 +362,13 @@ class WalkforwardSection:
     for_version: int | None = setting(1)
 
 
-@dataclass
+@dataclass(eq=False)
 class WalkforwardConf(RecipeConf):
     walkforward: WalkforwardSection = field(default_factory=WalkforwardSection)
 
 
-@dataclass
-class MonitorSection:
+@dataclass(eq=False)
+class MonitorSection(Section):
     source: str = MISSING
     alpha: float = setting(0, 1, lo_open=True)
     bins: int = setting(1)
@@ -351,8 +382,8 @@ class MonitorSection:
     recal_half_life: float = setting(1)
 
 
-@dataclass
-class MonitorConf:
+@dataclass(eq=False)
+class MonitorConf(Section):
     data: DataConf = field(default_factory=DataConf)
     signal: SignalConf = field(default_factory=SignalConf)
     metrics: MetricsConf = field(default_factory=MetricsConf)
@@ -473,9 +504,11 @@ def _field_error(e: Exception) -> ConfigError:
     return ConfigError(f"{key}: {msg}" if key else msg)
 
 
-def validate(verb: str, cfg: Any) -> dict[str, Any]:
+def validate(verb: str, cfg: Any) -> Any:
     """The composed config (DictConfig or dict) checked against the verb's schema; returns the
-    resolved plain dict. Refuses undeclared keys, wrong types and out-of-range values."""
+    verb's settings: an instance of its schema dataclass (`SCHEMAS[verb]`), every section a
+    `Section` (attributes, and item access as the composed mapping). Refuses undeclared keys,
+    wrong types and out-of-range values."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -491,7 +524,10 @@ def validate(verb: str, cfg: Any) -> dict[str, Any]:
         out["model"] = _validate_model(cfg["model"])
     assert isinstance(out, dict)
     check_values(out, SCHEMAS[verb])
-    return out
+    settings = OmegaConf.to_object(merged)  # the verb's dataclass, every section typed
+    if "model" in out:
+        settings.model = out["model"]  # {kind, params, ladder, pooling}: checked above
+    return settings
 
 
 def _validate_model(model: Any) -> dict[str, Any]:

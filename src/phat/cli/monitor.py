@@ -280,11 +280,11 @@ def _start(client: Any, name: str, version: str, given: str | None) -> Any:
     """The first bar to watch: monitor.start, else the version's test span start."""
     import pandas as pd
 
+    from phat.data.timeframes import as_utc
     from phat.errors import ContractError
 
     if given:
-        ts = pd.Timestamp(given)
-        return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        return as_utc(given)
     window = json.loads(client.get_model_version(name, version).tags.get(Tag.TRAINING_WINDOW, "{}"))
     if "test" not in window:
         raise ContractError(

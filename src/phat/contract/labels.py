@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from phat.confdefaults import from_conf
-from phat.data.timeframes import DURATION, parse_timeframe
-from phat.errors import ConfigError, DataValidationError
+from phat.durations import DURATION, is_duration
+from phat.errors import ConfigError
 from phat.hashing import canonical_json, sha256_text
 
 KINDS = ("sign", "threshold")
@@ -78,21 +78,13 @@ class LabelSpec:
         return cls(**d)
 
 
-def _positive(tf: str) -> bool:
-    try:
-        parse_timeframe(tf)
-    except DataValidationError:
-        return False
-    return True
-
-
 def parse_horizon(text: str) -> tuple[str, int, str]:
     """`horizon=15m` -> ('15m', 1, '15m'); `4x15m` -> ('15m', 4, '4x15m'); `1d`, `2h`, `3x1h`.
 
     One rule for every horizon: `<bars>x<timeframe>` predicts the close `bars` bars of
     `timeframe` ahead; a bare timeframe predicts the next bar."""
     m = _HORIZON_RE.match(str(text).strip().lower())
-    if not m or (m.group(1) is not None and int(m.group(1)) < 1) or not _positive(m.group(2)):
+    if not m or (m.group(1) is not None and int(m.group(1)) < 1) or not is_duration(m.group(2)):
         raise ConfigError(
             f"horizon={text!r}: expected a timeframe such as 15m, 1h, 1d (predict the next bar) "
             "or <bars>x<timeframe> such as 4x15m (predict 4 bars ahead)"

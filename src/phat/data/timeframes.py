@@ -1,33 +1,15 @@
-"""Durations, timeframes and timestamps from config and tags; naive timestamps mean UTC.
-
-One grammar for every duration phat reads (bar timeframes, horizons, walk-forward windows,
-`data.max_gap`, a file name's timeframe tail): `<n><unit>` with unit m (or min), h, d or w."""
+"""Timeframes and timestamps from config and tags; naive timestamps mean UTC. Durations follow
+the one grammar of phat/durations.py."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pandas as pd
 
-from phat.errors import DataValidationError
+from phat.durations import DURATION, parse_duration
 
-_UNITS = {"min": "min", "m": "min", "h": "h", "d": "D", "w": "W"}
-DURATION = r"\d+(?:min|m|h|d|w)"  # the pattern other grammars embed (horizons, file names)
-_DURATION_RE = re.compile(r"^(\d+)(min|m|h|d|w)$")
-
-
-def parse_duration(
-    text: Any, key: str, error: type[Exception] = DataValidationError
-) -> pd.Timedelta:
-    """'15m' -> 15 minutes, '1h', '1d', '4w'; anything else (or zero) is one line naming `key`."""
-    m = _DURATION_RE.match(str(text).strip().lower())
-    if not m or int(m.group(1)) <= 0:
-        raise error(
-            f"{key}={text!r}: expected a positive duration <n>m, <n>h, <n>d or <n>w "
-            "(e.g. 15m, 1h, 30d, 4w)"
-        )
-    return pd.Timedelta(int(m.group(1)), unit=_UNITS[m.group(2)])
+__all__ = ["DURATION", "as_utc", "format_timeframe", "iso", "parse_duration", "parse_timeframe"]
 
 
 def parse_timeframe(tf: Any) -> pd.Timedelta:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.data.timeframes import as_utc
 from phat.data.timeframes import parse_duration as data_duration
 from phat.errors import ConfigError, DataValidationError
 from phat.tagnames import Tag
@@ -76,8 +77,7 @@ def plan_folds(index: pd.DatetimeIndex, wf: dict[str, Any]) -> list[Fold]:
     first, last = index[0], index[-1]
     t = first + train + cal
     if wf["start"]:
-        start = pd.Timestamp(wf["start"])
-        start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+        start = as_utc(wf["start"])
         if start < t:
             raise ConfigError(
                 f"walkforward.start={wf['start']}: the first fold needs {train} of training and "

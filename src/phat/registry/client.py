@@ -48,12 +48,6 @@ def default_model_name(symbol: str, horizon_id: str) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", name)
 
 
-# Tag prefix of one asset's calibration alarm on a universe model's version (`phat monitor`
-# sets it; trading.signals.for_asset sends that asset alone to the proxy).
-# The assets a universe model's version was promoted without (promotion.exclude_assets=auto):
-# comma-separated; every binding keeps them on the proxy (reason excluded_asset).
-
-
 def symbol_of(data: dict[str, Any]) -> str:
     """The data's name as every verb derives it (phat.data.universe.dataset_name): a
     universe's name, else data.symbol, else the file's stem, else SYNTH."""

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -162,11 +162,11 @@ def ui_command(uri: str) -> str:
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:
     """Nested config -> {'model.params.C': '0.1', ...} with JSON for lists."""
     out: dict[str, str] = {}
-    if isinstance(d, dict):
+    if isinstance(d, Mapping):  # a dict, or a validated settings section
         for k, v in d.items():
             out.update(flatten(v, f"{prefix}{k}."))
     elif isinstance(d, list | tuple):
-        out[prefix[:-1]] = json.dumps(d, sort_keys=True)[:_MAX_PARAM_LEN]
+        out[prefix[:-1]] = json.dumps(d, sort_keys=True, default=dict)[:_MAX_PARAM_LEN]
     else:
         out[prefix[:-1]] = str(d)[:_MAX_PARAM_LEN]
     return out
