@@ -112,3 +112,25 @@ def test_a_cycle_is_found(tmp_path: Path) -> None:
         f.write_text(f.read_text() + f"\n\ndef _oops():\n    from phat.contract import {other}\n")
     found = _cycles(tmp_path / "src")
     assert ["phat.contract.labels", "phat.contract.splits"] in found
+
+
+def test_scoring_imports_without_the_config_stack() -> None:
+    """A logged model's environment has MLflow, numpy, pandas, pyarrow, scipy, safetensors and
+    pyyaml, not omegaconf or Hydra: loading and scoring must not import them (found when the
+    model kinds' schemas imported omegaconf's MISSING)."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('omegaconf', 'hydra'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import phat.registry.pyfunc_loader, phat.registry.artifact, phat.scoring.stream\n"
+        "from phat.models.kinds import model_class\n"
+        "for k in ('logistic', 'tree', 'per_asset'):\n"
+        "    model_class(k)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -414,3 +414,17 @@ def test_every_numeric_setting_has_a_range_and_the_cli_refuses_outside_it() -> N
                     through_cli = False
                 walked += 1
     assert walked > 100
+
+
+def test_every_source_path_named_in_conf_and_docs_exists() -> None:
+    """Conf comments, docs and the README point at files that are there (paths went stale when
+    modules moved into subpackages)."""
+    root = PKG.parents[1]
+    texts = [*(PKG / "conf").rglob("*.yaml"), *(root / "docs").glob("*.md"), root / "README.md"]
+    named = {
+        (path.relative_to(root).as_posix(), m)
+        for path in texts
+        for m in re.findall(r"\b(?:src/phat|scripts|tests)/[\w/]+\.py\b", path.read_text())
+    }
+    assert named, "the scan found no paths at all"
+    assert sorted(n for n in named if not (root / n[1]).exists()) == []

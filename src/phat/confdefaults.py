@@ -50,6 +50,10 @@ def from_conf(path: str, key: str | None = None, fields: tuple[str, ...] | None 
 # Ranges next to types: a schema field declares what values its setting takes.
 
 BOUNDS = "phat_bounds"  # dataclass field metadata key
+# OmegaConf's marker of a mandatory value (omegaconf.MISSING is this string), spelled here so
+# that the schemas' modules import without omegaconf: a logged model's scoring environment
+# imports models/kinds.py and has no config library.
+MISSING = "???"
 ANY = "any real number"
 
 
@@ -65,8 +69,6 @@ def setting(
     closed unless `lo_open`/`hi_open`; `free=True` says a number may take any value (a numeric
     setting without one or the other is an error in the schema, caught by a test)."""
     from dataclasses import field
-
-    from omegaconf import MISSING
 
     bounds = ANY if free else (lo, lo_open, hi, hi_open)
     return field(default=MISSING, metadata={BOUNDS: bounds})

@@ -14,9 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import MISSING
-
-from phat.confdefaults import out_of_bounds, schema_bounds, setting
+from phat.confdefaults import MISSING, out_of_bounds, schema_bounds, setting
 from phat.errors import ConfigError
 
 
