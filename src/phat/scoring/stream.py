@@ -37,6 +37,7 @@ import pandas as pd
 
 from phat.confdefaults import conf_defaults
 from phat.data.bars import ohlc_violations
+from phat.data.timeframes import as_utc
 from phat.errors import DataValidationError
 from phat.models.baselines import WindowData
 
@@ -332,7 +333,8 @@ class StreamScorer:
             raise StreamRefused("timestamp", str(e), sym) from None
         except (ValueError, TypeError) as e:
             raise StreamRefused("timestamp", f"{raw!r} is not a timestamp ({e})", sym) from None
-        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        if ts.tz is None or str(ts.tz) != "UTC":  # (already UTC: nothing to convert)
+            ts = as_utc(ts)
         now = pd.Timestamp(self.now) if self.now is not None else None
         now_ns = now.value if now is not None else time.time_ns()
         if ts.value > now_ns + _DAY_NS:
@@ -342,7 +344,7 @@ class StreamScorer:
                 "misread date",
                 sym,
             )
-        return ts.as_unit("ns")
+        return ts if ts.unit == "ns" else ts.as_unit("ns")
 
     def _ffill(self, sym: str, col: str, x: float, ts: Any) -> list[float]:
         last, run = self.panel.optional.get(sym, {}).get(col) or [float("nan"), 0.0]
