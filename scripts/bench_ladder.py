@@ -2,14 +2,16 @@
 to: pure AR(1) returns (coefficient 0.2 and 0.05), the synthetic planted year, and the real
 samples beside the project (../shared/data, when present).
 
-    python scripts/bench_ladder.py [--data-dir ../shared/data] [--quick]
+    python scripts/bench_ladder.py [--data-dir ../shared/data] [--quick] [--tree]
 
 Three recipes per series, each a full `phat train` pipeline (no MLflow): `before` (the old
 default: logistic C=0.1, no ladder, default features), `default` (C=auto, ladder on, default
 features) and `scaled` (the same with features=scaled). Per run: the test Brier of the kept
 forecast, climatology's and the last-return rule's on the same test bars, one-sided DM p-values
 of "the kept forecast is worse" than each (1 - the run's "better" p-value), the rung kept, the
-chosen C, and the fit time as a ratio to `before` on the same series.
+chosen C, and the fit time as a ratio to `before` on the same series. `--tree`: the tree recipe
+instead, `before` (15 leaves, no ladder) against `leaves=auto` (leaves per tree on the purged
+inner CV, ladder on); the C column then shows the leaves kept.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ RECIPES = {
     "before": ["model.params.C=0.1", "model.ladder=off"],
     "default": [],
     "scaled": ["features=scaled"],
+}
+TREE_RECIPES = {
+    "before": ["model=tree", "model.ladder=off"],
+    "leaves=auto": ["model=tree", "model.params.max_leaf_nodes=auto"],
 }
 
 
@@ -78,11 +84,23 @@ def cases(data_dir: Path, tmp: Path, quick: bool) -> list[tuple[str, list[str]]]
     return out
 
 
+def _capacity(m: dict, params: dict) -> str:
+    """What capacity the run kept: the chosen C or leaves, else the fixed one."""
+    for chosen, fixed in (("selected_C", "C"), ("selected_max_leaf_nodes", "max_leaf_nodes")):
+        if chosen in m:
+            return f"{m[chosen]:g}"
+        if fixed in params:
+            return str(params[fixed])
+    return "-"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--quick", action="store_true", help="the synthetic series only")
+    ap.add_argument("--tree", action="store_true", help="the tree recipe, leaves=auto")
     args = ap.parse_args()
+    recipes = TREE_RECIPES if args.tree else RECIPES
 
     from conftest import make_cfg
     from phat.errors import PhatError
@@ -94,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in cases(Path(args.data_dir), Path(tmp), args.quick):
             fit_before = None
-            for recipe, extra in RECIPES.items():
+            for recipe, extra in recipes.items():
                 with tempfile.TemporaryDirectory() as d:
                     cfg = make_cfg(Path(d), *overrides, *extra, "metrics.bootstrap_n=20")
                     try:
@@ -108,7 +126,7 @@ def main() -> None:
                     bayes = f"{m['test_brier_bayes']:.5f}" if "test_brier_bayes" in m else ""
                     print(
                         f"| {name} | {recipe} | {r.tags['phat.selected_rung']} | "
-                        f"{m.get('selected_C', cfg['model']['params'].get('C', '-'))} | "
+                        f"{_capacity(m, cfg['model']['params'])} | "
                         f"{m['test_brier']:.5f} | {m['test_brier_climatology']:.5f} | "
                         f"{m['test_brier_last_return']:.5f} | "
                         f"{1 - m['dm_pvalue_vs_climatology']:.3f} | "

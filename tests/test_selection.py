@@ -85,12 +85,24 @@ def _write(df, path: Path) -> str:
     return str(path)
 
 
-def test_inner_cv_never_reads_a_bar_of_the_calibration_or_test_span(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("recipe", "chosen"),
+    [
+        ((), "selected_C"),
+        # the tree's ladder is judged on the calibration slice (which the test replaces): off
+        (("model=tree", "model.params.max_iter=20", "model.params.max_leaf_nodes=auto",
+          "model.ladder=off"), "selected_max_leaf_nodes"),
+    ],
+)  # fmt: skip
+def test_inner_cv_never_reads_a_bar_of_the_calibration_or_test_span(
+    tmp_path, recipe, chosen
+) -> None:
     """Bars after the train span's last label are replaced by another path: the chosen
-    capacity, the inner-CV table and the train-span fit stay bit-identical."""
+    capacity (the logistic's C, the tree's leaves), the inner-CV table and the train-span fit
+    stay bit-identical."""
     df = ar1(0.1, 6000, seed=3)
     cfg = make_cfg(tmp_path, f"data.path={_write(df, tmp_path / 'a.parquet')}",
-                   "metrics.bootstrap_n=5")  # fmt: skip
+                   "metrics.bootstrap_n=5", *recipe)  # fmt: skip
     a = train(cfg, tmp_path / "a")
     last_read = int(a.spans["train"][-1]) + a.label_spec.horizon_bars
     other = ar1(0.1, 6000, seed=99)
@@ -103,11 +115,12 @@ def test_inner_cv_never_reads_a_bar_of_the_calibration_or_test_span(tmp_path) ->
     changed.iloc[last_read + 1, 1] = changed.iloc[last_read + 1, :4].max()
     changed.iloc[last_read + 1, 2] = changed.iloc[last_read + 1, :4].min()
     cfg_b = make_cfg(tmp_path, f"data.path={_write(changed, tmp_path / 'b.parquet')}",
-                     "metrics.bootstrap_n=5")  # fmt: skip
+                     "metrics.bootstrap_n=5", *recipe)  # fmt: skip
     b = train(cfg_b, tmp_path / "b")
     assert not np.array_equal(a.predictions["test"].y, b.predictions["test"].y)  # test changed
     assert a.selection["inner_cv"] == b.selection["inner_cv"]  # every loss, bit for bit
-    assert a.metrics.get("selected_C") == b.metrics.get("selected_C")
+    assert a.metrics.get(chosen) == b.metrics.get(chosen)  # absent: a rule rung was kept
+    assert chosen in a.metrics or a.tags["phat.selected_rung"] != "model"
     assert a.tags["phat.selected_rung"] == b.tags["phat.selected_rung"]
     assert np.array_equal(a.predictions["train"].logits, b.predictions["train"].logits)
 
@@ -176,11 +189,15 @@ def test_a_kept_rung_is_an_ordinary_model(tmp_path) -> None:
         ("model.params.C=abc", "model.params.C='abc': expected auto or a number > 0"),
         ("model.params.C=0", "model.params.C=0"),
         ("model.ladder=maybe", "model.ladder='maybe': expected 'on' or 'off'"),
+        ("model=tree model.params.max_leaf_nodes=1",
+         "model.params.max_leaf_nodes=1: expected auto or an integer >= 2"),
+        ("model=tree model.params.max_leaf_nodes=many",
+         "model.params.max_leaf_nodes='many': expected auto or an integer >= 2"),
     ],
-)
+)  # fmt: skip
 def test_capacity_and_ladder_settings_are_checked(tmp_path, override, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        make_cfg(tmp_path, override)
+        make_cfg(tmp_path, *override.split())
 
 
 def test_ladder_off_and_a_fixed_C_keep_the_old_recipe(tmp_path) -> None:
@@ -245,3 +262,29 @@ def test_tree_stops_early_on_its_purged_validation_tail(tmp_path) -> None:
     assert 1 <= k_noise < 200 and k_noise < k_planted <= 200
     a = load_artifact(planted.artifact_dir)
     assert len(a.model.arrays["tree_offsets"]) - 1 == k_planted == a.model.params["max_iter"]
+
+
+def test_tree_leaves_on_the_inner_cv_are_logged_and_held_by_the_artifact(tmp_path) -> None:
+    """model=tree with max_leaf_nodes=auto: every candidate of the grid is scored on the purged
+    inner folds (each at its best number of trees), the fewest leaves within one SE of the
+    best is kept, recorded (metric, param, table) and is what the artifact's trees use."""
+    from phat.models.selection import LEAVES_GRID
+    from phat.registry.artifact import load_artifact
+
+    cfg = make_cfg(tmp_path, "model=tree", "model.params.max_iter=20", "model.ladder=off",
+                   "model.params.max_leaf_nodes=auto", "data.synthetic.periods=5000",
+                   "metrics.bootstrap_n=5")  # fmt: skip
+    r = train(cfg, tmp_path / "run")
+    rows = r.selection["inner_cv"]
+    assert [x["candidate"] for x in rows] == [f"max_leaf_nodes={g}" for g in LEAVES_GRID]
+    assert sum(x["chosen"] for x in rows) == 1 and all(1 <= x["trees"] <= 20 for x in rows)
+    kept = next(int(x["candidate"].split("=")[1]) for x in rows if x["chosen"])
+    best = min(x["log_loss"] for x in rows)
+    for x in rows:  # fewer leaves than the kept count are worse by more than noise
+        if x["candidate"] == f"max_leaf_nodes={kept}":
+            assert x["log_loss"] - best <= x["se"]
+            break
+        assert x["excess"] > x["se"], x
+    assert r.metrics["selected_max_leaf_nodes"] == kept == r.model.params["max_leaf_nodes"]
+    loaded = load_artifact(r.artifact_dir)
+    assert loaded.model.params["max_leaf_nodes"] == kept

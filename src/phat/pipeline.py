@@ -775,6 +775,14 @@ def fit_recipe(
             params["C"] = c
             if len(grid) > 1:
                 chosen["selected_C"] = c
+    if params.get("max_leaf_nodes") == "auto":  # the tree's leaves on the same inner CV
+        b = required_boundaries(lspec.horizon_bars, fspec.bars_read)
+        grid = sel.LEAVES_GRID
+        params["max_leaf_nodes"], tables["inner_cv"] = sel.choose_tree_leaves(
+            data, tr, y[tr], params, grid, b.purge + slack, b.embargo + slack, seed,
+            None if clock is None else clock[tr],
+        )  # fmt: skip
+        chosen["selected_max_leaf_nodes"] = float(params["max_leaf_nodes"])
     if model is None:
         model = fit_model(cfg, seed, threads, data, y, spans, tracking, params)
         if spec.stopped_param and "validation" in spans:  # early stopping's choice

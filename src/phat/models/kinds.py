@@ -30,7 +30,7 @@ class TreeParams:
     lookback: int = setting(1)
     max_iter: int = setting(1)
     learning_rate: float = setting(0, lo_open=True)
-    max_leaf_nodes: int = setting(2)
+    max_leaf_nodes: Any = MISSING  # "auto" (purged inner CV of the train span) or an int >= 2
     min_samples_leaf: int = setting(1)
     l2_regularization: float = setting(0)
 
@@ -54,12 +54,21 @@ class Kind:
     inner_cv: bool = False  # capacity chosen by the purged inner CV (model.params.C=auto)
     stopped_param: str | None = None  # the param early stopping chooses, logged as selected_*
     torch: bool = False  # scoring imports torch (the logged model's requirements)
+    # params that may be "auto" (chosen on the purged inner CV of the train span), with the
+    # range a number given instead must keep: name -> (lowest, lowest excluded?, integer?)
+    auto: tuple[tuple[str, float, bool, bool], ...] = ()
 
 
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("logistic", "phat.models.baselines:LogisticModel", LogisticParams, inner_cv=True),
+        Kind(
+            "logistic",
+            "phat.models.baselines:LogisticModel",
+            LogisticParams,
+            inner_cv=True,
+            auto=(("C", 0.0, True, False),),
+        ),
         Kind(
             "tree",
             "phat.models.baselines:TreeModel",
@@ -67,6 +76,7 @@ KINDS: dict[str, Kind] = {
             reads=("trainer.val_fraction",),
             validation_tail=True,
             stopped_param="max_iter",
+            auto=(("max_leaf_nodes", 2, False, True),),
         ),  # fmt: skip
         Kind(
             "tcn",
@@ -85,23 +95,33 @@ RECIPES = tuple(k for k, v in KINDS.items() if v.params is not None)
 
 
 def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The params' declared ranges, and what a schema type cannot say: the inner-CV kinds' C is
-    `auto` or a number > 0."""
+    """The params' declared ranges, and what a schema type cannot say: a param of `Kind.auto`
+    is `auto` or a number in its range (the logistic's C > 0, the tree's max_leaf_nodes an
+    integer >= 2)."""
     out = dict(params)
     spec = kind(name).params
     for key, bounds in (schema_bounds(spec) if spec is not None else {}).items():
         why = out_of_bounds(f"model.params.{key}", out.get(key), bounds)
         if why:
             raise ConfigError(f"{why} (model={name})")
-    if kind(name).inner_cv:
-        c = out["C"]
+    for key, lo, lo_open, integer in kind(name).auto:
+        v = out[key]
+        if v == "auto":
+            continue
         try:
-            ok = c == "auto" or (not isinstance(c, bool) and float(c) > 0)
+            x = float(v)
+            ok = not isinstance(v, bool) and (x > lo if lo_open else x >= lo)
+            ok = ok and (not integer or x == int(x))
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise ConfigError(f"model.params.C={c!r}: expected auto or a number > 0")
-        out["C"] = c if c == "auto" else float(c)
+            want = (
+                f"an integer >= {lo:g}"
+                if integer
+                else f"a number {'>' if lo_open else '>='} {lo:g}"
+            )
+            raise ConfigError(f"model.params.{key}={v!r}: expected auto or {want}")
+        out[key] = int(x) if integer else x
     return out
 
 

@@ -8,6 +8,8 @@
   inputs at each C of `C_GRID` from the strongest regularisation up, and the one-standard-error
   rule: the simplest candidate whose loss exceeds the best's by at most one standard error, so
   noise does not buy capacity. The feature matrix is built once.
+- `choose_tree_leaves` (model=tree, `model.params.max_leaf_nodes=auto`): the leaves per tree on
+  the same purged K-fold, each candidate at its best number of trees, one-standard-error rule.
 - `rule_rungs` + `choose_rung` (tree and TCN recipes, whose inner CV would cost a refit per
   fold): the rules the recipe nests, each a small `LogisticModel` in the artifact format, are
   compared with the recipe's model on the calibration span: the calibrator (the configured
@@ -123,6 +125,62 @@ def choose_logistic(
     if j < n_rules:
         return names[j], None, table
     return "model", grid[j - n_rules], table
+
+
+# Candidate leaves per tree, simplest first (max_leaf_nodes=auto).
+LEAVES_GRID: tuple[int, ...] = (3, 7, 15, 31)
+
+
+def choose_tree_leaves(
+    data: WindowData,
+    ends: np.ndarray,
+    y: np.ndarray,
+    params: dict[str, Any],
+    grid: tuple[int, ...],
+    purge: int,
+    embargo: int,
+    seed: int,
+    times: np.ndarray | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """The tree recipe's leaves per tree by the same purged K-fold of the train samples `ends`
+    as the logistic's C: for each candidate (fewest leaves first) the trees are fitted on each
+    fold's fit set and the per-sample log loss of the held-out block is taken at the number of
+    trees that is best for that candidate over all blocks; then the one-standard-error rule
+    (the fewest leaves within noise of the best). Returns (leaves, table)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    lookback = int(params["lookback"])
+    X = data.tabular(ends, lookback)
+    yi = np.asarray(y).astype(int)
+    folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
+    n_val = sum(len(v) for _, v in folds)
+    groups = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(folds)])
+    loss = np.empty((n_val, len(grid)))
+    kept_trees = []
+    fixed = {k: v for k, v in params.items() if k not in ("lookback", "max_leaf_nodes")}
+    for j, leaves in enumerate(grid):
+        staged = []  # per fold: [n_val_k, max_iter] losses by number of trees
+        for fit, val in folds:
+            if len(np.unique(yi[fit])) < 2:
+                raise ConfigError(
+                    "an inner fold's fit set holds one outcome only; set model.params.max_leaf_nodes"
+                )
+            clf = HistGradientBoostingClassifier(
+                early_stopping=False, random_state=seed, max_leaf_nodes=leaves, **fixed
+            ).fit(X[fit], yi[fit])
+            yv = yi[val].astype(np.float64)
+            staged.append(np.column_stack(
+                [log_losses(yv, sigmoid(z)) for z in clf.staged_decision_function(X[val])]
+            ))  # fmt: skip
+        k = int(np.argmin(np.concatenate(staged).mean(axis=0)))  # the best number of trees
+        loss[:, j] = np.concatenate([s[:, k] for s in staged])
+        kept_trees.append(k + 1)
+    j, rows = simplest_within_noise(loss, groups)
+    table = [
+        {"candidate": f"max_leaf_nodes={g}", "trees": t, **r, "chosen": i == j}
+        for i, (g, t, r) in enumerate(zip(grid, kept_trees, rows, strict=True))
+    ]
+    return grid[j], table
 
 
 def second_half(

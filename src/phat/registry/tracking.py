@@ -360,6 +360,10 @@ def log_run(
     params = run_params(cfg)
     if "selected_C" in result.metrics:  # what model.params.C=auto chose
         params["model.params.C_selected"] = f"{result.metrics['selected_C']:g}"
+    if "selected_max_leaf_nodes" in result.metrics:  # what max_leaf_nodes=auto chose
+        params["model.params.max_leaf_nodes_selected"] = (
+            f"{result.metrics['selected_max_leaf_nodes']:.0f}"
+        )
     run.params(params)
     run.tags(result.tags)
     run.metrics(run_metrics(result, hold_out_test))
@@ -404,6 +408,11 @@ def _selection_lines(result: Any) -> list[str]:
         out.append(
             f"  capacity      C={result.metrics['selected_C']:g} (purged 5-fold CV of the train "
             "span, simplest within one SE of the best log loss)"
+        )
+    if "selected_max_leaf_nodes" in result.metrics:
+        out.append(
+            f"  capacity      {result.metrics['selected_max_leaf_nodes']:.0f} leaves per tree "
+            "(purged 5-fold CV of the train span, fewest within one SE of the best log loss)"
         )
     if "selected_max_iter" in result.metrics:
         out.append(
