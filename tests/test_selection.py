@@ -90,8 +90,8 @@ def _write(df, path: Path) -> str:
     [
         ((), "selected_C"),
         # the tree's ladder is judged on the calibration slice (which the test replaces): off
-        (("model=tree", "model.params.max_iter=20", "model.params.max_leaf_nodes=auto",
-          "model.ladder=off"), "selected_max_leaf_nodes"),
+        pytest.param(("model=tree", "model.params.max_iter=20", "model.params.max_leaf_nodes=auto",
+                      "model.ladder=off"), "selected_max_leaf_nodes", marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_inner_cv_never_reads_a_bar_of_the_calibration_or_test_span(

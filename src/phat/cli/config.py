@@ -57,9 +57,6 @@ class Section(Mapping):
     def _names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict(self.items())!r})"
-
 
 @dataclass(eq=False)
 class SyntheticConf(Section):

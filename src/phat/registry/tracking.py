@@ -24,7 +24,6 @@ from phat.tagnames import Tag
 
 log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
-_MAX_PARAM_LEN = 6000  # MLflow 3 stores params up to 6000 characters
 EXPERIMENT_KIND = (Tag.MLFLOW_EXPERIMENT_KIND, "custom_model_development")
 
 
@@ -160,15 +159,16 @@ def ui_command(uri: str) -> str:
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:
-    """Nested config -> {'model.params.C': '0.1', ...} with JSON for lists."""
+    """Nested config -> {'model.params.C': '0.1', ...} with JSON for lists (the recorder cuts a
+    value to MLflow's param size)."""
     out: dict[str, str] = {}
     if isinstance(d, Mapping):  # a dict, or a validated settings section
         for k, v in d.items():
             out.update(flatten(v, f"{prefix}{k}."))
     elif isinstance(d, list | tuple):
-        out[prefix[:-1]] = json.dumps(d, sort_keys=True, default=dict)[:_MAX_PARAM_LEN]
+        out[prefix[:-1]] = json.dumps(d, sort_keys=True, default=dict)
     else:
-        out[prefix[:-1]] = str(d)[:_MAX_PARAM_LEN]
+        out[prefix[:-1]] = str(d)
     return out
 
 
@@ -284,7 +284,7 @@ def run_params(cfg: dict[str, Any]) -> dict[str, str]:
                            if f["params"] else "")
                 for f in cfg["features"]["list"]
             )  # fmt: skip
-        out[key] = value[:_MAX_PARAM_LEN]
+        out[key] = value
     return out
 
 
