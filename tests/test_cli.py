@@ -174,6 +174,7 @@ def test_nan_volume_remedy_works_when_followed(tmp_path: Path, mlflow_uri: str) 
     assert out["metrics"]["data_bars"] == 3000
 
 
+@pytest.mark.slow  # the fast tier's heaviest; make test runs it
 def test_promote_and_rollback_of_unknown_model_are_one_line(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     for args in (

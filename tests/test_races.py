@@ -121,6 +121,7 @@ def _phat(*args: str, cwd: Path, env: dict | None = None, timeout: int = 120):
     )
 
 
+@pytest.mark.slow  # the fast tier's heaviest; make test runs it
 def test_an_unreachable_store_costs_seconds_and_the_proxy_still_works(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     t = time.perf_counter()

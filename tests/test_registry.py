@@ -410,6 +410,7 @@ def test_default_model_name() -> None:
     _ = shutil
 
 
+@pytest.mark.slow  # the fast tier's heaviest; make test runs it
 def test_identical_training_registers_nothing_new_and_says_which(tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     a = run(make_cfg(tmp_path / "a", *SMALL, uri=uri))
