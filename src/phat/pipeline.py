@@ -760,14 +760,16 @@ def fit_recipe(
     ladder = str(mcfg.get("ladder", "off")) == "on"
     rung, model = "model", None
     spec = model_kind(mcfg["kind"])
+    # the inner folds' purge and embargo (in samples; slots of a universe's timeline)
+    b = required_boundaries(lspec.horizon_bars, fspec.bars_read)
+    inner = (b.purge + slack, b.embargo + slack, seed)
+    times = None if clock is None else clock[tr]
     if spec.inner_cv and (ladder or params.get("C") == "auto"):
-        b = required_boundaries(lspec.horizon_bars, fspec.bars_read)
         col = sel.return_column(fspec.names) if ladder else None
         grid = sel.C_GRID if params.get("C") == "auto" else (float(params["C"]),)
         rung, c, tables["inner_cv"] = sel.choose_logistic(
-            data, tr, y[tr], int(params["lookback"]), col, grid, b.purge + slack,
-            b.embargo + slack, seed, int(params["max_iter"]),
-            None if clock is None else clock[tr], ladder,
+            data, tr, y[tr], int(params["lookback"]), col, grid, *inner,
+            int(params["max_iter"]), times, ladder,
         )  # fmt: skip
         if rung != "model":
             model = sel.rule_rung(rung, data, tr, y[tr], col, seed)
@@ -776,12 +778,9 @@ def fit_recipe(
             if len(grid) > 1:
                 chosen["selected_C"] = c
     if params.get("max_leaf_nodes") == "auto":  # the tree's leaves on the same inner CV
-        b = required_boundaries(lspec.horizon_bars, fspec.bars_read)
-        grid = sel.LEAVES_GRID
         params["max_leaf_nodes"], tables["inner_cv"] = sel.choose_tree_leaves(
-            data, tr, y[tr], params, grid, b.purge + slack, b.embargo + slack, seed,
-            None if clock is None else clock[tr],
-        )  # fmt: skip
+            data, tr, y[tr], params, sel.LEAVES_GRID, *inner, times
+        )
         chosen["selected_max_leaf_nodes"] = float(params["max_leaf_nodes"])
     if model is None:
         model = fit_model(cfg, seed, threads, data, y, spans, tracking, params)

@@ -45,13 +45,12 @@ def run(
         f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}-"
         f"{cfg['calibration']['method']}-s{prep.seed}"
     )
-    system_metrics = bool(cfg["tracking"]["system_metrics"])
     parent, tags = None, {}
     if sweep is not None:
         run_name += f"-j{sweep['job']}"
         parent = sweep["parent"]
         tags = {Tag.SWEEP_OVERRIDES: sweep["key"], Tag.SWEEP_JOB: str(sweep["job"])}
-    with rec.run(run_name, tags=tags, parent=parent, system_metrics=system_metrics) as run:
+    with rec.run(run_name, tags=tags, parent=parent) as run:  # tracking.system_metrics
         run_id = run.run_id
         if sweep is not None:
             sweep["run_id"] = run_id

@@ -247,11 +247,15 @@ class TreeModel:
 def _trees_to_keep(clf: Any, X_val: np.ndarray, y_val: np.ndarray, blocks: int = 10) -> int:
     """The fewest boosting iterations within noise of the best count's validation log loss
     (the one-standard-error rule, phat.models.noise)."""
-    from phat.models.calibration import log_losses, sigmoid
     from phat.models.noise import simplest_within_noise, time_blocks
 
-    yv = y_val.astype(np.float64)
-    losses = np.column_stack(
-        [log_losses(yv, sigmoid(z)) for z in clf.staged_decision_function(X_val)]
-    )  # fmt: skip  [n_val, n_iter]
-    return simplest_within_noise(losses, time_blocks(len(yv), blocks))[0] + 1
+    losses = staged_log_losses(clf, X_val, y_val)
+    return simplest_within_noise(losses, time_blocks(len(y_val), blocks))[0] + 1
+
+
+def staged_log_losses(clf: Any, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[n_samples, n_iter]: each sample's log loss after 1, 2, ... boosting iterations."""
+    from phat.models.calibration import log_losses, sigmoid
+
+    yv = np.asarray(y).astype(np.float64)
+    return np.column_stack([log_losses(yv, sigmoid(z)) for z in clf.staged_decision_function(X)])

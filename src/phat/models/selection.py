@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from phat.errors import ConfigError
-from phat.models.baselines import LogisticModel, WindowData
+from phat.models.baselines import LogisticModel, WindowData, staged_log_losses
 from phat.models.calibration import fit_calibrator, log_losses, sigmoid
 from phat.models.noise import simplest_within_noise, time_blocks
 
@@ -105,8 +105,7 @@ def choose_logistic(
     groups = np.empty(len(loss), dtype=np.int64)
     at = 0
     for k, (fit, val) in enumerate(folds):
-        if len(np.unique(yi[fit])) < 2:
-            raise ConfigError("an inner fold's fit set holds one outcome only; set model.params.C")
+        _both_outcomes(yi[fit], "C")
         cols = [np.full(len(val), float(np.mean(yi[fit])))] if rules else []
         if return_column is not None:  # the last_return rung, fitted as rule_rung fits it
             x = X[:, (lookback - 1) * n_f + return_column]
@@ -161,17 +160,11 @@ def choose_tree_leaves(
     for j, leaves in enumerate(grid):
         staged = []  # per fold: [n_val_k, max_iter] losses by number of trees
         for fit, val in folds:
-            if len(np.unique(yi[fit])) < 2:
-                raise ConfigError(
-                    "an inner fold's fit set holds one outcome only; set model.params.max_leaf_nodes"
-                )
+            _both_outcomes(yi[fit], "max_leaf_nodes")
             clf = HistGradientBoostingClassifier(
                 early_stopping=False, random_state=seed, max_leaf_nodes=leaves, **fixed
             ).fit(X[fit], yi[fit])
-            yv = yi[val].astype(np.float64)
-            staged.append(np.column_stack(
-                [log_losses(yv, sigmoid(z)) for z in clf.staged_decision_function(X[val])]
-            ))  # fmt: skip
+            staged.append(staged_log_losses(clf, X[val], yi[val]))
         k = int(np.argmin(np.concatenate(staged).mean(axis=0)))  # the best number of trees
         loss[:, j] = np.concatenate([s[:, k] for s in staged])
         kept_trees.append(k + 1)
@@ -181,6 +174,13 @@ def choose_tree_leaves(
         for i, (g, t, r) in enumerate(zip(grid, kept_trees, rows, strict=True))
     ]
     return grid[j], table
+
+
+def _both_outcomes(y_fit: np.ndarray, param: str) -> None:
+    if len(np.unique(y_fit)) < 2:
+        raise ConfigError(
+            f"an inner fold's fit set holds one outcome only; set model.params.{param}"
+        )
 
 
 def second_half(

@@ -33,6 +33,11 @@ MAX_TAG = 5000
 _PARAMS_PER_CALL, _TAGS_PER_CALL, _METRICS_PER_CALL = 100, 100, 1000
 
 
+def _tag_values(tags: dict[str, Any]) -> dict[str, str]:
+    """Tag values as MLflow stores them: text, at most MAX_TAG characters."""
+    return {k: str(v)[:MAX_TAG] for k, v in tags.items()}
+
+
 class RunLog:
     """Writes into one run (see the module's docstring)."""
 
@@ -44,7 +49,7 @@ class RunLog:
     def tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()]
+        items = [RunTag(k, v) for k, v in _tag_values(tags).items()]
         for i in range(0, len(items), _TAGS_PER_CALL):
             self._batch(tags=items[i : i + _TAGS_PER_CALL])
 
@@ -149,7 +154,7 @@ class Recorder:
     ) -> Iterator[RunLog]:
         """The verb's run (registry's tracked_run: `mlflow run`'s, a nested child of
         `parent`, or a new one), active for MLflow's fluent calls (log_model) inside."""
-        tags = {k: str(v)[:MAX_TAG] for k, v in (tags or {}).items()}
+        tags = _tag_values(tags or {})
         if system_metrics is None:  # the store's setting (tracking.system_metrics)
             system_metrics = bool(self.tracking.get("system_metrics", False))
         with tracked_run(self.uri, self.experiment, name, system_metrics, parent, tags) as r:
@@ -160,7 +165,7 @@ class Recorder:
     ) -> RunLog:
         """A run that is not the active one (a walk-forward fold, a sweep's parent or failed
         job); `RunLog.finish` ends it."""
-        tags = {k: str(v)[:MAX_TAG] for k, v in tags.items()}
+        tags = _tag_values(tags)
         if parent:
             tags[Tag.MLFLOW_PARENT_RUN] = parent
         r = self.client.create_run(experiment_id, run_name=name, tags=tags)
@@ -174,12 +179,15 @@ _RECORDERS: dict[tuple[str, str, str], Recorder] = {}
 
 
 def recorder(tracking: dict[str, Any]) -> Recorder:
-    """The command's recorder, made once per tracking store and experiment; each call points
-    MLflow's global URI at it again (cheap), so the reads that use it see the same store."""
+    """The command's recorder: its connection (the client) made once per tracking store and
+    experiment; each call takes the caller's tracking settings (a later command in the same
+    process may ask for other ones, e.g. tracking.system_metrics) and points MLflow's global
+    URI at the store again (cheap), so the reads that use it see the same store."""
     key = (tracking_uri(tracking.get("uri")), str(tracking["experiment"]), str(tracking["timeout"]))
     rec = _RECORDERS.get(key)
     if rec is None:
         rec = _RECORDERS[key] = Recorder(tracking)
     else:
+        rec.tracking = dict(tracking)
         connect(rec.tracking)
     return rec
