@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev,spark,ray]"
 	# Without its dependencies: its metadata still pins optuna<3, which would replace optuna 5
 	# (pinned in pyproject); the sweeper's calls work on optuna 5 (tests/test_sweeps.py).
 	$(BIN)/python -m pip install -q --no-deps hydra-optuna-sweeper==1.3.0
+	# The same for hydra/launcher=ray: its metadata asks for cloudpickle<3 (mlflow has 3) and
+	# boto3, which only its AWS launcher imports; the local launcher runs on ray 2.60 (tests).
+	$(BIN)/python -m pip install -q --no-deps hydra-ray-launcher==1.2.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -918,6 +918,25 @@ def universe_tags(bars: StackedBars, asset_specs: dict[str, FeatureSpec]) -> dic
     return tags
 
 
+@dataclass
+class _AssetFitInputs:
+    """What every asset's fit reads (shared once with the engine's workers)."""
+
+    cfg: Any
+    seed: int
+    threads: int
+    data: WindowData
+    y: np.ndarray
+    lspec: LabelSpec
+    fspec: FeatureSpec
+
+
+def asset_fit_task(inputs: _AssetFitInputs, job: tuple[str, dict[str, np.ndarray]]) -> Fitted:
+    """One asset's recipe (fit_recipe) on its own samples (model.pooling=per_asset)."""
+    i = inputs
+    return fit_recipe(i.cfg, i.seed, i.threads, i.data, i.y, job[1], i.lspec, i.fspec)
+
+
 def fit_per_asset(
     cfg: dict[str, Any],
     seed: int,
@@ -933,6 +952,7 @@ def fit_per_asset(
     samples alone, its models kept in one PerAssetModel; then one calibrator over every
     asset's calibration logits (per-asset corrections follow, as for a pooled model). The
     rung each asset kept is in the selection tables and the phat.selected_rung tag."""
+    from phat.engines.fanout import fan_out
     from phat.models.calibration import fit_calibrator
     from phat.models.per_asset import PerAssetModel
 
@@ -941,11 +961,14 @@ def fit_per_asset(
     members: dict[str, Any] = {}
     rungs: dict[str, str] = {}
     tables: dict[str, list[dict[str, Any]]] = {}
+    jobs = []
     for k, sym in enumerate(symbols):
         mine = {name: v[asset[v] == k] for name, v in spans.items()}
-        if not len(mine["train"]):
-            continue
-        f = fit_recipe(cfg, seed, threads, data, y, mine, lspec, fspec)
+        if len(mine["train"]):
+            jobs.append((sym, mine))
+    shared = _AssetFitInputs(cfg, seed, threads, data, y, lspec, fspec)
+    fits = fan_out(cfg, asset_fit_task, shared, jobs, lambda j: f"asset {j[0]}", threads)
+    for (sym, _), f in zip(jobs, fits, strict=True):  # engine=ray: one task per asset
         members[sym], rungs[sym] = f.model, f.rung
         for name, rows in f.tables.items():
             tables.setdefault(name, []).extend({"symbol": sym, **r} for r in rows)

@@ -42,7 +42,10 @@ def call(
         container = validate(verb or _verb_of(logger), cfg)
         return fn(container)
     except PhatError as e:
-        code = next((c for t, c in (exit_codes or {}).items() if isinstance(e, t)), 2)
+        code = next(
+            (c for t, c in (exit_codes or {}).items() if isinstance(e, t)),
+            getattr(e, "exit_code", 2),
+        )
         fail(f"{type(e).__name__}: {e}", code)
     except Exception as e:
         # The store itself failed (MLflow, its HTTP client or its database): one line, exit 2.
@@ -97,4 +100,14 @@ def entry(verb: str, hydra_main: Callable[[], Any]) -> None:
     warnings.filterwarnings(
         "ignore", message=".*Distribution has been deprecated", category=FutureWarning
     )
-    hydra_main()
+    retries = "hydra.launcher.ray.remote.max_retries"
+    if verb == "train" and "hydra/launcher=ray" in args and not any(retries in a for a in args):
+        # a retried job would hide a dead worker: it fails visibly instead (docs/scale.md)
+        sys.argv.append(f"++{retries}=0")
+    try:
+        hydra_main()
+    finally:
+        if verb == "train":
+            from phat.cli.sweep import abandon
+
+            abandon()

@@ -248,6 +248,20 @@ class PromotionConf(Section):
 
 
 @dataclass(eq=False)
+class RayConf(Section):
+    address: str | None = MISSING
+    num_cpus: int | None = setting(1)
+
+
+@dataclass(eq=False)
+class SparkConf(Section):
+    master: str = MISSING
+    app_name: str = MISSING
+    chunk_bars: int = setting(1)
+    conf: dict[str, str] = MISSING
+
+
+@dataclass(eq=False)
 class SweepConf(Section):
     name: str | None = MISSING
     objectives: list[str] = MISSING
@@ -272,6 +286,8 @@ class RecipeConf(Section):
     tracking: TrackingConf = field(default_factory=TrackingConf)
     seed: int = setting(0)
     threads: int = setting(1)
+    engine: str = MISSING  # phat.engines.ENGINES
+    ray: RayConf = field(default_factory=RayConf)
     out_dir: str = MISSING
 
 
@@ -288,6 +304,8 @@ class PredictConf(Section):
     model_uri: str = MISSING
     horizon_id: str | None = MISSING
     out: str = MISSING
+    engine: str = MISSING  # phat.engines.ENGINES
+    spark: SparkConf = field(default_factory=SparkConf)
 
 
 @dataclass(eq=False)
@@ -521,6 +539,13 @@ def validate(verb: str, cfg: Any) -> Any:
         out["model"] = _validate_model(cfg["model"])
     assert isinstance(out, dict)
     check_values(out, SCHEMAS[verb])
+    if "engine" in out:
+        from phat.engines import ENGINES, require
+
+        if str(out["engine"]) not in ENGINES[verb]:
+            raise ConfigError(f"engine={out['engine']!r}: expected one of {list(ENGINES[verb])}")
+        if str(out["engine"]) != "local":
+            require(str(out["engine"]))  # installed? one line naming the extra if not
     settings = OmegaConf.to_object(merged)  # the verb's dataclass, every section typed
     if "model" in out:
         settings.model = out["model"]  # {kind, params, ladder, pooling}: checked above

@@ -35,6 +35,8 @@ def run(cfg: dict[str, Any]) -> Path:
     from phat.registry.recorder import recorder
 
     recorder(cfg["tracking"])  # the store that models:/ URIs name
+    if str(cfg["engine"]) == "spark":
+        return _on_spark(cfg)
     model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
     bars, _ = load_bars(cfg, model.label_spec.timeframe, model)  # the model's own reading
     what = f"phat predict with {cfg['model_uri']}"
@@ -61,6 +63,56 @@ def run(cfg: dict[str, Any]) -> Path:
         f"phat predict: {coverage}; by {cfg['model_uri']} (model_hash {model.model_hash[:16]}, "
         f"horizon {model.label_spec.horizon_id}) -> {out}"
     )
+    return out
+
+
+def _on_spark(cfg: dict[str, Any]) -> Path:
+    """engine=spark (phat.engines.spark): every asset a task, out a directory partitioned by
+    symbol, each asset all or nothing; a failed asset is one line in the report (and fails
+    the command unless data.on_bad_asset=skip)."""
+    from phat.engines.spark import REPORT, score_universe, session
+    from phat.errors import DataValidationError
+
+    d = cfg["data"]
+    if d["path"] is None:
+        raise DataValidationError(
+            "engine=spark scores files: give data.path (a directory, glob or list of files, "
+            "or a long Parquet table with a symbol column)"
+        )
+    from pyspark.sql import SparkSession
+
+    ours = SparkSession.getActiveSession() is None  # a caller's session is left running
+    spark = session(cfg["spark"])
+    try:
+        report = score_universe(
+            spark, str(cfg["model_uri"]), d["path"], str(cfg["out"]),
+            data={k: d[k] for k in ("calendar", "volume_nan", "timestamp_format", "dayfirst",
+                                    "symbol")},
+            horizon_id=cfg["horizon_id"], chunk_bars=int(cfg["spark"]["chunk_bars"]),
+            min_scored_share=float(cfg["signal"]["min_scored_share"]),
+        )  # fmt: skip
+    finally:
+        if ours:
+            spark.stop()
+    out = Path(cfg["out"])
+    written, failed = report["written"], report["failed"]
+    for sym, line in written.items():
+        print(f"  {sym}: {line}")
+    for sym, why in failed.items():
+        print(f"  {sym}: FAILED {why}")
+    print(
+        f"phat predict (spark, {report['tasks']} tasks): {len(written)} of "
+        f"{len(written) + len(failed)} assets written by {cfg['model_uri']} (model_hash "
+        f"{report['model'].get(Tag.MODEL_HASH, '')[:16]}) -> {out}/symbol=*/; report {out / REPORT}"
+    )
+    if not written or (failed and str(d["on_bad_asset"]) != "skip"):
+        first = next(iter(failed.items()))
+        raise DataValidationError(
+            f"{len(failed)} of {len(written) + len(failed)} assets failed and were not written "
+            f"(first: {first[0]}: {first[1]}); every reason is in {out / REPORT}"
+            + ("; the others were written (data.on_bad_asset=skip accepts a partial universe)"
+               if written else "")
+        )  # fmt: skip
     return out
 
 

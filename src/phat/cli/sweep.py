@@ -45,6 +45,46 @@ def sweep_name(config: DictConfig) -> str:
 
 
 ERROR_ENV = "PHAT_SWEEP_ERROR"
+_OPEN: dict[str, Any] = {}  # the sweep this process opened and has not finished
+
+
+def abandon() -> None:
+    """After a multirun that never reached on_multirun_end (its launcher raised, e.g. a Ray
+    worker died under hydra/launcher=ray): the parent and every child still RUNNING become
+    FAILED with the reason, so nothing is left looking alive or silently missing. Re-running
+    the command resumes the sweep (finished jobs are not trained again)."""
+    if not _OPEN:
+        return
+    opened = dict(_OPEN)
+    _OPEN.clear()
+    os.environ.pop(PARENT_ENV, None)
+    import sys
+
+    from phat.registry.recorder import recorder
+    from phat.registry.sweeps import children
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()  # stop the jobs still running before marking them
+    rec = recorder(opened["tracking"])
+    kids = children(opened["parent"])
+    stuck = [r for r in kids if r.info.status == "RUNNING"]
+    done = sum(r.info.status == "FINISHED" for r in kids)
+    why = (
+        "the sweep stopped before its last job ended (a job's worker died or the launcher "
+        f"failed); {done} jobs finished; re-run the same command to resume"
+    )
+    for r in stuck:
+        rec.on(r.info.run_id).tags({Tag.ERROR: f"its worker died or was stopped: {why}"})
+        rec.on(r.info.run_id).finish("FAILED")
+    par = rec.on(opened["parent"])
+    par.tags({Tag.ERROR: why})
+    par.finish("FAILED")
+    print(
+        f"[sweep {opened['name']}] FAILED: {why}; {len(stuck)} unfinished jobs marked FAILED "
+        f"(parent run {opened['parent']})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class SweepCallback(Callback):
@@ -73,6 +113,7 @@ class SweepCallback(Callback):
         objectives = [str(o) for o in cfg["sweep"]["objectives"]]
         parent = open_parent(rec, name, exp_id, objectives)
         os.environ[PARENT_ENV] = parent
+        _OPEN.update(tracking=cfg["tracking"], parent=parent, name=name)
         os.environ["PHAT_SWEEP_NAME"] = name
         # The overrides every job shares (no sweep syntax): progress lines leave them out.
         given = OmegaConf.select(config, "hydra.overrides.task") or []
@@ -83,6 +124,7 @@ class SweepCallback(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _OPEN.clear()
         parent = os.environ.pop(PARENT_ENV, None)
         if not parent:
             return
@@ -216,6 +258,9 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
         )
         return values[0] if len(values) == 1 else values
     sweep = {"parent": parent, "key": key, "job": num}
+    from phat.registry.tracking import pause_point
+
+    pause_point(f"sweep_job_{num}")
     try:
         out = run(cfg, config_yaml, sweep=sweep)
         values = [float(out["metrics"].get(m, math.nan)) for m in objectives]

@@ -12,6 +12,7 @@ the stitched record, its decomposition and significance, and one nested child pe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -44,7 +45,17 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     for_version = cfg["walkforward"]["for_version"]
     target = _version_for(cfg, for_version) if for_version is not None else None
-    record = run_folds(cfg, progress)
+    from phat.engines.fanout import TaskDied
+
+    try:
+        record = run_folds(cfg, progress)
+    except TaskDied as died:  # a worker died: the run says which fold, and what was done
+        run_id = log_walkforward(cfg, None, {}, None, died)
+        raise TaskDied(
+            f"{died.label} (MLflow run {run_id} FAILED; folds done before it: {len(died.done)})",
+            died.detail,
+            died.done,
+        ) from None
     if target is not None:
         from phat.evidence.walkforward import check_recipe
 
@@ -144,40 +155,67 @@ def write_files(record: Any, metrics: dict[str, float], out_dir: Path, n_bins: i
 
 
 def log_walkforward(
-    cfg: dict[str, Any], record: Any, metrics: dict[str, float], out_dir: Path
+    cfg: dict[str, Any],
+    record: Any,
+    metrics: dict[str, float],
+    out_dir: Path | None,
+    died: Any = None,
 ) -> str:
+    """The parent run (params, metrics, files) and one child per fold. With `died` (a worker
+    died: phat.engines.fanout.TaskDied) the parent is FAILED with the reason, the folds done
+    before it are its children, and the dead fold is a FAILED child naming it."""
+    from phat.engines.fanout import TaskDied
     from phat.registry.recorder import recorder
     from phat.registry.tracking import run_params
 
     rec = recorder(cfg["tracking"])
-    name = (
-        f"walkforward-{record.model_kind}-{cfg['horizon']}-{record.symbol}-"
-        f"{cfg['calibration']['method']}-s{cfg['seed']}"
-    )
-    tags = {Tag.SYMBOL: record.symbol, Tag.MODEL_KIND: record.model_kind}
-    with rec.run(name, tags=tags) as parent:
+    kind = str(cfg["model"]["kind"])
+    symbol = record.symbol if record is not None else _data_name(cfg)
+    name = f"walkforward-{kind}-{cfg['horizon']}-{symbol}-{cfg['calibration']['method']}-s{cfg['seed']}"
+    tags = {Tag.SYMBOL: symbol, Tag.MODEL_KIND: kind}
+    folds = record.folds if record is not None else [f for _, f in died.done]
+    with contextlib.suppress(TaskDied), rec.run(name, tags=tags) as parent:
         parent.params(run_params(cfg))
+        if died is not None:
+            parent.tags({Tag.ERROR: str(died)})
+            raise died  # ends the parent run FAILED (and is suppressed here)
         parent.metrics(metrics)
         parent.artifacts(out_dir)
-    for fold in record.folds:
+    for fold in folds:
+        _log_fold(rec, parent, fold, "FINISHED")
+    if died is not None:
         child = rec.create(
-            parent.experiment_id,
-            f"fold-{fold.number:02d}-{fold.test_start:%Y-%m-%d}",
-            {
-                Tag.FOLD_TRAIN_START: fold.train_start.isoformat(),
-                Tag.FOLD_CALIBRATION_START: fold.calibration_start.isoformat(),
-                Tag.FOLD_TEST_START: fold.test_start.isoformat(),
-                Tag.FOLD_TEST_END: fold.test_end.isoformat(),
-            },
-            parent=parent.run_id,
-        )
-        cal = fold.calibration
-        child.params({"calibration.method": cal["method"], **{
-            f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
-        }})  # fmt: skip
-        child.metrics({**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds})
-        child.finish("FINISHED")
+            parent.experiment_id, died.label.replace("walk-forward ", ""),
+            {Tag.ERROR: str(died)}, parent=parent.run_id,
+        )  # fmt: skip
+        child.finish("FAILED")
     return parent.run_id
+
+
+def _data_name(cfg: dict[str, Any]) -> str:
+    from phat.data.universe import dataset_name
+
+    return dataset_name(cfg["data"])
+
+
+def _log_fold(rec: Any, parent: Any, fold: Any, status: str) -> None:
+    child = rec.create(
+        parent.experiment_id,
+        f"fold-{fold.number:02d}-{fold.test_start:%Y-%m-%d}",
+        {
+            Tag.FOLD_TRAIN_START: fold.train_start.isoformat(),
+            Tag.FOLD_CALIBRATION_START: fold.calibration_start.isoformat(),
+            Tag.FOLD_TEST_START: fold.test_start.isoformat(),
+            Tag.FOLD_TEST_END: fold.test_end.isoformat(),
+        },
+        parent=parent.run_id,
+    )
+    cal = fold.calibration
+    child.params({"calibration.method": cal["method"], **{
+        f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
+    }})  # fmt: skip
+    child.metrics({**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds})
+    child.finish(status)
 
 
 def summary_lines(record: Any, m: dict[str, float], run_id: str) -> list[str]:

@@ -16,6 +16,7 @@ against every baseline).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -111,81 +112,51 @@ def check_windows(wf: dict[str, Any]) -> None:
             parse_duration(wf[key], f"walkforward.{key}")
 
 
+@dataclass
+class _FoldInputs:
+    """What every fold reads (shared once with the engine's workers)."""
+
+    cfg: Any
+    ser: Any
+    symbol_of_row: np.ndarray | None
+
+
 def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
-    from phat.contract.splits import SplitConfig
-    from phat.models.calibration import Calibrator
-    from phat.pipeline import (
-        fit_recipe,
-        fold_features,
-        prepare_series,
-        rule_forecasts,
-        split_series,
-        with_validation_tail,
-    )
+    """Every fold, in order (engine=ray: as Ray tasks, the same bits; phat.engines.fanout)."""
+    from phat.engines.fanout import fan_out
 
     t0 = time.perf_counter()
     check_windows(cfg["walkforward"])
+    from phat.pipeline import prepare_series
+
     ser = prepare_series(cfg)
-    bars, y, lspec = ser.bars, ser.y, ser.label_spec
-    proxy = dict(cfg["signal"]["proxy"])
+    bars, lspec = ser.bars, ser.label_spec
     assets = getattr(bars, "assets", None)
     symbol_of_row = np.array([a.symbol for a in assets])[bars.asset_of_rows()] if assets else None
     folds = plan_folds(getattr(bars, "grid", None) if assets else bars.index, cfg["walkforward"])
     rows: list[pd.DataFrame] = []
-    min_samples = int(cfg["split"]["min_samples"])
-    for fold in folds:
-        ft = time.perf_counter()
-        scfg = replace(
-            SplitConfig(),
-            method="dates",
-            calibration_start=fold.calibration_start.isoformat(),
-            test_start=fold.test_start.isoformat(),
-            test_end=fold.test_end.isoformat(),
-            purge_bars=ser.split_config.purge_bars,
-            embargo_bars=ser.split_config.embargo_bars,
-            min_samples=min_samples,
-        )
-        usable = ser.usable & (bars.index >= fold.train_start)
-        try:
-            spans = split_series(ser, scfg, usable)
-        except DataValidationError as e:
-            if fold.number == len(folds) - 1 and fold.number > 0 and "test span" in str(e):
-                folds = folds[:-1]  # a last, short test window: not a fold
-                break
-            raise DataValidationError(
-                f"walk-forward fold {fold.number} ({fold.test_start:%Y-%m-%d}): {e}; give each "
-                "span more bars than the embargo plus split.min_samples (walkforward.train, "
-                f"walkforward.calibration, walkforward.step; these bars are {lspec.timeframe}) "
-                "or lower split.min_samples"
-            ) from None
-        fspec, data, _ = fold_features(ser, spans["train"])
-        spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read, bars)
-        fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, lspec, fspec, bars=bars)
-        model, calibrator = fitted.model, fitted.calibrator
-        cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
-        logits = model.logits(data, test_ends)
-        # Rules are fitted on the same window the model learned from (train + calibration).
-        rules = rule_forecasts(y, bars, spans, proxy)
-        frame = pd.DataFrame(
-            {
-                "fold": fold.number,
-                "label": y[test_ends],
-                "p_hat_raw": Calibrator("none").predict(logits),
-                "p_hat": calibrator.predict(logits),
-                **{f"p_{name}": rules[name] for name in BASELINES},
-            },
-            index=bars.index[test_ends],
-        )
-        if symbol_of_row is not None:  # a universe: which asset each row is
-            frame.insert(0, "symbol", symbol_of_row[test_ends])
-        rows.append(frame)
-        fold.n_train, fold.n_calibration, fold.n_test = len(tr), len(cal_ends), len(test_ends)
-        fold.calibration = calibrator.to_dict()
-        fold.rung = fitted.rung
-        fold.metrics = {**fold_metrics(frame, int(cfg["metrics"]["n_bins"])), **fitted.params}
-        fold.seconds = time.perf_counter() - ft
-        if progress is not None:
-            progress(fold)
+    done: list[Fold] = []
+    results = fan_out(
+        cfg, fold_task, _FoldInputs(cfg, ser, symbol_of_row), folds,
+        label=lambda f: f"walk-forward fold {f.number} ({f.test_start:%Y-%m-%d})",
+        threads=ser.threads,
+    )  # fmt: skip
+    with contextlib.closing(results):  # an early stop cancels the engine's remaining tasks
+        for fold, out in zip(folds, results, strict=False):
+            if isinstance(out, str):  # the fold's spans could not be split
+                if fold.number == len(folds) - 1 and fold.number > 0 and "test span" in out:
+                    break  # a last, short test window: not a fold
+                raise DataValidationError(
+                    f"walk-forward fold {fold.number} ({fold.test_start:%Y-%m-%d}): {out}; give each "
+                    "span more bars than the embargo plus split.min_samples (walkforward.train, "
+                    f"walkforward.calibration, walkforward.step; these bars are {lspec.timeframe}) "
+                    "or lower split.min_samples"
+                )
+            frame, fitted_fold = out
+            rows.append(frame)
+            done.append(fitted_fold)
+            if progress is not None:
+                progress(fitted_fold)
     record = pd.concat(rows).rename_axis("timestamp")
     recipe = {
         Tag.FEATURE_VERSION: ser.feature_spec.feature_version,
@@ -195,9 +166,71 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
         Tag.DATA_HASH: bars.data_hash(),
     }
     return Record(
-        record, folds, lspec.horizon_bars, bars.symbol, str(cfg["model"]["kind"]),
+        record, done, lspec.horizon_bars, bars.symbol, str(cfg["model"]["kind"]),
         {"total_s": time.perf_counter() - t0, "data_s": ser.timings["data_s"]}, recipe,
     )  # fmt: skip
+
+
+def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | str:
+    """One fold: split, normalise, fit, calibrate, score its test window and the baselines.
+    Returns (rows, the fold with its counts and metrics), or the split's refusal as text."""
+    from phat.contract.splits import SplitConfig
+    from phat.models.calibration import Calibrator
+    from phat.pipeline import (
+        fit_recipe,
+        fold_features,
+        rule_forecasts,
+        split_series,
+        with_validation_tail,
+    )
+    from phat.registry.tracking import pause_point
+
+    cfg, ser = inputs.cfg, inputs.ser
+    bars, y, lspec = ser.bars, ser.y, ser.label_spec
+    ft = time.perf_counter()
+    pause_point(f"fold_{fold.number}")
+    fold = replace(fold)
+    scfg = replace(
+        SplitConfig(),
+        method="dates",
+        calibration_start=fold.calibration_start.isoformat(),
+        test_start=fold.test_start.isoformat(),
+        test_end=fold.test_end.isoformat(),
+        purge_bars=ser.split_config.purge_bars,
+        embargo_bars=ser.split_config.embargo_bars,
+        min_samples=int(cfg["split"]["min_samples"]),
+    )
+    usable = ser.usable & (bars.index >= fold.train_start)
+    try:
+        spans = split_series(ser, scfg, usable)
+    except DataValidationError as e:
+        return str(e)
+    fspec, data, _ = fold_features(ser, spans["train"])
+    spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read, bars)
+    fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, lspec, fspec, bars=bars)
+    model, calibrator = fitted.model, fitted.calibrator
+    cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
+    logits = model.logits(data, test_ends)
+    # Rules are fitted on the same window the model learned from (train + calibration).
+    rules = rule_forecasts(y, bars, spans, dict(cfg["signal"]["proxy"]))
+    frame = pd.DataFrame(
+        {
+            "fold": fold.number,
+            "label": y[test_ends],
+            "p_hat_raw": Calibrator("none").predict(logits),
+            "p_hat": calibrator.predict(logits),
+            **{f"p_{name}": rules[name] for name in BASELINES},
+        },
+        index=bars.index[test_ends],
+    )
+    if inputs.symbol_of_row is not None:  # a universe: which asset each row is
+        frame.insert(0, "symbol", inputs.symbol_of_row[test_ends])
+    fold.n_train, fold.n_calibration, fold.n_test = len(tr), len(cal_ends), len(test_ends)
+    fold.calibration = calibrator.to_dict()
+    fold.rung = fitted.rung
+    fold.metrics = {**fold_metrics(frame, int(cfg["metrics"]["n_bins"])), **fitted.params}
+    fold.seconds = time.perf_counter() - ft
+    return frame, fold
 
 
 def check_recipe(record: Record, version_tags: dict[str, str], what: str) -> None:

@@ -144,11 +144,15 @@ def tracked_run(
 
 def pause_point(name: str) -> None:
     """Fault injection for crash tests: with PHAT_PAUSE_AT=<name> the process says so on stdout
-    and waits there (to be killed). Points: run_started, model_logged, version_registered."""
+    (and in the file PHAT_PAUSE_FILE names, with its pid: a Ray worker's stdout is not the
+    command's) and waits there (to be killed). Points: run_started, model_logged,
+    version_registered, fold_<n> (a walk-forward fold's task)."""
     if os.environ.get("PHAT_PAUSE_AT") == name:
         import time
 
         print(f"PHAT_PAUSED {name}", flush=True)
+        if os.environ.get("PHAT_PAUSE_FILE"):
+            Path(os.environ["PHAT_PAUSE_FILE"]).write_text(f"{name} {os.getpid()}\n")
         time.sleep(600)
 
 

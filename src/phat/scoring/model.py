@@ -208,18 +208,37 @@ class PHatModel:
         decision (a calibration alarm) were not meant to be scored and are not counted; when
         the rule fires, the message names the cause the unscored bars record (calendar,
         an inference failure) or else gaps or a history shorter than the window."""
-        from phat.errors import DataValidationError
-
         warm = self.feature_spec.bars_read - 1
         start = warm if from_start else 0
         why = np.asarray(reasons if reasons is not None else [""] * len(p_hat), dtype=object)
         decided = why == "calibration_alarm"
-        n_decided = int(decided[start:].sum())
-        eligible = max(len(p_hat) - start - n_decided, 0)
-        scored = int(np.isfinite(p_hat).sum())
+        unscored = why[~np.isfinite(p_hat) & ~decided]
+        return self.coverage_of(
+            int(np.isfinite(p_hat).sum()), len(p_hat), gaps, min_share, what, from_start,
+            int(decided[start:].sum()), [r for r in unscored if r not in ("", "no_window")],
+        )  # fmt: skip
+
+    def coverage_of(
+        self,
+        scored: int,
+        n_bars: int,
+        gaps: int,
+        min_share: float,
+        what: str,
+        from_start: bool = True,
+        n_decided: int = 0,
+        recorded: list[str] | None = None,
+    ) -> str:
+        """check_coverage from counts (`scored` of `n_bars`; an engine that scores an asset in
+        chunks sums them): the summary line, or the refusal naming the likely cause."""
+        from phat.errors import DataValidationError
+
+        warm = self.feature_spec.bars_read - 1
+        start = warm if from_start else 0
+        eligible = max(n_bars - start - n_decided, 0)
         share = scored / eligible if eligible else 0.0
         line = (
-            f"{scored} of {len(p_hat)} bars scored ({share:.0%} of {eligible} eligible) "
+            f"{scored} of {n_bars} bars scored ({share:.0%} of {eligible} eligible) "
             f"under the model's calendar {self.calendar}, max_gap "
             f"{self.data_spec['max_gap_bars']} bars; {gaps} gaps"
         )
@@ -228,8 +247,7 @@ class PHatModel:
             if eligible == 0:
                 return line  # every bar that could be scored is on the proxy by decision
         if scored == 0 or share < min_share:
-            unscored = why[~np.isfinite(p_hat) & ~decided]
-            recorded = [r for r in unscored if r not in ("", "no_window")]
+            recorded = list(recorded or [])
             if recorded:
                 top = max(set(recorded), key=recorded.count)
                 cause = (

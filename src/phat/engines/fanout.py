@@ -1,0 +1,130 @@
+"""Independent fits fanned out: in this process (engine=local) or as Ray tasks (engine=ray).
+
+    for result in fan_out(cfg, fit_one, shared, items, label=lambda item: f"fold {item}"):
+        ...
+
+`task(shared, item)` is a module-level function. `shared` (the prepared series, the settings)
+goes to Ray's object store once; each item is one task. Results come back in the items' order,
+whatever order the tasks finish in, so everything a caller does with them (stitched records,
+MLflow runs, progress lines) is what the serial run does. Every task runs at the caller's
+thread count (`threads`; a fit is bitwise reproducible only at a fixed count) and seeds its own
+fit from the settings, so a task's result is the serial result bit for bit (tests/test_engines).
+
+A task that raises raises here, as it would serially (the task's own exception: a data error
+stays one line). A worker that dies (a killed process, out of memory) raises `TaskDied` naming
+the item: tasks are never retried (a retry would hide the crash) and the tasks not yet
+collected are cancelled. Inside a task, fan_out runs serially (no nested clusters).
+
+`ray.address` null starts a local cluster for the call and stops it after; an address joins an
+existing cluster (phat must be installed on its nodes). A cluster already initialised in this
+process (a notebook's, a test session's) is used as it is and left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from phat.engines import require
+from phat.errors import PhatError
+
+_IN_TASK = False  # set inside a Ray task: a nested fan_out runs serially
+
+
+class TaskDied(PhatError):
+    """A task's worker process died; `.label` names the fold/asset, `.done` the results
+    collected before it (in order)."""
+
+    reason = "engine_task_died"
+    exit_code = 1  # not bad input (2): the machine failed; re-running the command may pass
+
+    def __init__(self, label: str, detail: str, done: list[Any]):
+        self.label, self.detail, self.done = label, detail, done
+        super().__init__(
+            f"{label}: its Ray worker died ({detail}); tasks are not retried, the rest were "
+            "cancelled"
+        )
+
+
+def engine_of(cfg: Any) -> str:
+    """The engine a fan-out runs on: cfg["engine"], or local inside a task."""
+    return "local" if _IN_TASK else str(cfg.get("engine", "local"))
+
+
+@contextlib.contextmanager
+def ray_cluster(settings: Any) -> Iterator[Any]:
+    """The Ray module with a cluster to use: an initialised one as it is, else a new local
+    cluster (`address` null; `num_cpus` null: every core) or the given address, shut down on
+    exit."""
+    ray = require("ray")
+    if ray.is_initialized():
+        yield ray
+        return
+    address = settings.get("address")
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": "ERROR",
+        "configure_logging": True,
+    }
+    if address is None:
+        kwargs["num_cpus"] = settings.get("num_cpus")
+    ray.init(address=address or "local", **kwargs)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _run(task: Callable[[Any, Any], Any], shared: Any, item: Any, threads: int) -> Any:
+    global _IN_TASK
+    from threadpoolctl import threadpool_limits
+
+    _IN_TASK = True
+    with threadpool_limits(threads):
+        return task(shared, item)
+
+
+def fan_out(
+    cfg: Any,
+    task: Callable[[Any, Any], Any],
+    shared: Any,
+    items: Sequence[Any],
+    label: Callable[[Any], str],
+    threads: int = 1,
+) -> Iterator[Any]:
+    """task(shared, item) for every item, in order: serially, or as Ray tasks under
+    cfg["engine"] == "ray" (cfg["ray"]: address, num_cpus). A generator: serially, item k+1
+    starts when the caller asks for it, so the first error stops the run where it did."""
+    if engine_of(cfg) != "ray":
+        for item in items:
+            yield task(shared, item)
+        return
+    with ray_cluster(cfg["ray"]) as ray:
+        from ray.exceptions import RayTaskError
+
+        remote = ray.remote(num_cpus=1, max_retries=0)(_run)
+        ref = ray.put(shared)
+        refs = [remote.remote(task, ref, item, threads) for item in items]
+        done: list[Any] = []
+        try:
+            for item, r in zip(items, refs, strict=True):
+                try:
+                    result = ray.get(r)
+                except RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, BaseException):
+                        raise cause from None
+                    raise
+                except ray.exceptions.RayError as e:  # the worker (or its node) died
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    raise TaskDied(
+                        label(item), f"{type(e).__name__}: {first[:200]}", done
+                    ) from None
+                done.append(result)
+                yield result
+        finally:
+            for r in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(r, force=True)
