@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,12 +51,23 @@ def test_each_verb_takes_only_its_engines() -> None:
         validate("predict", compose("predict", ["spark.chunk_bars=0", "model_uri=x"]))
 
 
+def test_a_master_with_brackets_names_the_quoting_that_works() -> None:
+    from phat.cli.config import precheck
+
+    want = "a value with brackets needs quotes: \"spark.master='local[2]'\""
+    with pytest.raises(ConfigError, match=re.escape(want)):
+        precheck("predict", ["engine=spark", "spark.master=local[2]", "model_uri=x"])
+    precheck("predict", ["engine=spark", "spark.master='local[2]'", "model_uri=x"])  # the remedy
+
+
 @pytest.mark.parametrize(("verb", "engine", "module"), [("walkforward", "ray", "ray"),
                                                         ("predict", "spark", "pyspark")])  # fmt: skip
 def test_a_missing_engine_is_one_line_naming_the_extra_that_installs_it(
     tmp_path, verb, engine, module
 ) -> None:
-    where = f"'out_dir={tmp_path}'" if verb == "walkforward" else f"'out={tmp_path}/p', 'model_uri=x'"
+    where = (
+        f"'out_dir={tmp_path}'" if verb == "walkforward" else f"'out={tmp_path}/p', 'model_uri=x'"
+    )
     code = (
         f"import sys; sys.modules[{module!r}] = None; "
         f"sys.argv = ['phat', {verb!r}, 'engine={engine}', {where}];"
@@ -129,7 +141,12 @@ def test_a_universe_walkforward_on_ray_is_the_serial_run_and_writes_the_same_run
     pd.testing.assert_frame_equal(a.frame, b.frame, check_exact=True)
     assert len(a.folds) == len(b.folds) >= 4 and a.frame["symbol"].nunique() == 3
     for x, y in zip(a.folds, b.folds, strict=True):
-        assert (x.metrics, x.calibration, x.rung, x.n_train) == (y.metrics, y.calibration, y.rung, y.n_train)
+        assert (x.metrics, x.calibration, x.rung, x.n_train) == (
+            y.metrics,
+            y.calibration,
+            y.rung,
+            y.n_train,
+        )
     timing = {k for k in serial["metrics"] if k.startswith("timing")}
     assert {k: v for k, v in serial["metrics"].items() if k not in timing} == {
         k: v for k, v in on_ray["metrics"].items() if k not in timing
@@ -166,7 +183,18 @@ def test_per_asset_fits_on_ray_are_the_serial_fits(tmp_path, ray_cluster) -> Non
         fits.append((f.model.logits(p.data, every), f.calibrator.to_dict(), f.rung, f.tables))
     (la, ca, ra, ta), (lb, cb, rb, tb) = fits
     assert np.array_equal(_bits(la), _bits(lb)) and (ca, ra) == (cb, rb)
-    assert json.dumps(ta, sort_keys=True, default=str) == json.dumps(tb, sort_keys=True, default=str)
+    assert json.dumps(ta, sort_keys=True, default=str) == json.dumps(
+        tb, sort_keys=True, default=str
+    )
+
+
+@pytest.mark.slow
+def test_tasks_the_cluster_cannot_place_are_refused_not_waited_for(tmp_path, ray_cluster) -> None:
+    from phat.evidence.walkforward import run_folds
+
+    with pytest.raises(ConfigError, match=r"threads=3: each Ray task reserves that many CPUs, "
+                       r"and the cluster has 2; set threads <= 2"):  # fmt: skip
+        run_folds(_wf(tmp_path, "big", "engine=ray", "threads=3", "data.synthetic.assets=1"))
 
 
 def _pause_and_kill(cmd: list[str], cwd: Path, point: str, timeout: float = 240):
@@ -200,9 +228,11 @@ def test_a_killed_ray_worker_fails_its_fold_visibly(tmp_path) -> None:
     parent, kids = _runs(uri, "phat-walkforward")
     assert parent.info.status == "FAILED" and "fold 1" in parent.data.tags["phat.error"]
     assert [(k.info.run_name[:7], k.info.status) for k in kids] == [
-        ("fold 1 ", "FAILED"), ("fold-00", "FINISHED")
+        ("fold-00", "FINISHED"),
+        ("fold-01", "FAILED"),
     ]
-    assert "WorkerCrashedError" in kids[0].data.tags["phat.error"]
+    assert "WorkerCrashedError" in kids[1].data.tags["phat.error"]
+    assert kids[1].data.tags["phat.fold.test_start"] > kids[0].data.tags["phat.fold.test_start"]
     assert not (tmp_path / "o" / "metrics.json").exists()  # no summary of a record with a gap
 
 
@@ -231,7 +261,10 @@ def test_a_killed_sweep_job_on_ray_is_a_failed_child_and_the_sweep_says_so(tmp_p
     assert rc != 0
     assert "FAILED: the sweep stopped before its last job ended" in err, err[-3000:]
     parent, kids = _runs(f"sqlite:///{tmp_path}/m.db", "phat")
-    assert parent.info.status == "FAILED" and "re-run the same command" in parent.data.tags["phat.error"]
+    assert (
+        parent.info.status == "FAILED"
+        and "re-run the same command" in parent.data.tags["phat.error"]
+    )
     assert [k.info.status for k in kids] == ["FAILED"]
     assert "its worker died" in kids[0].data.tags["phat.error"]
 
@@ -308,7 +341,9 @@ def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, uni
     root = universe["root"]
     for name, path, chunk in (("files", universe["files"], 500),
                               ("long", root / "long.parquet", 1_000_000)):  # fmt: skip
-        report = score_universe(spark, universe["model"], path, root / f"out-{name}", chunk_bars=chunk)
+        report = score_universe(
+            spark, universe["model"], path, root / f"out-{name}", chunk_bars=chunk
+        )
         assert report["failed"] == {} and len(report["written"]) == N_ASSETS
         assert report["tasks"] == (N_ASSETS * 3 if chunk == 500 else N_ASSETS)
         scored = _same_bits(universe["local"], root / f"out-{name}")
@@ -318,7 +353,9 @@ def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, uni
 
 
 @pytest.mark.slow
-def test_a_bad_asset_fails_alone_on_spark_and_nothing_of_it_is_written(spark, universe, tmp_path) -> None:
+def test_a_bad_asset_fails_alone_on_spark_and_nothing_of_it_is_written(
+    spark, universe, tmp_path
+) -> None:
     """One asset's bad row: that asset is one line in the report and none of its rows is
     written (its earlier output stays as it was); the others are written; the command exits 2
     naming it (0 with data.on_bad_asset=skip)."""
@@ -356,3 +393,29 @@ def test_a_bad_asset_fails_alone_on_spark_and_nothing_of_it_is_written(spark, un
     assert np.array_equal(_bits(good["p_hat"].to_numpy()), _bits(want["p_hat"].to_numpy()))
     assert spark.sparkContext._jsc is not None  # the CLI path left the caller's session running
     predict(cfg("data.on_bad_asset=skip"))  # a partial universe accepted: exit 0
+
+
+@pytest.mark.slow
+def test_an_executor_refuses_a_copy_that_is_not_the_verified_model(universe, tmp_path) -> None:
+    """What each Spark worker loads (registry.client.load_copy): the driver's verified copy,
+    checked again without a tracking store; a changed file or another hash is refused."""
+    from mlflow import set_tracking_uri
+
+    from phat.errors import HashMismatch
+    from phat.registry.client import fetch_verified, load_copy
+
+    set_tracking_uri(universe["uri"])
+    model, local = fetch_verified(universe["model"], tmp_path / "fetched")
+    assert load_copy(local, model.model_hash).model_hash == model.model_hash
+    with pytest.raises(HashMismatch, match="the verified original recorded phat.model_hash 0+"):
+        load_copy(local, "0" * 64)
+    code = next(local.rglob("code/phat/errors.py"))
+    code.write_text(code.read_text() + "\n# changed\n")
+    with pytest.raises(HashMismatch, match="errors.py"):  # the shipped code, by its manifest
+        load_copy(local, model.model_hash)
+    code.write_text(code.read_text().removesuffix("\n# changed\n"))
+    assert load_copy(local, model.model_hash).model_hash == model.model_hash
+    weights = next(local.rglob("weights.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    with pytest.raises(HashMismatch):  # the artifact's own hash
+        load_copy(local, model.model_hash)

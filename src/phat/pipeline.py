@@ -745,7 +745,7 @@ def fit_recipe(
     `bars`: a universe's (StackedBars) cut its inner folds and halves in time (`timeline`);
     with model.pooling=per_asset, the recipe runs per asset (fit_per_asset).
     """
-    if isinstance(bars, StackedBars) and cfg["model"].get("pooling") == "per_asset":
+    if fits_per_asset(cfg, bars):
         return fit_per_asset(cfg, seed, threads, data, y, spans, lspec, fspec, bars)
     from phat.contract.splits import required_boundaries
     from phat.models import selection as sel
@@ -916,6 +916,11 @@ def universe_tags(bars: StackedBars, asset_specs: dict[str, FeatureSpec]) -> dic
     if skipped:
         tags[Tag.ASSETS_SKIPPED] = canonical_json(skipped)[:4000]
     return tags
+
+
+def fits_per_asset(cfg: dict[str, Any], bars: Any) -> bool:
+    """A universe under model.pooling=per_asset: one fit per asset (what engine=ray fans out)."""
+    return isinstance(bars, StackedBars) and cfg["model"].get("pooling") == "per_asset"
 
 
 @dataclass

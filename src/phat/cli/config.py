@@ -651,7 +651,15 @@ def precheck(verb: str, args: list[str]) -> None:
     try:
         runs = _expand(overrides)
     except HydraException as e:
-        raise ConfigError(f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}") from None
+        hint = next(
+            (f"; a value with brackets needs quotes: \"{o.split('=', 1)[0]}='{o.split('=', 1)[1]}'\""
+             for o in overrides if "=" in o and "[" in o.split("=", 1)[1]
+             and not o.split("=", 1)[1].startswith(("[", "'", '"'))),
+            "",
+        )  # fmt: skip
+        raise ConfigError(
+            f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}{hint}"
+        ) from None
     for ov in runs:
         try:
             cfg = compose(verb, ov)

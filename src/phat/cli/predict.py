@@ -81,8 +81,13 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
         )
     from pyspark.sql import SparkSession
 
+    started: list[Any] = []
     ours = SparkSession.getActiveSession() is None  # a caller's session is left running
-    spark = session(cfg["spark"])
+
+    def spark() -> Any:  # started once the data and the model are checked
+        started.append(session(cfg["spark"]))
+        return started[0]
+
     try:
         report = score_universe(
             spark, str(cfg["model_uri"]), d["path"], str(cfg["out"]),
@@ -92,8 +97,8 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
             min_scored_share=float(cfg["signal"]["min_scored_share"]),
         )  # fmt: skip
     finally:
-        if ours:
-            spark.stop()
+        if ours and started:
+            started[0].stop()
     out = Path(cfg["out"])
     written, failed = report["written"], report["failed"]
     for sym, line in written.items():

@@ -53,9 +53,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         run_id = log_walkforward(cfg, None, {}, None, died)
         raise TaskDied(
             f"{died.label} (MLflow run {run_id} FAILED; folds done before it: {len(died.done)})",
-            died.detail,
-            died.done,
-        ) from None
+            died.detail, died.done, died.item,
+        ) from None  # fmt: skip
     if target is not None:
         from phat.evidence.walkforward import check_recipe
 
@@ -182,12 +181,16 @@ def log_walkforward(
         parent.metrics(metrics)
         parent.artifacts(out_dir)
     for fold in folds:
-        _log_fold(rec, parent, fold, "FINISHED")
-    if died is not None:
-        child = rec.create(
-            parent.experiment_id, died.label.replace("walk-forward ", ""),
-            {Tag.ERROR: str(died)}, parent=parent.run_id,
-        )  # fmt: skip
+        child = _fold_run(rec, parent, fold)
+        cal = fold.calibration
+        child.params({"calibration.method": cal["method"], **{
+            f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
+        }})  # fmt: skip
+        child.metrics({**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds})
+        child.finish("FINISHED")
+    if died is not None:  # the dead fold: a FAILED child with the reason, no metrics
+        child = _fold_run(rec, parent, died.item)
+        child.tags({Tag.ERROR: str(died)})
         child.finish("FAILED")
     return parent.run_id
 
@@ -198,8 +201,9 @@ def _data_name(cfg: dict[str, Any]) -> str:
     return dataset_name(cfg["data"])
 
 
-def _log_fold(rec: Any, parent: Any, fold: Any, status: str) -> None:
-    child = rec.create(
+def _fold_run(rec: Any, parent: Any, fold: Any) -> Any:
+    """A fold's child run, named and tagged with its windows."""
+    return rec.create(
         parent.experiment_id,
         f"fold-{fold.number:02d}-{fold.test_start:%Y-%m-%d}",
         {
@@ -210,12 +214,6 @@ def _log_fold(rec: Any, parent: Any, fold: Any, status: str) -> None:
         },
         parent=parent.run_id,
     )
-    cal = fold.calibration
-    child.params({"calibration.method": cal["method"], **{
-        f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
-    }})  # fmt: skip
-    child.metrics({**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds})
-    child.finish(status)
 
 
 def summary_lines(record: Any, m: dict[str, float], run_id: str) -> list[str]:

@@ -7,8 +7,9 @@
 goes to Ray's object store once; each item is one task. Results come back in the items' order,
 whatever order the tasks finish in, so everything a caller does with them (stitched records,
 MLflow runs, progress lines) is what the serial run does. Every task runs at the caller's
-thread count (`threads`; a fit is bitwise reproducible only at a fixed count) and seeds its own
-fit from the settings, so a task's result is the serial result bit for bit (tests/test_engines).
+thread count (`threads`; a fit is bitwise reproducible only at a fixed count), reserving that
+many of the cluster's CPUs (threads=1: one task per CPU), and seeds its own fit from the
+settings, so a task's result is the serial result bit for bit (tests/test_engines).
 
 A task that raises raises here, as it would serially (the task's own exception: a data error
 stays one line). A worker that dies (a killed process, out of memory) raises `TaskDied` naming
@@ -27,20 +28,20 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from phat.engines import require
-from phat.errors import PhatError
+from phat.errors import ConfigError, PhatError
 
 _IN_TASK = False  # set inside a Ray task: a nested fan_out runs serially
 
 
 class TaskDied(PhatError):
-    """A task's worker process died; `.label` names the fold/asset, `.done` the results
-    collected before it (in order)."""
+    """A task's worker process died; `.label` names the fold/asset, `.item` is it, `.done`
+    the results collected before it (in order)."""
 
     reason = "engine_task_died"
     exit_code = 1  # not bad input (2): the machine failed; re-running the command may pass
 
-    def __init__(self, label: str, detail: str, done: list[Any]):
-        self.label, self.detail, self.done = label, detail, done
+    def __init__(self, label: str, detail: str, done: list[Any], item: Any = None):
+        self.label, self.detail, self.done, self.item = label, detail, done, item
         super().__init__(
             f"{label}: its Ray worker died ({detail}); tasks are not retried, the rest were "
             "cancelled"
@@ -104,7 +105,15 @@ def fan_out(
     with ray_cluster(cfg["ray"]) as ray:
         from ray.exceptions import RayTaskError
 
-        remote = ray.remote(num_cpus=1, max_retries=0)(_run)
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if cpus < threads:  # a task Ray can never place would wait forever
+            raise ConfigError(
+                f"threads={threads}: each Ray task reserves that many CPUs, and the cluster has "
+                f"{cpus:g}; set threads <= {cpus:g} (ray.num_cpus for a local cluster)"
+            )
+        # Each task reserves its thread count: no oversubscription, and the serial run's bits
+        # (a fit is reproducible only at a fixed thread count; threads=1 runs one task per CPU).
+        remote = ray.remote(num_cpus=threads, max_retries=0)(_run)
         ref = ray.put(shared)
         refs = [remote.remote(task, ref, item, threads) for item in items]
         done: list[Any] = []
@@ -119,9 +128,8 @@ def fan_out(
                     raise
                 except ray.exceptions.RayError as e:  # the worker (or its node) died
                     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                    raise TaskDied(
-                        label(item), f"{type(e).__name__}: {first[:200]}", done
-                    ) from None
+                    why = f"{type(e).__name__}: {first[:200]}"
+                    raise TaskDied(label(item), why, done, item) from None
                 done.append(result)
                 yield result
         finally:

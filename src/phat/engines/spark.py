@@ -14,7 +14,9 @@ Each task reads its asset with phat's own reader and the model's DataSpec (the r
 in-process predict does), so p_hat_raw and p_hat are bit-identical to `phat predict`
 (tests/test_engines.py). The driver verifies the model once (phat.registry.client: hash,
 shipped code, the registry's record) and ships the verified directory to the executors
-(SparkContext.addFile); each Python worker loads it once, again through phat's verified load.
+(SparkContext.addFile); each Python worker loads it once (registry.client.load_copy: the
+artifact and shipped code checked again, the hash compared with the driver's; executors need
+no access to the tracking store).
 
 Output: Parquet partitioned by symbol (`out/symbol=BTC/part-*.parquet`: timestamp, p_hat_raw,
 p_hat; NaN during warm-up, as in-process), and `out/_phat_report.json`: the model's identity,
@@ -45,14 +47,17 @@ from phat.engines import require
 from phat.errors import DataValidationError
 
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
-REPORT = "_phat_report.json"  # a leading underscore: Spark and pyarrow readers skip it
+REPORT = "_phat_report.json"
+_LOG4J = Path(__file__).with_name(
+    "spark-log4j2.properties"
+)  # a leading underscore: Spark and pyarrow readers skip it
 # What a task emits: p_hat rows (timestamp set) and one status row per task (timestamp null).
 _ROWS = (
     "symbol string, chunk long, timestamp timestamp, p_hat_raw double, p_hat double, "
     "n_bars long, scored long, gaps long, error string"
 )
 _MODELS: dict[str, Any] = {}  # a Python worker's loaded models, by staged name
-_STAGED: dict[str, str] = {}  # this driver's models shipped with addFile: model_hash -> name
+_STAGED: dict[str, str] = {}  # shipped with addFile: "<application id>/<model_hash>" -> name
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,11 @@ def session(settings: dict[str, Any]) -> Any:
     """A SparkSession from `spark.*` settings (master, app_name, conf); an active session is
     reused as it is. Local masters run the workers on this interpreter."""
     require("spark")
+    import logging
+
     from pyspark.sql import SparkSession
 
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines are not phat's output
     master = str(settings["master"])
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -80,6 +88,8 @@ def session(settings: dict[str, Any]) -> Any:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
+        # the JVM's own log: errors only (its start-up warnings are not a user's to act on)
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J}",
         "spark.executorEnv.PYTHONWARNINGS": f"ignore:{_PANDAS_WARNING}:FutureWarning",
         **{str(k): str(v) for k, v in dict(settings.get("conf") or {}).items()},
     }
@@ -149,25 +159,27 @@ def read_source(src: Source) -> pd.DataFrame:
 
 def _stage(model_dir: Path, model_hash: str, spark: Any) -> str:
     """Ship the verified model directory to the executors once per driver and model."""
-    name = _STAGED.get(model_hash)
+    key = f"{spark.sparkContext.applicationId}/{model_hash}"  # a new context ships again
+    name = _STAGED.get(key)
     if name is None:
         name = f"phat-model-{model_hash[:24]}"
         root = Path(tempfile.mkdtemp(prefix="phat-spark-"))
         atexit.register(shutil.rmtree, root, True)
         shutil.copytree(model_dir, root / name)
         spark.sparkContext.addFile(str(root / name), recursive=True)
-        _STAGED[model_hash] = name
+        _STAGED[key] = name
     return name
 
 
-def _model(name: str) -> Any:
-    """The staged model in this Python worker, loaded (and verified) once."""
+def _model(name: str, model_hash: str) -> Any:
+    """The staged model in this Python worker, loaded once: the driver's verified copy,
+    checked again here (artifact, shipped code, the driver's hash), no tracking store read."""
     if name not in _MODELS:
         from pyspark import SparkFiles
 
-        from phat.registry.client import load
+        from phat.registry.client import load_copy
 
-        _MODELS[name] = load(SparkFiles.get(name))
+        _MODELS[name] = load_copy(SparkFiles.get(name), model_hash)
     return _MODELS[name]
 
 
@@ -176,13 +188,13 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def _score_task(name: str, data_kwargs: dict[str, Any], task: Any) -> pd.DataFrame:
+def _score_task(name: str, model_hash: str, data_kwargs: dict[str, Any], task: Any) -> pd.DataFrame:
     """One task: an asset (or one chunk of it) read, validated and scored; a status row last."""
     sym, chunk = str(task.symbol), int(task.chunk)
     status = {"symbol": sym, "chunk": chunk, "timestamp": pd.NaT, "p_hat_raw": math.nan,
               "p_hat": math.nan, "n_bars": 0, "scored": 0, "gaps": 0, "error": None}  # fmt: skip
     try:
-        view = _model(name).for_asset(sym)
+        view = _model(name, model_hash).for_asset(sym)
         src = Source(sym, str(task.path), bool(task.long), None)
         bars = view.read_bars(read_source(src), **{**data_kwargs, "symbol": sym})
         n = len(bars.frame)
@@ -226,20 +238,20 @@ def _tasks(srcs: list[Source], chunk_bars: int) -> pd.DataFrame:
 
 
 def score_universe(
-    spark: Any,
+    spark: Any,  # a SparkSession, or a callable making one once the input and model are checked
     model_uri: str,
     path: Any,
     out: str | Path,
     *,
     data: dict[str, Any] | None = None,
     horizon_id: str | None = None,
-    chunk_bars: int = 1_000_000,
+    chunk_bars: int | None = None,
     min_scored_share: float | None = None,
 ) -> dict[str, Any]:
     """Score every asset of `path` with the model at `model_uri` on `spark`, writing `out`
     (module docstring). `data`: the reading settings (calendar, volume_nan, timestamp_format,
-    dayfirst; data.* of the config); `min_scored_share`: signal.min_scored_share (None: the
-    config's default). Returns the report (also written to out/_phat_report.json): `written`
+    dayfirst; data.* of the config); `chunk_bars`, `min_scored_share`: spark.chunk_bars and
+    signal.min_scored_share (None: the config's defaults). Returns the report (also written to out/_phat_report.json): `written`
     {symbol: coverage line}, `failed` {symbol: reason}, the model's identity."""
     from phat.confdefaults import conf_defaults
     from phat.registry.client import fetch_verified, load
@@ -247,11 +259,13 @@ def score_universe(
 
     if min_scored_share is None:
         min_scored_share = float(conf_defaults("signal/default")["min_scored_share"])
+    if chunk_bars is None:
+        chunk_bars = int(conf_defaults("spark/default")["chunk_bars"])
     data = dict(data or {})
     symbol = data.pop("symbol", None)
     data_kwargs = {k: data[k] for k in ("calendar", "volume_nan", "timestamp_format", "dayfirst")
                    if k in data}  # fmt: skip
-    srcs = sources(path, symbol)
+    srcs = sources(path, symbol)  # bad paths and an unlisted asset fail before Spark starts
     with tempfile.TemporaryDirectory(prefix="phat-spark-fetch-") as tmp:
         if Path(str(model_uri)).exists():
             model, local = load(model_uri, horizon_id=horizon_id), Path(str(model_uri))
@@ -264,14 +278,17 @@ def score_universe(
             )
         for s in srcs:
             model.for_asset(s.symbol)  # an unlisted asset is refused by name, before any task
+        if callable(spark):
+            spark = spark()
         name = _stage(local, model.model_hash, spark)
+    model_hash = model.model_hash
     tasks = _tasks(srcs, int(chunk_bars))
     frame = spark.createDataFrame(tasks).repartition(len(tasks))
 
     def run(batches: Any) -> Any:
         for batch in batches:
             for task in batch.itertuples(index=False):
-                yield _score_task(name, data_kwargs, task)
+                yield _score_task(name, model_hash, data_kwargs, task)
 
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -285,8 +302,9 @@ def score_universe(
         previous = spark.conf.get("spark.sql.parquet.outputTimestampType", None)
         spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         if written:
+            # a task's rows are one asset (or chunk) in time order: no shuffle before writing
             (good.select("symbol", "timestamp", "p_hat_raw", "p_hat")
-                 .repartition("symbol").sortWithinPartitions("symbol", "timestamp")
+                 .sortWithinPartitions("symbol", "timestamp")
                  .write.partitionBy("symbol").mode("overwrite")
                  .option("partitionOverwriteMode", "dynamic")
                  .parquet(str(out)))  # fmt: skip

@@ -26,10 +26,15 @@ def run(
     `sweep` ({"parent", "key", "job"}, from phat.cli.sweep.job): the run is a nested child of
     the sweep's parent run, registers nothing, holds the test span's metrics out, and prints
     no summary (the sweep prints one line per job)."""
-    from phat.pipeline import fit_evaluate, prepare, validate_config
+    from phat.pipeline import fit_evaluate, fits_per_asset, prepare, validate_config
 
     validate_config(cfg)
     prep = prepare(cfg)
+    if str(cfg["engine"]) == "ray" and not fits_per_asset(cfg, prep.bars):
+        print(  # not silent: the engine was asked for and has nothing to do here
+            "engine=ray: this training has no independent fits to fan out (per-asset fits "
+            "of a universe do: model.pooling=per_asset); it runs in this process"
+        )
 
     import mlflow
 

@@ -305,6 +305,7 @@ def fetch_verified(uri: str, dst: Path, horizon_id: str | None = None) -> tuple[
 
     from phat.registry.environment import verify_code
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mv = resolve_version(uri)
     source = f"models:/{mv.name}/{mv.version}" if mv is not None else uri
     run = re.fullmatch(r"runs:/([0-9a-f]+)/.*", uri)
@@ -339,15 +340,37 @@ def _load_local(local: Path, uri: str, horizon_id: str | None) -> PHatModel:
 
     root = _find_artifact_dir(local)
     model = _load_named(root, uri, horizon_id)
-    for candidate in (local, root.parent.parent, root.parent):
-        if (candidate / "MLmodel").exists():
-            recorded = recorded_tags(candidate)
-            tags = recorded[1] if recorded is not None else {}
-            verify_code(candidate, tags.get(Tag.CODE_HASH), uri)
-            if recorded is not None:
-                who = f"training run {recorded[0]}"
-                _same_hash(uri, who, tags.get(Tag.MODEL_HASH), model.model_hash)
-            break
+    logged = _logged_dir(local, root)
+    if logged is not None:
+        recorded = recorded_tags(logged)
+        tags = recorded[1] if recorded is not None else {}
+        verify_code(logged, tags.get(Tag.CODE_HASH), uri)
+        if recorded is not None:
+            who = f"training run {recorded[0]}"
+            _same_hash(uri, who, tags.get(Tag.MODEL_HASH), model.model_hash)
+    return model
+
+
+def _logged_dir(local: Path, root: Path) -> Path | None:
+    """The logged MLflow model directory (its MLmodel file) around an artifact, if any."""
+    return next(
+        (c for c in (local, root.parent.parent, root.parent) if (c / "MLmodel").exists()), None
+    )
+
+
+def load_copy(local: str | Path, model_hash: str) -> PHatModel:
+    """A copy of a model its caller has verified (an engine's executor gets the driver's):
+    the artifact and the shipped code checked on their own, and the artifact's hash compared
+    with `model_hash`; no tracking store is read (executors need not reach one)."""
+    from phat.registry.environment import verify_code
+
+    local = Path(local)
+    root = _find_artifact_dir(local)
+    model = _load_named(root, str(local), None)
+    _same_hash(str(local), "the verified original", model_hash, model.model_hash)
+    logged = _logged_dir(local, root)
+    if logged is not None:
+        verify_code(logged, None, str(local))
     return model
 
 
