@@ -105,11 +105,19 @@ def test_the_extras_the_message_names_exist_and_install_the_engines() -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """One local cluster (2 CPUs) for the module: in-process tests use it as it is; the
+    commands the tests run join it by its address (`ray.address`, the launcher's
+    `init.address`), as a user's command joins an existing cluster."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_address(ray_cluster) -> str:
+    return str(ray_cluster.get_runtime_context().gcs_address)
 
 
 def _wf(tmp_path: Path, name: str, *extra: str):
@@ -215,9 +223,10 @@ def _pause_and_kill(cmd: list[str], cwd: Path, point: str, timeout: float = 240)
 
 
 @pytest.mark.slow
-def test_a_killed_ray_worker_fails_its_fold_visibly(tmp_path) -> None:
+def test_a_killed_ray_worker_fails_its_fold_visibly(tmp_path, ray_address) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
-    cmd = [PHAT, "walkforward", "engine=ray", "ray.num_cpus=2", f"out_dir={tmp_path}/o",
+    cmd = [PHAT, "walkforward", "engine=ray", f"ray.address={ray_address}", "threads=1",
+           f"out_dir={tmp_path}/o",
            f"tracking.uri={uri}", "metrics.bootstrap_n=10", "data.synthetic.periods=6000",
            "walkforward.train=21d", "walkforward.calibration=7d", "walkforward.step=7d"]  # fmt: skip
     rc, out, err = _pause_and_kill(cmd, tmp_path, "fold_1")
@@ -236,15 +245,17 @@ def test_a_killed_ray_worker_fails_its_fold_visibly(tmp_path) -> None:
     assert not (tmp_path / "o" / "metrics.json").exists()  # no summary of a record with a gap
 
 
-def _sweep(tmp_path: Path, *args: str) -> list[str]:
-    return [PHAT, "train", "-m", *args, "hydra/launcher=ray", "data.synthetic.periods=6000",
-            "metrics.bootstrap_n=10", f"tracking.uri=sqlite:///{tmp_path}/m.db",
-            f"hydra.sweep.dir={tmp_path}/multirun", "++hydra.launcher.ray.init.num_cpus=2"]  # fmt: skip
+def _sweep(tmp_path: Path, address: str, *args: str) -> list[str]:
+    return [PHAT, "train", "-m", *args, "hydra/launcher=ray", "data.synthetic.periods=4000",
+            "metrics.bootstrap_n=10", f"tracking.uri=sqlite:///{tmp_path}/m.db", "threads=1",
+            f"hydra.sweep.dir={tmp_path}/multirun", f"++hydra.launcher.ray.init.address={address}"]  # fmt: skip
 
 
 @pytest.mark.slow
-def test_a_sweep_on_the_ray_launcher_is_one_parent_with_its_children(tmp_path) -> None:
-    r = subprocess.run(_sweep(tmp_path, "model=logistic", "seed=1,2"), cwd=tmp_path, env=_env(),
+def test_a_sweep_on_the_ray_launcher_is_one_parent_with_its_children(tmp_path, ray_address) -> None:
+    """On an existing cluster (the module's): its workers do not inherit the command's
+    environment, so the sweep's parent run reaches the jobs through Ray's runtime_env."""
+    r = subprocess.run(_sweep(tmp_path, ray_address, "model=logistic", "seed=1,2"), cwd=tmp_path, env=_env(),
                        capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     parent, kids = _runs(f"sqlite:///{tmp_path}/m.db", "phat")
@@ -256,8 +267,11 @@ def test_a_sweep_on_the_ray_launcher_is_one_parent_with_its_children(tmp_path) -
 
 
 @pytest.mark.slow
-def test_a_killed_sweep_job_on_ray_is_a_failed_child_and_the_sweep_says_so(tmp_path) -> None:
-    rc, out, err = _pause_and_kill(_sweep(tmp_path, "model=logistic"), tmp_path, "run_started")
+def test_a_killed_sweep_job_on_ray_is_a_failed_child_and_the_sweep_says_so(
+    tmp_path, ray_address
+) -> None:
+    cmd = _sweep(tmp_path, ray_address, "model=logistic")
+    rc, out, err = _pause_and_kill(cmd, tmp_path, "run_started")
     assert rc != 0
     assert "FAILED: the sweep stopped before its last job ended" in err, err[-3000:]
     parent, kids = _runs(f"sqlite:///{tmp_path}/m.db", "phat")
@@ -331,7 +345,7 @@ def _same_bits(local: pd.DataFrame, out: Path) -> int:
 
 @pytest.mark.slow
 def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, universe) -> None:
-    """20 assets, one file each and as one long table; in chunks of 500 rows (each chunk
+    """20 assets, one file each and as one long table; in chunks of 750 rows (each chunk
     carrying the model's window of earlier bars) and whole: every bit of in-process predict."""
     from mlflow import set_tracking_uri
 
@@ -339,13 +353,13 @@ def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, uni
 
     set_tracking_uri(universe["uri"])
     root = universe["root"]
-    for name, path, chunk in (("files", universe["files"], 500),
+    for name, path, chunk in (("files", universe["files"], 750),
                               ("long", root / "long.parquet", 1_000_000)):  # fmt: skip
         report = score_universe(
             spark, universe["model"], path, root / f"out-{name}", chunk_bars=chunk
         )
         assert report["failed"] == {} and len(report["written"]) == N_ASSETS
-        assert report["tasks"] == (N_ASSETS * 3 if chunk == 500 else N_ASSETS)
+        assert report["tasks"] == (N_ASSETS * 2 if chunk == 750 else N_ASSETS)
         scored = _same_bits(universe["local"], root / f"out-{name}")
         assert scored == int(universe["local"]["p_hat"].notna().sum()) > 0
         on_disk = json.loads((root / f"out-{name}" / REPORT).read_text())

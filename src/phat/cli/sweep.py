@@ -119,6 +119,8 @@ class SweepCallback(Callback):
         given = OmegaConf.select(config, "hydra.overrides.task") or []
         fixed = [o for o in given if "," not in o and "(" not in o]
         os.environ["PHAT_SWEEP_FIXED"] = "\n".join(fixed)
+        if "ray_launcher" in str(OmegaConf.select(config, "hydra.launcher._target_") or ""):
+            _start_ray(config)
         print(
             f"[sweep {name}] parent run {parent} in {rec.uri}; objectives {objectives}", flush=True
         )
@@ -132,6 +134,24 @@ class SweepCallback(Callback):
         assert isinstance(cfg, dict)
         os.environ.pop("PHAT_SWEEP_FIXED", None)
         finish(cfg, parent, os.environ.pop("PHAT_SWEEP_NAME", ""))
+
+
+def _start_ray(config: DictConfig) -> None:
+    """hydra/launcher=ray: Ray started here, before the launcher, with the launcher's own
+    hydra.launcher.ray.init settings, so that every job gets the sweep's PHAT_SWEEP_* (its
+    parent run) also on an existing cluster, whose workers do not inherit this process's
+    environment (the launcher then finds Ray running and uses it)."""
+    import ray
+
+    from phat.engines.fanout import start_ray
+
+    if ray.is_initialized():
+        return
+    init = OmegaConf.to_container(config.hydra.launcher.ray.init, resolve=True) or {}
+    assert isinstance(init, dict)
+    if init.get("address") is None:  # a local cluster: the launcher's small object store
+        init.setdefault("object_store_memory", 78643200)
+    start_ray(ray, **{str(k): v for k, v in init.items()})
 
 
 def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
@@ -238,8 +258,12 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
     from hydra.core.hydra_config import HydraConfig
 
     from phat.lifecycle.training import run
+    from phat.registry.recorder import recorder
     from phat.registry.sweeps import done_job, objective_values
 
+    # The sweep's store for every read below, whatever this process's environment says (a
+    # worker of an existing Ray cluster inherits none of the sweeping command's).
+    recorder(cfg["tracking"])
     objectives = [str(o) for o in cfg["sweep"]["objectives"]]
     hc = HydraConfig.get()
     key = job_key(list(hc.overrides.task))

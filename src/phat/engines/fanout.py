@@ -71,11 +71,23 @@ def ray_cluster(settings: Any) -> Iterator[Any]:
     }
     if address is None:
         kwargs["num_cpus"] = settings.get("num_cpus")
-    ray.init(address=address or "local", **kwargs)
+    start_ray(ray, address=address or "local", **kwargs)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def start_ray(ray: Any, **init: Any) -> None:
+    """ray.init with phat's PHAT_* environment in every task's (runtime_env env_vars): workers
+    of an existing cluster do not inherit this process's environment (a sweep's parent run,
+    fault injection), a local cluster's would. The caller's runtime_env is kept."""
+    import os
+
+    runtime = dict(init.pop("runtime_env", None) or {})
+    mine = {k: v for k, v in os.environ.items() if k.startswith("PHAT_")}
+    runtime["env_vars"] = {**mine, **dict(runtime.get("env_vars") or {})}
+    ray.init(runtime_env=runtime, **init)
 
 
 def _run(task: Callable[[Any, Any], Any], shared: Any, item: Any, threads: int) -> Any:
