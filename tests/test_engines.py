@@ -123,7 +123,8 @@ def ray_address(ray_cluster) -> str:
 def _wf(tmp_path: Path, name: str, *extra: str):
     ov = [f"out_dir={tmp_path}/{name}", f"tracking.uri=sqlite:///{tmp_path}/{name}.db",
           "data.synthetic.assets=3", "data.synthetic.periods=5000", "metrics.bootstrap_n=20",
-          "walkforward.train=21d", "walkforward.calibration=7d", "walkforward.step=7d", *extra]  # fmt: skip
+          "walkforward.train=21d", "walkforward.calibration=7d", "walkforward.step=7d",
+          "threads=1", *extra]  # fmt: skip
     return validate("walkforward", compose("walkforward", ov))
 
 
@@ -320,6 +321,11 @@ def universe(tmp_path_factory):
         [m.bars.rename_axis("timestamp").reset_index().assign(symbol=s) for s, m in markets.items()]
     )
     long.to_parquet(root / "long.parquet", index=False)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_to_dataset(pa.Table.from_pandas(long, preserve_index=False), root / "hive",
+                        partition_cols=["symbol"])  # fmt: skip
     model = "models:/phat-twenty-15m/1"
     pcfg = validate("predict", compose("predict", [
         f"model_uri={model}", f"data.path={files}", f"out={root}/local.parquet",
@@ -345,8 +351,9 @@ def _same_bits(local: pd.DataFrame, out: Path) -> int:
 
 @pytest.mark.slow
 def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, universe) -> None:
-    """20 assets, one file each and as one long table; in chunks of 750 rows (each chunk
-    carrying the model's window of earlier bars) and whole: every bit of in-process predict."""
+    """20 assets, one file each, as one long table and as a dataset partitioned by symbol; in
+    chunks of 750 rows (each carrying the model's window of earlier bars) and whole: every bit
+    of in-process predict."""
     from mlflow import set_tracking_uri
 
     from phat.engines.spark import REPORT, score_universe
@@ -354,7 +361,8 @@ def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, uni
     set_tracking_uri(universe["uri"])
     root = universe["root"]
     for name, path, chunk in (("files", universe["files"], 750),
-                              ("long", root / "long.parquet", 1_000_000)):  # fmt: skip
+                              ("long", root / "long.parquet", 1_000_000),
+                              ("hive", root / "hive", 1_000_000)):  # fmt: skip
         report = score_universe(
             spark, universe["model"], path, root / f"out-{name}", chunk_bars=chunk
         )

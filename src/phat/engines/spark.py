@@ -88,11 +88,12 @@ def session(settings: dict[str, Any]) -> Any:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
-        # the JVM's own log: errors only (its start-up warnings are not a user's to act on)
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J}",
         "spark.executorEnv.PYTHONWARNINGS": f"ignore:{_PANDAS_WARNING}:FutureWarning",
-        **{str(k): str(v) for k, v in dict(settings.get("conf") or {}).items()},
     }
+    if master.startswith("local"):  # a cluster's own JVM options (spark-defaults) stay its own
+        # the JVM's log: errors only (its start-up warnings are not a user's to act on)
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOG4J}"
+    conf.update({str(k): str(v) for k, v in dict(settings.get("conf") or {}).items()})
     for k, v in conf.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
@@ -100,27 +101,32 @@ def session(settings: dict[str, Any]) -> Any:
     return spark
 
 
+def _long_table(p: Path) -> tuple[Any, str] | None:
+    """(pyarrow dataset, its symbol column) when `p` is a long Parquet table: one file, or a
+    dataset directory (`symbol=...` partitions too); None otherwise."""
+    import pyarrow.dataset as ds
+
+    hive = p.is_dir() and any(c.name.startswith("symbol=") for c in p.iterdir())
+    if not (hive or (p.is_file() and p.suffix.lower() in (".parquet", ".pq"))):
+        return None
+    dataset = ds.dataset(str(p), partitioning="hive" if hive else None)
+    col = next((n for n in dataset.schema.names if n.strip().lower() == "symbol"), None)
+    return None if col is None else (dataset, col)
+
+
 def sources(path: Any, symbol: str | None = None) -> list[Source]:
     """The assets of `path` (module docstring), sorted by symbol, with their row counts where
     the files tell them without being read."""
-    import pyarrow.dataset as ds
-
-    from phat.data.universe import is_universe, symbol_of, universe_files
+    from phat.data.universe import is_universe, long_symbols, symbol_of, universe_files
 
     p = Path(str(path)) if not isinstance(path, list | tuple) else None
-    hive = p is not None and p.is_dir() and any(c.name.startswith("symbol=") for c in p.iterdir())
-    if p is not None and (hive or (p.is_file() and p.suffix.lower() in (".parquet", ".pq"))):
-        dataset = ds.dataset(str(p), partitioning="hive" if hive else None)
-        col = next((n for n in dataset.schema.names if n.strip().lower() == "symbol"), None)
-        if col is not None:
-            counts = dataset.to_table(columns=[col]).column(col).to_pandas()
-            if counts.isna().any():
-                raise DataValidationError(
-                    f"{p}: column 'symbol' is empty at {int(counts.isna().sum())} rows; every "
-                    "row of a long-format table needs its asset's symbol"
-                )
-            n = counts.astype(str).str.strip().value_counts()
-            return [Source(str(s), str(p), True, int(n[s])) for s in sorted(n.index)]
+    long = _long_table(p) if p is not None else None
+    if long is not None:
+        dataset, col = long
+        symbols = long_symbols(dataset.to_table(columns=[col]).to_pandas())  # blank: refused
+        assert symbols is not None
+        n = symbols.value_counts()
+        return [Source(str(s), str(p), True, int(n[s])) for s in sorted(n.index)]
     if p is not None and p.is_file() and not is_universe(path):
         return [Source(symbol or symbol_of(p), str(p), False, _parquet_rows(p))]
     return [Source(symbol_of(f), str(f), False, _parquet_rows(f)) for f in universe_files(path)]
@@ -146,10 +152,9 @@ def read_source(src: Source) -> pd.DataFrame:
         return read_table(src.path)
     import pyarrow.dataset as ds
 
-    p = Path(src.path)
-    hive = p.is_dir() and any(c.name.startswith("symbol=") for c in p.iterdir())
-    dataset = ds.dataset(str(p), partitioning="hive" if hive else None)
-    col = next(n for n in dataset.schema.names if n.strip().lower() == "symbol")
+    long = _long_table(Path(src.path))
+    assert long is not None, src.path
+    dataset, col = long
     rows = dataset.to_table(filter=ds.field(col) == src.symbol).to_pandas()
     if not len(rows):  # a symbol written with spaces around it: compare as read_table's reader
         all_rows = dataset.to_table().to_pandas()
