@@ -25,7 +25,7 @@ from phat.cli.config import compose, validate
 from phat.errors import ConfigError
 
 PHAT = str(Path(sys.executable).with_name("phat"))
-N_ASSETS, PERIODS = 20, 1500
+N_ASSETS, PERIODS = 20, 1000
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -247,7 +247,7 @@ def test_a_killed_ray_worker_fails_its_fold_visibly(tmp_path, ray_address) -> No
 
 
 def _sweep(tmp_path: Path, address: str, *args: str) -> list[str]:
-    return [PHAT, "train", "-m", *args, "hydra/launcher=ray", "data.synthetic.periods=4000",
+    return [PHAT, "train", "-m", *args, "hydra/launcher=ray", "data.synthetic.periods=3000",
             "metrics.bootstrap_n=10", f"tracking.uri=sqlite:///{tmp_path}/m.db", "threads=1",
             f"hydra.sweep.dir={tmp_path}/multirun", f"++hydra.launcher.ray.init.address={address}"]  # fmt: skip
 
@@ -352,7 +352,7 @@ def _same_bits(local: pd.DataFrame, out: Path) -> int:
 @pytest.mark.slow
 def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, universe) -> None:
     """20 assets, one file each, as one long table and as a dataset partitioned by symbol; in
-    chunks of 750 rows (each carrying the model's window of earlier bars) and whole: every bit
+    chunks of 500 rows (each carrying the model's window of earlier bars) and whole: every bit
     of in-process predict."""
     from mlflow import set_tracking_uri
 
@@ -360,14 +360,14 @@ def test_a_universe_scored_on_spark_is_in_process_predict_bit_for_bit(spark, uni
 
     set_tracking_uri(universe["uri"])
     root = universe["root"]
-    for name, path, chunk in (("files", universe["files"], 750),
+    for name, path, chunk in (("files", universe["files"], 500),
                               ("long", root / "long.parquet", 1_000_000),
                               ("hive", root / "hive", 1_000_000)):  # fmt: skip
         report = score_universe(
             spark, universe["model"], path, root / f"out-{name}", chunk_bars=chunk
         )
         assert report["failed"] == {} and len(report["written"]) == N_ASSETS
-        assert report["tasks"] == (N_ASSETS * 2 if chunk == 750 else N_ASSETS)
+        assert report["tasks"] == (N_ASSETS * 2 if chunk == 500 else N_ASSETS)
         scored = _same_bits(universe["local"], root / f"out-{name}")
         assert scored == int(universe["local"]["p_hat"].notna().sum()) > 0
         on_disk = json.loads((root / f"out-{name}" / REPORT).read_text())

@@ -282,9 +282,6 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
         )
         return values[0] if len(values) == 1 else values
     sweep = {"parent": parent, "key": key, "job": num}
-    from phat.registry.tracking import pause_point
-
-    pause_point(f"sweep_job_{num}")
     try:
         out = run(cfg, config_yaml, sweep=sweep)
         values = [float(out["metrics"].get(m, math.nan)) for m in objectives]
