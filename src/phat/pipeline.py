@@ -150,13 +150,11 @@ def read_raw(d: dict[str, Any]) -> tuple[pd.DataFrame, str, pd.Series | None]:
     return market.bars, dataset_name(d), market.p_up
 
 
-def _bars_kwargs(d: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "calendar": d["calendar"],
-        "volume_nan": d["volume_nan"],
-        "timestamp_format": d["timestamp_format"],
-        "dayfirst": d["dayfirst"],
-    }
+def bars_kwargs(d: dict[str, Any]) -> dict[str, Any]:
+    """The data.* settings that say how raw bars are read (scoring.model.READ_SETTINGS)."""
+    from phat.scoring.model import READ_SETTINGS
+
+    return {k: d[k] for k in READ_SETTINGS}
 
 
 def is_universe_data(d: dict[str, Any]) -> bool:
@@ -217,12 +215,12 @@ def load_universe(
         try:
             raw = read_table(src) if isinstance(src, Path) else src
             if model is not None:
-                bars = model.for_asset(sym).read_bars(raw, symbol=sym, **_bars_kwargs(d))
+                bars = model.for_asset(sym).read_bars(raw, symbol=sym, **bars_kwargs(d))
             else:
                 bars = prepare_bars(
                     raw, symbol=sym, timeframe=timeframe, max_gap=d["max_gap"],
                     resample_min_coverage=float(d["resample_min_coverage"]),
-                    now=pd.Timestamp.now(tz="UTC"), **_bars_kwargs(d),
+                    now=pd.Timestamp.now(tz="UTC"), **bars_kwargs(d),
                 )  # fmt: skip
         except DataValidationError as e:
             msg = str(e) if str(e).startswith(w) else f"{w}: {e}"
@@ -282,7 +280,7 @@ def load_bars(
             or column_symbol
             or (symbol_of(Path(str(d["path"]))) if d["path"] else symbol)
         )
-        return model.for_asset(symbol).read_bars(raw, **_bars_kwargs(d), symbol=symbol), p
+        return model.for_asset(symbol).read_bars(raw, **bars_kwargs(d), symbol=symbol), p
     if sources is not None or is_universe_data(d):
         uni = load_universe(cfg, timeframe, model, sources)
         bars = stack(uni.name, uni.assets, uni.skipped)
@@ -291,7 +289,7 @@ def load_bars(
             pb = pd.concat([uni.p_bayes[a.symbol].loc[a.frame.index] for a in uni.assets])
         return bars, pb
     if model is not None:
-        return model.read_bars(raw, symbol=symbol, **_bars_kwargs(d)), p
+        return model.read_bars(raw, symbol=symbol, **bars_kwargs(d)), p
     bars = prepare_bars(
         raw,
         symbol=symbol,

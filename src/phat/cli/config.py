@@ -642,6 +642,15 @@ def compose(verb: str, overrides: list[str]) -> Any:
         GlobalHydra.instance().clear()
 
 
+def _quote_hint(overrides: list[str]) -> str:
+    """The quoting that makes Hydra read a value with brackets (`spark.master=local[2]`)."""
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        if eq and "[" in value and not value.startswith(("[", "'", '"')):
+            return f"; a value with brackets needs quotes: \"{key}='{value}'\""
+    return ""
+
+
 def precheck(verb: str, args: list[str]) -> None:
     """Compose and validate what the command line asks for; raises ConfigError in one line."""
     from hydra.errors import HydraException
@@ -651,14 +660,8 @@ def precheck(verb: str, args: list[str]) -> None:
     try:
         runs = _expand(overrides)
     except HydraException as e:
-        hint = next(
-            (f"; a value with brackets needs quotes: \"{o.split('=', 1)[0]}='{o.split('=', 1)[1]}'\""
-             for o in overrides if "=" in o and "[" in o.split("=", 1)[1]
-             and not o.split("=", 1)[1].startswith(("[", "'", '"'))),
-            "",
-        )  # fmt: skip
         raise ConfigError(
-            f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}{hint}"
+            f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}{_quote_hint(overrides)}"
         ) from None
     for ov in runs:
         try:

@@ -50,8 +50,7 @@ def run(cfg: dict[str, Any]) -> Path:
         coverage = model.check_coverage(
             preds["p_hat"].to_numpy(), int(bars.report["gaps"]), min_share, what
         )
-    meta = {k: str(v) for k, v in model.metadata.items() if k.startswith((Tag.PREFIX, "registry."))}
-    meta[Tag.MODEL_URI] = str(cfg["model_uri"])
+    meta = model.identity(str(cfg["model_uri"]))
     table = pa.Table.from_pandas(preds)
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), b"phat": json.dumps(meta).encode()}
@@ -72,6 +71,7 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
     the command unless data.on_bad_asset=skip)."""
     from phat.engines.spark import REPORT, score_universe, session
     from phat.errors import DataValidationError
+    from phat.pipeline import bars_kwargs
 
     d = cfg["data"]
     if d["path"] is None:
@@ -91,8 +91,7 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
     try:
         report = score_universe(
             spark, str(cfg["model_uri"]), d["path"], str(cfg["out"]),
-            data={k: d[k] for k in ("calendar", "volume_nan", "timestamp_format", "dayfirst",
-                                    "symbol")},
+            data={**bars_kwargs(d), "symbol": d["symbol"]},
             horizon_id=cfg["horizon_id"], chunk_bars=int(cfg["spark"]["chunk_bars"]),
             min_scored_share=float(cfg["signal"]["min_scored_share"]),
         )  # fmt: skip

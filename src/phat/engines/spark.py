@@ -44,9 +44,10 @@ from typing import Any
 import pandas as pd
 
 from phat.engines import require
-from phat.errors import DataValidationError
+from phat.errors import ConfigError, DataValidationError
 
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
+_TIMESTAMP_TYPE = "spark.sql.parquet.outputTimestampType"
 REPORT = "_phat_report.json"
 _LOG4J = Path(__file__).with_name(
     "spark-log4j2.properties"
@@ -254,22 +255,26 @@ def score_universe(
     min_scored_share: float | None = None,
 ) -> dict[str, Any]:
     """Score every asset of `path` with the model at `model_uri` on `spark`, writing `out`
-    (module docstring). `data`: the reading settings (calendar, volume_nan, timestamp_format,
-    dayfirst; data.* of the config); `chunk_bars`, `min_scored_share`: spark.chunk_bars and
-    signal.min_scored_share (None: the config's defaults). Returns the report (also written to out/_phat_report.json): `written`
-    {symbol: coverage line}, `failed` {symbol: reason}, the model's identity."""
+    (module docstring). `data`: the reading settings (scoring.model.READ_SETTINGS: calendar,
+    volume_nan, timestamp_format, dayfirst; data.* of the config) and `symbol` (one asset's
+    file); `chunk_bars`, `min_scored_share`: spark.chunk_bars and signal.min_scored_share
+    (None: the config's defaults). Returns the report (also written to out/_phat_report.json):
+    `written` {symbol: coverage line}, `failed` {symbol: reason}, the model's identity."""
     from phat.confdefaults import conf_defaults
     from phat.registry.client import fetch_verified, load
-    from phat.tagnames import Tag
+    from phat.scoring.model import READ_SETTINGS
 
     if min_scored_share is None:
         min_scored_share = float(conf_defaults("signal/default")["min_scored_share"])
     if chunk_bars is None:
         chunk_bars = int(conf_defaults("spark/default")["chunk_bars"])
-    data = dict(data or {})
-    symbol = data.pop("symbol", None)
-    data_kwargs = {k: data[k] for k in ("calendar", "volume_nan", "timestamp_format", "dayfirst")
-                   if k in data}  # fmt: skip
+    data_kwargs = dict(data or {})
+    symbol = data_kwargs.pop("symbol", None)
+    unknown = sorted(set(data_kwargs) - set(READ_SETTINGS))
+    if unknown:
+        raise ConfigError(
+            f"data: {unknown} are not reading settings; expected {list(READ_SETTINGS)}"
+        )
     srcs = sources(path, symbol)  # bad paths and an unlisted asset fail before Spark starts
     with tempfile.TemporaryDirectory(prefix="phat-spark-fetch-") as tmp:
         if Path(str(model_uri)).exists():
@@ -298,14 +303,14 @@ def score_universe(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    # timestamps written as UTC instants (Spark's default INT96 reads back as naive times)
+    previous = spark.conf.get(_TIMESTAMP_TYPE, None)
+    spark.conf.set(_TIMESTAMP_TYPE, "TIMESTAMP_MICROS")
     result = frame.mapInPandas(run, _ROWS).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         status = result.where(F.col("timestamp").isNull()).drop("timestamp").toPandas()
         written, failed = _verdicts(model, status, min_scored_share)
         good = result.where(F.col("timestamp").isNotNull() & ~F.col("symbol").isin(list(failed)))
-        # timestamps written as UTC instants (Spark's default INT96 reads back as naive times)
-        previous = spark.conf.get("spark.sql.parquet.outputTimestampType", None)
-        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         if written:
             # a task's rows are one asset (or chunk) in time order: no shuffle before writing
             (good.select("symbol", "timestamp", "p_hat_raw", "p_hat")
@@ -315,14 +320,12 @@ def score_universe(
                  .parquet(str(out)))  # fmt: skip
     finally:
         result.unpersist()
-        if "previous" in locals():
-            if previous is None:
-                spark.conf.unset("spark.sql.parquet.outputTimestampType")
-            else:
-                spark.conf.set("spark.sql.parquet.outputTimestampType", previous)
-    meta = {k: str(v) for k, v in model.metadata.items() if k.startswith((Tag.PREFIX, "registry."))}
+        if previous is None:  # the caller's session as it was
+            spark.conf.unset(_TIMESTAMP_TYPE)
+        else:
+            spark.conf.set(_TIMESTAMP_TYPE, previous)
     report = {
-        "model": {**meta, Tag.MODEL_URI: str(model_uri)},
+        "model": model.identity(str(model_uri)),
         "engine": "spark",
         "master": spark.sparkContext.master,
         "chunk_bars": int(chunk_bars),

@@ -124,11 +124,10 @@ class _FoldInputs:
 def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     """Every fold, in order (engine=ray: as Ray tasks, the same bits; phat.engines.fanout)."""
     from phat.engines.fanout import fan_out
+    from phat.pipeline import prepare_series
 
     t0 = time.perf_counter()
     check_windows(cfg["walkforward"])
-    from phat.pipeline import prepare_series
-
     ser = prepare_series(cfg)
     bars, lspec = ser.bars, ser.label_spec
     assets = getattr(bars, "assets", None)

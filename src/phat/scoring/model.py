@@ -23,6 +23,9 @@ from phat.tagnames import Tag
 # An artifact written before the DataSpec existed: the calendar it was trained under then.
 LEGACY_DATA_SPEC = {"calendar": "24x7", "max_gap_bars": 2}
 SCORE_BLOCK = 65_536  # windows scored per model call
+# The data.* settings that say how raw bars are read (read_bars' keyword arguments, besides
+# symbol): every scoring path passes these and only these.
+READ_SETTINGS = ("calendar", "volume_nan", "timestamp_format", "dayfirst")
 
 
 @dataclass
@@ -85,6 +88,14 @@ class PHatModel:
     @property
     def model_hash(self) -> str:
         return str(self.metadata.get(Tag.MODEL_HASH, ""))
+
+    def identity(self, uri: str) -> dict[str, str]:
+        """What scored output records of its model: phat.* and registry.* metadata and the
+        URI it was loaded by (a predict file's metadata, an engine's report)."""
+        meta = {
+            k: str(v) for k, v in self.metadata.items() if k.startswith((Tag.PREFIX, "registry."))
+        }
+        return {**meta, Tag.MODEL_URI: str(uri)}
 
     def predict_bars(self, frame: pd.DataFrame, segment: np.ndarray | None = None) -> pd.DataFrame:
         """p_hat_raw and p_hat for every bar of validated bars (NaN where no full window)."""
