@@ -231,17 +231,18 @@ def test_a_killed_ray_worker_fails_its_fold_visibly(tmp_path, ray_address) -> No
            f"tracking.uri={uri}", "metrics.bootstrap_n=10", "data.synthetic.periods=6000",
            "walkforward.train=21d", "walkforward.calibration=7d", "walkforward.step=7d"]  # fmt: skip
     rc, out, err = _pause_and_kill(cmd, tmp_path, "fold_1")
-    assert rc == 1, err[-2000:]
+    said = f"stdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"  # what a failure shows
+    assert rc == 1, said
     last = err.strip().splitlines()[-1]
-    assert last.startswith("TaskDied: walk-forward fold 1 (") and "Ray worker died" in last, err
-    assert "fold  0" in out and "fold  1" not in out  # fold 0 was collected, fold 1 never
+    assert last.startswith("TaskDied: walk-forward fold 1 (") and "Ray worker died" in last, said
+    assert "fold  0" in out and "fold  1" not in out, said  # fold 0 collected, fold 1 never
     parent, kids = _runs(uri, "phat-walkforward")
     assert parent.info.status == "FAILED" and "fold 1" in parent.data.tags["phat.error"]
     assert [(k.info.run_name[:7], k.info.status) for k in kids] == [
         ("fold-00", "FINISHED"),
         ("fold-01", "FAILED"),
-    ]
-    assert "WorkerCrashedError" in kids[1].data.tags["phat.error"]
+    ], said
+    assert "WorkerCrashedError" in kids[1].data.tags["phat.error"], kids[1].data.tags
     assert kids[1].data.tags["phat.fold.test_start"] > kids[0].data.tags["phat.fold.test_start"]
     assert not (tmp_path / "o" / "metrics.json").exists()  # no summary of a record with a gap
 

@@ -151,8 +151,11 @@ def pause_point(name: str) -> None:
         import time
 
         print(f"PHAT_PAUSED {name}", flush=True)
-        if os.environ.get("PHAT_PAUSE_FILE"):
-            Path(os.environ["PHAT_PAUSE_FILE"]).write_text(f"{name} {os.getpid()}\n")
+        if os.environ.get("PHAT_PAUSE_FILE"):  # whole or absent: a reader never sees half
+            target = Path(os.environ["PHAT_PAUSE_FILE"])
+            part = target.with_name(f".{target.name}.{os.getpid()}")
+            part.write_text(f"{name} {os.getpid()}\n")
+            os.replace(part, target)
         time.sleep(600)
 
 
