@@ -2,7 +2,7 @@
 to: pure AR(1) returns (coefficient 0.2 and 0.05), the synthetic planted year, and the real
 samples beside the project (../shared/data, when present).
 
-    python scripts/bench_ladder.py [--data-dir ../shared/data] [--quick] [--tree]
+    python scripts/bench_ladder.py [--data-dir ../shared/data] [--quick] [--tree | --tcn]
 
 Three recipes per series, each a full `phat train` pipeline (no MLflow): `before` (the old
 default: logistic C=0.1, no ladder, default features), `default` (C=auto, ladder on, default
@@ -11,7 +11,11 @@ forecast, climatology's and the last-return rule's on the same test bars, one-si
 of "the kept forecast is worse" than each (1 - the run's "better" p-value), the rung kept, the
 chosen C, and the fit time as a ratio to `before` on the same series. `--tree`: the tree recipe
 instead, `before` (15 leaves, no ladder) against `leaves=auto` (leaves per tree on the purged
-inner CV, ladder on); the C column then shows the leaves kept.
+inner CV, ladder on); the C column then shows the leaves kept. `--tcn`: the TCN, `before` (no
+ladder), `ladder` (today's default: fixed width and weight decay, ladder on), `width=auto`,
+`decay=auto` and `both=auto` (`model.params.channels=auto`, `trainer.weight_decay=auto`, both:
+3, 4 and 12 candidates x 5 inner folds, ladder on); the C column then shows the width and
+weight decay kept. `--recipes a,b` runs only those (the TCN's searches cost minutes each).
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ RECIPES = {
 TREE_RECIPES = {
     "before": ["model=tree", "model.ladder=off"],
     "leaves=auto": ["model=tree", "model.params.max_leaf_nodes=auto"],
+}
+TCN_RECIPES = {
+    "before": ["model=tcn", "model.ladder=off"],
+    "ladder": ["model=tcn"],
+    "width=auto": ["model=tcn", "model.params.channels=auto"],
+    "decay=auto": ["model=tcn", "trainer.weight_decay=auto"],
+    "both=auto": ["model=tcn", "model.params.channels=auto", "trainer.weight_decay=auto"],
 }
 
 
@@ -84,13 +95,17 @@ def cases(data_dir: Path, tmp: Path, quick: bool) -> list[tuple[str, list[str]]]
     return out
 
 
-def _capacity(m: dict, params: dict) -> str:
-    """What capacity the run kept: the chosen C or leaves, else the fixed one."""
+def _capacity(m: dict, params: dict, trainer: dict) -> str:
+    """What capacity the run kept: the chosen C, leaves or TCN width/weight decay, else the
+    fixed one."""
     for chosen, fixed in (("selected_C", "C"), ("selected_max_leaf_nodes", "max_leaf_nodes")):
         if chosen in m:
             return f"{m[chosen]:g}"
         if fixed in params:
             return str(params[fixed])
+    if "channels" in params:
+        width = m.get("selected_channels", params["channels"])
+        return f"{width:g} ch, wd {m.get('selected_weight_decay', trainer['weight_decay']):g}"
     return "-"
 
 
@@ -98,9 +113,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--quick", action="store_true", help="the synthetic series only")
-    ap.add_argument("--tree", action="store_true", help="the tree recipe, leaves=auto")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--tree", action="store_true", help="the tree recipe, leaves=auto")
+    kind.add_argument("--tcn", action="store_true", help="the TCN, width and weight decay auto")
+    ap.add_argument(
+        "--recipes", help="only these recipes, comma-separated (first: the ratio's base)"
+    )
     args = ap.parse_args()
-    recipes = TREE_RECIPES if args.tree else RECIPES
+    recipes = TREE_RECIPES if args.tree else TCN_RECIPES if args.tcn else RECIPES
+    if args.recipes:
+        recipes = {k: recipes[k] for k in args.recipes.split(",")}
 
     from conftest import make_cfg
     from phat.errors import PhatError
@@ -121,12 +143,12 @@ def main() -> None:
                         print(f"| {name} | {recipe} | refused: {str(e)[:80]} |||||||||")
                         continue
                     fit = r.timings["fit_s"]
-                    fit_before = fit if recipe == "before" else fit_before
+                    fit_before = fit if fit_before is None else fit_before
                     m = r.metrics
                     bayes = f"{m['test_brier_bayes']:.5f}" if "test_brier_bayes" in m else ""
                     print(
                         f"| {name} | {recipe} | {r.tags['phat.selected_rung']} | "
-                        f"{_capacity(m, cfg['model']['params'])} | "
+                        f"{_capacity(m, cfg['model']['params'], cfg['trainer'])} | "
                         f"{m['test_brier']:.5f} | {m['test_brier_climatology']:.5f} | "
                         f"{m['test_brier_last_return']:.5f} | "
                         f"{1 - m['dm_pvalue_vs_climatology']:.3f} | "

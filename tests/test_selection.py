@@ -92,19 +92,24 @@ def _write(df, path: Path) -> str:
         # the tree's ladder is judged on the calibration slice (which the test replaces): off
         pytest.param(("model=tree", "model.params.max_iter=20", "model.params.max_leaf_nodes=auto",
                       "model.ladder=off"), "selected_max_leaf_nodes", marks=pytest.mark.slow),
+        pytest.param(("model=tcn", "model.params.channels=auto", "model.params.levels=3",
+                      "trainer.max_epochs=2", "model.ladder=off", "threads=1"),
+                     "selected_channels", marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_inner_cv_never_reads_a_bar_of_the_calibration_or_test_span(
     tmp_path, recipe, chosen
 ) -> None:
-    """Bars after the train span's last label are replaced by another path: the chosen
-    capacity (the logistic's C, the tree's leaves), the inner-CV table and the train-span fit
-    stay bit-identical."""
+    """Bars after the train span's last label (its early-stopping tail's, when there is one)
+    are replaced by another path: the chosen
+    capacity (the logistic's C, the tree's leaves, the TCN's width), the inner-CV table and
+    the train-span fit stay bit-identical."""
     df = ar1(0.1, 6000, seed=3)
     cfg = make_cfg(tmp_path, f"data.path={_write(df, tmp_path / 'a.parquet')}",
                    "metrics.bootstrap_n=5", *recipe)  # fmt: skip
     a = train(cfg, tmp_path / "a")
-    last_read = int(a.spans["train"][-1]) + a.label_spec.horizon_bars
+    # the train span ends with the tree's and the TCN's early-stopping tail, when they have one
+    last_read = int(a.spans.get("validation", a.spans["train"])[-1]) + a.label_spec.horizon_bars
     other = ar1(0.1, 6000, seed=99)
     scale = df["close"].iloc[last_read] / other["close"].iloc[last_read]
     changed = df.copy()
@@ -193,6 +198,12 @@ def test_a_kept_rung_is_an_ordinary_model(tmp_path) -> None:
          "model.params.max_leaf_nodes=1: expected auto or an integer >= 2"),
         ("model=tree model.params.max_leaf_nodes=many",
          "model.params.max_leaf_nodes='many': expected auto or an integer >= 2"),
+        ("model=tcn model.params.channels=0", "model.params.channels=0: expected auto or an integer >= 1"),
+        ("model=tcn model.params.channels=2.5",
+         "model.params.channels=2.5: expected auto or an integer >= 1"),
+        ("model=tcn trainer.weight_decay=heavy",
+         "trainer.weight_decay='heavy': expected auto or a number >= 0"),
+        ("model=tcn trainer.weight_decay=-0.1", "trainer.weight_decay=-0.1: expected auto or a number >= 0"),
     ],
 )  # fmt: skip
 def test_capacity_and_ladder_settings_are_checked(tmp_path, override, message) -> None:
@@ -288,3 +299,71 @@ def test_tree_leaves_on_the_inner_cv_are_logged_and_held_by_the_artifact(tmp_pat
     assert r.metrics["selected_max_leaf_nodes"] == kept == r.model.params["max_leaf_nodes"]
     loaded = load_artifact(r.artifact_dir)
     assert loaded.model.params["max_leaf_nodes"] == kept
+
+
+def test_refit_folds_fit_on_purged_samples_and_rank_candidates_simplest_first() -> None:
+    """choose_by_refits (the TCN's width and weight decay): every candidate is fitted on every
+    purged fold's fit samples, never on a sample whose bars its held-out block reads; the
+    candidates come simplest first, and the one-SE rule keeps the simplest within noise."""
+    from phat.models.selection import choose_by_refits, refit_candidates
+
+    cands = refit_candidates({"channels": (8, 16), "weight_decay": (0.1, 0.001)})
+    assert cands == [{"channels": 8, "weight_decay": 0.1}, {"channels": 8, "weight_decay": 0.001},
+                     {"channels": 16, "weight_decay": 0.1}, {"channels": 16, "weight_decay": 0.001}]  # fmt: skip
+    rng = np.random.default_rng(4)
+    ends = np.arange(100, 2100)
+    signal = rng.normal(0, 1, 3000)
+    y = (rng.uniform(size=2000) < sigmoid(signal[ends])).astype(float)
+    purge, embargo = 4, 30
+    seen = []
+
+    def fit_logits(cand, fit, val):
+        seen.append(cand)
+        assert not np.any((fit[:, None] + purge >= val.min() - embargo)
+                          & (fit[:, None] - embargo <= val.max() + purge))  # fmt: skip
+        # more channels, more of the signal; weight decay changes nothing here
+        return signal[val] * (0.2 if cand["channels"] == 8 else 1.0), 3
+
+    kept, table = choose_by_refits(ends, y, cands, fit_logits, purge, embargo)
+    assert seen == [c for c in cands for _ in range(5)]  # each candidate on each of 5 folds
+    assert kept == {"channels": 16, "weight_decay": 0.1}  # the strongest decay within noise
+    assert [r["candidate"] for r in table][2] == "channels=16, weight_decay=0.1"
+    assert [r["chosen"] for r in table] == [False, False, True, False]
+    assert all(r["epochs"] == 3 for r in table)
+
+
+@pytest.mark.slow
+def test_tcn_width_and_weight_decay_on_the_inner_cv_are_logged_and_held(tmp_path, mlflow_uri):
+    """model=tcn with channels=auto and weight_decay=auto: the grid's every combination is
+    scored on the purged inner folds; the kept one is logged (metrics, `*_selected` params,
+    the table artifact, the summary) and is what the artifact's network has; the inner fits
+    log nothing into the run (its epoch history is the final fit's alone)."""
+    from mlflow.tracking import MlflowClient
+
+    from phat.lifecycle.training import run
+    from phat.models.selection import WEIGHT_DECAY_GRID, WIDTH_GRID
+    from phat.registry.artifact import load_artifact
+
+    cfg = make_cfg(tmp_path, "model=tcn", "data.synthetic.periods=3000", "model.params.levels=3",
+                   "model.params.channels=auto", "trainer.weight_decay=auto", "trainer.max_epochs=2",
+                   "model.ladder=off", "metrics.bootstrap_n=5", "threads=1", uri=mlflow_uri)  # fmt: skip
+    out = run(cfg)
+    client = MlflowClient(mlflow_uri)
+    r = client.get_run(out["run_id"])
+    m, params = r.data.metrics, r.data.params
+    assert params["model.params.channels"] == "auto" and params["trainer.weight_decay"] == "auto"
+    assert m["selected_channels"] in WIDTH_GRID and m["selected_weight_decay"] in WEIGHT_DECAY_GRID
+    assert params["model.params.channels_selected"] == f"{m['selected_channels']:g}"
+    assert params["trainer.weight_decay_selected"] == f"{m['selected_weight_decay']:g}"
+    csv = client.download_artifacts(out["run_id"], "selection/inner_cv.csv", str(tmp_path))
+    import pandas as pd
+
+    rows = pd.read_csv(csv)
+    assert len(rows) == len(WIDTH_GRID) * len(WEIGHT_DECAY_GRID) and rows["chosen"].sum() == 1
+    kept = rows[rows["chosen"]].iloc[0]
+    assert kept["candidate"] == (f"channels={m['selected_channels']:g}, "
+                                 f"weight_decay={m['selected_weight_decay']:g}")  # fmt: skip
+    assert kept["log_loss"] - rows["log_loss"].min() <= kept["se"]
+    assert len(client.get_metric_history(out["run_id"], "tcn_train_loss")) <= 2
+    model = load_artifact(Path(client.download_artifacts(out["run_id"], "model", str(tmp_path))))
+    assert model.model.arch["channels"] == m["selected_channels"]

@@ -55,6 +55,7 @@ BOUNDS = "phat_bounds"  # dataclass field metadata key
 # imports models/kinds.py and has no config library.
 MISSING = "???"
 ANY = "any real number"
+AUTO = "phat_auto"  # dataclass field metadata key: `auto` is a value (its number an integer?)
 
 
 def setting(
@@ -64,14 +65,21 @@ def setting(
     lo_open: bool = False,
     hi_open: bool = False,
     free: bool = False,
+    auto: bool = False,
+    integer: bool = False,
 ) -> Any:
     """A schema field with no default (conf/ holds it) and its range: `lo`..`hi`, each end
     closed unless `lo_open`/`hi_open`; `free=True` says a number may take any value (a numeric
-    setting without one or the other is an error in the schema, caught by a test)."""
+    setting without one or the other is an error in the schema, caught by a test).
+    `auto=True`: the word `auto` is a value too (chosen on the purged inner CV of the train
+    span; the field's type is then Any), and `integer=True` says a number given must be whole."""
     from dataclasses import field
 
     bounds = ANY if free else (lo, lo_open, hi, hi_open)
-    return field(default=MISSING, metadata={BOUNDS: bounds})
+    meta: dict[str, Any] = {BOUNDS: bounds}
+    if auto:
+        meta[AUTO] = bool(integer)
+    return field(default=MISSING, metadata=meta)
 
 
 def schema_bounds(schema: type, prefix: str = "") -> dict[str, Any]:
@@ -88,6 +96,40 @@ def schema_bounds(schema: type, prefix: str = "") -> dict[str, Any]:
             if is_dataclass(inner):
                 out.update(schema_bounds(type(inner), f"{prefix}{f.name}."))
     return out
+
+
+def schema_autos(schema: type, prefix: str = "") -> dict[str, bool]:
+    """`dotted.key -> integer?` for every field of a schema dataclass that may be `auto`."""
+    from dataclasses import MISSING as NO_FACTORY
+    from dataclasses import fields, is_dataclass
+
+    out: dict[str, bool] = {}
+    for f in fields(schema):
+        if AUTO in f.metadata:
+            out[prefix + f.name] = f.metadata[AUTO]
+        elif f.default_factory is not NO_FACTORY:
+            inner = f.default_factory()
+            if is_dataclass(inner):
+                out.update(schema_autos(type(inner), f"{prefix}{f.name}."))
+    return out
+
+
+def auto_or_number(key: str, value: Any, bounds: Any, integer: bool) -> Any:
+    """`auto`, or `value` as a number in `bounds` (an int when `integer`); anything else raises
+    ValueError with the one-line refusal (`key=value: expected auto or ...`)."""
+    if value == "auto":
+        return value
+    lo, lo_open, hi, hi_open = bounds
+    want = f"an integer >= {lo:g}" if integer else f"a number {'>' if lo_open else '>='} {lo:g}"
+    try:
+        x = float(value)
+        ok = not isinstance(value, bool) and out_of_bounds(key, x, bounds) is None
+        ok = ok and (not integer or x == int(x))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{key}={value!r}: expected auto or {want}")
+    return int(x) if integer else x
 
 
 def out_of_bounds(key: str, value: Any, bounds: Any) -> str | None:

@@ -734,8 +734,10 @@ def fit_recipe(
     - logistic: ladder and capacity in one purged inner CV of the train span (climatology,
       the 1-bar return alone, the recipe's inputs over C_GRID with model.params.C=auto or at
       the given C), simplest within one standard error of the best log loss;
-    - tree, TCN: the model fitted, then judged against the rules it nests on the calibration
-      slice (calibrator on its first half, log loss on its second);
+    - tree, TCN: the model fitted (the tree's leaves with max_leaf_nodes=auto, the TCN's
+      width and weight decay with model.params.channels=auto / trainer.weight_decay=auto
+      chosen first on the same purged inner CV), then judged against the rules it nests on
+      the calibration slice (calibrator on its first half, log loss on its second);
     - then the calibrator on the calibration span (with the ladder, Platt keeps the identity
       map unless its fit is significant). `model.ladder=off` keeps the model and plain Platt;
       C=auto still searches the grid.
@@ -780,8 +782,33 @@ def fit_recipe(
             data, tr, y[tr], params, sel.LEAVES_GRID, *inner, times
         )
         chosen["selected_max_leaf_nodes"] = float(params["max_leaf_nodes"])
+    trainer = dict(cfg["trainer"])
+    searched = {
+        name: grid
+        for name, grid in (("channels", sel.WIDTH_GRID), ("weight_decay", sel.WEIGHT_DECAY_GRID))
+        if spec.trainer and {**params, **trainer}.get(name) == "auto"
+    }
+    if searched:  # the TCN's width and weight decay: every candidate refitted per inner fold
+
+        def fold_fit(cand: dict[str, Any], fit: np.ndarray, val: np.ndarray) -> tuple[Any, int]:
+            f, tail = carve_tail(fit, float(trainer["val_fraction"]), lspec.horizon_bars,
+                                 fspec.bars_read, clock, slack)  # fmt: skip
+            m = fit_model(
+                {**cfg, "trainer": {**trainer, **_of(cand, trainer)}}, seed, threads, data, y,
+                {"train": f, "validation": tail}, None, {**params, **_of(cand, params)},
+            )  # fmt: skip
+            return m.logits(data, val), int(m.history["best_epoch"]) + 1
+
+        cand, tables["inner_cv"] = sel.choose_by_refits(
+            tr, y[tr], sel.refit_candidates(searched), fold_fit, *inner[:2], times
+        )
+        params.update(_of(cand, params))
+        trainer.update(_of(cand, trainer))
+        chosen.update({f"selected_{k}": float(v) for k, v in cand.items()})
     if model is None:
-        model = fit_model(cfg, seed, threads, data, y, spans, tracking, params)
+        model = fit_model(
+            {**cfg, "trainer": trainer}, seed, threads, data, y, spans, tracking, params
+        )
         if spec.stopped_param and "validation" in spans:  # early stopping's choice
             chosen[f"selected_{spec.stopped_param}"] = float(model.params[spec.stopped_param])
     method = cfg["calibration"]["method"]
@@ -796,6 +823,11 @@ def fit_recipe(
         method, model.logits(data, cal), y[cal], purge=purge, identity_first=ladder
     )
     return Fitted(model, calibrator, rung, chosen, tables)
+
+
+def _of(values: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `values` that are settings of `section`."""
+    return {k: v for k, v in values.items() if k in section}
 
 
 def asset_calibrators(

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from phat.confdefaults import out_of_bounds, schema_bounds, setting
+from phat.confdefaults import auto_or_number, out_of_bounds, schema_autos, schema_bounds, setting
 from phat.contract.labels import parse_horizon
 from phat.errors import ConfigError
 from phat.models.kinds import RECIPES, check_params
@@ -150,7 +150,7 @@ class TrainerConf(Section):
     max_epochs: int = setting(1)
     batch_size: int = setting(1)
     lr: float = setting(0, lo_open=True)
-    weight_decay: float = setting(0)
+    weight_decay: Any = setting(0, auto=True)  # auto: the TCN's purged inner CV (model=tcn)
     patience: int = setting(0)
     restore_best: bool = MISSING
     val_fraction: float = setting(0, 1, lo_open=True, hi_open=True)
@@ -474,7 +474,15 @@ def check_values(cfg: dict[str, Any], schema: type) -> None:
         found, v = _lookup(cfg, key)
         if found and v is not None and str(v).lower() not in choices:
             raise ConfigError(f"{key}={v!r}: expected one of {list(choices)}")
-    for key, bounds in bounds_of(schema).items():
+    ranges = bounds_of(schema)
+    for key, integer in schema_autos(schema).items():
+        found, v = _lookup(cfg, key)
+        if found:
+            try:
+                auto_or_number(key, v, ranges[key], integer)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+    for key, bounds in ranges.items():
         found, v = _lookup(cfg, key)
         why = out_of_bounds(key, v, bounds) if found else None
         if why:

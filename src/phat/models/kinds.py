@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from phat.confdefaults import MISSING, out_of_bounds, schema_bounds, setting
+from phat.confdefaults import auto_or_number, out_of_bounds, schema_autos, schema_bounds, setting
 from phat.errors import ConfigError
 
 
 @dataclass
 class LogisticParams:
-    C: Any = MISSING  # "auto" (purged inner CV of the train span) or a number > 0 (check_params)
+    C: Any = setting(0, lo_open=True, auto=True)  # auto: purged inner CV of the train span
     lookback: int = setting(1)
     max_iter: int = setting(1)
 
@@ -30,14 +30,14 @@ class TreeParams:
     lookback: int = setting(1)
     max_iter: int = setting(1)
     learning_rate: float = setting(0, lo_open=True)
-    max_leaf_nodes: Any = MISSING  # "auto" (purged inner CV of the train span) or an int >= 2
+    max_leaf_nodes: Any = setting(2, auto=True, integer=True)  # auto: as the logistic's C
     min_samples_leaf: int = setting(1)
     l2_regularization: float = setting(0)
 
 
 @dataclass
 class TCNParams:
-    channels: int = setting(1)
+    channels: Any = setting(1, auto=True, integer=True)  # auto: purged inner CV of the train span
     levels: int = setting(1)
     kernel_size: int = setting(2)
     dropout: float = setting(0, 1, hi_open=True)
@@ -51,12 +51,9 @@ class Kind:
     reads: tuple[str, ...] = ()  # other settings the fit reads (logged as run params)
     trainer: bool = False  # gets trainer.* (epochs, patience, ...), threads and tracking
     validation_tail: bool = False  # early stopping on a purged tail of the train span
-    inner_cv: bool = False  # capacity chosen by the purged inner CV (model.params.C=auto)
+    inner_cv: bool = False  # ladder and capacity in one purged inner CV (model.params.C=auto)
     stopped_param: str | None = None  # the param early stopping chooses, logged as selected_*
     torch: bool = False  # scoring imports torch (the logged model's requirements)
-    # params that may be "auto" (chosen on the purged inner CV of the train span), with the
-    # range a number given instead must keep: name -> (lowest, lowest excluded?, integer?)
-    auto: tuple[tuple[str, float, bool, bool], ...] = ()
 
 
 KINDS: dict[str, Kind] = {
@@ -67,7 +64,6 @@ KINDS: dict[str, Kind] = {
             "phat.models.baselines:LogisticModel",
             LogisticParams,
             inner_cv=True,
-            auto=(("C", 0.0, True, False),),
         ),
         Kind(
             "tree",
@@ -76,7 +72,6 @@ KINDS: dict[str, Kind] = {
             reads=("trainer.val_fraction",),
             validation_tail=True,
             stopped_param="max_iter",
-            auto=(("max_leaf_nodes", 2, False, True),),
         ),  # fmt: skip
         Kind(
             "tcn",
@@ -95,33 +90,23 @@ RECIPES = tuple(k for k, v in KINDS.items() if v.params is not None)
 
 
 def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The params' declared ranges, and what a schema type cannot say: a param of `Kind.auto`
-    is `auto` or a number in its range (the logistic's C > 0, the tree's max_leaf_nodes an
-    integer >= 2)."""
+    """The params' declared ranges; a param declared `auto=True` (chosen on the purged inner CV
+    of the train span) is `auto` or a number in its range (the logistic's C > 0, the tree's
+    max_leaf_nodes and the TCN's channels whole numbers)."""
     out = dict(params)
     spec = kind(name).params
-    for key, bounds in (schema_bounds(spec) if spec is not None else {}).items():
-        why = out_of_bounds(f"model.params.{key}", out.get(key), bounds)
+    if spec is None:
+        return out
+    bounds = schema_bounds(spec)
+    for key, integer in schema_autos(spec).items():
+        try:
+            out[key] = auto_or_number(f"model.params.{key}", out[key], bounds[key], integer)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    for key, b in bounds.items():
+        why = out_of_bounds(f"model.params.{key}", out.get(key), b)
         if why:
             raise ConfigError(f"{why} (model={name})")
-    for key, lo, lo_open, integer in kind(name).auto:
-        v = out[key]
-        if v == "auto":
-            continue
-        try:
-            x = float(v)
-            ok = not isinstance(v, bool) and (x > lo if lo_open else x >= lo)
-            ok = ok and (not integer or x == int(x))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            want = (
-                f"an integer >= {lo:g}"
-                if integer
-                else f"a number {'>' if lo_open else '>='} {lo:g}"
-            )
-            raise ConfigError(f"model.params.{key}={v!r}: expected auto or {want}")
-        out[key] = int(x) if integer else x
     return out
 
 

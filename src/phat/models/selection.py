@@ -10,6 +10,9 @@
   noise does not buy capacity. The feature matrix is built once.
 - `choose_tree_leaves` (model=tree, `model.params.max_leaf_nodes=auto`): the leaves per tree on
   the same purged K-fold, each candidate at its best number of trees, one-standard-error rule.
+- `choose_by_refits` (model=tcn, `model.params.channels=auto` and/or `trainer.weight_decay=auto`):
+  each candidate refitted on every purged fold's fit set (early stopping on a purged tail of
+  it, as the final fit), scored on the held-out block, one-standard-error rule.
 - `rule_rungs` + `choose_rung` (tree and TCN recipes, whose inner CV would cost a refit per
   fold): the rules the recipe nests, each a small `LogisticModel` in the artifact format, are
   compared with the recipe's model on the calibration span: the calibrator (the configured
@@ -24,6 +27,7 @@ Elements of Statistical Learning, 7.10: the one-standard-error rule).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -105,7 +109,7 @@ def choose_logistic(
     groups = np.empty(len(loss), dtype=np.int64)
     at = 0
     for k, (fit, val) in enumerate(folds):
-        _both_outcomes(yi[fit], "C")
+        _both_outcomes(yi[fit], "model.params.C")
         cols = [np.full(len(val), float(np.mean(yi[fit])))] if rules else []
         if return_column is not None:  # the last_return rung, fitted as rule_rung fits it
             x = X[:, (lookback - 1) * n_f + return_column]
@@ -160,7 +164,7 @@ def choose_tree_leaves(
     for j, leaves in enumerate(grid):
         staged = []  # per fold: [n_val_k, max_iter] losses by number of trees
         for fit, val in folds:
-            _both_outcomes(yi[fit], "max_leaf_nodes")
+            _both_outcomes(yi[fit], "model.params.max_leaf_nodes")
             clf = HistGradientBoostingClassifier(
                 early_stopping=False, random_state=seed, max_leaf_nodes=leaves, **fixed
             ).fit(X[fit], yi[fit])
@@ -176,10 +180,72 @@ def choose_tree_leaves(
     return grid[j], table
 
 
-def _both_outcomes(y_fit: np.ndarray, param: str) -> None:
+# The TCN's candidates, simplest first (model.params.channels=auto, trainer.weight_decay=auto):
+# fewer channels, then stronger decoupled weight decay (AdamW), first.
+WIDTH_GRID: tuple[int, ...] = (8, 16, 32)
+WEIGHT_DECAY_GRID: tuple[float, ...] = (1.0, 1e-1, 1e-2, 1e-4)
+# Every setting a search may choose and where it lives: the run logs the metric
+# `selected_<name>` and the param `<key>_selected` (registry/tracking.py).
+SEARCHED_SETTINGS = {
+    "C": "model.params.C",
+    "max_leaf_nodes": "model.params.max_leaf_nodes",
+    "channels": "model.params.channels",
+    "weight_decay": "trainer.weight_decay",
+}
+
+
+def refit_candidates(searched: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Every combination of the searched settings' grids, simplest first: the first setting
+    varies slowest (each grid is ordered simplest first)."""
+    import itertools
+
+    names = list(searched)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*searched.values())]
+
+
+def choose_by_refits(
+    ends: np.ndarray,
+    y: np.ndarray,
+    candidates: list[dict[str, Any]],
+    fit_logits: Callable[[dict[str, Any], np.ndarray, np.ndarray], tuple[np.ndarray, int]],
+    purge: int,
+    embargo: int,
+    times: np.ndarray | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Capacity of a model whose every candidate is a fresh fit (the TCN), on the same purged
+    K-fold of the train samples `ends` as the logistic's C: `fit_logits(candidate, fit_ends,
+    val_ends)` fits the candidate on a fold's fit samples exactly as the final model is
+    fitted (early stopping on a purged tail of those samples, never on the held-out block)
+    and returns the held-out block's logits and the epochs it kept; the block's per-sample log
+    loss ranks the candidates, one-standard-error rule. Returns (candidate, table)."""
+    yi = np.asarray(y).astype(int)
+    folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
+    groups = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(folds)])
+    loss = np.empty((len(groups), len(candidates)))
+    epochs = []
+    for j, cand in enumerate(candidates):
+        cols, kept = [], []
+        for fit, val in folds:
+            _both_outcomes(yi[fit], SEARCHED_SETTINGS[next(iter(cand))])
+            z, n_epochs = fit_logits(cand, ends[fit], ends[val])
+            cols.append(log_losses(yi[val], sigmoid(z)))
+            kept.append(n_epochs)
+        loss[:, j] = np.concatenate(cols)
+        epochs.append(float(np.mean(kept)))
+    j, rows = simplest_within_noise(loss, groups)
+    table = [
+        {"candidate": ", ".join(f"{k}={v:g}" for k, v in c.items()), "epochs": e, **r,
+         "chosen": i == j}
+        for i, (c, e, r) in enumerate(zip(candidates, epochs, rows, strict=True))
+    ]  # fmt: skip
+    return candidates[j], table
+
+
+def _both_outcomes(y_fit: np.ndarray, key: str) -> None:
     if len(np.unique(y_fit)) < 2:
         raise ConfigError(
-            f"an inner fold's fit set holds one outcome only; set model.params.{param}"
+            f"{key}: an inner fold's fit set holds one outcome only (every label the same); "
+            "the train span cannot rank candidates"
         )
 
 

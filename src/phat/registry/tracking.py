@@ -364,13 +364,12 @@ def log_run(
     """Log params, tags, metrics, the dataset input, figures and the files under out_dir into
     `run` (a registry.recorder.RunLog). `hold_out_test` (a sweep's job): the test span's
     metrics go to held_out/test_metrics.json, not into the run's metrics."""
+    from phat.models.selection import SEARCHED_SETTINGS
+
     params = run_params(cfg)
-    if "selected_C" in result.metrics:  # what model.params.C=auto chose
-        params["model.params.C_selected"] = f"{result.metrics['selected_C']:g}"
-    if "selected_max_leaf_nodes" in result.metrics:  # what max_leaf_nodes=auto chose
-        params["model.params.max_leaf_nodes_selected"] = (
-            f"{result.metrics['selected_max_leaf_nodes']:.0f}"
-        )
+    for name, key in SEARCHED_SETTINGS.items():  # what an `auto` setting chose
+        if f"selected_{name}" in result.metrics:
+            params[f"{key}_selected"] = f"{result.metrics[f'selected_{name}']:g}"
     run.params(params)
     run.tags(result.tags)
     run.metrics(run_metrics(result, hold_out_test))
@@ -420,6 +419,13 @@ def _selection_lines(result: Any) -> list[str]:
         out.append(
             f"  capacity      {result.metrics['selected_max_leaf_nodes']:.0f} leaves per tree "
             "(purged 5-fold CV of the train span, fewest within one SE of the best log loss)"
+        )
+    refit = [n for n in ("channels", "weight_decay") if f"selected_{n}" in result.metrics]
+    if refit:
+        what = ", ".join(f"{n}={result.metrics[f'selected_{n}']:g}" for n in refit)
+        out.append(
+            f"  capacity      {what} (purged 5-fold CV of the train span, each fit stopping "
+            "early on its own purged tail; simplest within one SE of the best log loss)"
         )
     if "selected_max_iter" in result.metrics:
         out.append(
