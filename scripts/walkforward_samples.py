@@ -61,7 +61,9 @@ def _text(name: str, rec: Any, m: dict[str, float]) -> str:
     )
 
 
-def hourly(folder: Path, windows: list[str], features: list[str], models: list[str]) -> None:
+def hourly(
+    folder: Path, windows: list[str], features: list[str], models: list[str], start: str | None
+) -> None:
     files = sorted(f for f in folder.iterdir() if f.suffix in (".feather", ".parquet", ".csv"))
     print(HEADER)
     tally = []
@@ -73,7 +75,8 @@ def hourly(folder: Path, windows: list[str], features: list[str], models: list[s
                     beats = worse = 0
                     for f in files:
                         ov = [f"data.path={f}", "horizon=1h", f"model={model}",
-                              f"features={feats}", f"walkforward.calibration={cal}"]  # fmt: skip
+                              f"features={feats}", f"walkforward.calibration={cal}",
+                              *([f"walkforward.start={start}"] if start else [])]  # fmt: skip
                         text, m = row(f"{f.stem} ({setting})", ov, tmp)
                         print(text, flush=True)
                         beats += m["oos_brier"] < m["oos_brier_climatology"]
@@ -98,9 +101,12 @@ def main() -> None:
     ap.add_argument("--universe", action="store_true", help="also universe-5m/*.feather")
     ap.add_argument("--hourly", help="a directory of real hourly pairs (default windows)")
     ap.add_argument("--calibration", default="30d", help="with --hourly: calibration windows")
+    ap.add_argument("--start", help="with --hourly: the first test window's start for every run "
+                    "(the same test months whatever the windows and features)")  # fmt: skip
     a = ap.parse_args()
     if a.hourly:
-        hourly(Path(a.hourly), a.calibration.split(","), a.features.split(","), a.models.split(","))
+        hourly(Path(a.hourly), a.calibration.split(","), a.features.split(","),
+               a.models.split(","), a.start)  # fmt: skip
         return
     cases = list(CASES)
     if a.universe:

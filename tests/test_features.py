@@ -17,10 +17,15 @@ from phat.errors import ConfigError, DataValidationError
 
 SPEC = FeatureSpec()
 
-# sha256 of the default features on random_walk(600, seed=3), rounded to 1e-9. A new entry is
-# owed whenever FEATURE_CODE_VERSION is bumped; a formula change without a bump fails here.
+# sha256 of each shipped feature set on random_walk(600, seed=3), rounded to 1e-9: the default
+# (volatility-scaled) set and `classic` (the default until 2026-12-02, whose hash is the one
+# recorded then: changing the default set changed no formula). A new entry is owed whenever
+# FEATURE_CODE_VERSION is bumped; a formula change without a bump fails here.
 FINGERPRINTS = {
-    "1": "083552f1dd4ee32e9a2cc5d6e0b7e249d0de0ead3e743c07be3ced65d898fc60",
+    "1": {
+        "classic": "083552f1dd4ee32e9a2cc5d6e0b7e249d0de0ead3e743c07be3ced65d898fc60",
+        "default": "086ebff4430b5e8d1b90e72cf8300460a3fee74c2d068a0cad1de572376f9571",
+    },
 }
 
 
@@ -29,16 +34,21 @@ def fingerprint(raw: np.ndarray) -> str:
     return hashlib.sha256(r.astype("<f8").tobytes()).hexdigest()
 
 
-def test_default_spec_is_12_features_window_64() -> None:
-    assert SPEC.n_features == 12 and SPEC.window == 64
-    assert SPEC.lookback == 64 and SPEC.bars_read == 128
-    assert SPEC.required_columns == ["close", "high", "low", "open", "volume"]
+def test_default_spec_is_8_scaled_features_window_64() -> None:
+    assert SPEC.n_features == 8 and SPEC.window == 64
+    assert SPEC.lookback == 48 and SPEC.bars_read == 112  # volatility over the last 48 bars
+    assert SPEC.names[0] == "vol_return_1_48"
+    assert SPEC.required_columns == ["close", "high", "low", "volume"]  # no wick: no open
 
 
-def test_fingerprint_matches_code_version() -> None:
-    raw = SPEC.compute_raw(random_walk(600, seed=3))
+@pytest.mark.parametrize("name", ["default", "classic"])
+def test_fingerprint_matches_code_version(name: str) -> None:
+    from phat.confdefaults import conf_defaults
+
+    spec = FeatureSpec(features=tuple(conf_defaults(f"features/{name}")["list"]))
+    raw = spec.compute_raw(random_walk(600, seed=3))
     assert FEATURE_CODE_VERSION in FINGERPRINTS, "bumped FEATURE_CODE_VERSION needs a fingerprint"
-    assert fingerprint(raw) == FINGERPRINTS[FEATURE_CODE_VERSION], (
+    assert fingerprint(raw) == FINGERPRINTS[FEATURE_CODE_VERSION][name], (
         "feature output changed: bump FEATURE_CODE_VERSION and add its fingerprint"
     )
 

@@ -80,8 +80,9 @@ def test_dates_method_and_ordering() -> None:
         method="dates", calibration_start=str(idx[1200]), test_start=str(idx[1800]), min_samples=50
     )
     _, _, spans, _ = _setup(1, 64, cfg)
-    assert spans["train"][-1] <= 1200 - 2 and spans["calibration"][0] == 1200 + 127
-    assert spans["test"][0] == 1800 + 127
+    embargo = FeatureSpec(window=64).bars_read - 1  # the window and the features' warm-up
+    assert spans["train"][-1] <= 1200 - 2 and spans["calibration"][0] == 1200 + embargo
+    assert spans["test"][0] == 1800 + embargo
     bad = SplitConfig(method="dates", calibration_start=str(idx[1800]), test_start=str(idx[1200]))
     with pytest.raises(ConfigError, match="must be before split.test_start"):
         _setup(1, 64, bad)
