@@ -127,7 +127,8 @@ def test_walkforward_verb_on_the_planted_signal(tmp_path) -> None:
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(kids) == int(m["folds"]) >= 5
+    # a year of bars: 180d of training and 90d of calibration leave four monthly test windows
+    assert len(parents) == 1 and len(kids) == int(m["folds"]) >= 4
     p = parents[0]
     for k in ("oos_brier", "oos_mcb", "oos_dsc", "oos_unc", "oos_brier_proxy",
               "dm_pvalue_vs_proxy", "dm_stat_vs_climatology", "oos_brier_last_return"):  # fmt: skip

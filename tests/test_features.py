@@ -24,7 +24,7 @@ SPEC = FeatureSpec()
 FINGERPRINTS = {
     "1": {
         "classic": "083552f1dd4ee32e9a2cc5d6e0b7e249d0de0ead3e743c07be3ced65d898fc60",
-        "default": "086ebff4430b5e8d1b90e72cf8300460a3fee74c2d068a0cad1de572376f9571",
+        "default": "2f03021fcaf4bb8b740db3f6b9f81e3efbae1eefb265ec77402ba172a071ae1a",
     },
 }
 
@@ -34,10 +34,11 @@ def fingerprint(raw: np.ndarray) -> str:
     return hashlib.sha256(r.astype("<f8").tobytes()).hexdigest()
 
 
-def test_default_spec_is_8_scaled_features_window_64() -> None:
-    assert SPEC.n_features == 8 and SPEC.window == 64
+def test_default_spec_is_the_last_return_and_8_scaled_features_window_64() -> None:
+    assert SPEC.n_features == 9 and SPEC.window == 64
     assert SPEC.lookback == 48 and SPEC.bars_read == 112  # volatility over the last 48 bars
-    assert SPEC.names[0] == "vol_return_1_48"
+    # the raw last return first: the ladder's last_return rung is the rule the gate compares with
+    assert SPEC.names[:2] == ["log_return_1", "vol_return_1_48"]
     assert SPEC.required_columns == ["close", "high", "low", "volume"]  # no wick: no open
 
 

@@ -448,7 +448,7 @@ def test_a_readable_record(tmp_path) -> None:
     assert params["model.kind"] == "logistic" and params["seed"] == "42"
     assert not [k for k in params if k.startswith(("trainer.", "tracking.", "out_dir"))]
     assert "None" not in params.values()
-    assert params["features.list"].startswith("log_return(1),log_return(4)")
+    assert params["features.list"].startswith("log_return(1),vol_return(1,48)")
     (dsi,) = ra.inputs.dataset_inputs
     data_hash = ra.data.tags["phat.data_hash"]
     assert len(dsi.dataset.digest) == 32 and data_hash.startswith(dsi.dataset.digest)

@@ -84,33 +84,27 @@ def setting(
 
 def schema_bounds(schema: type, prefix: str = "") -> dict[str, Any]:
     """`dotted.key -> bounds` for every field of a schema dataclass that declares them."""
+    return _field_metadata(schema, BOUNDS, prefix)
+
+
+def schema_autos(schema: type, prefix: str = "") -> dict[str, bool]:
+    """`dotted.key -> integer?` for every field of a schema dataclass that may be `auto`."""
+    return _field_metadata(schema, AUTO, prefix)
+
+
+def _field_metadata(schema: type, key: str, prefix: str) -> dict[str, Any]:
+    """`dotted.key -> metadata[key]` over a schema's fields and its nested schemas' fields."""
     from dataclasses import MISSING as NO_FACTORY
     from dataclasses import fields, is_dataclass
 
     out: dict[str, Any] = {}
     for f in fields(schema):
-        if BOUNDS in f.metadata:
-            out[prefix + f.name] = f.metadata[BOUNDS]
+        if key in f.metadata:
+            out[prefix + f.name] = f.metadata[key]
         elif f.default_factory is not NO_FACTORY:
             inner = f.default_factory()
             if is_dataclass(inner):
-                out.update(schema_bounds(type(inner), f"{prefix}{f.name}."))
-    return out
-
-
-def schema_autos(schema: type, prefix: str = "") -> dict[str, bool]:
-    """`dotted.key -> integer?` for every field of a schema dataclass that may be `auto`."""
-    from dataclasses import MISSING as NO_FACTORY
-    from dataclasses import fields, is_dataclass
-
-    out: dict[str, bool] = {}
-    for f in fields(schema):
-        if AUTO in f.metadata:
-            out[prefix + f.name] = f.metadata[AUTO]
-        elif f.default_factory is not NO_FACTORY:
-            inner = f.default_factory()
-            if is_dataclass(inner):
-                out.update(schema_autos(type(inner), f"{prefix}{f.name}."))
+                out.update(_field_metadata(type(inner), key, f"{prefix}{f.name}."))
     return out
 
 
