@@ -9,11 +9,12 @@ Windows are set from each sample's span (train 40%, calibration 15%, step 15% of
 to whole minutes/days), since the samples are days to months long, not years.
 
     .venv/bin/python scripts/walkforward_samples.py --hourly DIR [--calibration 30d,90d,180d] \
-        [--features default,scaled] [--models logistic]
+        [--features default,scaled] [--models logistic] [--start 2025-06-16T00:00:00Z]
 
 `--hourly DIR`: every *.feather/*.parquet/*.csv file of DIR as one real hourly pair, walked
 forward as a user would run it (`phat walkforward horizon=1h`: the default monthly windows,
-train 180d, calibration 30d, refit every 30d), once per calibration window and feature set;
+train 180d, calibration 90d, refit every 30d), once per calibration window given (none: the
+default's) and feature set;
 then per setting how many pairs beat climatology and how many are significantly worse (DM at
 5%). The synthetic rows are skipped.
 """
@@ -62,7 +63,11 @@ def _text(name: str, rec: Any, m: dict[str, float]) -> str:
 
 
 def hourly(
-    folder: Path, windows: list[str], features: list[str], models: list[str], start: str | None
+    folder: Path,
+    windows: list[str | None],
+    features: list[str],
+    models: list[str],
+    start: str | None,
 ) -> None:
     files = sorted(f for f in folder.iterdir() if f.suffix in (".feather", ".parquet", ".csv"))
     print(HEADER)
@@ -71,11 +76,12 @@ def hourly(
         for model in models:
             for feats in features:
                 for cal in windows:
-                    setting = f"{model}, {feats}, calibration {cal}"
+                    setting = f"{model}, {feats}, calibration {cal or 'default'}"
                     beats = worse = 0
                     for f in files:
                         ov = [f"data.path={f}", "horizon=1h", f"model={model}",
-                              f"features={feats}", f"walkforward.calibration={cal}",
+                              f"features={feats}",
+                              *([f"walkforward.calibration={cal}"] if cal else []),
                               *([f"walkforward.start={start}"] if start else [])]  # fmt: skip
                         text, m = row(f"{f.stem} ({setting})", ov, tmp)
                         print(text, flush=True)
@@ -100,12 +106,13 @@ def main() -> None:
     ap.add_argument("--models", default="logistic,tree")
     ap.add_argument("--universe", action="store_true", help="also universe-5m/*.feather")
     ap.add_argument("--hourly", help="a directory of real hourly pairs (default windows)")
-    ap.add_argument("--calibration", default="30d", help="with --hourly: calibration windows")
+    ap.add_argument("--calibration", help="with --hourly: calibration windows (default: conf's)")
     ap.add_argument("--start", help="with --hourly: the first test window's start for every run "
                     "(the same test months whatever the windows and features)")  # fmt: skip
     a = ap.parse_args()
     if a.hourly:
-        hourly(Path(a.hourly), a.calibration.split(","), a.features.split(","),
+        windows = a.calibration.split(",") if a.calibration else [None]
+        hourly(Path(a.hourly), windows, a.features.split(","),
                a.models.split(","), a.start)  # fmt: skip
         return
     cases = list(CASES)

@@ -785,7 +785,7 @@ def fit_recipe(
     trainer = dict(cfg["trainer"])
     searched = {
         name: grid
-        for name, grid in (("channels", sel.WIDTH_GRID), ("weight_decay", sel.WEIGHT_DECAY_GRID))
+        for name, grid in sel.REFIT_GRIDS.items()
         if spec.trainer and {**params, **trainer}.get(name) == "auto"
     }
     if searched:  # the TCN's width and weight decay: every candidate refitted per inner fold

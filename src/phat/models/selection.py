@@ -184,6 +184,8 @@ def choose_tree_leaves(
 # fewer channels, then stronger decoupled weight decay (AdamW), first.
 WIDTH_GRID: tuple[int, ...] = (8, 16, 32)
 WEIGHT_DECAY_GRID: tuple[float, ...] = (1.0, 1e-1, 1e-2, 1e-4)
+# The settings a refit search may choose, in the order their grids combine (the first slowest).
+REFIT_GRIDS = {"channels": WIDTH_GRID, "weight_decay": WEIGHT_DECAY_GRID}
 # Every setting a search may choose and where it lives: the run logs the metric
 # `selected_<name>` and the param `<key>_selected` (registry/tracking.py).
 SEARCHED_SETTINGS = {
@@ -222,11 +224,12 @@ def choose_by_refits(
     folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
     groups = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(folds)])
     loss = np.empty((len(groups), len(candidates)))
+    for fit, _ in folds:
+        _both_outcomes(yi[fit], ", ".join(SEARCHED_SETTINGS[k] for k in candidates[0]))
     epochs = []
     for j, cand in enumerate(candidates):
         cols, kept = [], []
         for fit, val in folds:
-            _both_outcomes(yi[fit], SEARCHED_SETTINGS[next(iter(cand))])
             z, n_epochs = fit_logits(cand, ends[fit], ends[val])
             cols.append(log_losses(yi[val], sigmoid(z)))
             kept.append(n_epochs)

@@ -420,7 +420,9 @@ def _selection_lines(result: Any) -> list[str]:
             f"  capacity      {result.metrics['selected_max_leaf_nodes']:.0f} leaves per tree "
             "(purged 5-fold CV of the train span, fewest within one SE of the best log loss)"
         )
-    refit = [n for n in ("channels", "weight_decay") if f"selected_{n}" in result.metrics]
+    from phat.models.selection import REFIT_GRIDS
+
+    refit = [n for n in REFIT_GRIDS if f"selected_{n}" in result.metrics]
     if refit:
         what = ", ".join(f"{n}={result.metrics[f'selected_{n}']:g}" for n in refit)
         out.append(
