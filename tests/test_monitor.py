@@ -251,3 +251,161 @@ def test_a_state_is_bound_to_the_model_it_watched(tmp_path) -> None:
     assert "records no model" in r.stderr
     verb("monitor", f'monitor.state="{tmp_path}/t-{{version}}.json"')  # quoted: Hydra's grammar
     assert json.loads((tmp_path / "t-2.json").read_text())["model"]["model_version"] == "2"
+
+
+# The state file (issue #37): one writer at a time, always whole, a damaged file named and kept.
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """A trained model in production and two batches of bars (the second extends the first)."""
+    from mlflow.tracking import MlflowClient
+
+    from phat.data.synthetic import SyntheticConfig, generate
+
+    d = tmp_path_factory.mktemp("state")
+    uri = f"sqlite:///{d}/m.db"
+    bars = generate(SyntheticConfig(periods=6000, seed=3)).bars
+    bars.iloc[:3000].to_parquet(d / "train.parquet")
+    bars.iloc[:4500].to_parquet(d / "head.parquet")
+    bars.iloc[4300:5200].to_parquet(d / "b2.parquet")  # later batches, each with its history
+    bars.iloc[5000:].to_parquet(d / "b3.parquet")
+    bars.to_parquet(d / "all.parquet")
+    r = _phat(d, uri, "train", f"data.path={d}/train.parquet", "metrics.bootstrap_n=5")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    MlflowClient(uri).set_registered_model_alias("phat-synth-15m", "production", "1")
+    return d, uri
+
+
+def _phat(cwd: Path, uri: str, verb: str, *args: str, env: dict | None = None, popen=False):
+    import os
+
+    cmd = [str(Path(sys.executable).with_name("phat")), verb, "data.symbol=SYNTH",
+           f"tracking.uri={uri}", *args]  # fmt: skip
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **(env or {})}
+    if popen:
+        return subprocess.Popen(cmd, cwd=cwd, env=full, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
+
+
+def _monitor(d: Path, uri: str, batch: str, state: Path, *args: str, **kw):
+    return _phat(d, uri, "monitor", f"data.path={d}/{batch}.parquet", f"monitor.state={state}",
+                 *args, **kw)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_monitors_at_once_equal_the_two_one_after_the_other(watched, tmp_path) -> None:
+    """Two `phat monitor` processes resume one state file with two new batches, the second
+    started 0.07 s after the first (as in the issue): no matured outcome is lost (the file
+    counts the state's outcomes plus both runs' new ones) and, taken in that order, the file
+    is what the two one after the other leave; it is valid JSON throughout."""
+    import shutil
+    import time
+
+    def new_count(out: str) -> int:
+        return int(out.split(" newly matured")[0].rsplit(" ", 1)[1])
+
+    d, uri = watched
+    start = tmp_path / "start.json"
+    assert _monitor(d, uri, "head", start).returncode == 0
+    n0 = json.loads(start.read_text())["n_matured"]
+    one_by_one = tmp_path / "seq.json"
+    shutil.copy(start, one_by_one)
+    seq = [_monitor(d, uri, b, one_by_one) for b in ("b2", "b3")]
+    assert all(r.returncode == 0 for r in seq), [r.stderr[-1000:] for r in seq]
+    want = json.loads(one_by_one.read_text())
+    assert want["n_matured"] == n0 + sum(new_count(r.stdout) for r in seq) > n0
+    together = tmp_path / "par.json"
+    shutil.copy(start, together)
+    # the first holds the state it read for 2 s (a slow batch): a second writer would land there
+    first = _monitor(d, uri, "b2", together, env={"PHAT_DELAY_AT": "monitor_state_read:2"},
+                     popen=True)  # fmt: skip
+    time.sleep(0.07)
+    second = _monitor(d, uri, "b3", together, popen=True)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    got = json.loads(together.read_text())
+    new = [new_count(o) for o, _ in outs]
+    assert got["n_matured"] == n0 + sum(new), (got["n_matured"], n0, new)  # nothing lost
+    if new == [new_count(r.stdout) for r in seq]:  # the lock went to the first-started one
+        assert got["path"] == want["path"] and got["log_wealth"] == want["log_wealth"]
+
+
+@pytest.mark.slow
+def test_a_held_state_is_refused_after_the_wait_naming_the_holder(watched, tmp_path) -> None:
+    import os
+
+    from phat.files import hold
+
+    d, uri = watched
+    state = tmp_path / "s.json"
+    assert _monitor(d, uri, "head", state).returncode == 0
+    before = state.read_bytes()
+    with hold(state.with_name("s.json.lock"), 0, "test"):
+        r = _monitor(d, uri, "all", state, "monitor.lock_timeout=1")
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"pid {os.getpid()} on " in lines[0] and "waited 1 s" in lines[0], lines
+    assert state.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_kill_9_while_the_state_is_written_leaves_it_as_before(watched, tmp_path) -> None:
+    """kill -9 with the new state on disk but not yet renamed over the old one: the file is the
+    old one, whole; the lock died with the process, and the next run ends where one run would."""
+    import os
+    import signal
+
+    d, uri = watched
+    state = tmp_path / "s.json"
+    assert _monitor(d, uri, "head", state).returncode == 0
+    before = state.read_bytes()
+    p = _monitor(d, uri, "all", state, env={"PHAT_PAUSE_AT": "monitor_state"}, popen=True)
+    for line in p.stdout:  # type: ignore[union-attr]
+        if "PHAT_PAUSED monitor_state" in line:
+            break
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    assert state.read_bytes() == before
+    r = _monitor(d, uri, "all", state, "monitor.lock_timeout=0")  # the kernel freed the lock
+    assert r.returncode == 0, r.stderr[-2000:]
+    whole = tmp_path / "one.json"
+    assert _monitor(d, uri, "all", whole).returncode == 0
+    assert json.loads(state.read_text())["path"] == json.loads(whole.read_text())["path"]
+
+
+@pytest.mark.slow
+def test_a_damaged_state_is_named_kept_and_set_aside_only_when_asked(watched, tmp_path) -> None:
+    d, uri = watched
+    state = tmp_path / "s.json"
+    assert _monitor(d, uri, "head", state).returncode == 0
+    good = state.read_bytes()
+    cases = {
+        "truncated": (good[: len(good) // 2], "not valid JSON at byte"),
+        "empty object": (b"{}", "no field"),
+        "array": (b"[]", "got an array"),
+        "null": (b"null", "got null"),
+        "empty": (b"", "empty file"),
+    }
+    for what, (data, named) in cases.items():
+        state.write_bytes(data)
+        r = _monitor(d, uri, "all", state)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and len(lines) == 1, (what, r.stderr[-2000:])
+        assert "StateDamaged" in lines[0] and named in lines[0] and str(state) in lines[0], what
+        assert "monitor.clear=true" in lines[0] and state.read_bytes() == data, what
+    # the remedy the message names works: the old file is kept aside, the next run starts afresh
+    r = _phat(d, uri, "monitor", "monitor.clear=true", f"monitor.state={state}")
+    assert r.returncode == 0 and "kept aside" in r.stdout, r.stdout + r.stderr
+    (kept,) = tmp_path.glob("s.json.damaged-*")
+    assert kept.read_bytes() == b"" and not state.exists()
+    assert _monitor(d, uri, "all", state).returncode == 0
+    fresh = tmp_path / "fresh.json"
+    assert _monitor(d, uri, "all", fresh).returncode == 0
+    assert json.loads(state.read_text())["path"] == json.loads(fresh.read_text())["path"]
+    # a healthy state is left alone by clear; a directory or an unwritable place is refused
+    # before any data is read
+    r = _phat(d, uri, "monitor", "monitor.clear=true", f"monitor.state={state}")
+    assert r.returncode == 0 and state.exists() and "kept aside" not in r.stdout
+    for bad, named in ((tmp_path, "is a directory"), (Path("/proc/x/s.json"), "cannot write")):
+        r = _monitor(d, uri, "all", bad)
+        assert r.returncode == 2 and named in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -392,6 +392,7 @@ class MonitorSection(Section):
     rolling: int = setting(1)
     start: str | None = MISSING
     clear: bool = MISSING
+    lock_timeout: float = setting(0)
     recalibrate: str = MISSING
     recal_prior_bars: float = setting(0, lo_open=True)
     recal_half_life: float = setting(1)

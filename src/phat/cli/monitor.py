@@ -25,6 +25,8 @@ import hydra
 from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry
+from phat.errors import PhatError
+from phat.files import check_output, hold, write_atomic
 from phat.tagnames import Tag
 
 log = logging.getLogger("phat.monitor")
@@ -34,15 +36,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from phat.contract.labels import make_labels, parse_horizon
-    from phat.errors import ConfigError, ModelUnavailable
-    from phat.evidence.monitor import (
-        MonitorState,
-        OnlineRecalibrator,
-        matured,
-        rolling_metrics,
-        update,
-    )
-    from phat.lifecycle import alarms
+    from phat.errors import ModelUnavailable
+    from phat.evidence.monitor import matured
     from phat.pipeline import load_bars
     from phat.registry.client import model_name_for
     from phat.registry.recorder import recorder
@@ -52,24 +47,23 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     rec = recorder(cfg["tracking"])  # the command's one connection
     name = model_name_for(cfg)
     _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
-    resolved = resolve(str(mc["source"]), name, horizon_id, strict=True)
+    resolved = resolve(str(mc["source"]), name, horizon_id, strict=True, key="monitor.source")
     model, version = resolved.model, resolved.binding.model_version
     if model is None:
         raise ModelUnavailable(f"monitor.source={mc['source']}: the proxy has nothing to monitor")
     client = rec.client
     if mc["clear"]:
-        had = alarms.clear(rec, name, str(version))
-        if had is None:
-            print(f"phat monitor: {name} v{version} has no alarm; nothing to clear")
-            return {"cleared": False}
-        print(f"phat monitor: alarm of {had} cleared on {name} v{version}")
-        return {"cleared": True}
+        return _clear(rec, name, str(version), model, mc["state"])
+    if mc["state"]:  # before any data is read (a universe model's {asset} named for the check)
+        check_output("monitor.state", _state_path(mc["state"], name, str(version), "asset"))
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
     bars, _ = load_bars(cfg, lspec.timeframe, model)
     start = _start(client, name, version, mc["start"])
     if hasattr(bars, "assets"):  # a universe model on its universe: every asset at once
-        return _run_universe(cfg, rec, name, version, model, bars, start)
+        path = _state_path(mc["state"], name, str(version), "universe")
+        with _held(path, mc):
+            return _run_universe(cfg, rec, name, version, model, bars, start)
     model = model.for_asset(bars.symbol)  # a universe model: the listed asset's own map
     frame = bars.frame
     pm = model.predict_bars(frame, model.segments(frame))  # as the policy would score them
@@ -83,7 +77,28 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if asset:
         watched["asset"] = str(asset)
     state_path = _state_path(mc["state"], name, str(version), str(asset or ""))
+    with _held(state_path, mc):
+        return _run_asset(cfg, rec, name, version, model, bars, watched, state_path, p, y, pos)
+
+
+def _run_asset(
+    cfg: dict[str, Any], rec: Any, name: str, version: Any, model: Any, bars: Any,
+    watched: dict[str, str], state_path: Path | None, p: Any, y: Any, pos: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """One asset's monitor step, under the state file's lock: read the state, feed the newly
+    matured bars, write it whole, then log and act."""
+    from phat.data.timeframes import parse_timeframe
+    from phat.errors import ConfigError
+    from phat.evidence.monitor import MonitorState, OnlineRecalibrator, rolling_metrics, update
+    from phat.lifecycle import alarms
+
+    mc = cfg["monitor"]
+    client = rec.client
+    lspec = model.label_spec
+    h = int(lspec.horizon_bars)
+    asset = watched.get("asset")
     state, moved = _resume(state_path, watched, str(mc["source"]))
+    _pause("monitor_state_read")
     if state is not None and (state.horizon_bars != h or state.bins != int(mc["bins"])):
         raise ConfigError(
             f"monitor.state={state_path}: saved for horizon {state.horizon_bars} bars and "
@@ -105,8 +120,6 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     had_alarm = state.alarm is not None
     # Streams follow the bar's absolute number (time / timeframe), not its row in this batch's
     # file, so batches that start at different rows keep each bar in the same stream.
-    from phat.data.timeframes import parse_timeframe
-
     step_ns = int(parse_timeframe(lspec.timeframe).value)
     bar_no = bars.index.asi8[pos] // step_ns
     new = update(
@@ -114,10 +127,9 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         float(mc["alpha"]), int(mc["rolling"]),
     )  # fmt: skip
     if state_path is not None:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
         if moved is not None:  # the previous version's e-process is kept, not overwritten
-            moved[0].write_text(state_path.read_text())
-        state_path.write_text(json.dumps(state.to_dict()))
+            write_atomic(moved[0], state_path.read_bytes())
+        _write_state(state_path, state.to_dict())
     rolling = rolling_metrics(state, int(cfg["metrics"]["n_bins"]))
     fired = state.alarm is not None and not had_alarm
     action = ""
@@ -175,13 +187,13 @@ def _run_universe(
     h, alpha = int(lspec.horizon_bars), float(mc["alpha"])
     watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
     path = _state_path(mc["state"], name, str(version), "universe")
-    saved = json.loads(path.read_text()) if path is not None and path.exists() else {}
+    saved, states = _read_universe_state(path)
+    _pause("monitor_state_read")
     if saved and saved.get("model") != watched:
         raise ConfigError(
             f"monitor.state={path} watched {saved.get('model')}, not {watched}; use another "
             "state file (monitor.state may hold {version})"
         )
-    states = {s: MonitorState.from_dict(d) for s, d in saved.get("assets", {}).items()}
     last = {a.symbol: float(saved.get("e", {}).get(a.symbol, 1.0)) for a in bars.assets}
     uni_alarm = saved.get("universe_alarm")
     had_uni = uni_alarm is not None
@@ -215,11 +227,10 @@ def _run_universe(
         uni_alarm["bars"] = int(sum(st.n_matured for st in states.values()))
         actions.append(f"universe: {act(rec, cfg, name, str(version), uni_alarm)}")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({
+        _write_state(path, {
             "model": watched, "assets": {s: st.to_dict() for s, st in states.items()},
             "e": last, "universe_alarm": uni_alarm,
-        }))  # fmt: skip
+        })  # fmt: skip
     run_id = _log_universe(rec, cfg, name, version, states, last, upath, uni_alarm, actions)
     ue = float(np.mean(list(last.values())))
     alarmed = sorted(s for s, st in states.items() if st.alarm)
@@ -302,21 +313,146 @@ def _state_path(template: str | None, name: str, version: str, asset: str = "") 
     return Path(text.replace("{asset}", asset))
 
 
+class StateDamaged(PhatError):
+    """A monitor state file that cannot be resumed: named, never reset."""
+
+    reason = "bad_state"
+
+
+def _held(path: Path | None, mc: Any) -> Any:
+    """The state file's lock (phat.files.hold on <state>.lock), taken before the state is read
+    and kept until it is written; a second monitor on it waits monitor.lock_timeout seconds,
+    then exits 2 naming the holder, having changed nothing. No state file: nothing to hold."""
+    import contextlib
+
+    if path is None:
+        return contextlib.nullcontext()
+    return hold(path.with_name(f"{path.name}.lock"), float(mc["lock_timeout"]),
+                f"monitor.state={path}")  # fmt: skip
+
+
+def _aside(path: Path) -> Path:
+    from datetime import UTC, datetime
+
+    return path.with_name(f"{path.name}.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+
+
+def _damaged(path: Path, what: str) -> StateDamaged:
+    return StateDamaged(
+        f"monitor.state={path} is damaged ({what}); it is left as it is. To start afresh, run "
+        "once with monitor.clear=true (it keeps the old file aside as "
+        f"{path.name}.damaged-<time>)"
+    )
+
+
+def _read_json(path: Path) -> Any:
+    """The state file's JSON; unreadable or not JSON is StateDamaged (the file untouched)."""
+    if path.is_dir():
+        raise _damaged(path, "it is a directory, not a file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise _damaged(path, f"unreadable: {getattr(e, 'strerror', None) or e}") from None
+    if not text.strip():
+        raise _damaged(path, "empty file")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _damaged(path, f"not valid JSON at byte {e.pos} of {len(text)}: {e.msg}") from None
+
+
+def _parse_asset_state(path: Path, raw: Any, where: str = "") -> Any:
+    """One asset's MonitorState from its saved dict; a wrong shape is StateDamaged."""
+    from phat.evidence.monitor import MonitorState
+
+    if not isinstance(raw, dict):
+        got = {list: "an array", type(None): "null", str: "a string"}.get(type(raw), "a number")
+        raise _damaged(path, f"{where}expected a JSON object, got {got}")
+    try:
+        state = MonitorState.from_dict(raw)
+        state.e_value()  # the arrays have the shape the e-process needs
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        what = f"no field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0][:120]
+        raise _damaged(path, f"{where}not a monitor state: {what}") from None
+    return state
+
+
+def _read_universe_state(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the saved universe state, {symbol: MonitorState}); ({}, {}) when there is none yet."""
+    if path is None or not path.exists():
+        return {}, {}
+    saved = _read_json(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("assets"), dict):
+        raise _damaged(path, "expected a universe state: a JSON object with 'assets'")
+    if not isinstance(saved.get("e", {}), dict):
+        raise _damaged(path, "field 'e' is not an object")
+    states = {s: _parse_asset_state(path, d, f"asset {s}: ") for s, d in saved["assets"].items()}
+    return saved, states
+
+
+def _check_state(path: Path) -> None:
+    """Raise StateDamaged unless `path` holds a state this command could resume (one asset's,
+    or a universe's: a JSON object with 'assets')."""
+    raw = _read_json(path)
+    if isinstance(raw, dict) and "assets" in raw:
+        _read_universe_state(path)
+    else:
+        _parse_asset_state(path, raw)
+
+
+def _write_state(path: Path, data: dict[str, Any]) -> None:
+    """The state, whole (phat.files.write_atomic); crash tests pause before the rename."""
+    write_atomic(path, json.dumps(data), before_replace=lambda: _pause("monitor_state"))
+
+
+def _pause(point: str) -> None:
+    from phat.registry.tracking import pause_point
+
+    pause_point(point)
+
+
+def _clear(rec: Any, name: str, version: str, model: Any, template: str | None) -> dict:
+    """monitor.clear=true: clear the version's alarm, and set aside a damaged state file so the
+    next run starts afresh (a healthy state is left as it is)."""
+    from phat.lifecycle import alarms
+
+    lines, aside = [], []
+    if template:
+        assets = ["", "universe", *model.assets] if model.universe else [""]
+        for path in dict.fromkeys(_state_path(template, name, version, a) for a in assets):
+            if path is None or not path.exists():
+                continue
+            try:
+                with _held(path, {"lock_timeout": 0}):
+                    _check_state(path)
+            except StateDamaged:
+                kept = _aside(path)
+                path.rename(kept)
+                aside.append(kept)
+                lines.append(
+                    f"damaged state {path} kept aside as {kept}; the next run starts afresh"
+                )
+    had = alarms.clear(rec, name, version)
+    if had is None:
+        lines.insert(0, f"phat monitor: {name} v{version} has no alarm; nothing to clear")
+    else:
+        lines.insert(0, f"phat monitor: alarm of {had} cleared on {name} v{version}")
+    print("\n  ".join(lines))
+    return {"cleared": had is not None, "set_aside": aside}
+
+
 def _resume(path: Path | None, watched: dict[str, str], source: str) -> tuple[Any, Any]:
     """(the saved state to resume or None for a fresh one, (kept_path, note) when production
     moved on). A state is resumed only for the model it watched: same registered model,
     version and model_hash. When an alias (production) now binds another version of the same
     model, a fresh e-process starts for it and the old state is kept beside the file; any other
     mismatch is refused, naming both."""
-    import json
-
     from phat.errors import ConfigError
-    from phat.evidence.monitor import MonitorState
     from phat.trading.signals import parse_source
 
     if path is None or not path.exists():
         return None, None
-    state = MonitorState.from_dict(json.loads(path.read_text()))
+    state = _parse_asset_state(path, _read_json(path))
     was = state.model
     if was is None:
         raise ConfigError(

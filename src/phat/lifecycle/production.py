@@ -182,28 +182,16 @@ def exclusive(client: Any, uri: str, name: str) -> Iterator[Hold]:
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     db = _local_db(uri)
     if db is not None:
-        import fcntl
+        from phat.files import FileBusy, hold
 
-        locks = db.parent / ".phat-locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{name}.lock", "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise RegistryConflict(
-                    f"{name}: {holder} is promoting or rolling back this model; nothing changed, "
-                    "re-run when it is done"
-                ) from None
-            f.seek(0)
-            f.truncate()
-            f.write(owner)
-            f.flush()
-            try:
-                yield Hold(client, name, owner, lease=False)
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        try:
+            with hold(db.parent / ".phat-locks" / f"{name}.lock", 0, name) as me:
+                yield Hold(client, name, me, lease=False)
+        except FileBusy as e:
+            raise RegistryConflict(
+                f"{name}: {e.holder} is promoting or rolling back this model; nothing changed, "
+                "re-run when it is done"
+            ) from None
         return
     yield from _lease(client, name, owner)
 

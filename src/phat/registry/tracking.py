@@ -146,7 +146,14 @@ def pause_point(name: str) -> None:
     """Fault injection for crash tests: with PHAT_PAUSE_AT=<name> the process says so on stdout
     (and in the file PHAT_PAUSE_FILE names, with its pid: a Ray worker's stdout is not the
     command's) and waits there (to be killed). Points: run_started, model_logged,
-    version_registered, fold_<n> (a walk-forward fold's task)."""
+    version_registered, fold_<n> (a walk-forward fold's task), monitor_state_read (the state
+    is read, under its lock), monitor_state (the new state is on disk, not yet renamed).
+    PHAT_DELAY_AT=<name>:<seconds> sleeps there instead (race tests widen a window with it)."""
+    delay = os.environ.get("PHAT_DELAY_AT", "")
+    if delay.rpartition(":")[0] == name:
+        import time
+
+        time.sleep(float(delay.rpartition(":")[2]))
     if os.environ.get("PHAT_PAUSE_AT") == name:
         import time
 

@@ -27,8 +27,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from phat.tagnames import Tag
-
+# Nothing of phat is imported at module level: MLflow imports this file first, with the model's
+# code/ ahead of everything on sys.path, so `import phat...` here would run the shipped
+# package's __init__ (and whatever else it imports) before check_files has looked at it.
+# tests/test_integrity.py parses this file and refuses any import outside the standard library
+# before the check.
 MANIFEST = "phat_manifest.json"
 VERIFIER = "phat_verify.py"
 # The MLmodel python_function entry the manifest pins (loader module and code directory).
@@ -105,6 +108,7 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> Any:
     # The files are verified: the shipped package may be imported now (the run's record is
     # read by the same helper phat's other load paths use).
     from phat.registry.store import recorded_tags
+    from phat.tagnames import Tag
 
     run = recorded_tags(model_dir)
     recorded = (run[0], run[1].get(Tag.CODE_HASH, "")) if run is not None else None

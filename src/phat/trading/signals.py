@@ -135,16 +135,21 @@ def for_asset(resolved: ResolvedSignal, symbol: str) -> ResolvedSignal:
 
 
 def resolve(
-    source: str, model_name: str | None, horizon_id: str, strict: bool = _SIGNAL["strict"]
+    source: str,
+    model_name: str | None,
+    horizon_id: str,
+    strict: bool = _SIGNAL["strict"],
+    key: str = "signal_source",
 ) -> ResolvedSignal:
-    """Resolve and pin the binding once. Registry and verification failures fail closed."""
+    """Resolve and pin the binding once. Registry and verification failures fail closed.
+    `key`: the setting the user wrote the source in (refusals name it)."""
     from phat.registry.client import load
 
     kind, ref = parse_source(source)
     if kind == "proxy":
         return ResolvedSignal(Binding("proxy", horizon_id=horizon_id), None)
     if not model_name:
-        raise ConfigError(f"signal_source={source} needs registry.model_name")
+        raise ConfigError(f"{key}={source} needs registry.model_name")
     version = ref
     try:
         if kind == "alias":
@@ -157,9 +162,9 @@ def resolve(
         reason = classify_load_error(e)
         if strict:
             if isinstance(e, PhatError):  # same class (same reason), message says where
-                raise type(e)(f"signal_source={source}: {reason}: {e}") from None
+                raise type(e)(f"{key}={source}: {reason}: {e}") from None
             if is_store_failure(e):
-                raise ModelUnavailable(f"signal_source={source}: {reason}: {e}") from e
+                raise ModelUnavailable(f"{key}={source}: {reason}: {e}") from e
             raise  # a bug: strict mode shows it as it is
         log.warning(
             "signal_source=%s unusable (%s): %s; FALLING BACK TO THE PROXY for every bar",
