@@ -308,3 +308,113 @@ def test_tamper_matrix(store_shipped, tmp_path: Path, case: str, raw_path_refuse
         -800:
     ]
     assert (with_store.returncode != 0) == bool(raw_path_refuses), with_store.stderr[-800:]
+
+
+def test_the_shipped_verifier_imports_only_the_standard_library_before_its_check() -> None:
+    """phat_verify.py is what MLflow imports first, with the model's code/ first on sys.path:
+    at module level it may import the standard library only, and inside a function nothing of
+    phat before the call that checks the files (any other import would run shipped code that
+    nobody has checked yet)."""
+    import ast
+
+    from phat.registry import verify_shipped as vs
+
+    tree = ast.parse(Path(vs.__file__).read_text())
+
+    def modules(node: ast.AST) -> list[tuple[int, str]]:
+        if isinstance(node, ast.Import):
+            return [(node.lineno, a.name.split(".")[0]) for a in node.names]
+        if isinstance(node, ast.ImportFrom):
+            return [(node.lineno, (node.module or "").split(".")[0])]
+        return []
+
+    top = [m for node in tree.body for m in modules(node)]
+    assert top and all(m in sys.stdlib_module_names or m == "__future__" for _, m in top), top
+    entry = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_load_pyfunc"
+    )
+    checked = min(
+        n.lineno for n in ast.walk(entry)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "check_files"
+    )  # fmt: skip
+    late = [(line, m) for n in ast.walk(entry) for line, m in modules(n)]
+    assert late and all(m in sys.stdlib_module_names or line > checked for line, m in late), late
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n is not entry):
+        assert all(m in sys.stdlib_module_names for n in ast.walk(fn) for _, m in modules(n)), (
+            fn.name
+        )
+
+
+@pytest.mark.slow  # fresh interpreters, `phat serve` and `mlflow models serve`: the full suite
+def test_no_line_appended_to_any_shipped_file_runs_on_any_load_path(store_shipped, tmp_path):
+    """One line appended to every shipped Python file (each would write its own marker file;
+    the package __init__ files included), then every way a model is loaded, each in a fresh
+    process that has imported nothing of phat: mlflow.pyfunc.load_model on the directory
+    (with and without a tracking store) and on the registry URI, phat.load on both, `phat
+    serve` and `mlflow models serve`. Each refuses, and no marker exists afterwards."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from conftest import _free_port
+    from phat.registry import verify_shipped as vs
+
+    out, _ = store_shipped
+    uri = f"models:/{NAME}/{out['model_version']}"
+    code = _code_dir(out)
+    model_dir = code.parent
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    shipped = sorted(f for f in code.rglob("*.py") if f.name != vs.VERIFIER)
+    assert code / "phat" / "__init__.py" in shipped and code / "phat" / "tagnames.py" in shipped
+    for i, f in enumerate(shipped):
+        f.write_text(f.read_text() + f"\nopen({str(ran / str(i))!r}, 'w').write({str(f)!r})\n")
+    store = mlflow.get_tracking_uri()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    loads = {
+        "pyfunc dir, no store": (None, f"import mlflow; mlflow.pyfunc.load_model({str(model_dir)!r})"),
+        "pyfunc dir": (store, f"import mlflow; mlflow.pyfunc.load_model({str(model_dir)!r})"),
+        "pyfunc registry": (store, f"import mlflow; mlflow.pyfunc.load_model({uri!r})"),
+        "phat.load registry": (store, f"import phat; phat.load({uri!r})"),
+        "phat.load dir": (store, f"import phat; phat.load({str(model_dir)!r})"),
+    }  # fmt: skip
+    for what, (tracking, line) in loads.items():
+        e = {**env, **({"MLFLOW_TRACKING_URI": tracking} if tracking else {})}
+        r = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True, env=e,
+                           timeout=300, cwd=tmp_path)  # fmt: skip
+        assert r.returncode != 0 and "was changed" in r.stderr, (what, r.stderr[-1500:])
+        assert not list(ran.iterdir()), (what, [p.read_text() for p in ran.iterdir()])
+    e = {**env, "MLFLOW_TRACKING_URI": store}
+    served = subprocess.run([str(Path(sys.executable).with_name("phat")), "serve",
+                             f"model_uri={uri}"], capture_output=True, text=True, env=e,
+                            timeout=300, cwd=tmp_path)  # fmt: skip
+    assert served.returncode == 2 and "was changed" in served.stderr, served.stderr[-1500:]
+    port = _free_port()
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+             str(model_dir), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+            stdout=fh, stderr=subprocess.STDOUT, env=e, cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline, answered = time.time() + 120, False
+        while (
+            time.time() < deadline and proc.poll() is None and "was changed" not in log.read_text()
+        ):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
+                    answered = resp.status == 200
+                    break
+            except OSError:
+                time.sleep(0.5)
+        time.sleep(1)  # a worker that did load would have run the lines by now
+        assert not answered, "mlflow models serve answered /ping with a tampered model"
+        assert "was changed" in log.read_text(), log.read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not list(ran.iterdir()), [p.read_text() for p in ran.iterdir()]
