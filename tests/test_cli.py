@@ -3,6 +3,7 @@ imports, every config error one line and exit 2, and every remedy a message name
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import make_cfg, ohlcv
@@ -261,3 +263,48 @@ def test_predict_that_scores_nothing_exits_2(tmp_path: Path, mlflow_uri: str) ->
     assert r.returncode == 2, r.stdout + r.stderr
     assert "0 of 50 bars scored" in r.stderr and "too short" in r.stderr
     assert not (tmp_path / "p.parquet").exists()
+    # the suffix chooses the format: .csv is CSV (the model's identity beside it), .parquet
+    # Parquet; both hold the same p_hat
+    full = tmp_path / "full.csv"
+    generate(SyntheticConfig(periods=3000)).bars.to_csv(full)
+    uri = f"models:/{out['model_name']}/{out['model_version']}"
+    for name in ("p.csv", "p.parquet"):
+        r = phat("predict", f"model_uri={uri}", f"data.path={full}", f"tracking.uri={mlflow_uri}",
+                 f"out={tmp_path / name}", cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-1500:]
+    as_csv = pd.read_csv(tmp_path / "p.csv", index_col="timestamp")
+    as_parquet = pd.read_parquet(tmp_path / "p.parquet")
+    assert (
+        pd.DatetimeIndex(pd.to_datetime(as_csv.index, utc=True))
+        .as_unit("ns")
+        .equals(as_parquet.index.as_unit("ns"))
+    )
+    np.testing.assert_array_equal(as_csv["p_hat"].to_numpy(), as_parquet["p_hat"].to_numpy())
+    identity = json.loads((tmp_path / "p.csv.json").read_text())
+    assert identity["phat.model_hash"] == out["model_hash"]
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path: Path) -> None:
+    """Every path a verb writes is checked before the data is read or the store is opened:
+    a directory where a file is meant, a file where a directory is, an unknown suffix, a place
+    that cannot be written (root included: /proc), each one line naming the key, exit 2, and
+    nothing written (no store created in the working directory)."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    model = "model_uri=models:/phat-nothing-15m/1"
+    cases = [
+        (["predict", model, f"out={tmp_path / 'adir'}"], "out=", "is a directory"),
+        (["predict", model, "out=/proc/x.parquet"], "out=", "cannot write in /proc"),
+        (["predict", model, "out=p.txt"], "out=", "unknown suffix '.txt'"),
+        (["predict", model, f"out={tmp_path / 'afile' / 'p.parquet'}"], "out=", "is a file"),
+        (["backtest", f"out_dir={tmp_path / 'afile'}"], "out_dir=", "is a file"),
+        (["walkforward", "out_dir=/proc/x"], "out_dir=", "cannot write in /proc"),
+        (["monitor", f"monitor.state={tmp_path / 'adir'}"], "monitor.state=", "is a directory"),
+        (["train", f"out_dir={tmp_path / 'afile'}"], "out_dir=", "is a file"),
+    ]
+    for args, key, named in cases:
+        r = phat(*args, cwd=tmp_path)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and len(lines) == 1, (args, r.stderr[-1500:])
+        assert key in lines[0] and named in lines[0] and "Traceback" not in r.stderr, (args, lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]

@@ -678,9 +678,33 @@ def precheck(verb: str, args: list[str]) -> None:
         except (HydraException, OmegaConfBaseException) as e:
             raise _compose_error(e) from None
         try:
-            validate(verb, cfg)
+            checked = validate(verb, cfg)
         except OmegaConfBaseException as e:  # interpolation errors while resolving
             raise _field_error(e) from None
+        check_outputs(verb, checked)
+
+
+# The suffixes `phat predict` writes by (one format each); engine=spark writes a directory.
+PREDICT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+def check_outputs(verb: str, cfg: Any) -> None:
+    """Every path the verb will write, checked before Hydra starts and before any data is read
+    (phat.files.check_output): a file where a file is meant (its suffix one the writer knows),
+    a directory where a directory is, in a place this process can write."""
+    from phat.files import check_output
+
+    if verb in ("train", "backtest", "walkforward", "monitor"):
+        check_output("out_dir", cfg["out_dir"], kind="dir")
+    if verb == "predict":
+        if str(cfg["engine"]) == "spark":
+            check_output("out", cfg["out"], kind="dir")
+        else:
+            check_output("out", cfg["out"], suffixes=tuple(PREDICT_FORMATS))
+    if verb == "monitor" and cfg["monitor"]["state"]:
+        # the placeholders ({name}, {version}, {asset}) are filled in once the model is known
+        state = re.sub(r"\{(name|version|asset)\}", "x", str(cfg["monitor"]["state"]))
+        check_output("monitor.state", state)
 
 
 def _compose_error(e: Exception) -> ConfigError:

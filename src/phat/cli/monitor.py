@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry
 from phat.errors import PhatError
-from phat.files import check_output, hold, write_atomic
+from phat.files import hold, write_atomic
 from phat.tagnames import Tag
 
 log = logging.getLogger("phat.monitor")
@@ -54,8 +54,6 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     client = rec.client
     if mc["clear"]:
         return _clear(rec, name, str(version), model, mc["state"])
-    if mc["state"]:  # before any data is read (a universe model's {asset} named for the check)
-        check_output("monitor.state", _state_path(mc["state"], name, str(version), "asset"))
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
     bars, _ = load_bars(cfg, lspec.timeframe, model)

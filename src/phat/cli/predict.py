@@ -27,9 +27,6 @@ log = logging.getLogger("phat.predict")
 
 
 def run(cfg: dict[str, Any]) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from phat.pipeline import load_bars
     from phat.registry.client import load
     from phat.registry.recorder import recorder
@@ -50,18 +47,44 @@ def run(cfg: dict[str, Any]) -> Path:
         coverage = model.check_coverage(
             preds["p_hat"].to_numpy(), int(bars.report["gaps"]), min_share, what
         )
-    meta = model.identity(str(cfg["model_uri"]))
-    table = pa.Table.from_pandas(preds)
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"phat": json.dumps(meta).encode()}
-    )
-    out = Path(cfg["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
+    out = write_predictions(preds, model.identity(str(cfg["model_uri"])), Path(cfg["out"]))
     print(
         f"phat predict: {coverage}; by {cfg['model_uri']} (model_hash {model.model_hash[:16]}, "
         f"horizon {model.label_spec.horizon_id}) -> {out}"
     )
+    return out
+
+
+def write_predictions(preds: Any, identity: dict[str, Any], out: Path) -> Path:
+    """The scored bars in the format `out`'s suffix names (phat.cli.config.PREDICT_FORMATS),
+    written whole (a temporary file, then renamed): Parquet carries the model's identity in its
+    metadata (key `phat`); CSV beside it in `<out>.json`."""
+    import io
+
+    from phat.cli.config import PREDICT_FORMATS
+    from phat.errors import ConfigError
+    from phat.files import write_atomic
+
+    fmt = PREDICT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise ConfigError(
+            f"out={out}: unknown suffix {out.suffix or '(none)'!r}; expected "
+            f"{' or '.join(PREDICT_FORMATS)}"
+        )
+    if fmt == "csv":
+        write_atomic(out, preds.to_csv(date_format="%Y-%m-%dT%H:%M:%S.%fZ"))
+        write_atomic(out.with_name(f"{out.name}.json"), json.dumps(identity, indent=1))
+        return out
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(preds)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"phat": json.dumps(identity).encode()}
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    write_atomic(out, buf.getvalue())
     return out
 
 
