@@ -186,7 +186,12 @@ def test_kill_9_then_doctor_then_a_clean_train_and_promote(tmp_path: Path, point
     for mv in client.search_model_versions(f"name='{NAME}'"):
         assert mv.tags.get("phat.debris") and mv.tags["phat.promotable"] == "false"
     exp = client.get_experiment_by_name("phat").experiment_id
-    assert not list(client.search_logged_models([exp], filter_string="status = 'PENDING'"))
+    # every logged model's status, read without the store's status filter (issue #37: on
+    # MLflow 3.17 it answered nothing while a model was PENDING)
+    assert all(not str(m.status).endswith("PENDING") for m in client.search_logged_models([exp]))
+    killed = client.get_run(crashed.info.run_id)
+    if "phat.promotable" in killed.data.tags:
+        assert killed.data.tags["phat.promotable"] == "false"
     r = _phat("doctor", f"tracking.uri={uri}", cwd=tmp_path)
     assert "no crash debris found" in r.stdout
     if point != "version_registered":
@@ -292,3 +297,46 @@ def test_doctor_stops_on_a_store_error_and_tags_no_healthy_version(tmp_path, mlf
     assert "nothing changed" in lines[0] and "repaired" not in r.stdout
     tags = client.get_model_version(name, mv.version).tags
     assert "phat.debris" not in tags and "phat.promotable" not in tags
+
+
+@pytest.mark.slow
+def test_a_logged_model_left_pending_by_kill_9_is_found_and_failed(tmp_path: Path) -> None:
+    """A process killed while its logged model is PENDING (between MLflow's create and
+    finalize): the doctor finds the model on the installed MLflow, whose SQLite store answers
+    a `status = 'PENDING'` filter with nothing (issue #37), and marks it FAILED; the run is
+    KILLED and its phat.promotable tag false."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    script = (
+        "import os, socket, sys, time, mlflow\n"
+        f"mlflow.set_tracking_uri({uri!r})\n"
+        "exp = mlflow.set_experiment('phat').experiment_id\n"
+        "run = mlflow.start_run(tags={'phat.host': socket.gethostname(), "
+        "'phat.pid': str(os.getpid()), 'phat.promotable': 'true'})\n"
+        "m = mlflow.initialize_logged_model(name='model', source_run_id=run.info.run_id, "
+        "experiment_id=exp)\n"
+        "print('PENDING', m.model_id, run.info.run_id, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                         cwd=tmp_path, env=env)  # fmt: skip
+    _, model_id, run_id = p.stdout.readline().split()  # type: ignore[union-attr]
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("phat").experiment_id
+    assert str(client.get_logged_model(model_id).status).endswith("PENDING")
+    assert not list(client.search_logged_models([exp], filter_string="status = 'PENDING'"))
+    old = client.create_run(exp, tags={"phat.promotable": "true"})  # killed by an older doctor
+    client.set_terminated(old.info.run_id, "KILLED")
+    r = _phat("doctor", "--dry-run", f"tracking.uri={uri}", cwd=tmp_path)
+    assert r.returncode == 0 and "pending_model" in r.stdout and model_id in r.stdout, r.stdout
+    assert "promotable_debris" in r.stdout and old.info.run_id in r.stdout, r.stdout
+    r = _phat("doctor", f"tracking.uri={uri}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(client.get_logged_model(model_id).status).endswith("FAILED")
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["phat.promotable"] == "false"
+    assert client.get_run(old.info.run_id).data.tags["phat.promotable"] == "false"
+    r = _phat("doctor", "--dry-run", f"tracking.uri={uri}", cwd=tmp_path)
+    assert "no crash debris found" in r.stdout, r.stdout

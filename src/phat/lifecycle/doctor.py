@@ -6,7 +6,11 @@ reach production. The doctor finds them and, unless `--dry-run`:
 
 - a RUNNING run whose process is gone (same host, pid not alive: phat tags `phat.host` and
   `phat.pid` on every run it starts), or older than `stale_after_hours` -> KILLED;
-- a PENDING logged model whose run is no longer RUNNING -> FAILED;
+- a PENDING logged model whose run is no longer RUNNING -> FAILED (found by reading every
+  logged model's status: MLflow 3.17's SQLite store answers a `status = 'PENDING'` filter with
+  nothing while the unfiltered search lists the model as PENDING);
+- a KILLED or FAILED training run still tagged `phat.promotable=true` -> `phat.promotable=false`
+  (a stale run the doctor kills gets the same tag as it is killed);
 - a version whose training run is not FINISHED -> tagged `phat.debris` and
   `phat.promotable=false` (promote refuses it anyway);
 - a production alias that the promotion history does not account for is reported (moved outside
@@ -28,7 +32,7 @@ from phat.tagnames import Tag
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # stale_run | pending_model | unfinished_version | history_disagrees
+    kind: str  # stale_run | promotable_debris | pending_model | unfinished_version | history_disagrees
     what: str  # run id, model id, "name vN"
     detail: str
     repair: str  # what the doctor does (or would do)
@@ -67,13 +71,19 @@ def find(client: Any, stale_after_hours: float, now: float | None = None) -> lis
                 continue
             out.append(Finding("stale_run", r.info.run_id, f"{r.info.run_name}: {why}", "KILLED"))
     stale = {f.what for f in out}
-    if experiments:
-        for m in client.search_logged_models(experiments, filter_string="status = 'PENDING'"):
-            if m.source_run_id in running:
-                continue  # still being written by a live process
-            out.append(
-                Finding("pending_model", m.model_id, f"{m.name} of run {m.source_run_id}", "FAILED")
-            )
+    for exp in experiments:
+        for r in client.search_runs([exp], filter_string="attributes.status != 'RUNNING' and "
+                                    "attributes.status != 'FINISHED'"):  # fmt: skip
+            if r.data.tags.get(Tag.PROMOTABLE) == "true" and r.info.run_id not in stale:
+                out.append(Finding("promotable_debris", r.info.run_id,
+                                   f"{r.info.run_name}: {r.info.status} but phat.promotable=true",
+                                   "phat.promotable=false"))  # fmt: skip
+    for m in pending_models(client, experiments):
+        if m.source_run_id in running:
+            continue  # still being written by a live process
+        out.append(
+            Finding("pending_model", m.model_id, f"{m.name} of run {m.source_run_id}", "FAILED")
+        )
     for rm in client.search_registered_models():
         for mv in client.search_model_versions(f"name='{rm.name}'"):
             if mv.tags.get(Tag.DEBRIS) or not mv.run_id or mv.run_id in running:
@@ -102,6 +112,21 @@ def find(client: Any, stale_after_hours: float, now: float | None = None) -> lis
     return out
 
 
+def pending_models(client: Any, experiments: list[str]) -> list[Any]:
+    """Every logged model whose status is PENDING, read from the unfiltered search page by
+    page (the store's status filter cannot be trusted: module docstring)."""
+    found: list[Any] = []
+    if not experiments:
+        return found
+    token = None
+    while True:
+        page = client.search_logged_models(experiments, page_token=token)
+        found += [m for m in page if str(getattr(m.status, "name", m.status)).endswith("PENDING")]
+        token = page.token
+        if not token:
+            return found
+
+
 def _status(client: Any, run_id: str) -> str:
     """The run's status; MISSING only when the store answers that the run is not there. Any
     other failure (a timeout, a server error) stops the doctor before it changes anything: a
@@ -123,7 +148,11 @@ def repair(rec: Any, findings: list[Finding]) -> int:
     done = 0
     for f in findings:
         if f.kind == "stale_run":
+            if client.get_run(f.what).data.tags.get(Tag.PROMOTABLE) == "true":
+                rec.on(f.what).tags({Tag.PROMOTABLE: "false"})  # before it reads as finished
             rec.on(f.what).finish("KILLED")
+        elif f.kind == "promotable_debris":
+            rec.on(f.what).tags({Tag.PROMOTABLE: "false"})
         elif f.kind == "pending_model":
             client.finalize_logged_model(f.what, "FAILED")
         elif f.kind == "unfinished_version":
