@@ -723,3 +723,149 @@ def test_a_single_asset_model_refuses_a_table_of_many_symbols(tmp_path, markets)
     with pytest.raises(DataValidationError, match="holds 2 symbols .* scores one asset"):
         model.predict(pd.concat(rows))
     assert model.predict(rows[0])["p_hat"].notna().any()  # one symbol: scored as before
+
+
+# -- history in pieces (issue #37) -----------------------------------------------------------
+
+
+def write_monthly_klines(folder: Path, bars: pd.DataFrame, symbol: str = "BTCUSDT") -> list[Path]:
+    """One exchange kline zip per month, as exchanges publish them: a headerless 12-column
+    CSV inside, open time in ms before 2025 and in us from 2025."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for period, rows in bars.groupby(bars.index.strftime("%Y-%m")):
+        unit = 1000 if period >= "2025" else 1
+        t = rows.index.asi8 // 10**6 * unit
+        quote = rows["volume"] * rows["close"]
+        k = pd.DataFrame({"t": t, "o": rows["open"], "h": rows["high"], "l": rows["low"],
+                          "c": rows["close"], "v": rows["volume"], "ct": t + 15 * 60_000 * unit - 1,
+                          "q": quote, "n": 100, "tb": rows["volume"] / 2, "tq": quote / 2, "i": 0})  # fmt: skip
+        name = f"{symbol}-15m-{period}"
+        with zipfile.ZipFile(folder / f"{name}.zip", "w") as z:
+            z.writestr(f"{name}.csv", k.to_csv(header=False, index=False))
+        out.append(folder / f"{name}.zip")
+    return out
+
+
+def months_of_bars(months: int = 3, seed: int = 5) -> pd.DataFrame:
+    from phat.data.synthetic import generate
+
+    b = generate(SyntheticConfig(periods=months * 30 * 96, seed=seed)).bars
+    b.index = pd.date_range("2024-11-01", periods=len(b), freq="15min", tz="UTC")
+    return b[["open", "high", "low", "close", "volume"]]
+
+
+def test_dated_pieces_of_one_symbol_are_one_series_equal_to_the_whole_file(tmp_path):
+    """Monthly kline zips (ms then us timestamps) read through a glob, a directory or a list
+    are one asset whose bars equal the same history in one CSV; overlapping months' repeated
+    bars are dropped as exact duplicates, conflicting ones refused by timestamp."""
+    from phat.data.universe import dataset_name, is_universe, symbol_of
+    from phat.pipeline import load_bars
+
+    bars = months_of_bars()
+    files = write_monthly_klines(tmp_path / "monthly", bars)
+    assert [symbol_of(f) for f in files] == ["BTCUSDT"] * 3  # Nov, Dec, Jan
+    whole = tmp_path / "BTCUSDT-15m.csv"
+    bars.rename_axis("timestamp").reset_index().to_csv(whole, index=False)
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(whole)
+    want, _ = load_bars(cfg, "15m")
+    for path in (str(tmp_path / "monthly" / "*.zip"), str(tmp_path / "monthly"),
+                 [str(f) for f in files]):  # fmt: skip
+        cfg["data"]["path"] = path
+        assert not is_universe(path) and dataset_name(cfg["data"]) == "BTCUSDT"
+        got, _ = load_bars(cfg, "15m")
+        assert not hasattr(got, "assets") and got.symbol == "BTCUSDT"
+        pd.testing.assert_frame_equal(got.frame, want.frame, check_freq=False)
+    # a month repeated in the next file's head: dropped as exact duplicates
+    import zipfile
+
+    with zipfile.ZipFile(files[1]) as z:
+        second = z.read(z.namelist()[0]).decode()
+    with zipfile.ZipFile(files[0]) as z:
+        first = z.read(z.namelist()[0]).decode()
+    overlap = "\n".join(first.strip().splitlines()[-10:]) + "\n"
+    with zipfile.ZipFile(files[1], "w") as z:
+        z.writestr("BTCUSDT-15m-2024-12.csv", overlap + second)
+    cfg["data"]["path"] = str(tmp_path / "monthly")
+    got, _ = load_bars(cfg, "15m")
+    pd.testing.assert_frame_equal(got.frame, want.frame, check_freq=False)
+    assert got.report["duplicates_dropped"] == 10
+    bad = overlap.replace(",", ",9", 2)  # the first repeated bar now disagrees
+    with zipfile.ZipFile(files[1], "w") as z:
+        z.writestr("BTCUSDT-15m-2024-12.csv", bad + second)
+    with pytest.raises(DataValidationError, match="duplicate timestamp .* conflicting values"):
+        load_bars(cfg, "15m")
+
+
+def test_archives_holding_one_csv_are_read_as_that_csv(tmp_path):
+    import gzip
+    import zipfile
+
+    from phat.data.io import read_table
+
+    text = months_of_bars(1).iloc[:500].rename_axis("timestamp").reset_index().to_csv(index=False)
+    want = read_table(_w(tmp_path / "plain.csv", text.encode()))
+    for name, data in (
+        ("a.csv.gz", gzip.compress(text.encode())),
+        ("b.gz", gzip.compress(text.encode())),
+    ):
+        pd.testing.assert_frame_equal(read_table(_w(tmp_path / name, data)), want)
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as z:
+        z.writestr("inner.csv", text)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "c.zip"), want)
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as z:
+        z.writestr("x.csv", text)
+        z.writestr("y.csv", text)
+    with pytest.raises(DataValidationError, match="zip archive of 2 files"):
+        read_table(tmp_path / "two.zip")
+    with pytest.raises(DataValidationError, match="not a readable zip"):
+        read_table(_w(tmp_path / "broken.zip", b"PK not really"))
+
+
+def _w(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_assets_that_share_too_little_time_are_refused_naming_their_spans(tmp_path):
+    """Three symbols with back-to-back histories (and two same-named files that are not dated
+    pieces) are refused in one line each, never a traceback."""
+    from phat.data.universe import universe_groups
+    from phat.pipeline import prepare
+
+    bars = months_of_bars(3)
+    d = tmp_path / "u"
+    d.mkdir()
+    for i, sym in enumerate(["AAA", "BBB", "CCC"]):
+        part = bars.iloc[i * 2880 : (i + 1) * 2880]
+        part.rename_axis("timestamp").reset_index().to_csv(d / f"{sym}-15m.csv", index=False)
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(d)
+    with pytest.raises(DataValidationError, match="share too little time to split: AAA 2024-11-01"):
+        prepare(cfg)
+    (d / "AAA.csv").write_text((d / "AAA-15m.csv").read_text())
+    with pytest.raises(DataValidationError, match="two files for symbol 'AAA'"):
+        universe_groups(d)
+
+
+@pytest.mark.slow
+def test_seven_monthly_kline_zips_train_as_one_series(tmp_path):
+    """The issue's Done-when: seven monthly zips of one symbol, `phat train data.path='m/*.zip'`:
+    one asset, registered as phat-btcusdt-15m, trained on every month's bars."""
+    import mlflow
+
+    bars = months_of_bars(7)
+    write_monthly_klines(tmp_path / "m", bars)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    r = _phat(tmp_path, "train", f"data.path={tmp_path}/m/*.zip", f"tracking.uri={uri}",
+              "metrics.bootstrap_n=5")  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    client = mlflow.MlflowClient(uri)
+    (mv,) = client.search_model_versions("name='phat-btcusdt-15m'")
+    run = client.get_run(mv.run_id)
+    window = json.loads(run.data.tags["phat.training_window"])  # every month, first to last
+    assert window["train"][0] < "2024-11-03" and window["test"][1] >= "2025-05-29"
+    assert "phat.universe" not in run.data.tags and run.data.tags["phat.symbol"] == "BTCUSDT"

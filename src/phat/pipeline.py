@@ -140,9 +140,12 @@ def synthetic_config(d: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 def read_raw(d: dict[str, Any]) -> tuple[pd.DataFrame, str, pd.Series | None]:
     """The configured data before validation: a user file (`data.path`) or the embedded
     synthetic generator; returns (raw frame, symbol, known Bayes p for synthetic data)."""
-    from phat.data.universe import dataset_name
+    from phat.data.universe import dataset_name, one_series, read_pieces
 
     if d["path"]:
+        one = one_series(d["path"])  # a folder, glob or list of one symbol's dated pieces
+        if one is not None:
+            return read_pieces(one[1], d["timestamp_format"], d["dayfirst"]), dataset_name(d), None
         return read_table(d["path"]), dataset_name(d), None
     from phat.data.synthetic import generate
 
@@ -168,10 +171,18 @@ def is_universe_data(d: dict[str, Any]) -> bool:
 
 
 def universe_sources(d: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    """(symbol, where, file path) per asset of a directory, glob or list (phat.data.universe)."""
-    from phat.data.universe import symbol_of, universe_files
+    """(symbol, where, its files) per asset of a directory, glob or list (phat.data.universe:
+    an asset's dated pieces are one source)."""
+    from phat.data.universe import universe_groups
 
-    return [(symbol_of(f), str(f), f) for f in universe_files(d["path"])]
+    return [(sym, _where(files), files) for sym, files in universe_groups(d["path"]).items()]
+
+
+def _where(files: list[Path]) -> str:
+    """A source's files as a refusal names them."""
+    if len(files) == 1:
+        return str(files[0])
+    return f"{str(files[0])!r} .. {files[-1].name!r} ({len(files)} pieces)"
 
 
 def long_sources(raw: pd.DataFrame, where: str) -> list[tuple[str, str, Any]] | None:
@@ -194,7 +205,7 @@ def load_universe(
     then the universe rules (phat.data.universe); data.on_bad_asset=skip leaves a bad asset
     out and names it. With a loaded universe model, each asset is read under its own DataSpec
     (PHatModel.read_bars) and an asset the model does not list is refused by name."""
-    from phat.data.universe import Universe, check_universe, dataset_name
+    from phat.data.universe import Universe, check_universe, dataset_name, read_pieces
 
     d = cfg["data"]
     skip = str(d.get("on_bad_asset", "fail")) == "skip"
@@ -213,7 +224,11 @@ def load_universe(
     assets: list[Bars] = []
     for sym, w, src in sources:
         try:
-            raw = read_table(src) if isinstance(src, Path) else src
+            raw = (
+                read_pieces(src, d["timestamp_format"], d["dayfirst"])
+                if isinstance(src, list)
+                else src
+            )
             if model is not None:
                 bars = model.for_asset(sym).read_bars(raw, symbol=sym, **bars_kwargs(d))
             else:
@@ -257,7 +272,7 @@ def load_bars(
     reads a file the same way. A universe (is_universe_data, or a long file) comes back as
     one StackedBars (phat.data.universe), its assets read one by one (load_universe). A
     universe model reads one listed asset's file as that asset (its own DataSpec)."""
-    from phat.data.universe import stack, symbol_of
+    from phat.data.universe import one_series, stack, symbol_of
 
     d = cfg["data"]
     sources, column_symbol = None, None
@@ -278,7 +293,11 @@ def load_bars(
         symbol = str(
             d["symbol"]
             or column_symbol
-            or (symbol_of(Path(str(d["path"]))) if d["path"] else symbol)
+            or (
+                symbol_of(Path(str(d["path"])))
+                if d["path"] and not one_series(d["path"])
+                else symbol
+            )
         )
         return model.for_asset(symbol).read_bars(raw, **bars_kwargs(d), symbol=symbol), p
     if sources is not None or is_universe_data(d):
@@ -521,6 +540,14 @@ def fold_features(
     return pooled, WindowData(feats, fspec.window), specs
 
 
+def asset_spans(bars: StackedBars, most: int = 12) -> str:
+    """Each asset's first and last bar, for a refusal: `AAA 2025-01-01..2025-03-13, ...`."""
+    spans = [f"{a.symbol} {a.bars.index[0]:%Y-%m-%d}..{a.bars.index[-1]:%Y-%m-%d}"
+             for a in bars.assets[:most]]  # fmt: skip
+    more = len(bars.assets) - most
+    return ", ".join(spans) + (f" and {more} more" if more > 0 else "")
+
+
 def split_series(
     ser: Series, scfg: SplitConfig, usable: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
@@ -539,7 +566,16 @@ def split_series(
         # An asset with no train sample has no normalization (fold_features): no samples.
         asset = bars.asset_of_rows()
         trained = np.unique(asset[spans["train"]])
-        return {k: v[np.isin(asset[v], trained)] for k, v in spans.items()}
+        out = {k: v[np.isin(asset[v], trained)] for k, v in spans.items()}
+        empty = [k for k, v in out.items() if not len(v)]
+        if empty:
+            raise DataValidationError(
+                f"the universe's assets share too little time to split: {asset_spans(bars)}; "
+                f"split at shared timestamps, no asset with train samples has {' or '.join(empty)} "
+                "samples; give assets whose histories overlap (files of one symbol that differ "
+                "only by a date suffix, e.g. BTCUSDT-15m-2025-06.zip, are read as one series)"
+            )
+        return out
     except DataValidationError as e:
         if not counts["samples_dropped_gap"]:
             raise

@@ -195,7 +195,7 @@ def validate_values(df: pd.DataFrame, *, volume_nan: str = _DATA["volume_nan"]) 
     return df
 
 
-def _check_sorted(df: pd.DataFrame) -> None:
+def check_sorted(df: pd.DataFrame) -> None:
     ts = df.index.asi8
     back = np.flatnonzero(np.diff(ts) < 0)
     if len(back):
@@ -335,7 +335,7 @@ def prepare_bars(
         raise DataValidationError("the data has no rows")
     df = validate_values(df, volume_nan=volume_nan)
     df = _drop_duplicate_timestamps(df, report)
-    _check_sorted(df)
+    check_sorted(df)
     if now is not None and df.index[-1] > now + pd.Timedelta(days=1):
         i = int(np.searchsorted(df.index.asi8, (now + pd.Timedelta(days=1)).value, side="right"))
         raise DataValidationError(

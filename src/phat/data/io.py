@@ -54,10 +54,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataValidationError(f"data file {str(p)!r} does not exist")
     if p.is_dir():
         raise DataValidationError(f"data path {str(p)!r} is a directory; expected a file")
-    suffix = "".join(p.suffixes[-2:]).lower() if p.suffix.lower() == ".gz" else p.suffix.lower()
+    suffix = p.suffix.lower()
+    if suffix in (".gz", ".zip") and "".join(p.suffixes[-2:]).lower() in _ARCHIVED:
+        suffix = "".join(p.suffixes[-2:]).lower()
     readers = {
         ".csv": _read_csv,
         ".csv.gz": _read_csv,
+        ".txt.gz": _read_csv,
+        ".gz": _read_csv,  # one gzipped CSV
+        ".zip": _read_csv,  # one CSV in a zip archive (exchanges' monthly klines)
+        ".csv.zip": _read_csv,
         ".txt": _read_csv,
         ".parquet": pd.read_parquet,
         ".pq": pd.read_parquet,
@@ -68,7 +74,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if suffix not in readers:
         raise DataValidationError(
             f"data file {str(p)!r}: unsupported format {suffix!r}; expected .csv, .parquet, "
-            ".feather or .json"
+            ".feather or .json (a .zip or .gz archive holding one CSV is read as that CSV)"
         )
     if p.stat().st_size == 0:
         raise DataValidationError(f"data file {str(p)!r} is empty (0 bytes)")
@@ -83,13 +89,45 @@ def read_table(path: str | Path) -> pd.DataFrame:
         ) from None
 
 
+_ARCHIVED = (".csv.gz", ".txt.gz", ".csv.zip")
+
+
+def _unzip_one(p: Path) -> bytes:
+    """The one file a zip archive holds (folders and macOS resource forks aside)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            members = [
+                m for m in z.infolist()
+                if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+            ]  # fmt: skip
+            if len(members) != 1:
+                names = [m.filename for m in members][:5]
+                raise DataValidationError(
+                    f"data file {str(p)!r} is a zip archive of {len(members)} files {names}; "
+                    "expected exactly one CSV inside"
+                )
+            return z.read(members[0])
+    except zipfile.BadZipFile as e:
+        raise DataValidationError(
+            f"data file {str(p)!r} is not a readable zip archive ({e})"
+        ) from None
+
+
 def _text(p: Path) -> str:
-    """The file's text: UTF-8 (BOM or not) or UTF-16 with a BOM; binary content is refused."""
+    """The file's text: UTF-8 (BOM or not) or UTF-16 with a BOM; binary content is refused.
+    A .gz file is gunzipped, a .zip archive's one file read."""
     import gzip
 
     if p.suffix.lower() == ".gz":
-        with gzip.open(p) as f:
-            raw = f.read()
+        try:
+            with gzip.open(p) as f:
+                raw = f.read()
+        except (OSError, EOFError) as e:
+            raise DataValidationError(f"data file {str(p)!r} is not readable gzip ({e})") from None
+    elif p.suffix.lower() == ".zip":
+        raw = _unzip_one(p)
     else:
         raw = p.read_bytes()
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):

@@ -7,8 +7,12 @@ timeframe and one calendar for all, no symbol twice. A bad asset is one line nam
 symbol) and the problem; with `data.on_bad_asset=skip` it is left out and named in
 `Universe.skipped` (the run's summary and the `phat.assets_skipped` tag).
 
-An asset's symbol is its file's stem with a trailing timeframe (`ADA_BTC-5m` -> `ADA_BTC`), or
-the value of the `symbol` column.
+An asset's symbol is its file's stem without a trailing date or period and timeframe
+(`ADA_BTC-5m` -> `ADA_BTC`, `BTCUSDT-15m-2025-06` -> `BTCUSDT`), or the value of the `symbol`
+column. History delivered in pieces (one file per month or day, as exchanges and vendors publish
+it) is one asset: files whose names differ only by that date suffix are read one by one and
+concatenated in time (`read_pieces`); a path whose files are all one symbol's pieces is that one
+asset, not a universe.
 """
 
 from __future__ import annotations
@@ -19,14 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from phat.data.bars import Bars
 from phat.data.timeframes import DURATION
 from phat.errors import DataValidationError
 
-DATA_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq", ".feather", ".arrow", ".json")
+DATA_SUFFIXES = (
+    ".csv", ".csv.gz", ".txt", ".txt.gz", ".gz", ".zip", ".csv.zip", ".parquet", ".pq",
+    ".feather", ".arrow", ".json",
+)  # fmt: skip
 _TF_TAIL = re.compile(rf"[-_.]({DURATION})$", re.IGNORECASE)
+# A piece's date: -2025-06, -2025-06-01, _202506, _20250601 (year 19xx/20xx, month 01-12).
+_PERIOD_TAIL = re.compile(
+    r"[-_.]((?:19|20)\d{2})[-_]?(0[1-9]|1[0-2])(?:[-_]?(0[1-9]|[12]\d|3[01]))?$"
+)
 
 
 @dataclass
@@ -44,14 +56,37 @@ class Universe:
 
 
 def is_universe(path: Any) -> bool:
-    """Whether data.path names many assets (see the module docstring); a long file is only
-    known once read (`long_symbols`)."""
+    """Whether data.path names many assets (see the module docstring): a directory, glob or
+    list whose files are more than one symbol; a long file is only known once read
+    (`long_symbols`). A path whose files cannot be listed counts as a universe, so the
+    universe reader's refusal names the problem."""
     if path is None:
         return False
-    if isinstance(path, (list, tuple)):
-        return True
     text = str(path)
-    return Path(text).is_dir() or any(ch in text for ch in "*?[")
+    if not (
+        isinstance(path, (list, tuple)) or Path(text).is_dir() or any(c in text for c in "*?[")
+    ):
+        return False
+    try:
+        return len(universe_groups(path)) != 1
+    except DataValidationError:
+        return True
+
+
+def one_series(path: Any) -> tuple[str, list[Path]] | None:
+    """(symbol, its files in time order) when a directory, glob or list holds the pieces of
+    one symbol's history (or just one file); None otherwise."""
+    if (
+        path is None
+        or isinstance(path, (str, Path))
+        and not (Path(str(path)).is_dir() or any(c in str(path) for c in "*?["))
+    ):
+        return None
+    try:
+        groups = universe_groups(path)
+    except DataValidationError:
+        return None
+    return next(iter(groups.items())) if len(groups) == 1 else None
 
 
 def dataset_name(d: dict[str, Any]) -> str:
@@ -67,6 +102,9 @@ def dataset_name(d: dict[str, Any]) -> str:
         return f"SYNTH{int(d['synthetic']['assets'])}"
     if path is None:
         return str(d["symbol"] or "SYNTH")
+    one = one_series(path)  # one symbol's dated pieces: that symbol
+    if one is not None:
+        return str(d["symbol"] or one[0])
     if isinstance(path, (list, tuple)):
         return Path(str(path[0])).parent.resolve().name or "universe"
     p = Path(str(path))
@@ -77,13 +115,21 @@ def dataset_name(d: dict[str, Any]) -> str:
     return str(d.get("universe_name") or d["symbol"] or p.stem)
 
 
-def symbol_of(path: Path) -> str:
-    """A file's asset symbol: its stem without a trailing timeframe (`ADA_BTC-5m` -> ADA_BTC)."""
+def _piece_name(path: Path) -> tuple[str, str]:
+    """(the file's name without its data suffix, its date suffix or '')."""
     name = path.name
     for suf in sorted(DATA_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suf):
             name = name[: -len(suf)]
             break
+    m = _PERIOD_TAIL.search(name)
+    return (name[: m.start()], m.group(0)) if m and m.start() > 0 else (name, "")
+
+
+def symbol_of(path: Path) -> str:
+    """A file's asset symbol: its stem without a trailing date suffix and timeframe
+    (`ADA_BTC-5m` -> ADA_BTC, `BTCUSDT-15m-2025-06` -> BTCUSDT)."""
+    name, _ = _piece_name(path)
     return _TF_TAIL.sub("", name) or name
 
 
@@ -93,7 +139,7 @@ def _is_data_file(p: Path) -> bool:
 
 def universe_files(path: Any) -> list[Path]:
     """The files of a directory, glob or list, sorted; refuses an empty directory, a glob that
-    matches nothing, a missing listed file, and two files for one symbol."""
+    matches nothing and a missing listed file."""
     if isinstance(path, (list, tuple)):
         if not path:
             raise DataValidationError("data.path is an empty list; expected one or more files")
@@ -101,7 +147,8 @@ def universe_files(path: Any) -> list[Path]:
         for f in files:
             if not f.is_file():
                 raise DataValidationError(f"data file {str(f)!r} (in data.path) does not exist")
-    elif Path(str(path)).is_dir():
+        return files
+    if Path(str(path)).is_dir():
         d = Path(str(path))
         files = sorted(p for p in d.iterdir() if _is_data_file(p))
         if not files:
@@ -109,19 +156,60 @@ def universe_files(path: Any) -> list[Path]:
                 f"data directory {str(d)!r} holds no data file (expected "
                 f"{', '.join(DATA_SUFFIXES)})"
             )
-    else:
-        files = sorted(Path(p) for p in globlib.glob(str(path)) if _is_data_file(Path(p)))
-        if not files:
-            raise DataValidationError(f"data.path glob {str(path)!r} matches no data file")
-    seen: dict[str, Path] = {}
-    for f in files:
-        sym = symbol_of(f)
-        if sym in seen:
-            raise DataValidationError(
-                f"two files for symbol {sym!r}: {str(seen[sym])!r} and {str(f)!r}; keep one"
-            )
-        seen[sym] = f
+        return files
+    files = sorted(Path(p) for p in globlib.glob(str(path)) if _is_data_file(Path(p)))
+    if not files:
+        raise DataValidationError(f"data.path glob {str(path)!r} matches no data file")
     return files
+
+
+def universe_groups(path: Any) -> dict[str, list[Path]]:
+    """{symbol: its files} of a directory, glob or list (symbol order; a symbol's pieces in
+    the order of their date suffixes). Two files of one symbol must both be dated pieces
+    (`X-2025-06.csv`, `X-2025-07.csv`); any other pair (`X-5m.csv` and `X-1h.csv`) is
+    refused by name."""
+    groups: dict[str, list[tuple[str, Path]]] = {}
+    for f in universe_files(path):
+        groups.setdefault(symbol_of(f), []).append((_piece_name(f)[1], f))
+    for sym, files in groups.items():
+        if len(files) > 1 and (
+            not all(d for d, _ in files) or len({d for d, _ in files}) < len(files)
+        ):
+            a, b = sorted(str(f) for _, f in files)[:2]
+            raise DataValidationError(
+                f"two files for symbol {sym!r}: {a!r} and {b!r}; keep one (files of one symbol "
+                "are read as one series only when their names differ by a date suffix, e.g. "
+                "-2025-06)"
+            )
+    return {s: [f for _, f in sorted(groups[s], key=lambda x: x[0])] for s in sorted(groups)}
+
+
+def read_pieces(
+    files: list[Path], timestamp_format: str | None = None, dayfirst: bool | None = None
+) -> pd.DataFrame:
+    """One symbol's history from its pieces: each file read and its timestamps parsed alone
+    (an exchange's monthly files change epoch unit from ms to us in 2025), each checked to be
+    in time order (named by file), then concatenated in time. Overlapping pieces repeat bars:
+    the rows are merged in time order, so the bar validation drops exact duplicates and refuses
+    conflicting ones, as within one file."""
+    from phat.data.bars import check_sorted
+    from phat.data.io import normalize_layout, read_table
+
+    frames = []
+    for f in files:
+        frame = normalize_layout(
+            read_table(f), timestamp_format=timestamp_format, dayfirst=dayfirst
+        )
+        try:
+            check_sorted(frame)
+        except DataValidationError as e:
+            raise DataValidationError(f"{str(f)!r}: {e}") from None
+        frames.append(frame)
+    if len(frames) == 1:
+        return frames[0]
+    frames.sort(key=lambda fr: fr.index[0] if len(fr) else pd.Timestamp.max.tz_localize("UTC"))
+    whole = pd.concat(frames)
+    return whole.iloc[np.argsort(whole.index.asi8, kind="stable")]
 
 
 def long_symbols(raw: pd.DataFrame) -> pd.Series | None:

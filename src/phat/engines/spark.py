@@ -118,7 +118,8 @@ def _long_table(p: Path) -> tuple[Any, str] | None:
 def sources(path: Any, symbol: str | None = None) -> list[Source]:
     """The assets of `path` (module docstring), sorted by symbol, with their row counts where
     the files tell them without being read."""
-    from phat.data.universe import is_universe, long_symbols, symbol_of, universe_files
+    from phat.data.universe import is_universe, long_symbols, symbol_of, universe_groups
+    from phat.errors import DataValidationError
 
     p = Path(str(path)) if not isinstance(path, list | tuple) else None
     long = _long_table(p) if p is not None else None
@@ -130,7 +131,16 @@ def sources(path: Any, symbol: str | None = None) -> list[Source]:
         return [Source(str(s), str(p), True, int(n[s])) for s in sorted(n.index)]
     if p is not None and p.is_file() and not is_universe(path):
         return [Source(symbol or symbol_of(p), str(p), False, _parquet_rows(p))]
-    return [Source(symbol_of(f), str(f), False, _parquet_rows(f)) for f in universe_files(path)]
+    out = []
+    for sym, files in universe_groups(path).items():
+        if len(files) > 1:
+            raise DataValidationError(
+                f"{sym} comes in {len(files)} dated pieces ({files[0].name} .. {files[-1].name}); "
+                "engine=spark scores one file per asset: score them in process (engine=local) "
+                "or join the pieces into one file"
+            )
+        out.append(Source(sym, str(files[0]), False, _parquet_rows(files[0])))
+    return out
 
 
 def _parquet_rows(path: Path) -> int | None:
