@@ -331,6 +331,15 @@ def test_two_monitors_at_once_equal_the_two_one_after_the_other(watched, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_source_that_does_not_resolve_is_named_by_the_key_the_user_set(watched) -> None:
+    d, uri = watched
+    r = _phat(d, uri, "monitor", "monitor.source=model_v9")
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "monitor.source=model_v9" in lines[0] and "signal_source" not in lines[0], lines
+
+
+@pytest.mark.slow
 def test_a_held_state_is_refused_after_the_wait_naming_the_holder(watched, tmp_path) -> None:
     import os
 

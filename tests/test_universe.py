@@ -863,9 +863,52 @@ def test_seven_monthly_kline_zips_train_as_one_series(tmp_path):
     r = _phat(tmp_path, "train", f"data.path={tmp_path}/m/*.zip", f"tracking.uri={uri}",
               "metrics.bootstrap_n=5")  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    # a fresh store: MLflow's "Registered model ... already exists" is not printed (phat made
+    # the registered model itself a moment before)
+    assert "already exists" not in r.stderr and "Created version" not in r.stderr, r.stderr
     client = mlflow.MlflowClient(uri)
     (mv,) = client.search_model_versions("name='phat-btcusdt-15m'")
     run = client.get_run(mv.run_id)
     window = json.loads(run.data.tags["phat.training_window"])  # every month, first to last
     assert window["train"][0] < "2024-11-03" and window["test"][1] >= "2025-05-29"
     assert "phat.universe" not in run.data.tags and run.data.tags["phat.symbol"] == "BTCUSDT"
+
+
+def test_a_universe_names_the_file_it_dropped_rows_of_and_its_calendar_once(
+    tmp_path, markets, caplog
+):
+    import logging
+
+    from phat.pipeline import load_bars
+
+    folder = write_universe(tmp_path / "u", markets)
+    f = folder / "A02-15m.csv"
+    lines = f.read_text().splitlines(True)
+    f.write_text("".join(lines[:50] + lines[49:50] + lines[50:]))  # one bar twice
+    cfg = make_cfg(tmp_path / "o", "data.calendar=auto")
+    cfg["data"]["path"] = str(folder)
+    with caplog.at_level(logging.INFO):
+        load_bars(cfg, "15m")
+    said = [r.getMessage() for r in caplog.records]
+    assert f"{f}: dropped 1 exact duplicate rows" in " ".join(said), said
+    chose = [m for m in said if "data.calendar=auto chose" in m]
+    assert len(chose) == 1 and f"for {N_ASSETS} assets" in chose[0], chose
+
+
+def test_a_reason_quoted_in_a_summary_is_cut_at_a_word():
+    from types import SimpleNamespace
+
+    from phat.errors import shorten
+    from phat.registry.tracking import _kind_line
+    from phat.tagnames import Tag
+
+    text = "data file 'x.csv': column 'close' has 3 non-positive values, first at 2024-03-01"
+    cut = shorten(text, 40)
+    assert len(cut) <= 40 and cut.endswith(" ...") and text.startswith(cut[: -len(" ...")])
+    assert text.split()[len(cut.split()) - 2] == cut.split()[-2]  # whole words only
+    kept = SimpleNamespace(model=SimpleNamespace(kind="logistic"),
+                           tags={Tag.MODEL_KIND: "tree", Tag.SELECTED_RUNG: "climatology"})  # fmt: skip
+    assert _kind_line(kept) == "tree (kept: climatology)"  # not the kept rung's class alone
+    own = SimpleNamespace(model=SimpleNamespace(kind="tree"),
+                          tags={Tag.MODEL_KIND: "tree", Tag.SELECTED_RUNG: "tree"})  # fmt: skip
+    assert _kind_line(own) == "tree"

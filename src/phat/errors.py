@@ -95,3 +95,11 @@ def first_line(err: BaseException) -> str:
     """`Type: first line of the message`, for a decision record or a one-line report."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut at a word boundary to at most `width` characters, marked when cut (a reason
+    quoted in a summary line is never cut mid-word)."""
+    import textwrap
+
+    return textwrap.shorten(str(text), width=width, placeholder=" ...")

@@ -21,7 +21,7 @@ from phat.contract.labels import LabelSpec, make_labels, parse_horizon
 from phat.contract.splits import SplitConfig, carve_tail, make_splits, span_window
 from phat.data import Bars, prepare_bars, read_table
 from phat.data.universe import StackedBars
-from phat.errors import ConfigError, DataValidationError
+from phat.errors import ConfigError, DataValidationError, shorten
 from phat.evaluation.metrics import evaluate_split
 from phat.hashing import canonical_json
 from phat.models.baselines import WindowData
@@ -235,7 +235,7 @@ def load_universe(
                 bars = prepare_bars(
                     raw, symbol=sym, timeframe=timeframe, max_gap=d["max_gap"],
                     resample_min_coverage=float(d["resample_min_coverage"]),
-                    now=pd.Timestamp.now(tz="UTC"), **bars_kwargs(d),
+                    now=pd.Timestamp.now(tz="UTC"), source=w, announce=False, **bars_kwargs(d),
                 )  # fmt: skip
         except DataValidationError as e:
             msg = str(e) if str(e).startswith(w) else f"{w}: {e}"
@@ -255,10 +255,14 @@ def load_universe(
     assets = [a for a in assets if a.symbol not in skipped]
     if not assets:
         raise DataValidationError(
-            f"no asset of the universe is usable: {'; '.join(skipped.values())[:600]}"
+            f"no asset of the universe is usable: {shorten('; '.join(skipped.values()), 600)}"
         )
     if p_bayes is not None and assets[0].report.get("resampled_from") is not None:
         p_bayes = None  # the planted p is per native bar
+    reason = str(assets[0].report.get("calendar_reason", ""))
+    if reason.startswith("auto: "):  # one line for the universe, not one per asset
+        log.info("data.calendar=auto chose %s for %d assets (%s: %s)", assets[0].calendar,
+                 len(assets), assets[0].symbol, reason[len("auto: "):])  # fmt: skip
     return Universe(dataset_name(d), assets, skipped, p_bayes)
 
 

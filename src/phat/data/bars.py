@@ -101,7 +101,9 @@ def _check_numeric(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=df.index)
 
 
-def _drop_duplicate_timestamps(df: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
+def _drop_duplicate_timestamps(
+    df: pd.DataFrame, report: dict[str, Any], source: str = ""
+) -> pd.DataFrame:
     dup = df.index.duplicated(keep=False)
     if not dup.any():
         report["duplicates_dropped"] = 0
@@ -117,7 +119,7 @@ def _drop_duplicate_timestamps(df: pd.DataFrame, report: dict[str, Any]) -> pd.D
             )
     keep = ~df.index.duplicated(keep="first")
     n = int((~keep).sum())
-    log.warning("dropped %d exact duplicate rows (same timestamp, same values)", n)
+    log.warning("%sdropped %d exact duplicate rows (same timestamp, same values)", source, n)
     report["duplicates_dropped"] = n
     return df[keep]
 
@@ -322,19 +324,24 @@ def prepare_bars(
     timestamp_format: str | None = None,
     dayfirst: bool | None = None,
     now: pd.Timestamp | None = None,
+    source: str = "",
+    announce: bool = True,
 ) -> Bars:
     """Normalize, validate and (if finer and allowed) resample raw OHLCV to `timeframe`.
 
     `calendar`: auto | 24x7 | fx | an exchange code. `model_calendar` (scoring): the calendar
     the model was trained under; data of another calendar is refused by name. `now` (the
-    caller's clock): bars stamped more than a day after it are refused."""
+    caller's clock): bars stamped more than a day after it are refused. `source` (a universe
+    member's file) prefixes the warnings; `announce=False` leaves the calendar `auto` chose
+    unlogged (a universe says it once for all its assets)."""
     target = parse_timeframe(timeframe)
     report: dict[str, Any] = {"rows_in": len(raw)}
     df = normalize_layout(raw, timestamp_format=timestamp_format, dayfirst=dayfirst)
     if len(df) == 0:
         raise DataValidationError("the data has no rows")
     df = validate_values(df, volume_nan=volume_nan)
-    df = _drop_duplicate_timestamps(df, report)
+    where = f"{source}: " if source else ""
+    df = _drop_duplicate_timestamps(df, report, where)
     check_sorted(df)
     if now is not None and df.index[-1] > now + pd.Timedelta(days=1):
         i = int(np.searchsorted(df.index.asi8, (now + pd.Timedelta(days=1)).value, side="right"))
@@ -375,6 +382,8 @@ def prepare_bars(
         # every step is a multiple of the native step, which equals the target here.
         pass
     cal, reason = _choose_calendar(df.index, target, calendar, model_calendar)
+    if announce and reason.startswith("auto: "):
+        log.info("data.calendar=auto chose %s: %s", cal.name, reason[len("auto: ") :])
     report["calendar"], report["calendar_reason"] = cal.name, reason
     remedy = (
         f"this model scores only {model_calendar} data"
@@ -389,9 +398,10 @@ def prepare_bars(
     if gap_report["gaps"]:
         first = gap_report["gap_list"][0]
         log.warning(
-            "%d gaps of more than %d missing in-session bars split the series under calendar %s "
+            "%s%d gaps of more than %d missing in-session bars split the series under calendar %s "
             "(first: %d bars missing after %s); if these are scheduled closures set data.calendar, "
             "if they are small outages raise data.max_gap",
+            where,
             gap_report["gaps"],
             int(gap // target),
             cal.name,
@@ -443,5 +453,4 @@ def _choose_calendar(
             "(data.calendar=24x7 for crypto, data.calendar=fx, or an exchange code such as "
             "data.calendar=XNYS)"
         )
-    log.info("data.calendar=auto chose %s: %s", seen.calendar, seen.reason)
     return resolve_calendar(seen.calendar), f"auto: {seen.reason}"

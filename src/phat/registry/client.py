@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +212,10 @@ def register_logged(
     try:
         # mlflow.register_model links both ways: the version records the logged model, and the
         # logged model's page lists "<name> vN" (its mlflow.modelVersions tag).
-        mv = mlflow.register_model(
-            f"models:/{model_id}", name, tags=contract, await_registration_for=30
-        )
+        with _registry_chatter_filtered():
+            mv = mlflow.register_model(
+                f"models:/{model_id}", name, tags=contract, await_registration_for=30
+            )
         pause_point("version_registered")
         client.update_model_version(name, mv.version, description=_description(contract, metrics))
         run.tags({Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(mv.version)})
@@ -220,6 +223,27 @@ def register_logged(
         _undo_versions(client, name, run_id, model_id)
         raise
     return {"model_name": name, "model_version": int(mv.version)}
+
+
+# What mlflow.register_model prints about the registered model phat has just created itself
+# ("Registered model 'x' already exists. Creating a new version...", also on a fresh store) and
+# the version it made (phat's summary names it as models:/name/N).
+_CHATTER = ("already exists. Creating a new version of this model", "Created version '")
+
+
+@contextlib.contextmanager
+def _registry_chatter_filtered() -> Iterator[None]:
+    """Run an MLflow registry call with its stderr lines kept, except _CHATTER's."""
+    import io
+    import sys
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        kept = [ln for ln in buf.getvalue().splitlines(True) if not any(c in ln for c in _CHATTER)]
+        sys.stderr.write("".join(kept))
 
 
 def _undo_versions(client: Any, name: str, run_id: str, model_id: str) -> None:

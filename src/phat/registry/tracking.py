@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phat.errors import shorten
 from phat.models.kinds import kind as model_kind
 from phat.tagnames import Tag
 
@@ -476,7 +477,7 @@ def _universe_lines(result: Any) -> list[str]:
     out = [
         f"  universe      {tags[Tag.UNIVERSE]}: {tags[Tag.ASSETS]} assets in the model"
         + (
-            f"; left out {len(left)}: {', '.join(f'{k} ({v[:60]})' for k, v in left.items())}"
+            f"; left out {len(left)}: {', '.join(f'{k} ({shorten(v, 80)})' for k, v in left.items())}"
             if left
             else ""
         ),  # fmt: skip
@@ -499,6 +500,14 @@ def _universe_lines(result: Any) -> list[str]:
     return out
 
 
+def _kind_line(result: Any) -> str:
+    """The recipe's kind as the run is named and tagged (phat.model_kind), with the ladder's
+    kept rung when it is not the kind's own model (`tree (kept: climatology)`)."""
+    kind = result.tags.get(Tag.MODEL_KIND, result.model.kind)
+    rung = result.tags.get(Tag.SELECTED_RUNG, "")
+    return f"{kind} (kept: {rung})" if rung and rung != kind and kind != result.model.kind else kind
+
+
 def summary_lines(
     result: Any, run_id: str, uri: str, experiment: str, registered: dict[str, Any] | None = None
 ) -> list[str]:
@@ -512,7 +521,7 @@ def summary_lines(
     ]
     lines = [
         "",
-        f"phat.train: {result.model.kind} {result.label_spec.horizon_id} on {result.bars.symbol} "
+        f"phat.train: {_kind_line(result)} {result.label_spec.horizon_id} on {result.bars.symbol} "
         f"({result.counts['bars']} bars, {len(result.spans['train'])} train / "
         f"{len(result.spans['calibration'])} calibration / {len(result.spans['test'])} test samples)",
         f"  data          {_span(getattr(result.bars, 'grid', None) if result.universe else result.bars.index)}"
