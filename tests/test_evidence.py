@@ -166,9 +166,12 @@ def test_dm_on_no_signal_data_rarely_rejects(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_promotion_on_walkforward_evidence(tmp_path) -> None:
-    """promotion.evidence=walkforward: with nothing live, a candidate whose walk-forward record
-    beats the proxy significantly is promoted; a second candidate no better than production on
-    the same bars is refused (not significant); without a record, the refusal names the remedy."""
+    """promotion.evidence=walkforward (the default): a version without a record gets one first,
+    made as `phat walkforward walkforward.for_version=N` makes it (its recipe, this data), and
+    with nothing live a candidate whose whole record beats climatology and the best one-feature
+    rule significantly is promoted; a second candidate no better than production on the same
+    bars is refused at wf_beats_production, naming its p-value; a record whose recipe does not
+    match the version is refused; no gate compares with the proxy."""
     from mlflow.tracking import MlflowClient
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -178,6 +181,7 @@ def test_promotion_on_walkforward_evidence(tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/m.db"
     data = ("data.synthetic.periods=20000",)
     wf = ("walkforward.train=60d", "walkforward.calibration=20d", "walkforward.step=20d")
+    relaxed = [o for o in races.RELAXED if not o.startswith("promotion.evidence=")]
 
     def verb(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -188,21 +192,53 @@ def test_promotion_on_walkforward_evidence(tmp_path) -> None:
     for cal in ("platt", "temperature"):
         r = verb("train", f"calibration={cal}", "metrics.bootstrap_n=5")
         assert r.returncode == 0, r.stderr[-2000:]
-    r = verb("promote", "version=1", "promotion.evidence=walkforward", *races.RELAXED)
-    assert r.returncode == 1 and "walkforward.for_version=1" in r.stderr  # the remedy, named
-    for v, cal in (("1", "platt"), ("2", "temperature")):
-        r = verb("walkforward", f"walkforward.for_version={v}", f"calibration={cal}", *wf,
-                 "metrics.bootstrap_n=5")  # fmt: skip
-        assert r.returncode == 0, r.stderr[-2000:]
     # A recipe that does not match the version is refused before any work.
     r = verb("walkforward", "walkforward.for_version=1", "calibration=isotonic", *wf)
     assert r.returncode == 2 and "walkforward.for_version" in r.stderr
-    r = verb("promote", "version=1", "promotion.evidence=walkforward", *races.RELAXED)
+    r = verb("promote", "version=1", *wf, *relaxed)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert "wf_significant" in r.stdout and "vs proxy" in r.stdout
+    assert "has no walk-forward record; making it first" in r.stdout
+    assert "evidence for   phat-synth-15m v1" in r.stdout
+    assert "wf_beats_climatology" in r.stdout and "wf_beats_rule" in r.stdout
+    assert "proxy" not in "".join(ln for ln in r.stdout.splitlines() if "| wf_" in ln)
     client = MlflowClient(uri)
     assert str(client.get_model_version_by_alias("phat-synth-15m", "production").version) == "1"
-    r = verb("promote", "version=2", "promotion.evidence=walkforward", *races.RELAXED)
+    exp = client.get_experiment_by_name("phat-walkforward").experiment_id
+    assert (
+        len(
+            client.search_runs(
+                [exp], filter_string="tags.`phat.walkforward.for` = 'phat-synth-15m/v1'"
+            )
+        )
+        == 1
+    )
+    r = verb("promote", "version=2", *wf, *relaxed)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
-    assert "wf_significant" in r.stderr
+    assert "wf_beats_production: dm_pvalue vs production v1" in r.stderr, r.stderr[-2000:]
     assert str(client.get_model_version_by_alias("phat-synth-15m", "production").version) == "1"
+
+
+@pytest.mark.slow
+def test_a_forecast_without_signal_is_refused_on_its_record(tmp_path) -> None:
+    """No planted signal, defaults but for the short history's windows: the record made for
+    the version does not beat climatology or the best rule, and the refusal names the gates
+    and their p-values (exit 1, production unchanged)."""
+    from mlflow.tracking import MlflowClient
+
+    phat_bin = str(Path(sys.executable).with_name("phat"))
+    uri = f"sqlite:///{tmp_path}/m.db"
+    data = ("data.synthetic.periods=20000", "data.synthetic.planted_strength=0",
+            "data.synthetic.trend_bias=0", "data.synthetic.revert_strength=0",
+            f"tracking.uri={uri}")  # fmt: skip
+    wf = ("walkforward.train=60d", "walkforward.calibration=20d", "walkforward.step=20d")
+    r = subprocess.run([phat_bin, "train", *data, "metrics.bootstrap_n=5"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([phat_bin, "promote", "version=1", *data, *wf,
+                        "promotion.min_history_days=20"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "wf_beats_climatology: dm_pvalue vs climatology" in line, line
+    assert "wf_beats_rule: dm_pvalue vs the best one-feature rule" in line, line
+    assert MlflowClient(uri).get_registered_model("phat-synth-15m").aliases == {}

@@ -33,8 +33,10 @@ GOOD = Evidence(
     candidate_log_loss=0.67,
     climatology_log_loss=0.69,
     rule_brier=0.249,
+    evidence="single_split",  # the table below is the window's gates; GOOD_WF the record's
 )
-GOOD_WF = replace(GOOD, evidence="walkforward", wf_mcb=0.001, wf_pvalue=0.01, wf_against="proxy")
+GOOD_WF = replace(GOOD, evidence="walkforward", wf_mcb=0.001, wf_pvalue_climatology=0.01,
+                  wf_pvalue_rule=0.02, wf_rule="last_return", wf_read="record", window_read="window")  # fmt: skip
 
 
 def outcome(ev: Evidence, gate: str) -> bool:
@@ -152,19 +154,29 @@ def test_every_gate_has_a_failing_edge_case() -> None:
 
 
 def test_walkforward_evidence_replaces_the_single_window_comparisons() -> None:
+    """Significance from the whole record (climatology, the best rule, production when one
+    exists), never against the proxy; no certainty and ECE from the window; each gate says
+    which evidence it read."""
     gates = {g.name: g for g in decide(GOOD_WF, T)}
     assert all(g.passed for g in gates.values()), [g for g in gates.values() if not g.passed]
-    assert {"wf_mcb", "wf_significant", "resolution", "no_certainty", "beats_a_baseline"} <= set(
+    assert {"wf_mcb", "wf_beats_climatology", "wf_beats_rule", "no_certainty", "ece_max"} <= set(
         gates
     )
-    assert not {"brier_vs_baseline", "ece_max", "ece_vs_baseline"} & set(gates)
+    assert not {"brier_vs_baseline", "ece_vs_baseline", "wf_beats_production"} & set(gates)
+    assert not any("proxy" in g.metric for g in gates.values())
+    assert {g.read for n, g in gates.items() if n.startswith("wf_")} == {"record"}
+    assert gates["ece_max"].read == "window" and gates["no_certainty"].read == "window"
     alpha, max_mcb = T["alpha"], T["max_mcb"]
-    assert not outcome(replace(GOOD_WF, wf_pvalue=alpha), "wf_significant")  # not significant
-    assert outcome(replace(GOOD_WF, wf_pvalue=alpha - 1e-9), "wf_significant")
+    for gate, field in (("wf_beats_climatology", "wf_pvalue_climatology"),
+                        ("wf_beats_rule", "wf_pvalue_rule")):  # fmt: skip
+        assert not outcome(replace(GOOD_WF, **{field: alpha}), gate)  # not significant
+        assert outcome(replace(GOOD_WF, **{field: alpha - 1e-9}), gate)
+        assert not outcome(replace(GOOD_WF, **{field: float("nan")}), gate)  # no record
     assert not outcome(replace(GOOD_WF, wf_mcb=max_mcb + 1e-9), "wf_mcb")
-    assert not outcome(replace(GOOD_WF, wf_pvalue=float("nan")), "wf_significant")  # no record
-    # The universal gates still refuse under walk-forward evidence.
-    for bad in (dict(extreme_p=3), dict(auc_low=0.5), dict(candidate_brier=0.26, rule_brier=0.25)):
+    live = replace(GOOD_WF, wf_production="3", wf_pvalue_production=0.2)
+    assert not outcome(live, "wf_beats_production")  # no better than production's record
+    assert outcome(replace(live, wf_pvalue_production=0.01), "wf_beats_production")
+    for bad in (dict(extreme_p=3), dict(candidate_ece=T["max_ece"] + 1e-9)):  # the window's
         ev = replace(GOOD_WF, **bad)
         assert not all(g.passed for g in decide(ev, T)), bad
 

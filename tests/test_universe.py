@@ -581,8 +581,12 @@ def test_a_universe_model_is_promoted_on_universe_evidence_or_refused_with_the_r
         report = promote(cfg)
         assert report["passed"], [g for g in report["gates"] if not g["passed"]]
         names = {g["name"] for g in report["gates"]}
-        assert {"universe_beats_climatology", "asset_calibration", "asset_not_worse",
-                "wf_significant"} <= names  # fmt: skip
+        assert {"wf_beats_climatology", "wf_beats_rule", "asset_calibration",
+                "asset_not_worse"} <= names  # fmt: skip
+        record = {g["name"]: g["read"] for g in report["gates"]}
+        assert record["wf_beats_rule"].startswith("record ") and "folds" in record["wf_beats_rule"]
+        assert record["asset_not_worse"] == record["wf_beats_rule"]  # per-asset safety: the record
+        assert record["ece_max"].startswith("window ")
         assert [r["symbol"] for r in report["per_asset"]] == ["A00", "A01", "A02", "A03"]
         assert current_production(client, name) == str(out["model_version"])
     else:

@@ -338,6 +338,7 @@ class PromoteConf(Section):
     metrics: MetricsConf = field(default_factory=MetricsConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     promotion: PromotionConf = field(default_factory=PromotionConf)
+    walkforward: WalkforwardSection = field(default_factory=lambda: WalkforwardSection())
     tracking: TrackingConf = field(default_factory=TrackingConf)
     version: str = MISSING
 

@@ -11,7 +11,7 @@ one stored as a negative number (-0.05) means the same as 0.05.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from phat.confdefaults import conf_defaults
@@ -26,6 +26,7 @@ class Gate:
     threshold: str
     passed: bool
     limit: float | None = None  # the number `threshold` holds the candidate to, where one
+    read: str = ""  # the evidence the gate read: the record or the window, its span and n
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,16 @@ class Evidence:
     candidate_log_loss: float = 0.0
     climatology_log_loss: float = 1.0
     rule_brier: float = float("inf")  # the best one-feature rule's Brier (last sign, last return)
-    # promotion.evidence=walkforward: the candidate's walk-forward record on the window
+    # promotion.evidence=walkforward: the version's whole walk-forward record (every fold)
     evidence: str = conf_defaults("promotion/default")["evidence"]
     wf_mcb: float = float("nan")
-    wf_pvalue: float = float("nan")
-    wf_against: str = "-"  # production vN's walk-forward record, or the proxy
+    wf_pvalue_climatology: float = float("nan")  # one-sided DM (a universe: per-timestamp means)
+    wf_pvalue_rule: float = float("nan")  # vs the best one-feature rule, refitted per fold
+    wf_rule: str = "-"  # which rule that is (last_sign, last_return)
+    wf_pvalue_production: float = float("nan")  # vs production's record on their shared bars
+    wf_production: str = ""  # production's version when one exists
+    wf_read: str = ""  # what the record gates read: span, folds, n
+    window_read: str = ""  # what the window gates read: span, n
     # A universe model on its universe (universe_assets > 0): pooled significance on
     # per-timestamp means, and the assets that fail per-asset safety after Benjamini-Hochberg
     universe_assets: int = 0
@@ -113,32 +119,59 @@ def _universal(ev: Evidence) -> list[Gate]:
     ]
 
 
+def _significant(name: str, metric: str, p: float, alpha: float, read: str) -> Gate:
+    return Gate(name, metric, p, "-", f"< {alpha}", bool(p < alpha), alpha, read)
+
+
 def _walkforward(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
-    return [
+    """The record's gates: every fold of the version's walk-forward record (months to years,
+    where an edge of a few 1e-4 of Brier can be told from noise). The proxy is not among the
+    significance baselines: it is a poor forecaster by design, a comparison nothing fails."""
+    alpha, read = float(t["alpha"]), ev.wf_read
+    per_ts = " (per-timestamp means)" if ev.universe_assets else ""
+    gates = [
         _at_most("wf_mcb", "oos_mcb", ev.wf_mcb, "-", float(t["max_mcb"]), f"<= {t['max_mcb']}"),
-        Gate(
-            "wf_significant",
-            f"dm_pvalue vs {ev.wf_against}",
-            ev.wf_pvalue,
-            "-",
-            f"< {t['alpha']}",
-            bool(ev.wf_pvalue < float(t["alpha"])),
-            float(t["alpha"]),
-        ),
-    ]
+        _significant("wf_beats_climatology", f"dm_pvalue vs climatology{per_ts}",
+                     ev.wf_pvalue_climatology, alpha, read),
+        _significant("wf_beats_rule", f"dm_pvalue vs the best one-feature rule ({ev.wf_rule}){per_ts}",
+                     ev.wf_pvalue_rule, alpha, read),
+    ]  # fmt: skip
+    gates[0] = replace(gates[0], read=read)
+    if ev.wf_production:
+        gates.append(_significant("wf_beats_production",
+                                  f"dm_pvalue vs production v{ev.wf_production}'s record (shared bars)",
+                                  ev.wf_pvalue_production, alpha, read))  # fmt: skip
+    return gates
+
+
+def _window(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
+    """What only this one fit can show, on its own test window: no certainty, calibrated ECE."""
+    read = ev.window_read
+    return [
+        replace(Gate("no_certainty", "p_hat in {0, 1}", ev.extreme_p, "-", "== 0",
+                     ev.extreme_p == 0, 0.0), read=read),
+        replace(_at_most("ece_max", "ece", ev.candidate_ece, "-", t["max_ece"],
+                         f"<= {t['max_ece']}"), read=read),
+    ]  # fmt: skip
 
 
 def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
     """Every gate's outcome; the candidate passes when all pass. `thresholds` is the
     `promotion` config section (conf/promotion/default.yaml holds the defaults).
-    `promotion.evidence=walkforward` replaces the single window's Brier/ECE comparisons with
-    the walk-forward record's MCB and significance; the universal gates always apply."""
+    `promotion.evidence=walkforward` (the default): significance (vs climatology, the best
+    one-feature rule and production's record) and per-asset safety from the version's whole
+    walk-forward record; no certainty, ECE and trading from this fit's own window.
+    `single_split`: every comparison on the window, as before."""
     t = thresholds
-    extra = _universe(ev, t) if ev.universe_assets else []
     if ev.evidence == "walkforward":
-        return [_calibrated(ev), *_universal(ev), *_walkforward(ev, t), *extra,
-                *_trading_gates(ev, t)]  # fmt: skip
-    return [_calibrated(ev), *_universal(ev), *_split_gates(ev, t), *extra, *_trading_gates(ev, t)]
+        assets = _asset_gates(ev, t) if ev.universe_assets else []
+        gates = [_calibrated(ev), *_window(ev, t), *_walkforward(ev, t), *assets,
+                 *_trading_gates(ev, t)]  # fmt: skip
+    else:
+        extra = _universe(ev, t) if ev.universe_assets else []
+        gates = [_calibrated(ev), *_universal(ev), *_split_gates(ev, t), *extra,
+                 *_trading_gates(ev, t)]  # fmt: skip
+    return [g if g.read else replace(g, read=ev.window_read) for g in gates]
 
 
 def _universe(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
@@ -148,26 +181,37 @@ def _universe(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
     after Benjamini-Hochberg at promotion.per_asset_fdr (the failing assets are named), or,
     with promotion.exclude_assets=auto, those assets excluded (they stay on the proxy; the
     pooled gates above still count them, which only makes passing harder)."""
-    alpha, fdr = float(t["alpha"]), float(t["per_asset_fdr"])
-    exclude = str(t.get("exclude_assets", "none")) == "auto"
+    alpha = float(t["alpha"])
     gates = [
         Gate(f"universe_beats_{name}", f"dm_pvalue vs {name} (per-timestamp means)", p, "-",
              f"< {alpha}", bool(p < alpha), alpha)
         for name, p in (("climatology", ev.universe_pvalue_climatology),
                         ("rule", ev.universe_pvalue_rule))
     ]  # fmt: skip
-    for name, failing, what in (
-        ("asset_calibration", ev.assets_miscalibrated, "calibration test rejects"),
-        ("asset_not_worse", ev.assets_worse, "Brier worse than climatology"),
-        ("asset_trading", ev.assets_trading, "churn, costs or drawdown regressed"),
-    ):
+    return gates + _asset_gates(ev, t)
+
+
+def _asset_gates(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
+    """Per-asset safety after Benjamini-Hochberg (the record's rows under walk-forward
+    evidence, the window's otherwise) and per-asset trading (the window)."""
+    fdr = float(t["per_asset_fdr"])
+    exclude = str(t.get("exclude_assets", "none")) == "auto"
+    wf = ev.evidence == "walkforward"
+    gates: list[Gate] = []
+    for name, failing, what, read in (
+        ("asset_calibration", ev.assets_miscalibrated, "calibration test rejects",
+         ev.wf_read if wf else ev.window_read),
+        ("asset_not_worse", ev.assets_worse, "Brier worse than climatology",
+         ev.wf_read if wf else ev.window_read),
+        ("asset_trading", ev.assets_trading, "churn, costs or drawdown regressed", ev.window_read),
+    ):  # fmt: skip
         named = ", ".join(failing) if failing else "none"
         if exclude and failing:  # promotion.exclude_assets=auto: they stay on the proxy
             named = f"excluded: {named}"
         gates.append(
             Gate(name, f"assets whose {what} (BH {fdr})", named, f"of {ev.universe_assets}",
                  "none" if not exclude else "none, or excluded (exclude_assets=auto)",
-                 not failing or exclude, 0.0)
+                 not failing or exclude, 0.0, read)
         )  # fmt: skip
     return gates
 
@@ -188,6 +232,7 @@ def _calibrated(ev: Evidence) -> Gate:
         "-",
         "not none, has resolution",
         ev.promotable,
+        read="the version's phat.promotable tag",
     )
 
 
@@ -247,6 +292,7 @@ def _trading_gates(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
             f">= {t['min_history_days']}",
             ev.history_days >= float(t["min_history_days"]),
             float(t["min_history_days"]),
+            "the version's training window",
         )
     )
     return gates

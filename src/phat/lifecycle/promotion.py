@@ -235,10 +235,20 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         )
         universal.update(found, assets_trading=per_asset_trading)
     wf = (
-        _walkforward_evidence(client, name, mv, prod, start, end, lspec.horizon_bars, pc)
+        record_evidence(
+            client, name, mv, prod, lspec.horizon_bars, pc, int(cfg["metrics"]["n_bins"])
+        )
         if pc["evidence"] == "walkforward"
         else {}
     )
+    if wf.get("per_asset") is not None:  # the record's table is the one the gates read
+        per_asset = wf["per_asset"]
+    wf.pop("per_asset", None)
+    shown = bars.index[mask]
+    window_read = (
+        f"window {shown.min():%Y-%m-%d}..{shown.max():%Y-%m-%d}, n={int(mask.sum())}"
+        if mask.any() else "window: empty"
+    )  # fmt: skip
     evidence = Evidence(
         calibration_method=str(json.loads(calib_tag).get("method", "?")),
         promotable=mv.tags.get(Tag.PROMOTABLE) == "true",
@@ -251,8 +261,8 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         baseline_trading=_trading(bt_b),
         history_days=_history_days(mv),
         evidence=str(pc["evidence"]),
-        **universal,
-        **wf,
+        window_read=window_read,
+        **{**universal, **wf},
     )
     return {
         "model_name": name,
@@ -395,75 +405,107 @@ def _wf_record(client: Any, name: str, mv: Any) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def _walkforward_evidence(
+def record_evidence(
     client: Any,
     name: str,
     mv: Any,
     prod: str | None,
-    start: pd.Timestamp,
-    end: pd.Timestamp | None,
     horizon_bars: int,
     pc: dict[str, Any],
+    n_bins: int,
 ) -> dict[str, Any]:
-    """MCB of the candidate's walk-forward record on the evaluation window, and the one-sided
-    Diebold-Mariano p-value of its Brier losses against production's record on the same bars
-    (or against the proxy when nothing is live)."""
+    """The gates' evidence from version mv's whole walk-forward record (every fold, not only
+    the version's own test window): its CORP miscalibration; one-sided Diebold-Mariano of its
+    Brier losses against climatology and the best one-feature rule (each refitted in every
+    fold, as the record holds them) and, when production exists, against production's record
+    on the bars both hold; a universe's tests on the per-timestamp mean loss differential, and
+    its per-asset safety (calibration test, worse than climatology) after Benjamini-Hochberg
+    at promotion.per_asset_fdr on the record's rows."""
     from phat.evaluation.decomposition import corp_brier
-    from phat.evaluation.significance import diebold_mariano, universe_diebold_mariano
+    from phat.evaluation.metrics import brier
+    from phat.evaluation.significance import (
+        benjamini_hochberg,
+        diebold_mariano,
+        universe_diebold_mariano,
+    )
 
     rec = _wf_record(client, name, mv)
-    keep = rec.index >= start
-    if end is not None:
-        keep &= rec.index < end
-    rec = rec[keep]
     if len(rec) < int(pc["min_samples"]):
         raise ConfigError(
-            f"{name} v{mv.version}'s walk-forward record holds {len(rec)} bars in the evaluation "
-            f"window (from {start.isoformat()}); need promotion.min_samples={pc['min_samples']}"
+            f"{name} v{mv.version}'s walk-forward record holds {len(rec)} bars; need "
+            f"promotion.min_samples={pc['min_samples']}"
         )
     y = rec["label"].to_numpy()
-    loss = (rec["p_hat"].to_numpy() - y) ** 2
-    # A universe's record (a symbol column): rows are (timestamp, asset), and DM runs on the
-    # per-timestamp mean loss differential over the assets.
-    universe = "symbol" in rec.columns
+    p = rec["p_hat"].to_numpy()
+    loss = (p - y) ** 2
+    universe = "symbol" in rec.columns  # rows are (timestamp, asset)
 
-    def dm(a: np.ndarray, b: np.ndarray, index: Any) -> dict[str, float]:
+    def dm(a: np.ndarray, b: np.ndarray, index: Any) -> float:
         if not universe:
-            return diebold_mariano(a, b, horizon_bars)
-        return universe_diebold_mariano(a, b, pd.DatetimeIndex(index).asi8, horizon_bars)
+            return float(diebold_mariano(a, b, horizon_bars)["pvalue"])
+        return float(
+            universe_diebold_mariano(a, b, pd.DatetimeIndex(index).asi8, horizon_bars)["pvalue"]
+        )
 
+    clim = rec["p_climatology"].to_numpy()
+    rules = {
+        r: rec[f"p_{r}"].to_numpy()
+        for r in ("last_sign", "last_return")
+        if f"p_{r}" in rec.columns and np.isfinite(rec[f"p_{r}"].to_numpy()).all()
+    }
+    best = min(rules, key=lambda r: brier(y, rules[r])) if rules else "-"
+    rule_p = rules[best] if rules else np.full(len(y), np.nan)
+    folds = int(rec["fold"].nunique()) if "fold" in rec.columns else 0
+    found: dict[str, Any] = {
+        "wf_mcb": corp_brier(y, p)["mcb"],
+        "wf_pvalue_climatology": dm(loss, (clim - y) ** 2, rec.index),
+        "wf_pvalue_rule": dm(loss, (rule_p - y) ** 2, rec.index) if rules else float("nan"),
+        "wf_rule": best,
+        "wf_read": (
+            f"record {rec.index.min():%Y-%m-%d}..{rec.index.max():%Y-%m-%d}, {folds} folds, "
+            f"n={len(rec)} (run {mv.tags.get(Tag.WALKFORWARD_RUN_ID, '?')[:12]})"
+        ),
+    }
     if prod:
         other = _wf_record(client, name, client.get_model_version(name, prod))
-        if universe:
-            rec = rec.set_index("symbol", append=True)
-            other = other.set_index("symbol", append=True) if "symbol" in other else other
-        both = rec.join(other[["p_hat"]], rsuffix="_prod", how="inner")
+        mine = rec.set_index("symbol", append=True) if universe else rec
+        if universe and "symbol" in other.columns:
+            other = other.set_index("symbol", append=True)
+        both = mine.join(other[["p_hat"]], rsuffix="_prod", how="inner")
         if len(both) < int(pc["min_samples"]):
             raise ConfigError(
                 f"the walk-forward records of v{mv.version} and production v{prod} share "
-                f"{len(both)} bars in the window; need promotion.min_samples={pc['min_samples']}"
+                f"{len(both)} bars; need promotion.min_samples={pc['min_samples']}"
             )
         yb = both["label"].to_numpy()
         times = both.index.get_level_values(0) if universe else both.index
-        result = dm(
-            (both["p_hat"].to_numpy() - yb) ** 2, (both["p_hat_prod"].to_numpy() - yb) ** 2,
-            times,
-        )  # fmt: skip
-        against = f"production v{prod}"
-    else:
-        ok = rec["p_proxy"].notna().to_numpy()
-        result = dm(loss[ok], (rec["p_proxy"].to_numpy()[ok] - y[ok]) ** 2, rec.index[ok])
-        against = "proxy"
-    return {
-        "wf_mcb": corp_brier(y, rec["p_hat"].to_numpy())["mcb"],
-        "wf_pvalue": float(result["pvalue"]),
-        "wf_against": against,
-    }
+        found["wf_pvalue_production"] = dm(
+            (both["p_hat"].to_numpy() - yb) ** 2, (both["p_hat_prod"].to_numpy() - yb) ** 2, times
+        )
+        found["wf_production"] = str(prod)
+    if universe:
+        from phat.evaluation.universe import per_asset_table
+
+        fdr = float(pc["per_asset_fdr"])
+        table = per_asset_table(rec["symbol"].to_numpy(), y, p, clim, rule_p, horizon_bars,
+                                n_bins, alpha=fdr)  # fmt: skip
+        worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
+        table["worse_than_climatology"] = worse < fdr
+        found.update(
+            universe_assets=len(table),
+            assets_miscalibrated=tuple(table.loc[table["miscalibrated"], "symbol"]),
+            assets_worse=tuple(table.loc[table["worse_than_climatology"], "symbol"]),
+            per_asset=table,
+        )
+    return found
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def report_markdown(report: dict[str, Any]) -> str:
-    def fmt(v: Any) -> str:
-        return f"{v:.6g}" if isinstance(v, float) else str(v)
+    fmt = _fmt
 
     lines = [
         f"# Promotion gates: {report['model_name']} v{report['candidate_version']} vs {report['baseline']}",
@@ -471,12 +513,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"Window {report['window'][0]} .. {report['window'][1]}, {report['samples']} samples. "
         f"Result: **{'PASS' if report['passed'] else 'FAIL'}**",
         "",
-        "| gate | metric | candidate | baseline | threshold | pass |",
-        "|---|---|---|---|---|---|",
+        "| gate | metric | candidate | baseline | threshold | pass | read |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in report["gates"]:
         lines.append(
-            f"| {g['name']} | {g['metric']} | {fmt(g['candidate'])} | {fmt(g['baseline'])} | {g['threshold']} | {'yes' if g['passed'] else 'NO'} |"
+            f"| {g['name']} | {g['metric']} | {fmt(g['candidate'])} | {fmt(g['baseline'])} | {g['threshold']} | {'yes' if g['passed'] else 'NO'} | {g.get('read', '')} |"
         )
     if report.get("per_asset"):  # a universe model's evidence per asset
         from phat.evaluation.universe import to_markdown
@@ -549,8 +591,13 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
         for k, v in tags.items():
             client.set_model_version_tag(name, version, k, v)
         if not report["passed"]:
+            why = "; ".join(
+                f"{g['name']}: {g['metric']} {_fmt(g['candidate'])}, needs {g['threshold']}"
+                for g in report["gates"] if not g["passed"]
+            )  # fmt: skip
             raise PromotionRefused(
-                f"{name} v{version} failed gates {failed}; production stays {before or 'unset (proxy)'}"
+                f"{name} v{version} failed gates {failed}; production stays "
+                f"{before or 'unset (proxy)'} ({why})"
             )
         event = {
             "action": "promote",
