@@ -62,6 +62,7 @@ def ensure_record(cfg: dict[str, Any]) -> None:
 def walkforward_config(cfg: dict[str, Any], mv: Any) -> Any:
     """`phat walkforward walkforward.for_version=N`'s settings for version mv: its training
     run's recipe, this command's data, store, metrics and walk-forward windows."""
+    import os
     import tempfile
 
     import mlflow
@@ -69,8 +70,6 @@ def walkforward_config(cfg: dict[str, Any], mv: Any) -> Any:
 
     from phat.cli.config import compose, validate
     from phat.errors import ContractError
-
-    import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
     try:
