@@ -242,3 +242,39 @@ def test_a_forecast_without_signal_is_refused_on_its_record(tmp_path) -> None:
     assert "wf_beats_climatology: dm_pvalue vs climatology" in line, line
     assert "wf_beats_rule: dm_pvalue vs the best one-feature rule" in line, line
     assert MlflowClient(uri).get_registered_model("phat-synth-15m").aliases == {}
+
+
+@pytest.mark.parametrize("assets", [0, 3])
+def test_a_fold_given_a_trainings_spans_predicts_its_test_p_hat_bit_for_bit(tmp_path, assets):
+    """One fold function (pipeline.fit_fold): a walk-forward fold cut at a training's own
+    boundaries predicts that training's test p_hat bit for bit, one asset and a universe (whose
+    training ships per-asset calibration corrections: the fold scores them too)."""
+    from conftest import make_cfg
+    from phat.contract.splits import resolve_boundaries
+    from phat.evidence.walkforward import Fold, _FoldInputs, fold_task
+    from phat.pipeline import fit_evaluate, prepare, timeline
+
+    cfg = make_cfg(tmp_path / "t", "data.synthetic.periods=4000", "metrics.bootstrap_n=5",
+                   f"data.synthetic.assets={assets}")  # fmt: skip
+    prep = prepare(cfg)
+    trained = fit_evaluate(prep, tmp_path / "t")
+    ser, spans = prep.series, prep.spans
+    assert ser is not None
+    bars = ser.bars
+    embargo = resolve_boundaries(ser.split_config, prep.label_spec.horizon_bars,
+                                 prep.feature_spec.bars_read).embargo  # fmt: skip
+    clock, _, slack = timeline(bars)
+    if clock is None:
+        line, b1, b2 = bars.index, spans["calibration"][0] - embargo, spans["test"][0] - embargo
+    else:
+        line = bars.grid
+        b1 = clock[spans["calibration"][0]] - embargo - slack
+        b2 = clock[spans["test"][0]] - embargo - slack
+    fold = Fold(0, line[0], line[b1], line[b2], line[-1] + pd.Timedelta("15min"))
+    symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()] if assets else None
+    out = fold_task(_FoldInputs(cfg, ser, symbols), fold)
+    assert not isinstance(out, str), out
+    frame, _ = out
+    assert assets == 0 or trained.tags.get("phat.universe")  # a universe: per-asset maps ship
+    np.testing.assert_array_equal(frame.index, trained.predictions["test"].timestamps)
+    np.testing.assert_array_equal(frame["p_hat"].to_numpy(), trained.predictions["test"].p_hat)

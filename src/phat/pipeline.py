@@ -386,6 +386,7 @@ class Prepared:
     threads: int
     timings: dict[str, float] = field(default_factory=dict)
     asset_specs: dict[str, FeatureSpec] = field(default_factory=dict)  # a universe's, per asset
+    series: Series | None = None  # what the split was cut from (fit_fold reads it)
 
 
 @dataclass
@@ -470,14 +471,12 @@ def prepare_series(cfg: dict[str, Any]) -> Series:
 def prepare(cfg: dict[str, Any]) -> Prepared:
     """Load and validate data, build labels and features, split. Raises on bad input."""
     ser = prepare_series(cfg)
-    spans = split_series(ser, ser.split_config)
-    fspec, data, asset_specs = fold_features(ser, spans["train"])
+    fspec, data, asset_specs, spans = fold_inputs(cfg, ser, split_series(ser, ser.split_config))
     lspec, bars, y = ser.label_spec, ser.bars, ser.y
-    spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read, bars)
     timings = dict(ser.timings)
     return Prepared(
         cfg, lspec, fspec, bars, ser.p_bayes, y, spans, data, ser.counts, ser.seed,
-        ser.threads, timings, asset_specs,
+        ser.threads, timings, asset_specs, ser,
     )  # fmt: skip
 
 
@@ -512,6 +511,52 @@ def with_validation_tail(
         "validation": val_ends,
         **{k: v for k, v in spans.items() if k != "train"},
     }
+
+
+def fold_inputs(
+    cfg: dict[str, Any], ser: Series, spans: dict[str, np.ndarray]
+) -> tuple[FeatureSpec, WindowData, dict[str, FeatureSpec], dict[str, np.ndarray]]:
+    """A split's inputs to the recipe, for training and every walk-forward fold alike: the
+    feature normalization fitted on its train bars (fold_features) and, for the kinds that
+    early-stop, the train span's validation tail (with_validation_tail)."""
+    fspec, data, asset_specs = fold_features(ser, spans["train"])
+    spans = with_validation_tail(cfg, spans, ser.label_spec.horizon_bars, fspec.bars_read, ser.bars)
+    return fspec, data, asset_specs, spans
+
+
+@dataclass
+class FoldFit:
+    """The recipe fitted on one split, as it ships: the kept forecast and its calibrator, the
+    universe's per-asset maps, and the logits and p_hat of the spans asked for."""
+
+    fitted: Fitted
+    per_asset: dict[str, Calibrator]
+    logits: dict[str, np.ndarray]
+    p_hat: dict[str, np.ndarray]
+
+
+def fit_fold(
+    cfg: dict[str, Any],
+    ser: Series,
+    fspec: FeatureSpec,
+    data: WindowData,
+    spans: dict[str, np.ndarray],
+    tracking: dict[str, Any] | None = None,
+    score: tuple[str, ...] | None = None,
+) -> FoldFit:
+    """The one fold function: `phat train` and every walk-forward fold fit the recipe here
+    (capacity and ladder: fit_recipe; calibration with the universe's per-asset corrections:
+    asset_calibrators), so a walk-forward record scores exactly what a training ships.
+    `score`: the spans to compute logits and p_hat for (all by default; the calibration span
+    is always computed, the per-asset corrections are fitted on it)."""
+    bars, y = ser.bars, ser.y
+    fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, ser.label_spec, fspec,
+                        tracking, bars)  # fmt: skip
+    names = [k for k in spans if score is None or k in score or k == "calibration"]
+    logits = {k: fitted.model.logits(data, spans[k]) for k in names}
+    per_asset = asset_calibrators(cfg, bars, fitted.calibrator, spans["calibration"], logits, y)
+    p_hat = {k: calibrate(fitted.calibrator, per_asset, bars, spans[k], logits[k]) for k in names}
+    return FoldFit(fitted, per_asset, logits, p_hat)
 
 
 def fold_features(
@@ -641,14 +686,47 @@ def rule_forecasts(
     bars: Bars,
     spans: dict[str, np.ndarray],
     proxy: dict[str, Any] | None,
+    cfg: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """The test span scored by the simple forecasts a quant tries first (`RULES`), fitted on
     the train and calibration spans (phat train's and every walk-forward fold's): the one
-    baseline ladder (`score_rules`) on spans."""
+    baseline ladder (`score_rules`) on spans. With the recipe's settings (`cfg`) and a
+    universe whose recipe corrects each asset's calibration, climatology is corrected the same
+    way (asset_climatology): base-rate differences alone never count as skill."""
     fit = np.concatenate(
         [spans["train"], spans.get("validation", spans["train"][:0]), spans["calibration"]]
     )
-    return score_rules(y, bars, fit, spans["test"], float(np.mean(y[spans["train"]])), proxy)
+    base_rate = float(np.mean(y[spans["train"]]))
+    out = score_rules(y, bars, fit, spans["test"], base_rate, proxy)
+    if cfg is not None and isinstance(bars, StackedBars) and bool(cfg["calibration"]["per_asset"]):
+        out["climatology"] = asset_climatology(
+            y, bars, spans, base_rate, float(cfg["calibration"]["shrink_bars"])
+        )
+    return out
+
+
+def asset_climatology(
+    y: np.ndarray, bars: StackedBars, spans: dict[str, np.ndarray], base_rate: float, shrink: float
+) -> np.ndarray:
+    """Climatology as strong as a recipe with per-asset corrections: the train span's pooled
+    base rate, then each asset's correction fitted on its calibration samples and shrunk by
+    their number exactly as the recipe shrinks its own (fit_asset_correction), on the test
+    span. A forecast that is climatology plus per-asset corrections equals it in expectation."""
+    from phat.models.calibration import fit_asset_correction
+
+    asset = bars.asset_of_rows()
+    cal, test = spans["calibration"], spans["test"]
+    z = float(np.log(base_rate / (1.0 - base_rate)))
+    out = np.full(len(test), base_rate)
+    for k in range(len(bars.assets)):
+        mine = cal[asset[cal] == k]
+        known = mine[np.isfinite(y[mine])]
+        fix = fit_asset_correction(np.full(len(known), base_rate), y[known], shrink)
+        rows = asset[test] == k
+        out[rows] = Calibrator("none", {}).with_asset_correction(fix).predict(
+            np.full(int(rows.sum()), z)
+        )
+    return out
 
 
 def score_rules(
@@ -703,7 +781,8 @@ def baseline_ladder(
     loss = (p_test - yt) ** 2
     clock = timeline(prep.bars)[0]
     out: dict[str, float] = {}
-    for name, pr in rule_forecasts(prep.y, prep.bars, spans, dict(cfg["signal"]["proxy"])).items():
+    rules = rule_forecasts(prep.y, prep.bars, spans, dict(cfg["signal"]["proxy"]), cfg)
+    for name, pr in rules.items():
         good = np.isfinite(pr)
         lb = (pr[good] - yt[good]) ** 2
         if name != "climatology" or clock is not None:
@@ -933,7 +1012,7 @@ def universe_evidence(
     assert isinstance(bars, StackedBars)
     te = spans["test"]
     symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[te]]
-    rules = rule_forecasts(prep.y, bars, spans, None)
+    rules = rule_forecasts(prep.y, bars, spans, None, prep.cfg)
     h, n_bins = prep.label_spec.horizon_bars, int(prep.cfg["metrics"]["n_bins"])
     table = per_asset_table(
         symbols, test.y, test.p_hat, rules["climatology"], rules["last_return"], h, n_bins,
@@ -1069,14 +1148,13 @@ def fit_evaluate(
     lspec, fspec, bars = prep.label_spec, prep.feature_spec, prep.bars
     timings = dict(prep.timings)
     t = time.perf_counter()
-    fitted = fit_recipe(cfg, prep.seed, prep.threads, data, y, spans, lspec, fspec, tracking, bars)
+    fold = fit_fold(cfg, prep.series, fspec, data, spans, tracking)
+    fitted, per_asset, logits = fold.fitted, fold.per_asset, fold.logits
     model, calibrator = fitted.model, fitted.calibrator
     tr = spans["train"]
     timings["fit_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    logits = {k: model.logits(data, v) for k, v in spans.items()}
-    per_asset = asset_calibrators(cfg, bars, calibrator, spans["calibration"], logits, y)
     preds = {
         k: SpanPredictions(
             ends=ends,
@@ -1084,7 +1162,7 @@ def fit_evaluate(
             y=y[ends],
             logits=logits[k],
             p_raw=Calibrator("none").predict(logits[k]),
-            p_hat=calibrate(calibrator, per_asset, bars, ends, logits[k]),
+            p_hat=fold.p_hat[k],
         )
         for k, ends in spans.items()
     }

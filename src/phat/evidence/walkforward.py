@@ -175,17 +175,11 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     Returns (rows, the fold with its counts and metrics), or the split's refusal as text."""
     from phat.contract.splits import SplitConfig
     from phat.models.calibration import Calibrator
-    from phat.pipeline import (
-        fit_recipe,
-        fold_features,
-        rule_forecasts,
-        split_series,
-        with_validation_tail,
-    )
+    from phat.pipeline import fit_fold, fold_inputs, rule_forecasts, split_series
     from phat.registry.tracking import pause_point
 
     cfg, ser = inputs.cfg, inputs.ser
-    bars, y, lspec = ser.bars, ser.y, ser.label_spec
+    bars, y = ser.bars, ser.y
     ft = time.perf_counter()
     pause_point(f"fold_{fold.number}")
     fold = replace(fold)
@@ -204,20 +198,20 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
         spans = split_series(ser, scfg, usable)
     except DataValidationError as e:
         return str(e)
-    fspec, data, _ = fold_features(ser, spans["train"])
-    spans = with_validation_tail(cfg, spans, lspec.horizon_bars, fspec.bars_read, bars)
-    fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, lspec, fspec, bars=bars)
-    model, calibrator = fitted.model, fitted.calibrator
+    fspec, data, _, spans = fold_inputs(cfg, ser, spans)
+    # the one fold function training ships through: per-asset corrections included
+    fit = fit_fold(cfg, ser, fspec, data, spans, score=("test",))
+    fitted, calibrator = fit.fitted, fit.fitted.calibrator
     cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
-    logits = model.logits(data, test_ends)
+    logits = fit.logits["test"]
     # Rules are fitted on the same window the model learned from (train + calibration).
-    rules = rule_forecasts(y, bars, spans, dict(cfg["signal"]["proxy"]))
+    rules = rule_forecasts(y, bars, spans, dict(cfg["signal"]["proxy"]), cfg)
     frame = pd.DataFrame(
         {
             "fold": fold.number,
             "label": y[test_ends],
             "p_hat_raw": Calibrator("none").predict(logits),
-            "p_hat": calibrator.predict(logits),
+            "p_hat": fit.p_hat["test"],
             **{f"p_{name}": rules[name] for name in BASELINES},
         },
         index=bars.index[test_ends],
