@@ -278,3 +278,22 @@ def test_a_fold_given_a_trainings_spans_predicts_its_test_p_hat_bit_for_bit(tmp_
     assert assets == 0 or trained.tags.get("phat.universe")  # a universe: per-asset maps ship
     np.testing.assert_array_equal(frame.index, trained.predictions["test"].timestamps)
     np.testing.assert_array_equal(frame["p_hat"].to_numpy(), trained.predictions["test"].p_hat)
+
+
+def test_a_record_whose_per_asset_maps_differ_from_the_versions_is_refused_by_name():
+    from phat.errors import ConfigError
+    from phat.evidence.walkforward import Record, check_recipe
+
+    recipe = {"phat.feature_version": "f", "phat.model_kind": "logistic", "calibration": "platt",
+              "phat.asset_maps": "pooled", "phat.pooling": "pooled"}  # fmt: skip
+    record = Record(pd.DataFrame(), [], 1, "U", "logistic", {}, recipe)
+    version = {"phat.feature_version": "f", "phat.model_kind": "logistic", "phat.pooling": "pooled",
+               "phat.calibration": json.dumps({"method": "platt"}),
+               "phat.asset_maps": "per_asset shrink_bars=2000"}  # fmt: skip
+    with pytest.raises(ConfigError, match="phat.asset_maps='per_asset shrink_bars=2000'"):
+        check_recipe(record, version, "u v1")
+    check_recipe(record, {**version, "phat.asset_maps": "pooled"}, "u v1")
+    older = {k: v for k, v in version.items() if k != "phat.asset_maps"}  # before the tag
+    check_recipe(record, older, "u v1")
+    with pytest.raises(ConfigError, match="phat.pooling"):
+        check_recipe(record, {**older, "phat.pooling": "per_asset"}, "u v1")

@@ -1056,6 +1056,14 @@ def universe_spec(
     return {"name": bars.symbol, "unlisted": "refuse", "assets": assets}
 
 
+def asset_maps(cfg: dict[str, Any], bars: Bars) -> str:
+    """What the recipe's calibration does per asset (the phat.asset_maps tag, and a walk-forward
+    record's recipe): `pooled`, or `per_asset shrink_bars=<n>` (asset_calibrators)."""
+    if not isinstance(bars, StackedBars) or not bool(cfg["calibration"]["per_asset"]):
+        return "pooled"
+    return f"per_asset shrink_bars={float(cfg['calibration']['shrink_bars']):g}"
+
+
 def universe_tags(bars: StackedBars, asset_specs: dict[str, FeatureSpec]) -> dict[str, str]:
     """phat.universe, phat.assets (the count), and the assets left out with why."""
     untrained = [a.symbol for a in bars.assets if a.symbol not in asset_specs]
@@ -1228,6 +1236,7 @@ def fit_evaluate(
         Tag.MAX_GAP_BARS: str(bars.max_gap_bars),
         Tag.PROMOTABLE: "true" if calibrator.promotable else "false",
         Tag.RESOLUTION: str(calibrator.params.get("resolution", "ok")),
+        Tag.ASSET_MAPS: asset_maps(cfg, bars),
     }
     if len(tags[Tag.CALIBRATION]) > 4000:  # isotonic tables are long; the JSON file has them
         tags[Tag.CALIBRATION] = canonical_json(

@@ -124,7 +124,7 @@ class _FoldInputs:
 def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     """Every fold, in order (engine=ray: as Ray tasks, the same bits; phat.engines.fanout)."""
     from phat.engines.fanout import fan_out
-    from phat.pipeline import prepare_series
+    from phat.pipeline import asset_maps, prepare_series
 
     t0 = time.perf_counter()
     check_windows(cfg["walkforward"])
@@ -163,7 +163,10 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
         Tag.MODEL_KIND: str(cfg["model"]["kind"]),
         "calibration": str(cfg["calibration"]["method"]),
         Tag.DATA_HASH: bars.data_hash(),
+        Tag.ASSET_MAPS: asset_maps(cfg, bars),
     }
+    if assets:
+        recipe[Tag.POOLING] = str(cfg["model"].get("pooling", "pooled"))
     return Record(
         record, done, lspec.horizon_bars, bars.symbol, str(cfg["model"]["kind"]),
         {"total_s": time.perf_counter() - t0, "data_s": ser.timings["data_s"]}, recipe,
@@ -226,14 +229,21 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     return frame, fold
 
 
+# Recipe tags a version registered before they existed lacks (it is checked on the rest).
+NEWER_RECIPE_TAGS = (Tag.ASSET_MAPS,)
+
+
 def check_recipe(record: Record, version_tags: dict[str, str], what: str) -> None:
     """A walk-forward record stands for a registered version only when it refits the same
-    recipe: features, label, model kind and calibration method (and the same data)."""
+    recipe: features, label, model kind, calibration method, per-asset maps and pooling (and
+    the same data)."""
     import json
 
     have = dict(version_tags)
     have["calibration"] = json.loads(have.get(Tag.CALIBRATION, "{}")).get("method", "?")
     for key, mine in record.recipe.items():
+        if key in NEWER_RECIPE_TAGS and key not in have:
+            continue  # a version registered before phat wrote this tag
         theirs = have.get(key)
         if theirs != mine:
             raise ConfigError(
