@@ -143,11 +143,44 @@ def test_ar1_default_recipe_matches_the_rule_it_contains_and_passes_the_gate(tmp
     assert m["test_brier"] <= m["test_brier_last_return"] + 0.0003
     assert m["test_brier"] < m["test_brier_climatology"]
     t = TradingEvidence(0, 0, 0, 1)
+    kept = r.tags["phat.selected_rung"]
+    rules = ["last_sign"] + ([] if kept == "last_return" else ["last_return"])
     ev = Evidence("platt", True, 0, m["test_brier"], 0, 0, m["test_brier_climatology"], t, t, 0,
-                  rule_brier=min(m["test_brier_last_return"], m["test_brier_last_sign"]))  # fmt: skip
+                  rule_brier=min(m[f"test_brier_{n}"] for n in rules),
+                  candidate_is_rule=kept if kept == "last_return" else "")  # fmt: skip
     gate = next(g for g in _universal(ev) if g.name == "beats_a_baseline")
-    # the gate as it stands: strictly below climatology and the best one-feature rule
+    # strictly below climatology and the best one-feature rule it is not
     assert gate.passed, (m["test_brier"], gate.limit)
+    if kept == "last_return":  # a kept rule is its baseline's fit, bit for bit (issue #35)
+        assert m["test_brier"] == m["test_brier_last_return"]
+        assert "the candidate is the last-return rule" in gate.metric
+
+
+@pytest.mark.slow
+def test_on_ar1_the_default_recipe_is_promoted_as_the_rule_it_is(tmp_path) -> None:
+    """The issue's Done-when: 30,000 15m bars of AR(1) 0.2 returns, `phat train` then `phat
+    promote version=1` with the defaults but for the record's windows (the history is short):
+    every fold keeps the last-return rung, which is the record's last-return rule bit for bit,
+    so the gate report says the candidate is that rule and climatology decides: promoted."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    path = _write(ar1(0.2, 30_000, seed=1), tmp_path / "ar1.parquet")
+    uri = f"sqlite:///{tmp_path}/m.db"
+    phat = str(Path(sys.executable).with_name("phat"))
+    common = [f"data.path={path}", "horizon=15m", f"tracking.uri={uri}"]
+    r = subprocess.run([phat, "train", *common], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([phat, "promote", "version=1", *common, "walkforward.train=120d",
+                        "walkforward.calibration=60d", "walkforward.step=30d"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "the candidate is the last-return rule" in r.stdout
+    assert "| wf_beats_climatology |" in r.stdout
+    mv = MlflowClient(uri).get_model_version_by_alias("phat-ar1-15m", "production")
+    assert str(mv.version) == "1"
 
 
 def test_random_walk_keeps_no_false_signal(tmp_path) -> None:

@@ -705,6 +705,53 @@ def rule_forecasts(
     return out
 
 
+def fold_rules(
+    cfg: dict[str, Any],
+    ser: Series,
+    fspec: FeatureSpec,
+    data: WindowData,
+    spans: dict[str, np.ndarray],
+    proxy: dict[str, Any] | None,
+) -> dict[str, np.ndarray]:
+    """The baselines of a split (training's ladder and every walk-forward fold's record):
+    rule_forecasts with the recipe's settings, the last-return rule as the recipe ships that
+    rung (shipped_rule), so a candidate that is the rule equals its baseline bit for bit."""
+    out = rule_forecasts(ser.y, ser.bars, spans, proxy, cfg)
+    shipped = shipped_rule(cfg, ser, fspec, data, spans, "last_return")
+    if shipped is not None:
+        out["last_return"] = shipped
+    return out
+
+
+def shipped_rule(
+    cfg: dict[str, Any],
+    ser: Series,
+    fspec: FeatureSpec,
+    data: WindowData,
+    spans: dict[str, np.ndarray],
+    name: str,
+) -> np.ndarray | None:
+    """The test span's p_hat of the ladder's rung `name` as fit_recipe ships it when it keeps
+    it: the rule fitted on the train span (models.selection.rule_rung), the recipe's calibrator
+    on the calibration span, the universe's per-asset maps. None where the recipe would not
+    ship it so (no last-bar return among the features; one fit per asset)."""
+    from phat.models import selection as sel
+
+    column = sel.return_column(fspec.names)
+    if (name != "climatology" and column is None) or fits_per_asset(cfg, ser.bars):
+        return None
+    bars, y = ser.bars, ser.y
+    tr, cal, te = spans["train"], spans["calibration"], spans["test"]
+    model = sel.rule_rung(name, data, tr, y[tr], column, ser.seed)
+    purge = ser.label_spec.horizon_bars * timeline(bars)[1]
+    ladder = str(cfg["model"].get("ladder", "off")) == "on"
+    logits = {"calibration": model.logits(data, cal)}
+    calibrator = fit_calibrator(cfg["calibration"]["method"], logits["calibration"], y[cal],
+                                purge=purge, identity_first=ladder)  # fmt: skip
+    per_asset = asset_calibrators(cfg, bars, calibrator, cal, logits, y)
+    return calibrate(calibrator, per_asset, bars, te, model.logits(data, te))
+
+
 def asset_climatology(
     y: np.ndarray, bars: StackedBars, spans: dict[str, np.ndarray], base_rate: float, shrink: float
 ) -> np.ndarray:
@@ -723,8 +770,8 @@ def asset_climatology(
         known = mine[np.isfinite(y[mine])]
         fix = fit_asset_correction(np.full(len(known), base_rate), y[known], shrink)
         rows = asset[test] == k
-        out[rows] = Calibrator("none", {}).with_asset_correction(fix).predict(
-            np.full(int(rows.sum()), z)
+        out[rows] = (
+            Calibrator("none", {}).with_asset_correction(fix).predict(np.full(int(rows.sum()), z))
         )
     return out
 
@@ -781,7 +828,9 @@ def baseline_ladder(
     loss = (p_test - yt) ** 2
     clock = timeline(prep.bars)[0]
     out: dict[str, float] = {}
-    rules = rule_forecasts(prep.y, prep.bars, spans, dict(cfg["signal"]["proxy"]), cfg)
+    assert prep.series is not None
+    rules = fold_rules(cfg, prep.series, prep.feature_spec, prep.data, spans,
+                       dict(cfg["signal"]["proxy"]))  # fmt: skip
     for name, pr in rules.items():
         good = np.isfinite(pr)
         lb = (pr[good] - yt[good]) ** 2
@@ -896,11 +945,14 @@ def fit_recipe(
             params["C"] = c
             if len(grid) > 1:
                 chosen["selected_C"] = c
+                say_grid_edge("model.params.C", c, grid, chosen)
     if params.get("max_leaf_nodes") == "auto":  # the tree's leaves on the same inner CV
         params["max_leaf_nodes"], tables["inner_cv"] = sel.choose_tree_leaves(
             data, tr, y[tr], params, sel.LEAVES_GRID, *inner, times
         )
         chosen["selected_max_leaf_nodes"] = float(params["max_leaf_nodes"])
+        say_grid_edge("model.params.max_leaf_nodes", params["max_leaf_nodes"], sel.LEAVES_GRID,
+                      chosen)  # fmt: skip
     trainer = dict(cfg["trainer"])
     searched = {
         name: grid
@@ -942,6 +994,19 @@ def fit_recipe(
         method, model.logits(data, cal), y[cal], purge=purge, identity_first=ladder
     )
     return Fitted(model, calibrator, rung, chosen, tables)
+
+
+def say_grid_edge(key: str, value: float, grid: Any, chosen: dict[str, float]) -> None:
+    """An inner-CV choice at the end of its grid is said (a warning, and the metric
+    `<setting>_at_grid_edge`): the best value may lie beyond the grid."""
+    low, high = min(grid), max(grid)
+    if value not in (low, high):
+        return
+    chosen[f"{key.rsplit('.', 1)[-1]}_at_grid_edge"] = 1.0
+    log.warning(
+        "%s=auto chose %g, the %s end of its grid (%g .. %g): the best value may lie beyond it",
+        key, value, "lower" if value == low else "upper", low, high,
+    )  # fmt: skip
 
 
 def _of(values: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
@@ -1012,7 +1077,8 @@ def universe_evidence(
     assert isinstance(bars, StackedBars)
     te = spans["test"]
     symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[te]]
-    rules = rule_forecasts(prep.y, bars, spans, None, prep.cfg)
+    assert prep.series is not None
+    rules = fold_rules(prep.cfg, prep.series, prep.feature_spec, prep.data, spans, None)
     h, n_bins = prep.label_spec.horizon_bars, int(prep.cfg["metrics"]["n_bins"])
     table = per_asset_table(
         symbols, test.y, test.p_hat, rules["climatology"], rules["last_return"], h, n_bins,

@@ -35,7 +35,9 @@ class Tag:
     PROMOTABLE = "phat.promotable"
     RESOLUTION = "phat.resolution"
     POOLING = "phat.pooling"
-    ASSET_MAPS = "phat.asset_maps"  # the calibration's per-asset corrections: pooled | per_asset ...
+    ASSET_MAPS = (
+        "phat.asset_maps"  # the calibration's per-asset corrections: pooled | per_asset ...
+    )
     UNIVERSE = "phat.universe"
     ASSETS = "phat.assets"
     ASSETS_SKIPPED = "phat.assets_skipped"

@@ -178,7 +178,7 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     Returns (rows, the fold with its counts and metrics), or the split's refusal as text."""
     from phat.contract.splits import SplitConfig
     from phat.models.calibration import Calibrator
-    from phat.pipeline import fit_fold, fold_inputs, rule_forecasts, split_series
+    from phat.pipeline import fit_fold, fold_inputs, fold_rules, split_series
     from phat.registry.tracking import pause_point
 
     cfg, ser = inputs.cfg, inputs.ser
@@ -207,14 +207,16 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     fitted, calibrator = fit.fitted, fit.fitted.calibrator
     cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
     logits = fit.logits["test"]
-    # Rules are fitted on the same window the model learned from (train + calibration).
-    rules = rule_forecasts(y, bars, spans, dict(cfg["signal"]["proxy"]), cfg)
+    # The rules: sign and climatology fitted on train + calibration, the last-return rule as
+    # the recipe ships that rung (pipeline.fold_rules).
+    rules = fold_rules(cfg, ser, fspec, data, spans, dict(cfg["signal"]["proxy"]))
     frame = pd.DataFrame(
         {
             "fold": fold.number,
             "label": y[test_ends],
             "p_hat_raw": Calibrator("none").predict(logits),
             "p_hat": fit.p_hat["test"],
+            "rung": fitted.rung,  # what the fold's ladder kept
             **{f"p_{name}": rules[name] for name in BASELINES},
         },
         index=bars.index[test_ends],

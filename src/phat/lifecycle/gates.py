@@ -57,6 +57,7 @@ class Evidence:
     candidate_log_loss: float = 0.0
     climatology_log_loss: float = 1.0
     rule_brier: float = float("inf")  # the best one-feature rule's Brier (last sign, last return)
+    candidate_is_rule: str = ""  # the ladder kept this rule (e.g. last_return): not its baseline
     # promotion.evidence=walkforward: the version's whole walk-forward record (every fold)
     evidence: str = conf_defaults("promotion/default")["evidence"]
     wf_mcb: float = float("nan")
@@ -109,10 +110,12 @@ def _universal(ev: Evidence) -> list[Gate]:
         ),
         Gate(
             "beats_a_baseline",
-            "brier",
+            "brier"
+            + (f" (the candidate is the {_rule_words(ev)})" if ev.candidate_is_rule else ""),
             ev.candidate_brier,
             best_simple,
-            "< climatology's or a one-feature rule's",
+            "< climatology's or a one-feature rule's"
+            + (" (another rule's)" if ev.candidate_is_rule else ""),
             ev.candidate_brier < best_simple,
             best_simple,
         ),
@@ -137,11 +140,24 @@ def _walkforward(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
                      ev.wf_pvalue_rule, alpha, read),
     ]  # fmt: skip
     gates[0] = replace(gates[0], read=read)
-    if ev.wf_production:
-        gates.append(_significant("wf_beats_production",
-                                  f"dm_pvalue vs production v{ev.wf_production}'s record (shared bars)",
-                                  ev.wf_pvalue_production, alpha, read))  # fmt: skip
-    return gates
+    if ev.candidate_is_rule:  # it is that rule, fitted as the record's rule: not its baseline
+        words = _rule_words(ev)
+        gates[2] = Gate("wf_beats_rule", f"the candidate is the {words} (the same fit, every fold)",
+                        "is the rule", "-", "climatology decides (wf_beats_climatology)", True,
+                        None, read)  # fmt: skip
+    return gates if not ev.wf_production else gates + _production(ev, alpha, read)
+
+
+def _rule_words(ev: Evidence) -> str:
+    return f"{ev.candidate_is_rule.replace('_', '-')} rule"
+
+
+def _production(ev: Evidence, alpha: float, read: str) -> list[Gate]:
+    return [
+        _significant("wf_beats_production",
+                     f"dm_pvalue vs production v{ev.wf_production}'s record (shared bars)",
+                     ev.wf_pvalue_production, alpha, read)
+    ]  # fmt: skip
 
 
 def _window(ev: Evidence, t: dict[str, Any]) -> list[Gate]:

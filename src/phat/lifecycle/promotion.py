@@ -318,6 +318,7 @@ def _universal_evidence(
     clim = np.full(len(yy), train_rate)
     window = json.loads(mv.tags.get(Tag.TRAINING_WINDOW, "{}"))
     rule_brier, rule_p = float("inf"), np.full(len(yy), np.nan)
+    is_rule = "last_return" if mv.tags.get(Tag.SELECTED_RUNG) == "last_return" else ""
     if "train" in window:
         last = window.get("calibration", window["train"])[1]
         fit = (bars.index >= pd.Timestamp(window["train"][0])) & (bars.index <= pd.Timestamp(last))
@@ -325,7 +326,10 @@ def _universal_evidence(
             found = score_rules(
                 y, bars, np.flatnonzero(fit), np.flatnonzero(mask), train_rate, None
             )
-            rules = (found["last_sign"], found["last_return"])
+            names = ["last_sign", "last_return"]
+            if is_rule:  # the candidate is this rule: it is not its own baseline
+                names.remove(is_rule)
+            rules = tuple(found[n] for n in names)
             if all(np.isfinite(r).all() for r in rules):
                 rule_brier = min(brier(yy, r) for r in rules)
                 rule_p = min(rules, key=lambda r: brier(yy, r))
@@ -335,6 +339,7 @@ def _universal_evidence(
         "candidate_log_loss": log_loss(yy, np.clip(pp, 1e-15, 1 - 1e-15)),
         "climatology_log_loss": log_loss(yy, clim),
         "rule_brier": rule_brier,
+        "candidate_is_rule": is_rule,
     }
     return universal, rule_p
 
@@ -455,12 +460,18 @@ def record_evidence(
     }
     best = min(rules, key=lambda r: brier(y, rules[r])) if rules else "-"
     rule_p = rules[best] if rules else np.full(len(y), np.nan)
+    # A candidate whose every fold kept the last-return rung is that rule, fitted as the
+    # record's rule is (pipeline.fold_rules): the same bits; climatology decides for it.
+    is_rule = "last_return" in rules and np.array_equal(p, rules["last_return"])
     folds = int(rec["fold"].nunique()) if "fold" in rec.columns else 0
     found: dict[str, Any] = {
         "wf_mcb": corp_brier(y, p)["mcb"],
         "wf_pvalue_climatology": dm(loss, (clim - y) ** 2, rec.index),
-        "wf_pvalue_rule": dm(loss, (rule_p - y) ** 2, rec.index) if rules else float("nan"),
+        "wf_pvalue_rule": (
+            dm(loss, (rule_p - y) ** 2, rec.index) if rules and not is_rule else float("nan")
+        ),
         "wf_rule": best,
+        "candidate_is_rule": "last_return" if is_rule else "",
         "wf_read": (
             f"record {rec.index.min():%Y-%m-%d}..{rec.index.max():%Y-%m-%d}, {folds} folds, "
             f"n={len(rec)} (run {mv.tags.get(Tag.WALKFORWARD_RUN_ID, '?')[:12]})"
