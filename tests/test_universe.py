@@ -589,6 +589,11 @@ def test_a_universe_model_is_promoted_on_universe_evidence_or_refused_with_the_r
         assert record["ece_max"].startswith("window ")
         assert [r["symbol"] for r in report["per_asset"]] == ["A00", "A01", "A02", "A03"]
         assert current_production(client, name) == str(out["model_version"])
+        skill = {r["symbol"]: r for r in report["asset_skill"]}  # the decision's picture
+        assert list(skill) == ["A00", "A01", "A02", "A03", "pooled"]
+        assert all(r["low"] <= r["skill"] <= r["high"] for r in skill.values())
+        arts = {a.path for a in client.list_artifacts(report["run_id"])}
+        assert "asset_skill.png" in arts
     else:
         with pytest.raises(PromotionRefused, match="universe_beats_"):  # not across the universe
             promote(cfg)
@@ -916,3 +921,23 @@ def test_a_reason_quoted_in_a_summary_is_cut_at_a_word():
     own = SimpleNamespace(model=SimpleNamespace(kind="tree"),
                           tags={Tag.MODEL_KIND: "tree", Tag.SELECTED_RUNG: "tree"})  # fmt: skip
     assert _kind_line(own) == "tree"
+
+
+def test_skill_intervals_are_the_brier_skill_with_a_hac_interval():
+    from phat.evaluation.metrics import brier
+    from phat.evaluation.universe import skill_intervals
+
+    rng = np.random.default_rng(0)
+    n, syms = 4000, np.array(["A", "B"])
+    symbols = syms[rng.integers(0, 2, n)]
+    clock = np.arange(n) // 2
+    p = np.clip(0.5 + 0.1 * rng.standard_normal(n), 0.05, 0.95)
+    y = (rng.random(n) < p).astype(float)
+    clim = np.full(n, 0.5)
+    t = skill_intervals(symbols, y, p, clim, clock, 1).set_index("symbol")
+    for s in ("A", "B"):
+        m = symbols == s
+        want = 1 - brier(y[m], p[m]) / brier(y[m], clim[m])
+        assert t.loc[s, "skill"] == pytest.approx(want)
+        assert t.loc[s, "low"] < want < t.loc[s, "high"] and t.loc[s, "n"] == m.sum()
+    assert t.loc["pooled", "skill"] > 0 and t.loc["pooled", "low"] > 0  # a real signal

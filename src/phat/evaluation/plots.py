@@ -242,3 +242,31 @@ def universe_monitor_plot(
     ax.legend(loc="upper left", fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def asset_skill_plot(skill: Any, named: dict[str, str], title: str, path: str | Path) -> Any:
+    """The universe's promotion decision in one picture: each asset's Brier skill against
+    climatology with its 95% interval (evaluation.universe.skill_intervals), the pooled
+    estimate last, the assets a gate named in red with the gate beside them. Returns the open
+    figure (for mlflow.log_figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(skill.itertuples(index=False))
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(rows) + 1.6))
+    for i, r in enumerate(rows):
+        pooled = r.symbol == "pooled"
+        color = "tab:red" if r.symbol in named else ("black" if pooled else "tab:blue")
+        ax.errorbar(r.skill, i, xerr=[[r.skill - r.low], [r.high - r.skill]], fmt="D" if pooled
+                    else "o", color=color, capsize=3)  # fmt: skip
+        if r.symbol in named:
+            ax.annotate(named[r.symbol], (r.high, i), xytext=(4, -3), textcoords="offset points",
+                        fontsize=7, color="tab:red")  # fmt: skip
+    ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(range(len(rows)), [f"{r.symbol} (n={r.n})" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Brier skill vs climatology (95% interval)")
+    ax.set_title(title, fontsize=9)
+    return _saved(fig, path, 110, keep=True)

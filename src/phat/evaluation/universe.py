@@ -119,3 +119,34 @@ def to_markdown(table: pd.DataFrame) -> str:
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(cell(c, row[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def skill_intervals(
+    symbols: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    p_climatology: np.ndarray,
+    clock: np.ndarray,
+    horizon_bars: int,
+) -> pd.DataFrame:
+    """Brier skill against climatology, 1 - Brier / Brier(climatology), per asset and pooled,
+    with 95% intervals: the mean loss differential's Newey-West standard error (overlapping
+    labels), divided by climatology's mean loss; the pooled row (symbol `pooled`) on the
+    per-timestamp means, as the universe's DM test reads it. Columns symbol, n, skill, low,
+    high."""
+    from phat.evaluation.significance import hac_variance, newey_west_lag, per_time_mean
+
+    def row(sym: str, d: np.ndarray, base: float, n: int) -> dict[str, Any]:
+        se = float(np.sqrt(hac_variance(d, newey_west_lag(len(d), horizon_bars)) / len(d)))
+        mean = float(np.mean(d))
+        return {"symbol": sym, "n": n, "skill": mean / base,
+                "low": (mean - 1.96 * se) / base, "high": (mean + 1.96 * se) / base}  # fmt: skip
+
+    loss, clim = (p - y) ** 2, (p_climatology - y) ** 2
+    rows = []
+    for sym in sorted(set(symbols.tolist())):
+        m = symbols == sym
+        rows.append(row(sym, clim[m] - loss[m], float(np.mean(clim[m])), int(m.sum())))
+    d = per_time_mean(clim - loss, clock)
+    rows.append(row("pooled", d, float(np.mean(clim)), len(y)))
+    return pd.DataFrame(rows)

@@ -244,6 +244,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     if wf.get("per_asset") is not None:  # the record's table is the one the gates read
         per_asset = wf["per_asset"]
     wf.pop("per_asset", None)
+    asset_skill = wf.pop("asset_skill", None)
     shown = bars.index[mask]
     window_read = (
         f"window {shown.min():%Y-%m-%d}..{shown.max():%Y-%m-%d}, n={int(mask.sum())}"
@@ -288,6 +289,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
             if per_asset is None
             else {"per_asset": json.loads(per_asset.to_json(orient="records"))}
         ),
+        **({"asset_skill": asset_skill} if asset_skill else {}),
     }
 
 
@@ -502,13 +504,42 @@ def record_evidence(
                                 n_bins, alpha=fdr)  # fmt: skip
         worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
         table["worse_than_climatology"] = worse < fdr
+        from phat.evaluation.universe import skill_intervals
+
+        clock = pd.DatetimeIndex(rec.index).asi8
+        skill = skill_intervals(rec["symbol"].to_numpy(), y, p, clim, clock, horizon_bars)
         found.update(
+            asset_skill=json.loads(skill.to_json(orient="records")),
             universe_assets=len(table),
             assets_miscalibrated=tuple(table.loc[table["miscalibrated"], "symbol"]),
             assets_worse=tuple(table.loc[table["worse_than_climatology"], "symbol"]),
             per_asset=table,
         )
     return found
+
+
+def decision_figure(report: dict[str, Any]) -> Any:
+    """Per-asset Brier skill against climatology with 95% intervals on the evidence the
+    per-asset gates read, the pooled estimate, and the assets the gates named."""
+    import tempfile
+
+    from phat.evaluation.plots import asset_skill_plot
+
+    named: dict[str, str] = {}
+    for g in report["gates"]:
+        text = str(g["candidate"])
+        if not g["name"].startswith("asset_") or text == "none":
+            continue
+        if g["passed"] and "excluded" not in text:
+            continue
+        for sym in text.replace("excluded: ", "").split(", "):
+            named[sym] = f"{named[sym]}, {g['name']}" if sym in named else g["name"]
+    read = next((g["read"] for g in report["gates"] if g["name"] == "asset_not_worse"), "")
+    title = (f"{report['model_name']} v{report['candidate_version']}: "
+             f"{'PASS' if report['passed'] else 'FAIL'}; {read}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as d:
+        return asset_skill_plot(pd.DataFrame(report["asset_skill"]), named, title,
+                                f"{d}/asset_skill.png")  # fmt: skip
 
 
 def _fmt(v: Any) -> str:
@@ -580,6 +611,8 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
             run.text(json.dumps(report, indent=2, default=str), "gate_report.json")
             run.text(md, "gate_report.md")
             run.metrics(gate_metrics(report["gates"]))
+            if report.get("asset_skill"):  # a universe: the decision in one picture
+                run.figure(decision_figure(report), "asset_skill.png")
             run.params(
                 {k: v for k, v in flatten({"promotion": cfg["promotion"]}).items() if v != "None"}
             )
