@@ -94,8 +94,11 @@ def plan_folds(index: pd.DatetimeIndex, wf: dict[str, Any]) -> list[Fold]:
         t = t + step
     if not folds:
         raise DataValidationError(
-            f"no walk-forward fold fits: the data spans {first} .. {last}, and the first fold "
-            f"needs {train} of training and {cal} of calibration before its test window"
+            f"no walk-forward fold fits: the data spans {first:%Y-%m-%d %H:%M} .. "
+            f"{last:%Y-%m-%d %H:%M} ({(last - first).days} days), and the first fold needs "
+            f"{train.days} days of training and {cal.days} days of calibration before its test "
+            "window: shorten walkforward.train, walkforward.calibration and walkforward.step "
+            "(phat walkforward and phat promote take them) or give more history"
         )
     return folds
 

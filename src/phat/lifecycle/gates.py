@@ -225,7 +225,8 @@ def _asset_gates(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
         if exclude and failing:  # promotion.exclude_assets=auto: they stay on the proxy
             named = f"excluded: {named}"
         gates.append(
-            Gate(name, f"assets whose {what} (BH {fdr})", named, f"of {ev.universe_assets}",
+            Gate(name, f"assets whose {what}" + (f" (BH {fdr})" if name != "asset_trading" else ""),
+                 named, f"of {ev.universe_assets}",
                  "none" if not exclude else "none, or excluded (exclude_assets=auto)",
                  not failing or exclude, 0.0, read)
         )  # fmt: skip
