@@ -48,6 +48,10 @@ def ensure_record(cfg: dict[str, Any]) -> None:
         raise registry_error(e, f"{name} v{version}") from None
     if mv.tags.get(Tag.WALKFORWARD_RUN_ID):
         return
+    from phat.errors import ConfigError
+    from phat.lifecycle.promotion import require_candidate
+
+    require_candidate(client, name, mv)  # no record is made for a version promote refuses
     print(
         f"phat promote: {name} v{version} has no walk-forward record; making it first, as "
         f"`phat walkforward walkforward.for_version={version}` would on this data "
@@ -56,7 +60,11 @@ def ensure_record(cfg: dict[str, Any]) -> None:
     )
     from phat.cli.walkforward import run as walkforward
 
-    walkforward(walkforward_config(cfg, mv))
+    try:
+        walkforward(walkforward_config(cfg, mv))
+    except ConfigError as e:
+        raise ConfigError(f"making {name} v{version}'s walk-forward record on this command's "
+                          f"data (data.*): {e}") from None  # fmt: skip
 
 
 def walkforward_config(cfg: dict[str, Any], mv: Any) -> Any:

@@ -87,6 +87,14 @@ def _history_days(mv: Any) -> float:
     return (pd.Timestamp(last) - pd.Timestamp(w["train"][0])) / pd.Timedelta(days=1)
 
 
+def require_candidate(client: Any, name: str, mv: Any) -> None:
+    """The refusals that need no evidence, made before any is gathered: crash debris, a
+    training run that did not finish, the version already production."""
+    _require_finished(client, name, mv)
+    if current_production(client, name) == str(mv.version):
+        raise ConfigError(f"{name} v{mv.version} is already production")
+
+
 def _require_finished(client: Any, name: str, mv: Any) -> None:
     """A version whose training run did not finish (a crash, kill -9) is never a candidate."""
     from phat.registry.client import registry_error
