@@ -941,3 +941,33 @@ def test_skill_intervals_are_the_brier_skill_with_a_hac_interval():
         assert t.loc[s, "skill"] == pytest.approx(want)
         assert t.loc[s, "low"] < want < t.loc[s, "high"] and t.loc[s, "n"] == m.sum()
     assert t.loc["pooled", "skill"] > 0 and t.loc["pooled", "low"] > 0  # a real signal
+
+
+def test_files_whose_symbol_column_names_one_asset_are_its_pieces(tmp_path, markets):
+    """part-1 and part-2 each hold half of A00's history with a symbol column saying A00: one
+    asset A00 (beside A01, named by its file), equal to A00's whole history; a file whose
+    symbol column holds two symbols in a folder of assets is refused by name."""
+    from phat.pipeline import load_bars
+
+    d = tmp_path / "u"
+    d.mkdir()
+    frame = markets["A00"].bars[["open", "high", "low", "close", "volume"]].rename_axis("timestamp")
+    half = len(frame) // 2
+    for i, part in enumerate((frame.iloc[: half + 5], frame.iloc[half:])):  # 5 bars overlap
+        part.reset_index().assign(symbol="A00").to_csv(d / f"part-{i + 1}.csv", index=False)
+    write_universe(d, {"A01": markets["A01"]})
+    cfg = make_cfg(tmp_path / "o")
+    cfg["data"]["path"] = str(d)
+    bars, _ = load_bars(cfg, "15m")
+    assert [a.symbol for a in bars.assets] == ["A00", "A01"]
+    a00 = bars.assets[0].bars
+    whole = write_universe(tmp_path / "whole", {"A00": markets["A00"]})
+    cfg["data"]["path"] = str(whole / "A00-15m.csv")
+    want, _ = load_bars(cfg, "15m")
+    pd.testing.assert_frame_equal(a00.frame, want.frame, check_freq=False)
+    frame.iloc[:100].reset_index().assign(symbol=["A02"] * 50 + ["A03"] * 50).to_csv(
+        d / "mixed.csv", index=False
+    )
+    cfg["data"]["path"] = str(d)
+    with pytest.raises(DataValidationError, match="mixed.csv' holds 2 symbols"):
+        load_bars(cfg, "15m")

@@ -205,7 +205,13 @@ def load_universe(
     then the universe rules (phat.data.universe); data.on_bad_asset=skip leaves a bad asset
     out and names it. With a loaded universe model, each asset is read under its own DataSpec
     (PHatModel.read_bars) and an asset the model does not list is refused by name."""
-    from phat.data.universe import Universe, check_universe, dataset_name, read_pieces
+    from phat.data.universe import (
+        Universe,
+        check_universe,
+        column_symbol,
+        dataset_name,
+        read_pieces,
+    )
 
     d = cfg["data"]
     skip = str(d.get("on_bad_asset", "fail")) == "skip"
@@ -220,13 +226,44 @@ def load_universe(
         p_bayes = {sym: m.p_up for sym, m in markets.items()}
     elif sources is None:
         sources = universe_sources(d)
-    where = {sym: w for sym, w, _ in sources}
-    assets: list[Bars] = []
+
+    def refused(sym: str, w: str, e: DataValidationError) -> None:
+        msg = str(e) if str(e).startswith(w) else f"{w}: {e}"
+        if not skip:
+            raise DataValidationError(
+                f"{msg} (data.on_bad_asset=skip leaves a bad asset out)"
+            ) from None
+        skipped[sym] = msg
+        log.warning("left out of the universe: %s", msg)
+
+    read: list[tuple[str, str, Any]] = []  # (symbol, where, rows or (files, their tables))
     for sym, w, src in sources:
+        if not isinstance(src, list):
+            read.append((sym, w, src))
+            continue
+        try:  # a file's symbol column names its asset: pieces of one symbol are one asset
+            tables = [read_table(f) for f in src]
+            named = {column_symbol(f, t) for f, t in zip(src, tables, strict=True)} - {None}
+            if len(named) > 1:
+                raise DataValidationError(f"its symbol columns name {sorted(named)}")
+        except DataValidationError as e:
+            refused(sym, w, e)
+            continue
+        key = named.pop() if named else sym
+        same = next((i for i, r in enumerate(read) if r[0] == key), None)
+        if same is None:
+            read.append((key, w, (list(src), tables)))
+        else:  # another file of the same symbol: its pieces join
+            files, have = read[same][2]
+            read[same] = (key, read[same][1], (files + list(src), have + tables))
+    read.sort(key=lambda r: r[0])  # assets in symbol order, whatever their files are named
+    where = {sym: w for sym, w, _ in read}
+    assets: list[Bars] = []
+    for sym, w, src in read:
         try:
             raw = (
-                read_pieces(src, d["timestamp_format"], d["dayfirst"])
-                if isinstance(src, list)
+                read_pieces(src[0], d["timestamp_format"], d["dayfirst"], raws=src[1])
+                if isinstance(src, tuple)
                 else src
             )
             if model is not None:
@@ -238,13 +275,7 @@ def load_universe(
                     now=pd.Timestamp.now(tz="UTC"), source=w, announce=False, **bars_kwargs(d),
                 )  # fmt: skip
         except DataValidationError as e:
-            msg = str(e) if str(e).startswith(w) else f"{w}: {e}"
-            if not skip:
-                raise DataValidationError(
-                    f"{msg} (data.on_bad_asset=skip leaves a bad asset out)"
-                ) from None
-            skipped[sym] = msg
-            log.warning("left out of the universe: %s", msg)
+            refused(sym, w, e)
             continue
         assets.append(bars)
     for sym, problem in check_universe(assets, where).items():

@@ -184,22 +184,39 @@ def universe_groups(path: Any) -> dict[str, list[Path]]:
     return {s: [f for _, f in sorted(groups[s], key=lambda x: x[0])] for s in sorted(groups)}
 
 
+def column_symbol(path: Path, raw: pd.DataFrame) -> str | None:
+    """The one value of a file's `symbol` column, or None without one; a file of a folder of
+    assets holding several symbols is refused by name."""
+    symbols = long_symbols(raw)
+    if symbols is None:
+        return None
+    values = sorted(symbols.unique())
+    if len(values) > 1:
+        raise DataValidationError(
+            f"data file {str(path)!r} holds {len(values)} symbols in its symbol column "
+            f"({', '.join(values[:5])}); a long table of many assets is given alone as data.path"
+        )
+    return str(values[0])
+
+
 def read_pieces(
-    files: list[Path], timestamp_format: str | None = None, dayfirst: bool | None = None
+    files: list[Path],
+    timestamp_format: str | None = None,
+    dayfirst: bool | None = None,
+    raws: list[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """One symbol's history from its pieces: each file read and its timestamps parsed alone
-    (an exchange's monthly files change epoch unit from ms to us in 2025), each checked to be
-    in time order (named by file), then concatenated in time. Overlapping pieces repeat bars:
-    the rows are merged in time order, so the bar validation drops exact duplicates and refuses
-    conflicting ones, as within one file."""
+    """One symbol's history from its pieces (`raws`: the files already read): each file's
+    timestamps parsed alone (an exchange's monthly files change epoch unit from ms to us in
+    2025), each checked to be in time order (named by file), then concatenated in time.
+    Overlapping pieces repeat bars: the rows are merged in time order, so the bar validation
+    drops exact duplicates and refuses conflicting ones, as within one file."""
     from phat.data.bars import check_sorted
     from phat.data.io import normalize_layout, read_table
 
     frames = []
-    for f in files:
-        frame = normalize_layout(
-            read_table(f), timestamp_format=timestamp_format, dayfirst=dayfirst
-        )
+    for i, f in enumerate(files):
+        raw = raws[i] if raws is not None else read_table(f)
+        frame = normalize_layout(raw, timestamp_format=timestamp_format, dayfirst=dayfirst)
         try:
             check_sorted(frame)
         except DataValidationError as e:
