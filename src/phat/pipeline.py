@@ -574,15 +574,16 @@ def fit_fold(
     spans: dict[str, np.ndarray],
     tracking: dict[str, Any] | None = None,
     score: tuple[str, ...] | None = None,
+    keep: str | None = None,
 ) -> FoldFit:
     """The one fold function: `phat train` and every walk-forward fold fit the recipe here
     (capacity and ladder: fit_recipe; calibration with the universe's per-asset corrections:
     asset_calibrators), so a walk-forward record scores exactly what a training ships.
     `score`: the spans to compute logits and p_hat for (all by default; the calibration span
-    is always computed, the per-asset corrections are fitted on it)."""
+    is always computed, the per-asset corrections are fitted on it). `keep`: fit_recipe's."""
     bars, y = ser.bars, ser.y
     fitted = fit_recipe(cfg, ser.seed, ser.threads, data, y, spans, ser.label_spec, fspec,
-                        tracking, bars)  # fmt: skip
+                        tracking, bars, keep)  # fmt: skip
     names = [k for k in spans if score is None or k in score or k == "calibration"]
     logits = {k: fitted.model.logits(data, spans[k]) for k in names}
     per_asset = asset_calibrators(cfg, bars, fitted.calibrator, spans["calibration"], logits, y)
@@ -768,19 +769,11 @@ def shipped_rule(
     ship it so (no last-bar return among the features; one fit per asset)."""
     from phat.models import selection as sel
 
-    column = sel.return_column(fspec.names)
-    if (name != "climatology" and column is None) or fits_per_asset(cfg, ser.bars):
+    if (name != "climatology" and sel.return_column(fspec.names) is None) or fits_per_asset(
+        cfg, ser.bars
+    ):
         return None
-    bars, y = ser.bars, ser.y
-    tr, cal, te = spans["train"], spans["calibration"], spans["test"]
-    model = sel.rule_rung(name, data, tr, y[tr], column, ser.seed)
-    purge = ser.label_spec.horizon_bars * timeline(bars)[1]
-    ladder = str(cfg["model"].get("ladder", "off")) == "on"
-    logits = {"calibration": model.logits(data, cal)}
-    calibrator = fit_calibrator(cfg["calibration"]["method"], logits["calibration"], y[cal],
-                                purge=purge, identity_first=ladder)  # fmt: skip
-    per_asset = asset_calibrators(cfg, bars, calibrator, cal, logits, y)
-    return calibrate(calibrator, per_asset, bars, te, model.logits(data, te))
+    return fit_fold(cfg, ser, fspec, data, spans, score=("test",), keep=name).p_hat["test"]
 
 
 def asset_climatology(
@@ -927,6 +920,7 @@ def fit_recipe(
     fspec: FeatureSpec,
     tracking: dict[str, Any] | None = None,
     bars: Bars | None = None,
+    keep: str | None = None,
 ) -> Fitted:
     """The one recipe `phat train` and every walk-forward fold run (models/selection.py):
 
@@ -942,8 +936,11 @@ def fit_recipe(
       C=auto still searches the grid.
 
     `bars`: a universe's (StackedBars) cut its inner folds and halves in time (`timeline`);
-    with model.pooling=per_asset, the recipe runs per asset (fit_per_asset).
+    with model.pooling=per_asset, the recipe runs per asset (fit_per_asset). `keep`: a rung of
+    the ladder kept without selection (a rule as the recipe ships it: pipeline.shipped_rule).
     """
+    if keep is not None:
+        return _kept_rung(cfg, seed, data, y, spans, lspec, fspec, bars, keep)
     if fits_per_asset(cfg, bars):
         return fit_per_asset(cfg, seed, threads, data, y, spans, lspec, fspec, bars)
     from phat.contract.splits import required_boundaries
@@ -1021,10 +1018,32 @@ def fit_recipe(
             rung, model = rungs[j]
             tables["ladder"] = [{"rung": n, **r, "chosen": i == j}
                                 for i, ((n, _), r) in enumerate(zip(rungs, rows, strict=True))]  # fmt: skip
-    calibrator = fit_calibrator(
-        method, model.logits(data, cal), y[cal], purge=purge, identity_first=ladder
-    )
-    return Fitted(model, calibrator, rung, chosen, tables)
+    return Fitted(model, _calibrator(cfg, model, data, y, cal, purge), rung, chosen, tables)
+
+
+def _calibrator(
+    cfg: dict[str, Any], model: Any, data: WindowData, y: np.ndarray, cal: np.ndarray, purge: int
+) -> Calibrator:
+    """The recipe's calibrator of a kept forecast, on the calibration span (with the ladder,
+    Platt keeps the identity map unless its fit is significant)."""
+    ladder = str(cfg["model"].get("ladder", "off")) == "on"
+    return fit_calibrator(cfg["calibration"]["method"], model.logits(data, cal), y[cal],
+                          purge=purge, identity_first=ladder)  # fmt: skip
+
+
+def _kept_rung(
+    cfg: dict[str, Any], seed: int, data: WindowData, y: np.ndarray,
+    spans: dict[str, np.ndarray], lspec: LabelSpec, fspec: FeatureSpec, bars: Bars | None,
+    rung: str,
+) -> Fitted:  # fmt: skip
+    """The rung `rung` fitted and calibrated exactly as fit_recipe does when its ladder keeps
+    it (its last lines, with the selection left out)."""
+    from phat.models import selection as sel
+
+    tr, cal = spans["train"], spans["calibration"]
+    model = sel.rule_rung(rung, data, tr, y[tr], sel.return_column(fspec.names), seed)
+    purge = lspec.horizon_bars * (timeline(bars)[1] if bars is not None else 1)
+    return Fitted(model, _calibrator(cfg, model, data, y, cal, purge), rung, {}, {})
 
 
 def say_grid_edge(key: str, value: float, grid: Any, chosen: dict[str, float]) -> None:
