@@ -419,7 +419,7 @@ def test_every_source_path_named_in_conf_and_docs_exists() -> None:
     """Conf comments, docs and the README point at files that are there (paths went stale when
     modules moved into subpackages)."""
     root = PKG.parents[1]
-    texts = [*(PKG / "conf").rglob("*.yaml"), *(root / "docs").glob("*.md"), root / "README.md"]
+    texts = [*(PKG / "conf").rglob("*.yaml"), *(root / "docs").rglob("*.md"), root / "README.md"]
     named = {
         (path.relative_to(root).as_posix(), m)
         for path in texts
