@@ -237,11 +237,13 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     calib_tag = mv.tags.get(Tag.CALIBRATION, "{}")
     universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg["metrics"])
     per_asset = None
-    if hasattr(bars, "assets"):  # a universe: pooled significance and per-asset safety
-        found, per_asset = _universe_evidence(
-            bars, y, mask, pc_, train_rate, rule_p, lspec, pc, int(cfg["metrics"]["n_bins"])
-        )
-        universal.update(found, assets_trading=per_asset_trading)
+    if hasattr(bars, "assets"):  # a universe: per-asset trading; significance and safety
+        universal["assets_trading"] = per_asset_trading  # from the record under walkforward
+        if pc["evidence"] != "walkforward":
+            found, per_asset = _universe_evidence(
+                bars, y, mask, pc_, train_rate, rule_p, lspec, pc, int(cfg["metrics"]["n_bins"])
+            )
+            universal.update(found)
     wf = (
         record_evidence(
             client, name, mv, prod, lspec.horizon_bars, pc, int(cfg["metrics"]["n_bins"])
@@ -370,19 +372,16 @@ def _universe_evidence(
     differential, and the per-asset table (phat.evaluation.universe) with the assets whose
     calibration test rejects, and whose Brier is significantly worse than climatology's, after
     Benjamini-Hochberg at promotion.per_asset_fdr."""
-    from phat.evaluation.significance import benjamini_hochberg, universe_diebold_mariano
-    from phat.evaluation.universe import per_asset_table
+    from phat.evaluation.significance import universe_diebold_mariano
 
-    fdr = float(pc["per_asset_fdr"])
     h = lspec.horizon_bars
     yy, pp = y[mask], p[mask]
     clim = np.full(len(yy), train_rate)
     clock = bars.clock[mask]
     symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[mask]]
-    table = per_asset_table(symbols, yy, pp, clim, rule_p, h, n_bins, alpha=fdr)
-    # "worse than climatology": the one-sided p-value of the other side
-    worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
-    table["worse_than_climatology"] = worse < fdr
+    safety, table = asset_safety(
+        symbols, yy, pp, clim, rule_p, h, n_bins, float(pc["per_asset_fdr"])
+    )
     loss = (pp - yy) ** 2
     vs_rule = (
         universe_diebold_mariano(loss, (rule_p - yy) ** 2, clock, h)["pvalue"]
@@ -390,15 +389,34 @@ def _universe_evidence(
         else float("nan")
     )
     found = {
-        "universe_assets": len(table),
         "universe_pvalue_climatology": universe_diebold_mariano(loss, (clim - yy) ** 2, clock, h)[
             "pvalue"
         ],
         "universe_pvalue_rule": vs_rule,
-        "assets_miscalibrated": tuple(table.loc[table["miscalibrated"], "symbol"]),
-        "assets_worse": tuple(table.loc[table["worse_than_climatology"], "symbol"]),
+        **safety,
     }
     return found, table
+
+
+def asset_safety(
+    symbols: np.ndarray, y: np.ndarray, p: np.ndarray, clim: np.ndarray, rule_p: np.ndarray,
+    horizon_bars: int, n_bins: int, fdr: float,
+) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """The per-asset safety the gates read (the window's or the record's rows): the per-asset
+    table (phat.evaluation.universe) with the assets whose calibration test rejects, and whose
+    Brier is significantly worse than climatology's, after Benjamini-Hochberg at `fdr`."""
+    from phat.evaluation.significance import benjamini_hochberg
+    from phat.evaluation.universe import per_asset_table
+
+    table = per_asset_table(symbols, y, p, clim, rule_p, horizon_bars, n_bins, alpha=fdr)
+    # "worse than climatology": the one-sided p-value of the other side
+    worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
+    table["worse_than_climatology"] = worse < fdr
+    return {
+        "universe_assets": len(table),
+        "assets_miscalibrated": tuple(table.loc[table["miscalibrated"], "symbol"]),
+        "assets_worse": tuple(table.loc[table["worse_than_climatology"], "symbol"]),
+    }, table
 
 
 def _wf_record(client: Any, name: str, mv: Any) -> pd.DataFrame:
@@ -438,11 +456,7 @@ def record_evidence(
     at promotion.per_asset_fdr on the record's rows."""
     from phat.evaluation.decomposition import corp_brier
     from phat.evaluation.metrics import brier
-    from phat.evaluation.significance import (
-        benjamini_hochberg,
-        diebold_mariano,
-        universe_diebold_mariano,
-    )
+    from phat.evaluation.significance import diebold_mariano, universe_diebold_mariano
 
     rec = _wf_record(client, name, mv)
     if len(rec) < int(pc["min_samples"]):
@@ -505,24 +519,15 @@ def record_evidence(
         )
         found["wf_production"] = str(prod)
     if universe:
-        from phat.evaluation.universe import per_asset_table
-
-        fdr = float(pc["per_asset_fdr"])
-        table = per_asset_table(rec["symbol"].to_numpy(), y, p, clim, rule_p, horizon_bars,
-                                n_bins, alpha=fdr)  # fmt: skip
-        worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
-        table["worse_than_climatology"] = worse < fdr
         from phat.evaluation.universe import skill_intervals
 
-        clock = pd.DatetimeIndex(rec.index).asi8
-        skill = skill_intervals(rec["symbol"].to_numpy(), y, p, clim, clock, horizon_bars)
-        found.update(
-            asset_skill=json.loads(skill.to_json(orient="records")),
-            universe_assets=len(table),
-            assets_miscalibrated=tuple(table.loc[table["miscalibrated"], "symbol"]),
-            assets_worse=tuple(table.loc[table["worse_than_climatology"], "symbol"]),
-            per_asset=table,
-        )
+        symbols = rec["symbol"].to_numpy()
+        safety, table = asset_safety(symbols, y, p, clim, rule_p, horizon_bars, n_bins,
+                                     float(pc["per_asset_fdr"]))  # fmt: skip
+        skill = skill_intervals(symbols, y, p, clim, pd.DatetimeIndex(rec.index).asi8,
+                                horizon_bars)  # fmt: skip
+        found.update(safety, per_asset=table,
+                     asset_skill=json.loads(skill.to_json(orient="records")))  # fmt: skip
     return found
 
 
