@@ -768,6 +768,8 @@ _EXAMPLES = {
     "promote": [
         "phat promote version=2 --dry-run",
         "phat promote version=2 horizon=15m promotion.max_ece=0.02",
+        "phat promote version=2 walkforward.train=90d walkforward.calibration=30d   (the record's "
+        "windows, when promote makes it)",
     ],
     "doctor": [
         "phat doctor --dry-run",
