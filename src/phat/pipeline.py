@@ -236,10 +236,10 @@ def load_universe(
         skipped[sym] = msg
         log.warning("left out of the universe: %s", msg)
 
-    read: list[tuple[str, str, Any]] = []  # (symbol, where, rows or (files, their tables))
+    read: dict[str, tuple[str, Any]] = {}  # symbol -> (where, rows or (files, their tables))
     for sym, w, src in sources:
         if not isinstance(src, list):
-            read.append((sym, w, src))
+            read[sym] = (w, src)
             continue
         try:  # a file's symbol column names its asset: pieces of one symbol are one asset
             tables = [read_table(f) for f in src]
@@ -250,16 +250,15 @@ def load_universe(
             refused(sym, w, e)
             continue
         key = named.pop() if named else sym
-        same = next((i for i, r in enumerate(read) if r[0] == key), None)
-        if same is None:
-            read.append((key, w, (list(src), tables)))
-        else:  # another file of the same symbol: its pieces join
-            files, have = read[same][2]
-            read[same] = (key, read[same][1], (files + list(src), have + tables))
-    read.sort(key=lambda r: r[0])  # assets in symbol order, whatever their files are named
-    where = {sym: w for sym, w, _ in read}
+        if key in read:  # another file of the same symbol: its pieces join
+            first, (files, have) = read[key]
+            read[key] = (first, (files + list(src), have + tables))
+        else:
+            read[key] = (w, (list(src), tables))
+    where = {sym: w for sym, (w, _) in read.items()}
     assets: list[Bars] = []
-    for sym, w, src in read:
+    for sym in sorted(read):  # assets in symbol order, whatever their files are named
+        w, src = read[sym]
         try:
             raw = (
                 read_pieces(src[0], d["timestamp_format"], d["dayfirst"], raws=src[1])
@@ -839,9 +838,12 @@ def score_rules(
 
 
 def baseline_ladder(
-    prep: Prepared, spans: dict[str, np.ndarray], p_test: np.ndarray, cfg: dict[str, Any]
+    prep: Prepared,
+    spans: dict[str, np.ndarray],
+    p_test: np.ndarray,
+    rules: dict[str, np.ndarray],
 ) -> dict[str, float]:
-    """The test span scored by `rule_forecasts`: test_brier_<rule> and a one-sided
+    """The test span scored by the split's baselines (`rules`: fold_rules): test_brier_<rule> and a one-sided
     Diebold-Mariano p-value of the model against each (dm_pvalue_vs_<rule>; small = the model
     is better); a universe's on the per-timestamp mean loss differential. Climatology's
     Brier is test_brier_climatology (evaluate_split)."""
@@ -852,9 +854,6 @@ def baseline_ladder(
     loss = (p_test - yt) ** 2
     clock = timeline(prep.bars)[0]
     out: dict[str, float] = {}
-    assert prep.series is not None
-    rules = fold_rules(cfg, prep.series, prep.feature_spec, prep.data, spans,
-                       dict(cfg["signal"]["proxy"]))  # fmt: skip
     for name, pr in rules.items():
         good = np.isfinite(pr)
         lb = (pr[good] - yt[good]) ** 2
@@ -1116,6 +1115,7 @@ def universe_evidence(
     test: SpanPredictions,
     calibrator: Calibrator,
     per_asset: bool,
+    rules: dict[str, np.ndarray],
 ) -> dict[str, Any]:
     """A universe's test-span evidence: the per-asset table (phat.evaluation.universe), the
     pooled tests on per-timestamp means, and with per-asset calibration the same span under
@@ -1127,8 +1127,6 @@ def universe_evidence(
     assert isinstance(bars, StackedBars)
     te = spans["test"]
     symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[te]]
-    assert prep.series is not None
-    rules = fold_rules(prep.cfg, prep.series, prep.feature_spec, prep.data, spans, None)
     h, n_bins = prep.label_spec.horizon_bars, int(prep.cfg["metrics"]["n_bins"])
     table = per_asset_table(
         symbols, test.y, test.p_hat, rules["climatology"], rules["last_return"], h, n_bins,
@@ -1319,10 +1317,12 @@ def fit_evaluate(
             int(mc["n_bins"]),
         )
     )
-    metrics.update(baseline_ladder(prep, spans, preds["test"].p_hat, cfg))
+    assert prep.series is not None  # the split's baselines, fitted once for both reports
+    rules = fold_rules(cfg, prep.series, fspec, data, spans, dict(cfg["signal"]["proxy"]))
+    metrics.update(baseline_ladder(prep, spans, preds["test"].p_hat, rules))
     evidence = None
     if isinstance(bars, StackedBars):
-        evidence = universe_evidence(prep, spans, preds["test"], calibrator, bool(per_asset))
+        evidence = universe_evidence(prep, spans, preds["test"], calibrator, bool(per_asset), rules)
         metrics.update(evidence["metrics"])
     if prep.p_bayes is not None:
         pb = prep.p_bayes.to_numpy()[spans["test"]]

@@ -88,9 +88,11 @@ def allowed_limit(
 
 
 def _at_most(
-    name: str, metric: str, candidate: float, baseline: float | str, limit: float, text: str
-) -> Gate:
-    return Gate(name, metric, candidate, baseline, text, bool(candidate <= limit), float(limit))
+    name: str, metric: str, candidate: float, baseline: float | str, limit: float, text: str,
+    read: str = "",
+) -> Gate:  # fmt: skip
+    return Gate(name, metric, candidate, baseline, text, bool(candidate <= limit), float(limit),
+                read)  # fmt: skip
 
 
 def _universal(ev: Evidence) -> list[Gate]:
@@ -98,7 +100,7 @@ def _universal(ev: Evidence) -> list[Gate]:
     exactly 0 or 1), a log loss above the climatology's, and beating no baseline at all."""
     best_simple = min(ev.climatology_brier, ev.rule_brier)
     return [
-        Gate("no_certainty", "p_hat in {0, 1}", ev.extreme_p, "-", "== 0", ev.extreme_p == 0, 0.0),
+        _no_certainty(ev),
         Gate("resolution", "auc 95% lower bound", ev.auc_low, 0.5, "> 0.5", ev.auc_low > 0.5, 0.5),
         _at_most(
             "log_loss_vs_climatology",
@@ -133,42 +135,42 @@ def _walkforward(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
     alpha, read = float(t["alpha"]), ev.wf_read
     per_ts = " (per-timestamp means)" if ev.universe_assets else ""
     gates = [
-        _at_most("wf_mcb", "oos_mcb", ev.wf_mcb, "-", float(t["max_mcb"]), f"<= {t['max_mcb']}"),
+        _at_most("wf_mcb", "oos_mcb", ev.wf_mcb, "-", float(t["max_mcb"]), f"<= {t['max_mcb']}",
+                 read),
         _significant("wf_beats_climatology", f"dm_pvalue vs climatology{per_ts}",
                      ev.wf_pvalue_climatology, alpha, read),
         _significant("wf_beats_rule", f"dm_pvalue vs the best one-feature rule ({ev.wf_rule}){per_ts}",
                      ev.wf_pvalue_rule, alpha, read),
     ]  # fmt: skip
-    gates[0] = replace(gates[0], read=read)
     if ev.candidate_is_rule:  # it is that rule, fitted as the record's rule: not its baseline
         words = _rule_words(ev)
         gates[2] = Gate("wf_beats_rule", f"the candidate is the {words} (the same fit, every fold)",
                         "is the rule", "-", "climatology decides (wf_beats_climatology)", True,
                         None, read)  # fmt: skip
-    return gates if not ev.wf_production else gates + _production(ev, alpha, read)
+    if ev.wf_production:
+        gates.append(_significant("wf_beats_production",
+                                  f"dm_pvalue vs production v{ev.wf_production}'s record (shared bars)",
+                                  ev.wf_pvalue_production, alpha, read))  # fmt: skip
+    return gates
 
 
 def _rule_words(ev: Evidence) -> str:
     return f"{ev.candidate_is_rule.replace('_', '-')} rule"
 
 
-def _production(ev: Evidence, alpha: float, read: str) -> list[Gate]:
-    return [
-        _significant("wf_beats_production",
-                     f"dm_pvalue vs production v{ev.wf_production}'s record (shared bars)",
-                     ev.wf_pvalue_production, alpha, read)
-    ]  # fmt: skip
+def _no_certainty(ev: Evidence) -> Gate:
+    return Gate(
+        "no_certainty", "p_hat in {0, 1}", ev.extreme_p, "-", "== 0", ev.extreme_p == 0, 0.0
+    )
 
 
 def _window(ev: Evidence, t: dict[str, Any]) -> list[Gate]:
-    """What only this one fit can show, on its own test window: no certainty, calibrated ECE."""
-    read = ev.window_read
+    """What only this one fit can show, on its own test window (decide names the window as
+    what they read): no certainty, calibrated ECE."""
     return [
-        replace(Gate("no_certainty", "p_hat in {0, 1}", ev.extreme_p, "-", "== 0",
-                     ev.extreme_p == 0, 0.0), read=read),
-        replace(_at_most("ece_max", "ece", ev.candidate_ece, "-", t["max_ece"],
-                         f"<= {t['max_ece']}"), read=read),
-    ]  # fmt: skip
+        _no_certainty(ev),
+        _at_most("ece_max", "ece", ev.candidate_ece, "-", t["max_ece"], f"<= {t['max_ece']}"),
+    ]
 
 
 def decide(ev: Evidence, thresholds: dict[str, Any]) -> list[Gate]:
