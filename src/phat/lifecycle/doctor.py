@@ -76,8 +76,8 @@ def find(client: Any, stale_after_hours: float, now: float | None = None) -> lis
                                     "attributes.status != 'FINISHED'"):  # fmt: skip
             if r.data.tags.get(Tag.PROMOTABLE) == "true" and r.info.run_id not in stale:
                 out.append(Finding("promotable_debris", r.info.run_id,
-                                   f"{r.info.run_name}: {r.info.status} but phat.promotable=true",
-                                   "phat.promotable=false"))  # fmt: skip
+                                   f"{r.info.run_name}: {r.info.status} but {Tag.PROMOTABLE}=true",
+                                   f"{Tag.PROMOTABLE}=false"))  # fmt: skip
     for m in pending_models(client, experiments):
         if m.source_run_id in running:
             continue  # still being written by a live process
