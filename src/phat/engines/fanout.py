@@ -13,8 +13,8 @@ settings, so a task's result is the serial result bit for bit (tests/test_engine
 
 A task that raises raises here, as it would serially (the task's own exception: a data error
 stays one line). A worker that dies (a killed process, out of memory) raises `TaskDied` naming
-the item: tasks are never retried (a retry would hide the crash) and the tasks not yet
-collected are cancelled. Inside a task, fan_out runs serially (no nested clusters).
+the item: tasks are never retried (a retry would hide the crash). Only as many tasks as the
+cluster runs at once are submitted at a time, so a stop leaves no queue behind. Inside a task, fan_out runs serially (no nested clusters).
 
 `ray.address` null starts a local cluster for the call and stops it after; an address joins an
 existing cluster (phat must be installed on its nodes). A cluster already initialised in this
@@ -43,8 +43,7 @@ class TaskDied(PhatError):
     def __init__(self, label: str, detail: str, done: list[Any], item: Any = None):
         self.label, self.detail, self.done, self.item = label, detail, done, item
         super().__init__(
-            f"{label}: its Ray worker died ({detail}); tasks are not retried, the rest were "
-            "cancelled"
+            f"{label}: its Ray worker died ({detail}); tasks are not retried, the run stops here"
         )
 
 
@@ -115,8 +114,6 @@ def fan_out(
             yield task(shared, item)
         return
     with ray_cluster(cfg["ray"]) as ray:
-        from ray.exceptions import RayTaskError
-
         cpus = float(ray.cluster_resources().get("CPU", 0))
         if cpus < threads:  # a task Ray can never place would wait forever
             raise ConfigError(
@@ -127,24 +124,49 @@ def fan_out(
         # (a fit is reproducible only at a fixed thread count; threads=1 runs one task per CPU).
         remote = ray.remote(num_cpus=threads, max_retries=0)(_run)
         ref = ray.put(shared)
-        refs = [remote.remote(task, ref, item, threads) for item in items]
+        # At most `window` tasks exist at once (as many as the cluster runs together): the rest
+        # are submitted as those finish. A stop (an error, a died worker, a caller that closes
+        # the generator) then leaves only those few running, never a queue, and nothing is
+        # cancelled: ray.cancel races with a task finishing at that moment and can abort the
+        # driver inside Ray (ray-project/ray#54846), so the few finish or die with the job.
+        window = max(1, int(cpus // threads))
+        flying: dict[Any, int] = {}  # ref -> item index
+        landed: dict[int, tuple[bool, Any]] = {}  # index -> (ok, result or exception)
+        todo = iter(range(len(items)))
         done: list[Any] = []
-        try:
-            for item, r in zip(items, refs, strict=True):
-                try:
-                    result = ray.get(r)
-                except RayTaskError as e:
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, BaseException):
-                        raise cause from None
-                    raise
-                except ray.exceptions.RayError as e:  # the worker (or its node) died
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                    why = f"{type(e).__name__}: {first[:200]}"
+
+        def submit() -> None:
+            for k in todo:
+                flying[remote.remote(task, ref, items[k], threads)] = k
+                if len(flying) >= window:
+                    return
+
+        submit()
+        for k, item in enumerate(items):
+            while k not in landed:
+                ready, _ = ray.wait(list(flying), num_returns=1)
+                for r in ready:
+                    landed[flying.pop(r)] = _outcome(ray, r)
+                submit()
+            ok, result = landed.pop(k)
+            if not ok:
+                if isinstance(result, ray.exceptions.RayTaskError):
+                    cause = getattr(result, "cause", None)
+                    raise (cause if isinstance(cause, BaseException) else result) from None
+                if isinstance(result, ray.exceptions.RayError):  # the worker (or node) died
+                    text = str(result).strip()
+                    first = text.splitlines()[0] if text else ""
+                    why = f"{type(result).__name__}: {first[:200]}"
                     raise TaskDied(label(item), why, done, item) from None
-                done.append(result)
-                yield result
-        finally:
-            for r in refs:
-                with contextlib.suppress(Exception):
-                    ray.cancel(r, force=True)
+                raise result
+            done.append(result)
+            yield result
+
+
+def _outcome(ray: Any, r: Any) -> tuple[bool, Any]:
+    """(True, result) or (False, the exception ray.get raised): a finished task's outcome,
+    kept until its turn comes in the items' order."""
+    try:
+        return True, ray.get(r)
+    except Exception as e:  # noqa: BLE001 - re-raised in order by fan_out
+        return False, e

@@ -143,7 +143,7 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
         label=lambda f: f"walk-forward fold {f.number} ({f.test_start:%Y-%m-%d})",
         threads=ser.threads,
     )  # fmt: skip
-    with contextlib.closing(results):  # an early stop cancels the engine's remaining tasks
+    with contextlib.closing(results):  # an early stop submits no more tasks
         for fold, out in zip(folds, results, strict=False):
             if isinstance(out, str):  # the fold's spans could not be split
                 if fold.number == len(folds) - 1 and fold.number > 0 and "test span" in out:
