@@ -50,15 +50,18 @@ bench: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
-# A shared tracking server: MLflow on PostgreSQL, artifacts proxied (docs/sweeps.md):
-#   make server SERVER_DIR=~/phat-server SERVER_PORT=5000 PG_PORT=5432 SERVER_HOST=0.0.0.0
-SERVER_DIR  ?= phat-server
-SERVER_PORT ?= 5000
-PG_PORT     ?= 5432
-SERVER_HOST ?= 127.0.0.1
+# A shared tracking server: MLflow on PostgreSQL, artifacts proxied, users required
+# (docs/scale.md). SERVER_ALLOW: the names, addresses and networks other machines use or come
+# from; the admin's password from PHAT_SERVER_ADMIN_PASSWORD, else generated under SERVER_DIR.
+#   make server SERVER_DIR=~/phat-server SERVER_HOST=10.0.0.5 SERVER_ALLOW=mlflow.example.internal,10.0.0.0/8
+SERVER_DIR   ?= phat-server
+SERVER_PORT  ?= 5000
+PG_PORT      ?= 5432
+SERVER_HOST  ?= 127.0.0.1
+SERVER_ALLOW ?=
 server: $(STAMP)
 	$(BIN)/python scripts/mlflow_server.py --dir $(SERVER_DIR) --port $(SERVER_PORT) \
-	  --pg-port $(PG_PORT) --host $(SERVER_HOST)
+	  --pg-port $(PG_PORT) --host $(SERVER_HOST) --allow "$(SERVER_ALLOW)"
 
 # REST scoring of a registered model, verified first (phat serve; docs/mlflow.md):
 #   make serve                       (the newest version of the demo model)

@@ -48,8 +48,13 @@ def call(
         )
         fail(f"{type(e).__name__}: {e}", code)
     except Exception as e:
-        # The store itself failed (MLflow, its HTTP client or its database): one line, exit 2.
+        # The server said no to this user, or the store itself failed (MLflow, its HTTP client
+        # or its database): one line, exit 2.
         from phat.errors import is_store_failure
+        from phat.registry.access import refusal
+
+        if said := refusal(e):
+            fail(f"AccessRefused: {said}", 2)
 
         if not is_store_failure(e):
             raise

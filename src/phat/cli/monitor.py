@@ -39,6 +39,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.errors import ModelUnavailable
     from phat.evidence.monitor import matured
     from phat.pipeline import load_bars
+    from phat.registry.access import require_manage
     from phat.registry.client import model_name_for
     from phat.registry.recorder import recorder
     from phat.trading.signals import resolve
@@ -46,6 +47,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     mc = cfg["monitor"]
     rec = recorder(cfg["tracking"])  # the command's one connection
     name = model_name_for(cfg)
+    # A monitor writes alarms, exclusions and the recalibration: a manager's job on a server.
+    require_manage(rec.uri, name, "monitor")
     _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
     resolved = resolve(str(mc["source"]), name, horizon_id, strict=True, key="monitor.source")
     model, version = resolved.model, resolved.binding.model_version

@@ -29,7 +29,11 @@ RECIPE_KEYS = ("horizon", "label", "features", "model", "calibration", "split", 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.lifecycle.promotion import promote
+    from phat.registry.access import require_manage
+    from phat.registry.client import model_name_for
+    from phat.registry.recorder import recorder
 
+    require_manage(recorder(cfg["tracking"]).uri, model_name_for(cfg), "promote")  # before all
     if str(cfg["promotion"]["evidence"]) == "walkforward":
         ensure_record(cfg)
     return promote(cfg)

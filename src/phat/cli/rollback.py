@@ -5,6 +5,7 @@ rollback needs no registry at all: run the consumer with `signal_source=proxy`."
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -16,9 +17,17 @@ log = logging.getLogger("phat.rollback")
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="rollback")
 def _hydra_main(cfg: DictConfig) -> None:
-    from phat.lifecycle.promotion import rollback
+    call(run, cfg, log, verb="rollback")
 
-    call(rollback, cfg, log, verb="rollback")
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    from phat.lifecycle.promotion import rollback
+    from phat.registry.access import require_manage
+    from phat.registry.client import model_name_for
+    from phat.registry.recorder import recorder
+
+    require_manage(recorder(cfg["tracking"]).uri, model_name_for(cfg), "rollback")
+    return rollback(cfg)
 
 
 def main() -> None:

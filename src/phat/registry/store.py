@@ -24,6 +24,10 @@ def is_absent(err: Exception) -> bool:
 def registry_error(err: Exception, what: str) -> Exception:
     """An MLflow exception -> ModelUnavailable (the store answered: no such thing) or
     RegistryUnavailable (the store could not answer), with the existing names where useful."""
+    from phat.registry.access import AccessRefused, refusal
+
+    if said := refusal(err):  # the server said no to this user: not an absence, not an outage
+        return AccessRefused(said)
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if is_absent(err):
         return ModelUnavailable(f"{what}: {first}{_known_names()}")
