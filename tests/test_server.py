@@ -366,7 +366,8 @@ def test_two_machines_share_a_server_that_asks_who_you_are(tmp_path: Path) -> No
                 assert r.returncode == 2 and r.stderr.strip().splitlines() == [
                     f"AccessRefused: the tracking server {uri} refused user 'carol' (wrong "
                     "password?): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
-                    "username and password under [mlflow] in ~/.mlflow/credentials)"
+                    "mlflow_tracking_username and mlflow_tracking_password under [mlflow] in "
+                    "~/.mlflow/credentials)"
                 ], r.stderr[-2000:]
                 r = verb(base, "train", "metrics.bootstrap_n=5")
                 assert r.returncode == 2, r.stderr[-2000:]
@@ -412,7 +413,13 @@ def test_two_machines_share_a_server_that_asks_who_you_are(tmp_path: Path) -> No
                 assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
                     "AccessRefused: phat monitor needs MANAGE"
                 ), r.stderr[-2000:]
-                r = verb(bob, "rollback", "reason=test")
+                # The manager's credentials from MLflow's credentials file instead of variables.
+                home = tmp_path / "home"
+                (home / ".mlflow").mkdir(parents=True)
+                (home / ".mlflow" / "credentials").write_text(
+                    f"[mlflow]\nmlflow_tracking_username = bob\nmlflow_tracking_password = {pw['bob']}\n"
+                )
+                r = verb({**base, "HOME": str(home)}, "rollback", "reason=test")
                 assert r.returncode == 0, r.stderr[-2000:]
                 assert client.get_model_version_by_alias(NAME, "production").version == "1"
             finally:

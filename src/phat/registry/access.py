@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from phat.errors import PhatError
 
-SET_CREDENTIALS = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or username and "
-                   "password under [mlflow] in ~/.mlflow/credentials)")  # fmt: skip
+SET_CREDENTIALS = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                   "mlflow_tracking_username and mlflow_tracking_password under [mlflow] in "
+                   "~/.mlflow/credentials)")  # fmt: skip
 
 
 class AccessRefused(PhatError):
@@ -79,9 +80,11 @@ def refusal(err: BaseException, uri: str | None = None) -> str | None:
     if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
         import os
 
+        from mlflow.utils.credentials import read_mlflow_creds
+
         return credentials_refused(
             uri or os.environ.get("MLFLOW_TRACKING_URI", "the tracking server"),
-            os.environ.get("MLFLOW_TRACKING_USERNAME"),
+            read_mlflow_creds().username,  # the environment's, else ~/.mlflow/credentials'
         )
     if code == "PERMISSION_DENIED":
         text = str(err).strip()
