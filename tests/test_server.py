@@ -142,17 +142,17 @@ def second_host() -> Iterator[str]:
         pytest.skip("a second host needs root and iproute2 (ip netns)")
     ns, here, there = f"phat{os.getpid()}", f"pa{os.getpid() % 100000}", f"pb{os.getpid() % 100000}"
     try:
-        _ip("netns", "add", ns)
-    except subprocess.CalledProcessError as e:
-        pytest.skip(f"no network namespaces here: {e.stderr.strip()}")
-    try:
-        _ip("link", "add", here, "type", "veth", "peer", "name", there)
-        _ip("link", "set", there, "netns", ns)
-        _ip("addr", "add", f"{CLIENT_IP}/30", "dev", here)
-        _ip("link", "set", here, "up")
-        _ip("-n", ns, "addr", "add", f"{SERVER_IP}/30", "dev", there)
-        _ip("-n", ns, "link", "set", there, "up")
-        _ip("-n", ns, "link", "set", "lo", "up")
+        try:
+            _ip("netns", "add", ns)
+            _ip("link", "add", here, "type", "veth", "peer", "name", there)
+            _ip("link", "set", there, "netns", ns)
+            _ip("addr", "add", f"{CLIENT_IP}/30", "dev", here)
+            _ip("link", "set", here, "up")
+            _ip("-n", ns, "addr", "add", f"{SERVER_IP}/30", "dev", there)
+            _ip("-n", ns, "link", "set", there, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        except subprocess.CalledProcessError as e:
+            pytest.skip(f"no second host here ({' '.join(e.cmd)}: {e.stderr.decode().strip()})")
         yield ns
     finally:
         subprocess.run(["ip", "link", "del", here], capture_output=True)
