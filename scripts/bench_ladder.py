@@ -10,8 +10,8 @@ features) and `scaled` (the same with features=scaled). Per run: the test Brier 
 forecast, climatology's and the last-return rule's on the same test bars, one-sided DM p-values
 of "the kept forecast is worse" than each (1 - the run's "better" p-value), the rung kept, the
 chosen C, and the fit time as a ratio to `before` on the same series. `--tree`: the tree recipe
-instead, `before` (15 leaves, no ladder) against `leaves=auto` (leaves per tree on the purged
-inner CV, ladder on); the C column then shows the leaves kept. `--tcn`: the TCN, `before` (no
+instead, `before` (15 leaves, no ladder), `ladder` (the default: 15 leaves, ladder on) and
+`leaves=auto` (leaves per tree on the purged inner CV, ladder on); the C column then shows the leaves kept. `--tcn`: the TCN, `before` (no
 ladder), `ladder` (today's default: fixed width and weight decay, ladder on), `width=auto`,
 `decay=auto` and `both=auto` (`model.params.channels=auto`, `trainer.weight_decay=auto`, both:
 3, 4 and 12 candidates x 5 inner folds, ladder on); the C column then shows the width and
@@ -38,6 +38,7 @@ RECIPES = {
 }
 TREE_RECIPES = {
     "before": ["model=tree", "model.ladder=off"],
+    "ladder": ["model=tree"],  # today's default: 15 leaves, ladder on the inner CV (2026-12-07)
     "leaves=auto": ["model=tree", "model.params.max_leaf_nodes=auto"],
 }
 TCN_RECIPES = {

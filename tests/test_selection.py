@@ -89,9 +89,9 @@ def _write(df, path: Path) -> str:
     ("recipe", "chosen"),
     [
         ((), "selected_C"),
-        # the tree's ladder is judged on the calibration slice (which the test replaces): off
-        pytest.param(("model=tree", "model.params.max_iter=20", "model.params.max_leaf_nodes=auto",
-                      "model.ladder=off"), "selected_max_leaf_nodes", marks=pytest.mark.slow),
+        # the tree's leaves and its ladder, both on the inner CV
+        pytest.param(("model=tree", "model.params.max_iter=20", "model.params.max_leaf_nodes=auto"),
+                     "selected_max_leaf_nodes", marks=pytest.mark.slow),
         pytest.param(("model=tcn", "model.params.channels=auto", "model.params.levels=3",
                       "trainer.max_epochs=2", "model.ladder=off", "threads=1"),
                      "selected_channels", marks=pytest.mark.slow),
@@ -124,6 +124,7 @@ def test_inner_cv_never_reads_a_bar_of_the_calibration_or_test_span(
     b = train(cfg_b, tmp_path / "b")
     assert not np.array_equal(a.predictions["test"].y, b.predictions["test"].y)  # test changed
     assert a.selection["inner_cv"] == b.selection["inner_cv"]  # every loss, bit for bit
+    assert a.selection.get("ladder") == b.selection.get("ladder")  # the tree's rungs too
     assert a.metrics.get(chosen) == b.metrics.get(chosen)  # absent: a rule rung was kept
     assert chosen in a.metrics or a.tags["phat.selected_rung"] != "model"
     assert a.tags["phat.selected_rung"] == b.tags["phat.selected_rung"]
@@ -265,10 +266,10 @@ def test_ladder_off_with_C_auto_keeps_the_model_at_its_best_C_even_under_no_sign
     assert r.tags["phat.selected_rung"] == "model" and r.model.C in C_GRID
 
 
-def test_tree_recipe_is_judged_against_its_rules_on_the_calibration_slice(tmp_path) -> None:
-    """A tree (or TCN) recipe: its ladder is judged on the calibration slice (calibrator on the
-    first half, log loss on the second); the table names every rung, one is kept, and the kept
-    forecast is what the artifact holds."""
+def test_tree_recipe_is_judged_against_its_rules_on_the_inner_cv(tmp_path) -> None:
+    """A tree recipe: its ladder is judged on the purged inner CV of the train span (every rung
+    refitted per fold, as the logistic's); the table names every rung with its inner-CV log
+    loss, one is kept, and the kept forecast is what the artifact holds."""
     path = _write(random_walk(4000, seed=12), tmp_path / "rw.parquet")
     cfg = make_cfg(tmp_path, f"data.path={path}", "model=tree", "model.params.max_iter=30",
                    "metrics.bootstrap_n=5")  # fmt: skip

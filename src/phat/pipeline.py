@@ -926,10 +926,13 @@ def fit_recipe(
     - logistic: ladder and capacity in one purged inner CV of the train span (climatology,
       the 1-bar return alone, the recipe's inputs over C_GRID with model.params.C=auto or at
       the given C), simplest within one standard error of the best log loss;
-    - tree, TCN: the model fitted (the tree's leaves with max_leaf_nodes=auto, the TCN's
-      width and weight decay with model.params.channels=auto / trainer.weight_decay=auto
-      chosen first on the same purged inner CV), then judged against the rules it nests on
-      the calibration slice (calibrator on its first half, log loss on its second);
+    - tree: the leaves with max_leaf_nodes=auto on the same purged inner CV, then its ladder
+      on that inner CV too (every rung refitted per fold, the tree with early stopping on a
+      purged tail of the fold's fit samples as the final fit);
+    - TCN: the width and weight decay with model.params.channels=auto /
+      trainer.weight_decay=auto on the same purged inner CV, the model fitted, then judged
+      against the rules it nests on the calibration slice (calibrator on its first half, log
+      loss on its second): five more TCN fits per training would put it on the inner CV;
     - then the calibrator on the calibration span (with the ladder, Platt keeps the identity
       map unless its fit is significant). `model.ladder=off` keeps the model and plain Platt;
       C=auto still searches the grid.
@@ -1003,6 +1006,32 @@ def fit_recipe(
         params.update(_of(cand, params))
         trainer.update(_of(cand, trainer))
         chosen.update({f"selected_{k}": float(v) for k, v in cand.items()})
+    refits = ladder and spec.ladder_refits
+    if refits:  # the ladder on the same purged inner CV, refitted
+        col = sel.return_column(fspec.names)
+        names = ["climatology", *(["last_return"] if col is not None else []), "model"]
+
+        def rung_fit(name: str, fit: np.ndarray, val: np.ndarray) -> np.ndarray:
+            if name != "model":
+                return sel.rule_rung(name, data, fit, y[fit], col, seed).logits(data, val)
+            f, tail = carve_tail(fit, float(trainer["val_fraction"]), lspec.horizon_bars,
+                                 fspec.bars_read, clock, slack)  # fmt: skip
+            m = fit_model({**cfg, "trainer": trainer}, seed, threads, data, y,
+                          {"train": f, "validation": tail}, None, params)  # fmt: skip
+            return m.logits(data, val)
+
+        try:
+            j, tables["ladder"] = sel.choose_rung_by_refits(tr, y[tr], names, rung_fit,
+                                                             *inner[:2], times)  # fmt: skip
+        except DataValidationError as e:  # a fold's fit set too short for the stopping tail
+            log.warning("model.ladder: the %s's inner folds cannot be refitted as its final fit "
+                        "(%s); its ladder is judged on the calibration slice instead",
+                        spec.name, e)  # fmt: skip
+            refits = False
+        else:
+            rung = names[j]
+            if rung != "model":
+                model = sel.rule_rung(rung, data, tr, y[tr], col, seed)
     if model is None:
         model = fit_model(
             {**cfg, "trainer": trainer}, seed, threads, data, y, spans, tracking, params
@@ -1010,12 +1039,12 @@ def fit_recipe(
         if spec.stopped_param and "validation" in spans:  # early stopping's choice
             chosen[f"selected_{spec.stopped_param}"] = float(model.params[spec.stopped_param])
     method = cfg["calibration"]["method"]
-    if ladder and not spec.inner_cv:  # the inner CV ranked the rungs already
+    if ladder and not (spec.inner_cv or refits):  # else the inner CV ranked them
         rungs = [*sel.rule_rungs(data, tr, y[tr], fspec.names, seed), ("model", model)]
         j, rows = sel.choose_rung(method, [m.logits(data, cal) for _, m in rungs], y[cal], purge)
         if j is not None:
             rung, model = rungs[j]
-            tables["ladder"] = [{"rung": n, **r, "chosen": i == j}
+            tables["ladder"] = [{"rung": n, "on": "calibration slice", **r, "chosen": i == j}
                                 for i, ((n, _), r) in enumerate(zip(rungs, rows, strict=True))]  # fmt: skip
     return Fitted(model, _calibrator(cfg, model, data, y, cal, purge), rung, chosen, tables)
 

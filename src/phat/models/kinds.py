@@ -52,6 +52,10 @@ class Kind:
     trainer: bool = False  # gets trainer.* (epochs, patience, ...), threads and tracking
     validation_tail: bool = False  # early stopping on a purged tail of the train span
     inner_cv: bool = False  # ladder and capacity in one purged inner CV (model.params.C=auto)
+    # the ladder on the same purged inner CV, the model refitted per fold as the final fit; a
+    # kind with neither this nor inner_cv is judged on the calibration slice (the TCN: five
+    # more fits per training, not yet paid)
+    ladder_refits: bool = False
     stopped_param: str | None = None  # the param early stopping chooses, logged as selected_*
     torch: bool = False  # scoring imports torch (the logged model's requirements)
 
@@ -71,6 +75,7 @@ KINDS: dict[str, Kind] = {
             TreeParams,
             reads=("trainer.val_fraction",),
             validation_tail=True,
+            ladder_refits=True,
             stopped_param="max_iter",
         ),  # fmt: skip
         Kind(

@@ -13,8 +13,11 @@
 - `choose_by_refits` (model=tcn, `model.params.channels=auto` and/or `trainer.weight_decay=auto`):
   each candidate refitted on every purged fold's fit set (early stopping on a purged tail of
   it, as the final fit), scored on the held-out block, one-standard-error rule.
-- `rule_rungs` + `choose_rung` (tree and TCN recipes, whose inner CV would cost a refit per
-  fold): the rules the recipe nests, each a small `LogisticModel` in the artifact format, are
+- `choose_rung_by_refits` (model=tree, since 2026-12-07): the tree's ladder on the same purged
+  K-fold, every rung (climatology, the 1-bar return, the tree with early stopping on a purged
+  tail of the fold's fit samples) refitted per fold, one-standard-error rule.
+- `rule_rungs` + `choose_rung` (the TCN, whose inner CV would cost five more fits per
+  training): the rules the recipe nests, each a small `LogisticModel` in the artifact format, are
   compared with the recipe's model on the calibration span: the calibrator (the configured
   method) is fitted on its first half and every rung scored on its second half
   (`second_half`); the simplest rung within one standard error of the best is kept.
@@ -220,28 +223,69 @@ def choose_by_refits(
     fitted (early stopping on a purged tail of those samples, never on the held-out block)
     and returns the held-out block's logits and the epochs it kept; the block's per-sample log
     loss ranks the candidates, one-standard-error rule. Returns (candidate, table)."""
+    key = ", ".join(SEARCHED_SETTINGS[k] for k in candidates[0])
+    j, rows, extra = _refit_ranking(ends, y, candidates, fit_logits, purge, embargo, times, key)
+    table = [
+        {"candidate": ", ".join(f"{k}={v:g}" for k, v in c.items()), "epochs": e, **r,
+         "chosen": i == j}
+        for i, (c, e, r) in enumerate(zip(candidates, extra, rows, strict=True))
+    ]  # fmt: skip
+    return candidates[j], table
+
+
+def choose_rung_by_refits(
+    ends: np.ndarray,
+    y: np.ndarray,
+    rungs: list[str],
+    fit_logits: Callable[[str, np.ndarray, np.ndarray], np.ndarray],
+    purge: int,
+    embargo: int,
+    times: np.ndarray | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """The ladder of a kind refitted per fold (the tree): every rung (simplest first, the
+    recipe's model last) fitted on each purged inner fold's fit samples as its final fit is,
+    scored on the held-out block, one-standard-error rule: the same inner CV that ranks a
+    logistic recipe's rungs, so no kind's ladder is judged on the calibration slice alone.
+    Returns (index of the kept rung, table)."""
+
+    def scored(rung: str, fit: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, float]:
+        return fit_logits(rung, fit, val), float("nan")
+
+    j, rows, _ = _refit_ranking(ends, y, rungs, scored, purge, embargo, times, "model.ladder")
+    return j, [{"rung": n, "on": "inner CV", **r, "chosen": i == j}
+               for i, (n, r) in enumerate(zip(rungs, rows, strict=True))]  # fmt: skip
+
+
+def _refit_ranking(
+    ends: np.ndarray,
+    y: np.ndarray,
+    candidates: list[Any],
+    fit_logits: Callable[[Any, np.ndarray, np.ndarray], tuple[np.ndarray, float]],
+    purge: int,
+    embargo: int,
+    times: np.ndarray | None,
+    key: str,
+) -> tuple[int, list[dict[str, Any]], list[float]]:
+    """Each candidate refitted on every purged fold's fit samples and scored on its held-out
+    block: (the simplest within one SE of the best, the rows, each candidate's mean of the
+    second value fit_logits returns)."""
     yi = np.asarray(y).astype(int)
     folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
     groups = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(folds)])
     loss = np.empty((len(groups), len(candidates)))
     for fit, _ in folds:
-        _both_outcomes(yi[fit], ", ".join(SEARCHED_SETTINGS[k] for k in candidates[0]))
-    epochs = []
+        _both_outcomes(yi[fit], key)
+    extra = []
     for j, cand in enumerate(candidates):
         cols, kept = [], []
         for fit, val in folds:
-            z, n_epochs = fit_logits(cand, ends[fit], ends[val])
+            z, e = fit_logits(cand, ends[fit], ends[val])
             cols.append(log_losses(yi[val], sigmoid(z)))
-            kept.append(n_epochs)
+            kept.append(e)
         loss[:, j] = np.concatenate(cols)
-        epochs.append(float(np.mean(kept)))
+        extra.append(float(np.mean(kept)))
     j, rows = simplest_within_noise(loss, groups)
-    table = [
-        {"candidate": ", ".join(f"{k}={v:g}" for k, v in c.items()), "epochs": e, **r,
-         "chosen": i == j}
-        for i, (c, e, r) in enumerate(zip(candidates, epochs, rows, strict=True))
-    ]  # fmt: skip
-    return candidates[j], table
+    return j, rows, extra
 
 
 def _both_outcomes(y_fit: np.ndarray, key: str) -> None:

@@ -453,7 +453,7 @@ def _selection_lines(result: Any) -> list[str]:
         )
         return out
     rows = result.selection.get("ladder") or result.selection.get("inner_cv") or []
-    where = "calibration slice" if "ladder" in result.selection else "inner CV"
+    where = str(rows[0].get("on", "inner CV")) if rows else ""  # the ladder table says where
     rows = [r for r in rows if not str(r.get("candidate", "")).startswith("C=") or r["chosen"]
             or kept != "model"]  # fmt: skip
     if rows:
