@@ -89,11 +89,11 @@ def _write(df, path: Path) -> str:
     ("recipe", "chosen"),
     [
         ((), "selected_C"),
-        # the tree's leaves and its ladder, both on the inner CV
+        # the tree's leaves and its ladder, both on the inner CV (the TCN's width and ladder too)
         pytest.param(("model=tree", "model.params.max_iter=20", "model.params.max_leaf_nodes=auto"),
                      "selected_max_leaf_nodes", marks=pytest.mark.slow),
         pytest.param(("model=tcn", "model.params.channels=auto", "model.params.levels=3",
-                      "trainer.max_epochs=2", "model.ladder=off", "threads=1"),
+                      "trainer.max_epochs=2", "threads=1"),
                      "selected_channels", marks=pytest.mark.slow),
     ],
 )  # fmt: skip
@@ -276,6 +276,7 @@ def test_tree_recipe_is_judged_against_its_rules_on_the_inner_cv(tmp_path) -> No
     r = train(cfg, tmp_path / "run")
     rows = r.selection["ladder"]
     assert [x["rung"] for x in rows] == ["climatology", "last_return", "model"]
+    assert {x["on"] for x in rows} == {"inner CV"}
     assert sum(x["chosen"] for x in rows) == 1
     kept = next(x["rung"] for x in rows if x["chosen"])
     assert r.tags["phat.selected_rung"] == kept and r.tags["phat.model_kind"] == "tree"

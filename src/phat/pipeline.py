@@ -926,13 +926,12 @@ def fit_recipe(
     - logistic: ladder and capacity in one purged inner CV of the train span (climatology,
       the 1-bar return alone, the recipe's inputs over C_GRID with model.params.C=auto or at
       the given C), simplest within one standard error of the best log loss;
-    - tree: the leaves with max_leaf_nodes=auto on the same purged inner CV, then its ladder
-      on that inner CV too (every rung refitted per fold, the tree with early stopping on a
-      purged tail of the fold's fit samples as the final fit);
-    - TCN: the width and weight decay with model.params.channels=auto /
-      trainer.weight_decay=auto on the same purged inner CV, the model fitted, then judged
-      against the rules it nests on the calibration slice (calibrator on its first half, log
-      loss on its second): five more TCN fits per training would put it on the inner CV;
+    - tree, TCN: capacity first on the same purged inner CV (the tree's leaves with
+      max_leaf_nodes=auto, the TCN's width and weight decay with model.params.channels=auto /
+      trainer.weight_decay=auto), then the ladder on that inner CV too: every rung refitted
+      per fold, the model with early stopping on a purged tail of the fold's fit samples as
+      its final fit (a fold too short for that tail: judged on the calibration slice instead,
+      calibrator on its first half, log loss on its second, and said);
     - then the calibrator on the calibration span (with the ladder, Platt keeps the identity
       map unless its fit is significant). `model.ladder=off` keeps the model and plain Platt;
       C=auto still searches the grid.

@@ -52,9 +52,9 @@ class Kind:
     trainer: bool = False  # gets trainer.* (epochs, patience, ...), threads and tracking
     validation_tail: bool = False  # early stopping on a purged tail of the train span
     inner_cv: bool = False  # ladder and capacity in one purged inner CV (model.params.C=auto)
-    # the ladder on the same purged inner CV, the model refitted per fold as the final fit; a
-    # kind with neither this nor inner_cv is judged on the calibration slice (the TCN: five
-    # more fits per training, not yet paid)
+    # the ladder on the same purged inner CV, the model refitted per fold as the final fit
+    # (five more fits per training); a kind with neither this nor inner_cv is judged on the
+    # calibration slice
     ladder_refits: bool = False
     stopped_param: str | None = None  # the param early stopping chooses, logged as selected_*
     torch: bool = False  # scoring imports torch (the logged model's requirements)
@@ -85,6 +85,7 @@ KINDS: dict[str, Kind] = {
             reads=("trainer.",),
             trainer=True,
             validation_tail=True,
+            ladder_refits=True,
             torch=True,
         ),  # fmt: skip
         # a universe's per-asset container (model.pooling=per_asset): its members are recipes

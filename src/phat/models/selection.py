@@ -13,12 +13,13 @@
 - `choose_by_refits` (model=tcn, `model.params.channels=auto` and/or `trainer.weight_decay=auto`):
   each candidate refitted on every purged fold's fit set (early stopping on a purged tail of
   it, as the final fit), scored on the held-out block, one-standard-error rule.
-- `choose_rung_by_refits` (model=tree, since 2026-12-07): the tree's ladder on the same purged
-  K-fold, every rung (climatology, the 1-bar return, the tree with early stopping on a purged
-  tail of the fold's fit samples) refitted per fold, one-standard-error rule.
-- `rule_rungs` + `choose_rung` (the TCN, whose inner CV would cost five more fits per
-  training): the rules the recipe nests, each a small `LogisticModel` in the artifact format, are
-  compared with the recipe's model on the calibration span: the calibrator (the configured
+- `choose_rung_by_refits` (model=tree and model=tcn, since 2026-12-07): their ladder on the
+  same purged K-fold, every rung (climatology, the 1-bar return, the model with early stopping
+  on a purged tail of the fold's fit samples, as its final fit) refitted per fold,
+  one-standard-error rule: five more model fits per training.
+- `rule_rungs` + `choose_rung` (the fallback when a fold's fit set is too short to carve the
+  model's stopping tail): the rules the recipe nests, each a small `LogisticModel` in the
+  artifact format, are compared with the recipe's model on the calibration span: the calibrator (the configured
   method) is fitted on its first half and every rung scored on its second half
   (`second_half`); the simplest rung within one standard error of the best is kept.
 
