@@ -389,6 +389,30 @@ def test_spiegelhalter_rejects_at_its_level_when_calibrated_and_finds_miscalibra
     assert spiegelhalter(y, p)["pvalue"] < 0.001
 
 
+def test_spiegelhalter_on_a_record_holds_its_level_when_each_fold_shares_a_shock():
+    """A walk-forward record: 12 folds, each one fit. The forecast is calibrated (E[y | p] = p)
+    but every fold's outcomes share a shock (the fold's realised rate moves together), so the
+    rows of a fold are one piece of evidence, not 800. Newey-West over rows rejects far above
+    the 5% level; the variance clustered by fold (with a t on G-1 degrees of freedom) holds it,
+    and still finds a forecast that is miscalibrated in every fold."""
+    from phat.evaluation.significance import spiegelhalter
+
+    rng = np.random.default_rng(3)
+    folds = np.repeat(np.arange(12), 800)
+    rows, clustered = [], []
+    for _ in range(300):
+        p = np.repeat(rng.uniform(0.35, 0.65, 12), 800)  # one fit per fold: one p per fold
+        shock = np.repeat(rng.normal(0.0, 0.03, 12), 800)  # shared within a fold, mean 0
+        y = (rng.random(len(p)) < np.clip(p + shock, 0, 1)).astype(float)
+        rows.append(spiegelhalter(y, p)["pvalue"] < 0.05)
+        clustered.append(spiegelhalter(y, p, clusters=folds)["pvalue"] < 0.05)
+    assert np.mean(rows) > 0.2  # the row-level test is fooled by the shared shocks
+    assert np.mean(clustered) < 0.09, np.mean(clustered)
+    p = np.repeat(rng.uniform(0.35, 0.65, 12), 800)
+    y = (rng.random(len(p)) < 0.5 + 1.6 * (p - 0.5)).astype(float)  # underconfident everywhere
+    assert spiegelhalter(y, p, clusters=folds)["pvalue"] < 0.01
+
+
 def test_the_universe_test_counts_assets_that_move_together_once():
     """Ten copies of one asset's losses are one asset's evidence: the per-timestamp test gives
     the single asset's p-value, where a test on the pooled rows would claim far more."""

@@ -58,26 +58,47 @@ def diebold_mariano(
     return {"stat": float(stat), "pvalue": pvalue, "mean_diff": mean, "lag": lag, "n": n}
 
 
-def spiegelhalter(y: np.ndarray, p: np.ndarray, horizon_bars: int = 1) -> dict[str, float]:
+def spiegelhalter(
+    y: np.ndarray, p: np.ndarray, horizon_bars: int = 1, clusters: np.ndarray | None = None
+) -> dict[str, float]:
     """Spiegelhalter's (1986) test that p is calibrated: u_t = (y_t - p_t)(1 - 2 p_t) has mean 0
     when it is (Brier's reliability term then has its expected value). Two-sided p-value of
     mean(u) / sqrt(HAC variance / n), the Newey-West variance of the DM test (overlapping
     labels make u autocorrelated); with horizon 1 and lag 0 this is the textbook statistic
-    with the variance estimated from the data. {stat, pvalue, n}."""
+    with the variance estimated from the data.
+
+    `clusters` (a walk-forward record's fold of each row): each fold's forecast is one fit, so
+    its error is shared by the fold's rows far beyond any Newey-West lag. The variance is then
+    the larger of the HAC one and the cluster-robust one over folds (G/(G-1) sum_g S_g^2 / n^2,
+    S_g the fold's sum of centred u), and the reference a t with G-1 degrees of freedom when the
+    cluster variance is the larger: the test is as sure as the number of fits allows, not the
+    number of rows. {stat, pvalue, n}."""
     from scipy.stats import norm
+    from scipy.stats import t as student
 
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     u = (y - p) * (1.0 - 2.0 * p)
-    u = u[np.isfinite(u)]
+    ok = np.isfinite(u)
+    u = u[ok]
     n = len(u)
     if n < 10:
         return {"stat": math.nan, "pvalue": math.nan, "n": n}
-    v = hac_variance(u, newey_west_lag(n, horizon_bars))
+    v = hac_variance(u, newey_west_lag(n, horizon_bars)) / n
+    dof = None
+    if clusters is not None:
+        g_of = np.unique(np.asarray(clusters)[ok], return_inverse=True)[1]
+        g = int(g_of.max()) + 1
+        if g >= 2:
+            sums = np.bincount(g_of, weights=u - u.mean(), minlength=g)
+            v_cluster = g / (g - 1) * float(sums @ sums) / n**2
+            if v_cluster > v:
+                v, dof = v_cluster, g - 1
     if v <= 0:
         return {"stat": 0.0, "pvalue": 1.0, "n": n}
-    stat = float(u.mean() / math.sqrt(v / n))
-    return {"stat": stat, "pvalue": float(2.0 * norm.sf(abs(stat))), "n": n}
+    stat = float(u.mean() / math.sqrt(v))
+    tail = norm.sf(abs(stat)) if dof is None else student.sf(abs(stat), dof)
+    return {"stat": stat, "pvalue": float(2.0 * tail), "n": n}
 
 
 def per_time_mean(values: np.ndarray, clock: np.ndarray) -> np.ndarray:

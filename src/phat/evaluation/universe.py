@@ -38,10 +38,12 @@ def per_asset_table(
     horizon_bars: int,
     n_bins: int,
     alpha: float,
+    folds: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """`alpha`: the Benjamini-Hochberg level of the table's verdicts (promotion: its
     promotion.per_asset_fdr; training and walk-forward reports: REPORT_FDR, that setting's
-    default)."""
+    default). `folds`: a walk-forward record's fold of each row (the calibration test's
+    variance is then clustered by fold: significance.spiegelhalter)."""
     from phat.evaluation.metrics import brier, ece
     from phat.evaluation.significance import benjamini_hochberg, diebold_mariano, spiegelhalter
 
@@ -49,6 +51,7 @@ def per_asset_table(
     for sym in sorted(set(symbols.tolist())):
         m = symbols == sym
         yy, pp, pc, pr = y[m], p[m], p_climatology[m], p_rule[m]
+        fm = None if folds is None else np.asarray(folds)[m]
         ok = np.isfinite(pr)
         rows.append(
             {
@@ -61,7 +64,7 @@ def per_asset_table(
                 "dm_pvalue_vs_climatology": diebold_mariano(
                     (pp - yy) ** 2, (pc - yy) ** 2, horizon_bars
                 )["pvalue"],
-                "calibration_pvalue": spiegelhalter(yy, pp, horizon_bars)["pvalue"],
+                "calibration_pvalue": spiegelhalter(yy, pp, horizon_bars, fm)["pvalue"],
             }
         )
     table = pd.DataFrame(rows)

@@ -306,6 +306,7 @@ def summarize(record: Record, n_bins: int, block: int, n_boot: int, seed: int) -
         record.per_asset = per_asset_table(
             f["symbol"].to_numpy(), y, p, f["p_climatology"].to_numpy(),
             f["p_last_return"].to_numpy(), record.horizon_bars, n_bins, REPORT_FDR,
+            folds=f["fold"].to_numpy(),  # the promotion gate's table, row for row
         )  # fmt: skip
         t = record.per_asset
         m["assets_scored"] = float(len(t))

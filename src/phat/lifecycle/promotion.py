@@ -400,15 +400,17 @@ def _universe_evidence(
 
 def asset_safety(
     symbols: np.ndarray, y: np.ndarray, p: np.ndarray, clim: np.ndarray, rule_p: np.ndarray,
-    horizon_bars: int, n_bins: int, fdr: float,
+    horizon_bars: int, n_bins: int, fdr: float, folds: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
-    """The per-asset safety the gates read (the window's or the record's rows): the per-asset
-    table (phat.evaluation.universe) with the assets whose calibration test rejects, and whose
-    Brier is significantly worse than climatology's, after Benjamini-Hochberg at `fdr`."""
+    """The per-asset safety the gates read (the window's or the record's rows, with the
+    record's `folds`): the per-asset table (phat.evaluation.universe) with the assets whose
+    calibration test rejects, and whose Brier is significantly worse than climatology's, after
+    Benjamini-Hochberg at `fdr`."""
     from phat.evaluation.significance import benjamini_hochberg
     from phat.evaluation.universe import per_asset_table
 
-    table = per_asset_table(symbols, y, p, clim, rule_p, horizon_bars, n_bins, alpha=fdr)
+    table = per_asset_table(symbols, y, p, clim, rule_p, horizon_bars, n_bins, alpha=fdr,
+                            folds=folds)  # fmt: skip
     # "worse than climatology": the one-sided p-value of the other side
     worse = benjamini_hochberg(1.0 - table["dm_pvalue_vs_climatology"].to_numpy())
     table["worse_than_climatology"] = worse < fdr
@@ -523,7 +525,7 @@ def record_evidence(
 
         symbols = rec["symbol"].to_numpy()
         safety, table = asset_safety(symbols, y, p, clim, rule_p, horizon_bars, n_bins,
-                                     float(pc["per_asset_fdr"]))  # fmt: skip
+                                     float(pc["per_asset_fdr"]), rec["fold"].to_numpy())  # fmt: skip
         skill = skill_intervals(symbols, y, p, clim, pd.DatetimeIndex(rec.index).asi8,
                                 horizon_bars)  # fmt: skip
         found.update(safety, per_asset=table,
