@@ -17,7 +17,7 @@ from typing import Any
 
 from phat.cli.verbs import CONF_DIR, VERBS
 
-__all__ = ["CONF_DIR", "VERBS", "call", "entry", "expand_overrides", "fail"]
+__all__ = ["CONF_DIR", "VERBS", "call", "entry", "expand_overrides", "fail", "require_manager"]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -60,6 +60,16 @@ def call(
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         fail(f"RegistryUnavailable: the MLflow store failed: {first[:300]}", 2)
+
+
+def require_manager(cfg: dict[str, Any], verb: str) -> None:
+    """Before a lifecycle verb changes anything: on a shared server, the signed-in user must
+    manage the model its settings name (phat.registry.access.require_manage)."""
+    from phat.registry.access import require_manage
+    from phat.registry.client import model_name_for
+    from phat.registry.recorder import recorder
+
+    require_manage(recorder(cfg["tracking"]).uri, model_name_for(cfg), verb)
 
 
 def _verb_of(logger: logging.Logger) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from phat.cli import CONF_DIR, call, entry
+from phat.cli import CONF_DIR, call, entry, require_manager
 from phat.tagnames import Tag
 
 log = logging.getLogger("phat.promote")
@@ -29,11 +29,8 @@ RECIPE_KEYS = ("horizon", "label", "features", "model", "calibration", "split", 
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.lifecycle.promotion import promote
-    from phat.registry.access import require_manage
-    from phat.registry.client import model_name_for
-    from phat.registry.recorder import recorder
 
-    require_manage(recorder(cfg["tracking"]).uri, model_name_for(cfg), "promote")  # before all
+    require_manager(cfg, "promote")  # before anything is made or moved
     if str(cfg["promotion"]["evidence"]) == "walkforward":
         ensure_record(cfg)
     return promote(cfg)

@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from phat.cli import CONF_DIR, call, entry
+from phat.cli import CONF_DIR, call, entry, require_manager
 
 log = logging.getLogger("phat.rollback")
 
@@ -22,11 +22,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.lifecycle.promotion import rollback
-    from phat.registry.access import require_manage
-    from phat.registry.client import model_name_for
-    from phat.registry.recorder import recorder
 
-    require_manage(recorder(cfg["tracking"]).uri, model_name_for(cfg), "rollback")
+    require_manager(cfg, "rollback")
     return rollback(cfg)
 
 
