@@ -51,7 +51,8 @@ def scoring(root: Path, files: Path, assets: int, periods: int, cpus: int) -> di
     from phat.cli.config import compose, validate
     from phat.cli.predict import run as predict
     from phat.engines.spark import score_universe, session
-    from phat.pipeline import fit_evaluate, prepare
+    from phat.pipeline import fit_evaluate
+    from phat.recipe.series import prepare
 
     cfg = make_cfg(root / "train", f"data.synthetic.assets={assets}",
                    f"data.synthetic.periods={periods}", "data.synthetic.seed=3",

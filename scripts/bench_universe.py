@@ -41,7 +41,8 @@ CHILD = r"""
 import json, resource, sys, time, tempfile
 sys.path.insert(0, sys.argv[1])
 from conftest import make_cfg
-from phat.pipeline import fit_evaluate, prepare
+from phat.pipeline import fit_evaluate
+from phat.recipe.series import prepare
 out = tempfile.mkdtemp()
 cfg = make_cfg(out, *json.loads(sys.argv[3]))
 cfg["data"]["path"] = sys.argv[2]

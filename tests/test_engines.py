@@ -178,7 +178,8 @@ def test_a_universe_walkforward_on_ray_is_the_serial_run_and_writes_the_same_run
 
 @pytest.mark.slow
 def test_per_asset_fits_on_ray_are_the_serial_fits(tmp_path, ray_cluster) -> None:
-    from phat.pipeline import fit_recipe, prepare
+    from phat.recipe.fit import fit_recipe
+    from phat.recipe.series import prepare
 
     fits = []
     for engine in ("local", "ray"):

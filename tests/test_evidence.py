@@ -246,13 +246,15 @@ def test_a_forecast_without_signal_is_refused_on_its_record(tmp_path) -> None:
 
 @pytest.mark.parametrize("assets", [0, 3])
 def test_a_fold_given_a_trainings_spans_predicts_its_test_p_hat_bit_for_bit(tmp_path, assets):
-    """One fold function (pipeline.fit_fold): a walk-forward fold cut at a training's own
+    """One fold function (recipe.fold.fit_fold): a walk-forward fold cut at a training's own
     boundaries predicts that training's test p_hat bit for bit, one asset and a universe (whose
     training ships per-asset calibration corrections: the fold scores them too)."""
     from conftest import make_cfg
     from phat.contract.splits import resolve_boundaries
+    from phat.data.load import timeline
     from phat.evidence.walkforward import Fold, _FoldInputs, fold_task
-    from phat.pipeline import fit_evaluate, prepare, timeline
+    from phat.pipeline import fit_evaluate
+    from phat.recipe.series import prepare
 
     cfg = make_cfg(tmp_path / "t", "data.synthetic.periods=4000", "metrics.bootstrap_n=5",
                    f"data.synthetic.assets={assets}")  # fmt: skip

@@ -20,7 +20,8 @@ from phat.data.synthetic import random_walk
 from phat.errors import ConfigError
 from phat.models.calibration import Calibrator, fit_calibrator, platt_or_identity, sigmoid
 from phat.models.selection import C_GRID, purged_kfold, simplest_within_noise
-from phat.pipeline import prepare, train
+from phat.pipeline import train
+from phat.recipe.series import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from bench_ladder import ar1  # noqa: E402  (the series the benchmark measures)

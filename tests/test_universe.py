@@ -43,7 +43,8 @@ def write_universe(folder: Path, markets, fmt: str = "csv", suffix: str = "-15m"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, markets):
     """One pooled logistic over the synthetic universe, with its artifact."""
-    from phat.pipeline import fit_evaluate, prepare
+    from phat.pipeline import fit_evaluate
+    from phat.recipe.series import prepare
 
     out = tmp_path_factory.mktemp("uni")
     cfg = make_cfg(out, f"data.synthetic.assets={N_ASSETS}", f"data.synthetic.periods={PERIODS}",
@@ -56,7 +57,7 @@ def trained(tmp_path_factory, markets):
 
 
 def test_a_directory_a_glob_a_list_and_a_long_file_read_the_same_universe(tmp_path, markets):
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     folder = write_universe(tmp_path / "u", markets)
     files = sorted(str(p) for p in folder.iterdir())
@@ -89,7 +90,7 @@ def test_a_directory_a_glob_a_list_and_a_long_file_read_the_same_universe(tmp_pa
 def test_an_empty_directory_a_glob_matching_nothing_and_two_files_for_one_symbol(
     tmp_path, make, needle
 ):
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     d = tmp_path / "u"
     make(d)
@@ -101,7 +102,7 @@ def test_an_empty_directory_a_glob_matching_nothing_and_two_files_for_one_symbol
 
 def test_a_file_whose_symbol_column_holds_one_symbol_is_one_asset_as_before(tmp_path, markets):
     from phat.data.bars import Bars
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     m = markets["A00"].bars[["open", "high", "low", "close", "volume"]]
     m.assign(symbol="BTCUSDT").rename_axis("timestamp").reset_index().to_csv(
@@ -115,7 +116,7 @@ def test_a_file_whose_symbol_column_holds_one_symbol_is_one_asset_as_before(tmp_
 
 
 def test_a_symbol_column_with_nulls_is_refused_by_row(tmp_path, markets):
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     m = next(iter(markets.values()))
     long = m.bars[["open", "high", "low", "close", "volume"]].assign(symbol="A")
@@ -128,7 +129,7 @@ def test_a_symbol_column_with_nulls_is_refused_by_row(tmp_path, markets):
 
 
 def test_mixed_timeframes_are_refused_by_name_or_skipped_and_named(tmp_path, markets):
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     folder = write_universe(tmp_path / "u", markets)
     coarse = markets["A01"].bars.iloc[::2]  # 30-minute bars among 15-minute ones
@@ -145,7 +146,7 @@ def test_mixed_timeframes_are_refused_by_name_or_skipped_and_named(tmp_path, mar
 
 
 def test_a_bad_asset_fails_the_run_or_is_left_out_and_named(tmp_path, markets):
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     folder = write_universe(tmp_path / "u", markets)
     bad = markets["A02"].bars.copy()
@@ -168,7 +169,7 @@ def test_no_asset_trains_on_bars_another_asset_is_tested_on(tmp_path, markets):
     """Split boundaries are timestamps shared by the universe: every train sample's label ends
     before any calibration or test sample's window starts, across assets, also when the
     assets start at different times."""
-    from phat.pipeline import prepare
+    from phat.recipe.series import prepare
 
     folder = write_universe(tmp_path / "u", markets)
     late = markets["A03"].bars.iloc[900:]  # starts later than the others
@@ -192,7 +193,7 @@ def test_no_asset_trains_on_bars_another_asset_is_tested_on(tmp_path, markets):
 def test_features_are_normalized_per_asset_on_its_own_train_rows(tmp_path, markets):
     """The same path at 10x the volatility gets the same normalized returns: a pooled z-score
     would shrink the quiet asset's returns to almost nothing."""
-    from phat.pipeline import prepare
+    from phat.recipe.series import prepare
 
     base = markets["A00"].bars[["open", "high", "low", "close", "volume"]]
     ref = float(np.log(base["close"].iloc[0]))
@@ -238,7 +239,8 @@ def test_the_pooled_model_beats_per_asset_models_on_an_asset_with_short_history(
     every asset, forecasts it better than per-asset models (model.pooling=per_asset: the same
     recipe on each asset's samples alone), on the same test samples; the per-asset artifact
     scores each asset with its own member."""
-    from phat.pipeline import fit_evaluate, prepare
+    from phat.pipeline import fit_evaluate
+    from phat.recipe.series import prepare
     from phat.registry.artifact import load_artifact
 
     big = generate_universe(SyntheticConfig(periods=6000, seed=9), 5)
@@ -794,8 +796,8 @@ def test_dated_pieces_of_one_symbol_are_one_series_equal_to_the_whole_file(tmp_p
     """Monthly kline zips (ms then us timestamps) read through a glob, a directory or a list
     are one asset whose bars equal the same history in one CSV; overlapping months' repeated
     bars are dropped as exact duplicates, conflicting ones refused by timestamp."""
+    from phat.data.load import load_bars
     from phat.data.universe import dataset_name, is_universe, symbol_of
-    from phat.pipeline import load_bars
 
     bars = months_of_bars()
     files = write_monthly_klines(tmp_path / "monthly", bars)
@@ -867,7 +869,7 @@ def test_assets_that_share_too_little_time_are_refused_naming_their_spans(tmp_pa
     """Three symbols with back-to-back histories (and two same-named files that are not dated
     pieces) are refused in one line each, never a traceback."""
     from phat.data.universe import universe_groups
-    from phat.pipeline import prepare
+    from phat.recipe.series import prepare
 
     bars = months_of_bars(3)
     d = tmp_path / "u"
@@ -912,7 +914,7 @@ def test_a_universe_names_the_file_it_dropped_rows_of_and_its_calendar_once(
 ):
     import logging
 
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     folder = write_universe(tmp_path / "u", markets)
     f = folder / "A02-15m.csv"
@@ -971,7 +973,7 @@ def test_files_whose_symbol_column_names_one_asset_are_its_pieces(tmp_path, mark
     """part-1 and part-2 each hold half of A00's history with a symbol column saying A00: one
     asset A00 (beside A01, named by its file), equal to A00's whole history; a file whose
     symbol column holds two symbols in a folder of assets is refused by name."""
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
 
     d = tmp_path / "u"
     d.mkdir()

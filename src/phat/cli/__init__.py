@@ -90,8 +90,9 @@ def expand_overrides(args: list[str]) -> list[str]:
     return out
 
 
-def entry(verb: str, hydra_main: Callable[[], Any]) -> None:
-    """`python -m phat.<verb>`: fast help, overrides checked before Hydra runs, then Hydra."""
+def entry(verb: str, hydra_main: Callable[[], Any], after: Callable[[], Any] | None = None) -> None:
+    """`python -m phat.<verb>`: fast help, overrides checked before Hydra runs, then Hydra
+    (`after`: run once Hydra returns or fails, e.g. training's sweep clean-up)."""
     from phat.cli.config import help_text, precheck
     from phat.errors import ConfigError
 
@@ -122,7 +123,5 @@ def entry(verb: str, hydra_main: Callable[[], Any]) -> None:
     try:
         hydra_main()
     finally:
-        if verb == "train":
-            from phat.cli.sweep import abandon
-
-            abandon()
+        if after is not None:
+            after()

@@ -36,9 +36,9 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from phat.contract.labels import make_labels, parse_horizon
+    from phat.data.load import load_bars
     from phat.errors import ModelUnavailable
     from phat.evidence.monitor import matured
-    from phat.pipeline import load_bars
     from phat.registry.access import require_manage
     from phat.registry.client import model_name_for
     from phat.registry.recorder import recorder
@@ -172,10 +172,8 @@ def _run_universe(
     to the proxy, or rollback). One state file holds every asset's state."""
     import numpy as np
 
-    from phat.contract.labels import make_labels
-    from phat.data.timeframes import parse_timeframe
     from phat.errors import ConfigError
-    from phat.evidence.monitor import MonitorState, matured, universe_update, update
+    from phat.evidence.monitor import universe_update
     from phat.lifecycle.alarms import act
 
     mc = cfg["monitor"]
@@ -184,8 +182,7 @@ def _run_universe(
             "monitor.recalibrate=online on a universe is not built yet: monitor one asset's "
             "file (data.path=FILE) to recalibrate it"
         )
-    lspec = model.label_spec
-    h, alpha = int(lspec.horizon_bars), float(mc["alpha"])
+    alpha = float(mc["alpha"])
     watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
     path = _state_path(mc["state"], name, str(version), "universe")
     saved, states = _read_universe_state(path)
@@ -198,6 +195,49 @@ def _run_universe(
     last = {a.symbol: float(saved.get("e", {}).get(a.symbol, 1.0)) for a in bars.assets}
     uni_alarm = saved.get("universe_alarm")
     had_uni = uni_alarm is not None
+    points, fired, actions = _feed_assets(cfg, rec, name, version, model, bars, start, states)
+    upath, uni_alarm = universe_update(last, points, alpha, uni_alarm)
+    if uni_alarm is not None and not had_uni:
+        uni_alarm["asset_alarms"] = sorted(s for s, st in states.items() if st.alarm)
+        uni_alarm["bars"] = int(sum(st.n_matured for st in states.values()))
+        actions.append(f"universe: {act(rec, cfg, name, str(version), uni_alarm)}")
+    if path is not None:
+        _write_state(path, {
+            "model": watched, "assets": {s: st.to_dict() for s, st in states.items()},
+            "e": last, "universe_alarm": uni_alarm,
+        })  # fmt: skip
+    run_id = _log_universe(rec, cfg, name, version, states, last, upath, uni_alarm, actions)
+    ue = float(np.mean(list(last.values())))
+    alarmed = sorted(s for s, st in states.items() if st.alarm)
+    print(
+        f"phat monitor: {name} v{version} ({mc['source']}), universe of {len(bars.assets)} "
+        f"assets, {len(points)} newly matured bars; universe e-value {ue:.3g} (alarm at "
+        f"{1 / alpha:.0f}); assets with an alarm: {', '.join(alarmed) or 'none'}"
+        + "".join(f"\n  ALARM {line}" for line in actions)
+        + f"\n  run {run_id}"
+    )
+    return {"states": states, "universe_e_value": ue, "universe_alarm": uni_alarm,
+            "fired": fired, "run_id": run_id}  # fmt: skip
+
+
+def _feed_assets(
+    cfg: dict[str, Any], rec: Any, name: str, version: str, model: Any, bars: Any, start: Any,
+    states: dict[str, Any],
+) -> tuple[list[tuple[str, str, float]], list[str], list[str]]:  # fmt: skip
+    """Each asset's newly matured bars fed to its own e-process (`states`, updated in place;
+    an asset's alarm acts on that asset): the (time, asset, e-value) points, the assets whose
+    alarm fired now, and what was done."""
+    import numpy as np
+
+    from phat.contract.labels import make_labels
+    from phat.data.timeframes import parse_timeframe
+    from phat.evidence.monitor import MonitorState, matured, update
+    from phat.lifecycle.alarms import act
+
+    mc = cfg["monitor"]
+    lspec = model.label_spec
+    h, alpha = int(lspec.horizon_bars), float(mc["alpha"])
+    watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
     step_ns = int(parse_timeframe(lspec.timeframe).value)
     points: list[tuple[str, str, float]] = []
     fired: list[str] = []
@@ -222,28 +262,7 @@ def _run_universe(
         if st.alarm is not None and not had:
             fired.append(a.symbol)
             actions.append(f"{a.symbol}: {act(rec, cfg, name, str(version), st.alarm, a.symbol)}")
-    upath, uni_alarm = universe_update(last, points, alpha, uni_alarm)
-    if uni_alarm is not None and not had_uni:
-        uni_alarm["asset_alarms"] = sorted(s for s, st in states.items() if st.alarm)
-        uni_alarm["bars"] = int(sum(st.n_matured for st in states.values()))
-        actions.append(f"universe: {act(rec, cfg, name, str(version), uni_alarm)}")
-    if path is not None:
-        _write_state(path, {
-            "model": watched, "assets": {s: st.to_dict() for s, st in states.items()},
-            "e": last, "universe_alarm": uni_alarm,
-        })  # fmt: skip
-    run_id = _log_universe(rec, cfg, name, version, states, last, upath, uni_alarm, actions)
-    ue = float(np.mean(list(last.values())))
-    alarmed = sorted(s for s, st in states.items() if st.alarm)
-    print(
-        f"phat monitor: {name} v{version} ({mc['source']}), universe of {len(bars.assets)} "
-        f"assets, {len(points)} newly matured bars; universe e-value {ue:.3g} (alarm at "
-        f"{1 / alpha:.0f}); assets with an alarm: {', '.join(alarmed) or 'none'}"
-        + "".join(f"\n  ALARM {line}" for line in actions)
-        + f"\n  run {run_id}"
-    )
-    return {"states": states, "universe_e_value": ue, "universe_alarm": uni_alarm,
-            "fired": fired, "run_id": run_id}  # fmt: skip
+    return points, fired, actions
 
 
 def _log_universe(

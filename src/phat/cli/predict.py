@@ -27,7 +27,7 @@ log = logging.getLogger("phat.predict")
 
 
 def run(cfg: dict[str, Any]) -> Path:
-    from phat.pipeline import load_bars
+    from phat.data.load import load_bars
     from phat.registry.client import load
     from phat.registry.recorder import recorder
 
@@ -92,9 +92,9 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
     """engine=spark (phat.engines.spark): every asset a task, out a directory partitioned by
     symbol, each asset all or nothing; a failed asset is one line in the report (and fails
     the command unless data.on_bad_asset=skip)."""
+    from phat.data.load import bars_kwargs
     from phat.engines.spark import REPORT, score_universe, session
     from phat.errors import DataValidationError
-    from phat.pipeline import bars_kwargs
 
     d = cfg["data"]
     if d["path"] is None:

@@ -76,8 +76,15 @@ def _sweep_job(cfg: DictConfig, parent: str) -> Any:
     return job(container, OmegaConf.to_yaml(cfg, resolve=True), parent)
 
 
+def _abandon() -> None:
+    """A sweep's parent run left open by a failed or interrupted sweep is ended (cli.sweep)."""
+    from phat.cli.sweep import abandon
+
+    abandon()
+
+
 def main() -> None:
-    entry("train", _hydra_main)
+    entry("train", _hydra_main, after=_abandon)
 
 
 if __name__ == "__main__":

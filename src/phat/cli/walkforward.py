@@ -29,7 +29,7 @@ log = logging.getLogger("phat.walkforward")
 
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.evidence.walkforward import check_windows, run_folds, summarize
-    from phat.pipeline import validate_config
+    from phat.recipe.specs import validate_config
 
     validate_config(cfg)
     check_windows(cfg["walkforward"])  # before any data is read

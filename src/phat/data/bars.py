@@ -349,38 +349,7 @@ def prepare_bars(
             f"{len(df) - i} bars are stamped in the future, first at row {i} "
             f"({_iso(df.index[i])}; now is {_iso(now)}): wrong epoch unit or a misread date"
         )
-    native = infer_timeframe(df.index)
-    report["native_timeframe"] = format_timeframe(native)
-    if native > target:
-        raise DataValidationError(
-            f"data is {format_timeframe(native)} bars but timeframe {timeframe} was asked for; "
-            "bars can be aggregated to a coarser timeframe, never split into a finer one"
-        )
-    if native < target and not allow_resample:
-        raise DataValidationError(
-            f"bars are {format_timeframe(native)} but this model takes {timeframe} bars; a model "
-            f"scores bars of its own timeframe: give {timeframe} bars (phat resamples only when "
-            "training, where incomplete buckets can be dropped)"
-        )
-    if native < target:
-        df, dropped = resample_bars(df, native, target, resample_min_coverage)
-        report["resampled_from"] = format_timeframe(native)
-        report["partial_buckets_dropped"] = dropped
-        if dropped:
-            log.warning(
-                "resampling %s -> %s dropped %d incomplete buckets",
-                format_timeframe(native),
-                timeframe,
-                dropped,
-            )
-        if len(df) < 3:
-            raise DataValidationError(
-                f"resampling to {timeframe} left {len(df)} complete bars; need more history"
-            )
-    else:
-        # Spacing finer than the timeframe would mean mixed bars; infer_timeframe ensured
-        # every step is a multiple of the native step, which equals the target here.
-        pass
+    df = _to_timeframe(df, timeframe, allow_resample, resample_min_coverage, report)
     cal, reason = _choose_calendar(df.index, target, calendar, model_calendar)
     if announce and reason.startswith("auto: "):
         log.info("data.calendar=auto chose %s: %s", cal.name, reason[len("auto: ") :])
@@ -417,6 +386,49 @@ def prepare_bars(
         calendar=cal.name,
         max_gap_bars=int(gap // target),
     )
+
+
+def _to_timeframe(
+    df: pd.DataFrame,
+    timeframe: str,
+    allow_resample: bool,
+    min_coverage: float,
+    report: dict[str, Any],
+) -> pd.DataFrame:
+    """The bars at `timeframe`: as they are when native, aggregated from finer bars when
+    allowed (training; incomplete buckets dropped and said), refused when coarser. Spacing
+    finer than the native step would be mixed bars: infer_timeframe ensured every step is a
+    multiple of it."""
+    target = parse_timeframe(timeframe)
+    native = infer_timeframe(df.index)
+    report["native_timeframe"] = format_timeframe(native)
+    if native > target:
+        raise DataValidationError(
+            f"data is {format_timeframe(native)} bars but timeframe {timeframe} was asked for; "
+            "bars can be aggregated to a coarser timeframe, never split into a finer one"
+        )
+    if native < target and not allow_resample:
+        raise DataValidationError(
+            f"bars are {format_timeframe(native)} but this model takes {timeframe} bars; a model "
+            f"scores bars of its own timeframe: give {timeframe} bars (phat resamples only when "
+            "training, where incomplete buckets can be dropped)"
+        )
+    if native < target:
+        df, dropped = resample_bars(df, native, target, min_coverage)
+        report["resampled_from"] = format_timeframe(native)
+        report["partial_buckets_dropped"] = dropped
+        if dropped:
+            log.warning(
+                "resampling %s -> %s dropped %d incomplete buckets",
+                format_timeframe(native),
+                timeframe,
+                dropped,
+            )
+        if len(df) < 3:
+            raise DataValidationError(
+                f"resampling to {timeframe} left {len(df)} complete bars; need more history"
+            )
+    return df
 
 
 def _family(name: str) -> str:

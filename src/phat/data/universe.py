@@ -359,3 +359,12 @@ def stack(name: str, assets: list[Bars], skipped: dict[str, str]) -> StackedBars
         grid=grid,
         clock=grid.searchsorted(frame.index),
     )
+
+
+def members(bars: Bars) -> list[tuple[str, Bars, int]]:
+    """(symbol, its bars, its first row in `bars`) per asset: a universe's assets in order, or
+    one asset as a universe of one (what every per-asset loop walks, so one asset and a
+    universe take one path)."""
+    if isinstance(bars, StackedBars):
+        return [(a.symbol, a.bars, a.start) for a in bars.assets]
+    return [(bars.symbol, bars, 0)]

@@ -265,42 +265,20 @@ def score_universe(
     min_scored_share: float | None = None,
 ) -> dict[str, Any]:
     """Score every asset of `path` with the model at `model_uri` on `spark`, writing `out`
-    (module docstring). `data`: the reading settings (scoring.model.READ_SETTINGS: calendar,
+    (module docstring). `data`: the reading settings (data.load.READ_SETTINGS: calendar,
     volume_nan, timestamp_format, dayfirst; data.* of the config) and `symbol` (one asset's
     file); `chunk_bars`, `min_scored_share`: spark.chunk_bars and signal.min_scored_share
     (None: the config's defaults). Returns the report (also written to out/_phat_report.json):
     `written` {symbol: coverage line}, `failed` {symbol: reason}, the model's identity."""
     from phat.confdefaults import conf_defaults
-    from phat.registry.client import fetch_verified, load
-    from phat.scoring.model import READ_SETTINGS
 
     if min_scored_share is None:
         min_scored_share = float(conf_defaults("signal/default")["min_scored_share"])
     if chunk_bars is None:
         chunk_bars = int(conf_defaults("spark/default")["chunk_bars"])
-    data_kwargs = dict(data or {})
-    symbol = data_kwargs.pop("symbol", None)
-    unknown = sorted(set(data_kwargs) - set(READ_SETTINGS))
-    if unknown:
-        raise ConfigError(
-            f"data: {unknown} are not reading settings; expected {list(READ_SETTINGS)}"
-        )
-    srcs = sources(path, symbol)  # bad paths and an unlisted asset fail before Spark starts
-    with tempfile.TemporaryDirectory(prefix="phat-spark-fetch-") as tmp:
-        if Path(str(model_uri)).exists():
-            model, local = load(model_uri, horizon_id=horizon_id), Path(str(model_uri))
-        else:
-            model, local = fetch_verified(str(model_uri), Path(tmp), horizon_id)
-        if model.universe is None and len(srcs) > 1:
-            raise DataValidationError(
-                f"{path} holds {len(srcs)} assets, but the model scores one asset "
-                f"({model.data_spec.get('symbol', '?')}): give that asset's bars"
-            )
-        for s in srcs:
-            model.for_asset(s.symbol)  # an unlisted asset is refused by name, before any task
-        if callable(spark):
-            spark = spark()
-        name = _stage(local, model.model_hash, spark)
+    spark, model, name, data_kwargs, srcs = _checked_and_staged(
+        spark, model_uri, path, data, horizon_id
+    )
     model_hash = model.model_hash
     tasks = _tasks(srcs, int(chunk_bars))
     frame = spark.createDataFrame(tasks).repartition(len(tasks))
@@ -345,6 +323,41 @@ def score_universe(
     }
     _write_report(out, report)
     return report
+
+
+def _checked_and_staged(
+    spark: Any, model_uri: str, path: Any, data: dict[str, Any] | None, horizon_id: str | None
+) -> tuple[Any, Any, str, dict[str, Any], list[Any]]:
+    """The reading settings, the assets of `path` and the model checked before Spark starts
+    (a bad path, an unlisted asset, a single-asset model given many assets), then the
+    verified model staged for the executors: (the session, made now if `spark` makes one,
+    the model, its staged name, reading settings, sources)."""
+    from phat.data.load import READ_SETTINGS
+    from phat.registry.client import fetch_verified, load
+
+    data_kwargs = dict(data or {})
+    symbol = data_kwargs.pop("symbol", None)
+    unknown = sorted(set(data_kwargs) - set(READ_SETTINGS))
+    if unknown:
+        raise ConfigError(
+            f"data: {unknown} are not reading settings; expected {list(READ_SETTINGS)}"
+        )
+    srcs = sources(path, symbol)  # bad paths and an unlisted asset fail before Spark starts
+    with tempfile.TemporaryDirectory(prefix="phat-spark-fetch-") as tmp:
+        if Path(str(model_uri)).exists():
+            model, local = load(model_uri, horizon_id=horizon_id), Path(str(model_uri))
+        else:
+            model, local = fetch_verified(str(model_uri), Path(tmp), horizon_id)
+        if model.universe is None and len(srcs) > 1:
+            raise DataValidationError(
+                f"{path} holds {len(srcs)} assets, but the model scores one asset "
+                f"({model.data_spec.get('symbol', '?')}): give that asset's bars"
+            )
+        for s in srcs:
+            model.for_asset(s.symbol)  # an unlisted asset is refused by name, before any task
+        if callable(spark):
+            spark = spark()
+        return spark, model, _stage(local, model.model_hash, spark), data_kwargs, srcs
 
 
 def _verdicts(

@@ -132,3 +132,30 @@ def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:
     if ok.any():
         out[ok] = false_discovery_control(p[ok], method="bh")
     return out
+
+
+def versus_rules(
+    y: np.ndarray,
+    p: np.ndarray,
+    rules: dict[str, np.ndarray],
+    horizon_bars: int,
+    clock: np.ndarray | None,
+) -> dict[str, float]:
+    """A forecast `p` of the outcomes `y` scored against the split's baselines (`rules`, each
+    on the same rows): test_brier_<rule> and a one-sided Diebold-Mariano p-value of `p`
+    against each (dm_pvalue_vs_<rule>; small = `p` is better); a universe's (`clock`: each
+    row's timeline slot) on the per-timestamp mean loss differential. One asset's climatology
+    Brier is test_brier_climatology of evaluate_split, so it is not repeated."""
+    loss = (p - y) ** 2
+    out: dict[str, float] = {}
+    for name, pr in rules.items():
+        good = np.isfinite(pr)
+        lb = (pr[good] - y[good]) ** 2
+        if name != "climatology" or clock is not None:
+            out[f"test_brier_{name}"] = float(np.mean(lb)) if good.any() else float("nan")
+        out[f"dm_pvalue_vs_{name}"] = (
+            diebold_mariano(loss[good], lb, horizon_bars)["pvalue"]
+            if clock is None
+            else universe_diebold_mariano(loss[good], lb, clock[good], horizon_bars)["pvalue"]
+        )
+    return out

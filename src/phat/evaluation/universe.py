@@ -2,7 +2,7 @@
 respect cross-asset correlation (phat.evaluation.significance).
 
 `per_asset_table` scores each asset's test samples: n, Brier of p_hat, of climatology (the
-universe's train base rate, pipeline.rule_forecasts) and of the best one-feature rule (the 1-bar
+universe's train base rate, models.rules.rule_forecasts) and of the best one-feature rule (the 1-bar
 return in units of the asset's volatility, fitted on all assets), ECE, a one-sided Diebold-Mariano p-value against
 climatology, Spiegelhalter's calibration p-value, and each p-value adjusted by Benjamini-Hochberg
 over the assets (`*_bh`). An asset beats climatology when its adjusted DM p-value is below
@@ -153,3 +153,40 @@ def skill_intervals(
     d = per_time_mean(clim - loss, clock)
     rows.append(row("pooled", d, float(np.mean(clim)), len(y)))
     return pd.DataFrame(rows)
+
+
+def universe_evidence(
+    symbols: np.ndarray,
+    y: np.ndarray,
+    p_hat: np.ndarray,
+    rules: dict[str, np.ndarray],
+    clock: np.ndarray,
+    horizon_bars: int,
+    n_bins: int,
+    p_pooled: np.ndarray | None = None,
+    p_bayes: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """A universe's test-span evidence: the per-asset table, the pooled tests on per-timestamp
+    means (`clock`: each row's timeline slot), with per-asset calibration the same span under
+    the pooled map alone (`p_pooled`: test_brier_pooled_map, test_ece_pooled_map) to compare,
+    and on synthetic data each asset's Brier over the planted p's (`p_bayes`)."""
+    from phat.evaluation.metrics import brier, ece
+
+    h = horizon_bars
+    table = per_asset_table(
+        symbols, y, p_hat, rules["climatology"], rules["last_return"], h, n_bins, REPORT_FDR
+    )
+    metrics = universe_metrics(
+        table, y, p_hat,
+        {"climatology": rules["climatology"], "last_return": rules["last_return"]}, clock, h,
+    )  # fmt: skip
+    if p_pooled is not None:
+        metrics["test_brier_pooled_map"] = brier(y, p_pooled)
+        metrics["test_ece_pooled_map"] = ece(y, p_pooled, n_bins=n_bins)
+    if p_bayes is not None:
+        per = [
+            (brier(y[m], p_hat[m]), brier(y[m], p_bayes[m]))
+            for m in (symbols == s for s in np.unique(symbols))
+        ]
+        metrics["asset_mean_brier_over_bayes"] = float(np.mean([a / b for a, b in per]))
+    return {"table": table, "symbols": symbols, "metrics": metrics}

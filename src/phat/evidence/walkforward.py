@@ -49,7 +49,7 @@ class Fold:
     n_calibration: int = 0
     n_test: int = 0
     calibration: dict[str, Any] = field(default_factory=dict)
-    rung: str = "model"  # what the fold's ladder kept (pipeline.fit_recipe)
+    rung: str = "model"  # what the fold's ladder kept (recipe.fit.fit_recipe)
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -127,7 +127,8 @@ class _FoldInputs:
 def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     """Every fold, in order (engine=ray: as Ray tasks, the same bits; phat.engines.fanout)."""
     from phat.engines.fanout import fan_out
-    from phat.pipeline import asset_maps, prepare_series
+    from phat.recipe.fit import asset_maps
+    from phat.recipe.series import prepare_series
 
     t0 = time.perf_counter()
     check_windows(cfg["walkforward"])
@@ -181,7 +182,8 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     Returns (rows, the fold with its counts and metrics), or the split's refusal as text."""
     from phat.contract.splits import SplitConfig
     from phat.models.calibration import Calibrator
-    from phat.pipeline import fit_fold, fold_inputs, fold_rules, split_series
+    from phat.recipe.fold import fit_fold, fold_rules
+    from phat.recipe.series import fold_inputs, split_series
     from phat.registry.tracking import pause_point
 
     cfg, ser = inputs.cfg, inputs.ser
@@ -211,7 +213,7 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     cal_ends, test_ends, tr = spans["calibration"], spans["test"], spans["train"]
     logits = fit.logits["test"]
     # The rules: sign and climatology fitted on train + calibration, the last-return rule as
-    # the recipe ships that rung (pipeline.fold_rules).
+    # the recipe ships that rung (recipe.fold.fold_rules).
     rules = fold_rules(cfg, ser, fspec, data, spans, dict(cfg["signal"]["proxy"]))
     frame = pd.DataFrame(
         {

@@ -149,38 +149,17 @@ def _trading(m: dict[str, float]) -> TradingEvidence:
 def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     """Collect the evidence for candidate vs baseline on the evaluation window, then decide
     (phat.lifecycle.gates.decide); returns the gate report."""
-    from mlflow.tracking import MlflowClient
-
-    from phat.contract.labels import make_labels
+    from phat.data.load import load_bars
     from phat.evaluation.metrics import brier, ece
-    from phat.pipeline import load_bars
-    from phat.registry.client import registry_error
-    from phat.trading.backtest import (
-        aggregate_metrics,
-        build_policy,
-        build_triggers,
-        cost_kwargs,
-        run_backtest,
-    )
-    from phat.trading.signals import ResolvedSignal, for_asset, resolve
+    from phat.registry.versions import get_version, registry_client
+    from phat.trading.signals import for_asset
 
     pc = cfg["promotion"]
-    client = MlflowClient()
-    try:
-        mv = client.get_model_version(name, version)
-    except Exception as e:
-        raise registry_error(e, f"{name} v{version}") from None
+    client = registry_client()
+    mv = get_version(client, name, version)
     _require_finished(client, name, mv)
-    cand = resolve(f"model_v{version}", name, mv.tags.get(Tag.HORIZON_ID, ""), strict=True)
+    cand, base, prod = _sides(client, name, mv)
     lspec = cand.model.label_spec
-    prod = current_production(client, name)
-    if prod == str(version):
-        raise ConfigError(f"{name} v{version} is already production")
-    base = (
-        resolve(f"model_v{prod}", name, lspec.horizon_id, strict=True)
-        if prod
-        else ResolvedSignal(resolve("proxy", None, lspec.horizon_id).binding, None)
-    )
     start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
     universe = cand.model.universe is not None
     bars, _ = load_bars(cfg, lspec.timeframe, cand.model)
@@ -193,6 +172,105 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
             "evaluation data differs from the candidate's training data (data_hash); evaluating "
             "anyway (promotion.allow_other_data=true says this is intended)"
         )
+    in_win, sig_c, sig_b, y, mask = _scored(cfg, bars, parts, cand, base, lspec, start, end)
+    pc_, pb_ = sig_c["p_hat"].to_numpy(), sig_b["p_hat"].to_numpy()
+    yy = y[mask]
+    # climatology at the candidate's own train base rate (the window's rate if unrecorded)
+    train_rate = _recorded(client, mv, "train_base_rate", float(yy.mean()))
+    bt_c, bt_b, per_asset_trading = _backtests(
+        cfg, parts, in_win, (sig_c, cand), (sig_b, base), lspec.timeframe
+    )
+    n_bins = int(cfg["metrics"]["n_bins"])
+    universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg["metrics"])
+    per_asset = None
+    if hasattr(bars, "assets"):  # a universe: per-asset trading; significance and safety
+        universal["assets_trading"] = per_asset_trading  # from the record under walkforward
+        if pc["evidence"] != "walkforward":
+            found, per_asset = _universe_evidence(
+                bars, y, mask, pc_, train_rate, rule_p, lspec, pc, n_bins
+            )
+            universal.update(found)
+    wf: dict[str, Any] = {}
+    if pc["evidence"] == "walkforward":
+        wf = record_evidence(client, name, mv, prod, lspec.horizon_bars, pc, n_bins)
+    if wf.get("per_asset") is not None:  # the record's table is the one the gates read
+        per_asset = wf["per_asset"]
+    wf.pop("per_asset", None)
+    asset_skill = wf.pop("asset_skill", None)
+    evidence = Evidence(
+        calibration_method=str(json.loads(mv.tags.get(Tag.CALIBRATION, "{}")).get("method", "?")),
+        promotable=mv.tags.get(Tag.PROMOTABLE) == "true",
+        candidate_ece=ece(yy, pc_[mask], n_bins=n_bins),
+        candidate_brier=brier(yy, pc_[mask]),
+        baseline_ece=ece(yy, pb_[mask], n_bins=n_bins),
+        baseline_brier=brier(yy, pb_[mask]),
+        climatology_brier=brier(yy, np.full(len(yy), train_rate)),
+        candidate_trading=_trading(bt_c),
+        baseline_trading=_trading(bt_b),
+        history_days=_history_days(mv),
+        evidence=str(pc["evidence"]),
+        window_read=_window_read(bars.index[mask]),
+        **{**universal, **wf},
+    )
+    last = end.isoformat() if end is not None else str(bars.index[-1])
+    head = {
+        "model_name": name, "candidate_version": str(version),
+        "candidate_hash": cand.binding.model_hash,
+        "baseline": f"model_v{prod}" if prod else "proxy", "baseline_version": prod,
+        "window": [start.isoformat(), last], "samples": int(mask.sum()),
+    }  # fmt: skip
+    return _report(head, evidence, pc, bt_c, bt_b, per_asset, asset_skill)
+
+
+def _recorded(client: Any, mv: Any, metric: str, default: float) -> float:
+    """A metric the version's training run recorded; `default` for a version without a run
+    or a run without it."""
+    if not mv.run_id:
+        return default
+    return float(client.get_run(mv.run_id).data.metrics.get(metric, default))
+
+
+def _sides(client: Any, name: str, mv: Any) -> tuple[Any, Any, str | None]:
+    """(the candidate, the baseline it must beat, the production version): the version in
+    production, else the reference proxy; a candidate already in production is refused."""
+    from phat.trading.signals import ResolvedSignal, resolve
+
+    version = str(mv.version)
+    cand = resolve(f"model_v{version}", name, mv.tags.get(Tag.HORIZON_ID, ""), strict=True)
+    horizon_id = cand.model.label_spec.horizon_id
+    prod = current_production(client, name)
+    if prod == version:
+        raise ConfigError(f"{name} v{version} is already production")
+    base = (
+        resolve(f"model_v{prod}", name, horizon_id, strict=True)
+        if prod
+        else ResolvedSignal(resolve("proxy", None, horizon_id).binding, None)
+    )
+    return cand, base, prod
+
+
+def _window_read(shown: pd.DatetimeIndex) -> str:
+    """The scored window as the report names it."""
+    if not len(shown):
+        return "window: empty"
+    return f"window {shown.min():%Y-%m-%d}..{shown.max():%Y-%m-%d}, n={len(shown)}"
+
+
+def _scored(
+    cfg: dict[str, Any],
+    bars: Any,
+    parts: list[tuple[str, Any, int]],
+    cand: Any,
+    base: Any,
+    lspec: Any,
+    start: pd.Timestamp,
+    end: pd.Timestamp | None,
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """(in the window, the candidate's signals, the baseline's, the labels, the rows both
+    scored with a label in the window); fewer than promotion.min_samples such rows is refused."""
+    from phat.contract.labels import make_labels
+
+    pc = cfg["promotion"]
     in_win = bars.index >= start
     if end is not None:
         in_win &= bars.index < end
@@ -200,8 +278,8 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     sig_c = _signals(cand, parts, proxy_params)
     sig_b = _signals(base, parts, proxy_params)
     y = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec)
-    pc_, pb_ = sig_c["p_hat"].to_numpy(), sig_b["p_hat"].to_numpy()
     cand_ok = (sig_c["source"] == "model").to_numpy()
+    pb_ = sig_b["p_hat"].to_numpy()
     base_ok = (
         (sig_b["source"] == "model").to_numpy() if base.model is not None else np.isfinite(pb_)
     )
@@ -211,81 +289,22 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
             f"evaluation window holds {int(mask.sum())} scored samples; need "
             f"promotion.min_samples={pc['min_samples']}"
         )
-    yy = y[mask]
-    train_rate = (
-        float(client.get_run(mv.run_id).data.metrics.get("train_base_rate", yy.mean()))
-        if mv.run_id
-        else float(yy.mean())
-    )
-    policy = build_policy(cfg["policy"]["params"])
-    bt_c: dict[str, dict[str, float]] = {}
-    bt_b: dict[str, dict[str, float]] = {}
-    for sym, part, at in parts:  # the reference policy per asset, on its own bars
-        win = in_win[at : at + len(part)]
-        if not win.any():
-            continue
-        trigger = build_triggers(cfg, part)
-        kw = cost_kwargs(cfg, sym, lspec.timeframe)
-        frame, rows = part.frame[win], slice(at, at + len(part))
-        for sig, out, who in ((sig_c, bt_c, cand), (sig_b, bt_b, base)):
-            bt = run_backtest(frame, sig[rows][win], trigger[win], policy, who.binding, **kw)
-            out[sym] = bt.metrics
-    per_asset_trading = trading_regressions(
-        {s: _trading(m) for s, m in bt_c.items()}, {s: _trading(m) for s, m in bt_b.items()}, pc
-    )
-    bt_c, bt_b = aggregate_metrics(bt_c), aggregate_metrics(bt_b)
-    calib_tag = mv.tags.get(Tag.CALIBRATION, "{}")
-    universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg["metrics"])
-    per_asset = None
-    if hasattr(bars, "assets"):  # a universe: per-asset trading; significance and safety
-        universal["assets_trading"] = per_asset_trading  # from the record under walkforward
-        if pc["evidence"] != "walkforward":
-            found, per_asset = _universe_evidence(
-                bars, y, mask, pc_, train_rate, rule_p, lspec, pc, int(cfg["metrics"]["n_bins"])
-            )
-            universal.update(found)
-    wf = (
-        record_evidence(
-            client, name, mv, prod, lspec.horizon_bars, pc, int(cfg["metrics"]["n_bins"])
-        )
-        if pc["evidence"] == "walkforward"
-        else {}
-    )
-    if wf.get("per_asset") is not None:  # the record's table is the one the gates read
-        per_asset = wf["per_asset"]
-    wf.pop("per_asset", None)
-    asset_skill = wf.pop("asset_skill", None)
-    shown = bars.index[mask]
-    window_read = (
-        f"window {shown.min():%Y-%m-%d}..{shown.max():%Y-%m-%d}, n={int(mask.sum())}"
-        if mask.any() else "window: empty"
-    )  # fmt: skip
-    evidence = Evidence(
-        calibration_method=str(json.loads(calib_tag).get("method", "?")),
-        promotable=mv.tags.get(Tag.PROMOTABLE) == "true",
-        candidate_ece=ece(yy, pc_[mask], n_bins=int(cfg["metrics"]["n_bins"])),
-        candidate_brier=brier(yy, pc_[mask]),
-        baseline_ece=ece(yy, pb_[mask], n_bins=int(cfg["metrics"]["n_bins"])),
-        baseline_brier=brier(yy, pb_[mask]),
-        climatology_brier=brier(yy, np.full(len(yy), train_rate)),
-        candidate_trading=_trading(bt_c),
-        baseline_trading=_trading(bt_b),
-        history_days=_history_days(mv),
-        evidence=str(pc["evidence"]),
-        window_read=window_read,
-        **{**universal, **wf},
-    )
+    return in_win, sig_c, sig_b, y, mask
+
+
+def _report(
+    head: dict[str, Any],
+    evidence: Evidence,
+    pc: dict[str, Any],
+    bt_c: dict[str, float],
+    bt_b: dict[str, float],
+    per_asset: pd.DataFrame | None,
+    asset_skill: Any,
+) -> dict[str, Any]:
+    """The gate report: what was compared (`head`), the decision, the assets a universe
+    model would be promoted without, the backtests and calibration of both sides."""
     return {
-        "model_name": name,
-        "candidate_version": str(version),
-        "candidate_hash": cand.binding.model_hash,
-        "baseline": f"model_v{prod}" if prod else "proxy",
-        "baseline_version": prod,
-        "window": [
-            start.isoformat(),
-            (end.isoformat() if end is not None else str(bars.index[-1])),
-        ],
-        "samples": int(mask.sum()),
+        **head,
         **report_dict(decide(evidence, pc)),
         "excluded_assets": excluded_assets(evidence, pc),
         "backtest": {"candidate": bt_c, "baseline": bt_b},
@@ -303,6 +322,46 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     }
 
 
+def _backtests(
+    cfg: dict[str, Any],
+    parts: list[tuple[str, Any, int]],
+    in_win: np.ndarray,
+    cand: tuple[pd.DataFrame, Any],
+    base: tuple[pd.DataFrame, Any],
+    timeframe: str,
+) -> tuple[dict[str, float], dict[str, float], Any]:
+    """The reference policy on each asset's own bars in the window, driven by the candidate's
+    and the baseline's signals (`cand`, `base`: (signal frame, resolved signal)): both books'
+    aggregate metrics and the per-asset trading regressions."""
+    from phat.trading.backtest import (
+        aggregate_metrics,
+        build_policy,
+        build_triggers,
+        cost_kwargs,
+        run_backtest,
+    )
+
+    policy = build_policy(cfg["policy"]["params"])
+    bt_c: dict[str, dict[str, float]] = {}
+    bt_b: dict[str, dict[str, float]] = {}
+    for sym, part, at in parts:
+        win = in_win[at : at + len(part)]
+        if not win.any():
+            continue
+        trigger = build_triggers(cfg, part)
+        kw = cost_kwargs(cfg, sym, timeframe)
+        frame, rows = part.frame[win], slice(at, at + len(part))
+        for (sig, who), out in ((cand, bt_c), (base, bt_b)):
+            bt = run_backtest(frame, sig[rows][win], trigger[win], policy, who.binding, **kw)
+            out[sym] = bt.metrics
+    regressions = trading_regressions(
+        {s: _trading(m) for s, m in bt_c.items()},
+        {s: _trading(m) for s, m in bt_b.items()},
+        cfg["promotion"],
+    )
+    return aggregate_metrics(bt_c), aggregate_metrics(bt_b), regressions
+
+
 def _universal_evidence(
     bars: Any,
     y: np.ndarray,
@@ -317,7 +376,7 @@ def _universal_evidence(
     climatology's, and the best one-feature rule (fitted on the candidate's training window;
     also returned: its forecasts on the window's samples, NaN when it could not be fitted)."""
     from phat.evaluation.metrics import block_bootstrap_ci, brier, log_loss, roc_auc
-    from phat.pipeline import score_rules
+    from phat.models.rules import score_rules
 
     yy, pp = y[mask], p[mask]
     extreme = int(np.sum((pp <= 0.0) | (pp >= 1.0)))
@@ -440,6 +499,29 @@ def _wf_record(client: Any, name: str, mv: Any) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
+def _versus_production(
+    client: Any, name: str, mv: Any, prod: str, rec: pd.DataFrame, pc: dict[str, Any], dm: Any
+) -> float:
+    """The one-sided DM p-value of version mv's record against production's, on the bars (a
+    universe's: the (timestamp, asset) rows) both records hold."""
+    universe = "symbol" in rec.columns
+    other = _wf_record(client, name, client.get_model_version(name, prod))
+    mine = rec.set_index("symbol", append=True) if universe else rec
+    if universe and "symbol" in other.columns:
+        other = other.set_index("symbol", append=True)
+    both = mine.join(other[["p_hat"]], rsuffix="_prod", how="inner")
+    if len(both) < int(pc["min_samples"]):
+        raise ConfigError(
+            f"the walk-forward records of v{mv.version} and production v{prod} share "
+            f"{len(both)} bars; need promotion.min_samples={pc['min_samples']}"
+        )
+    yb = both["label"].to_numpy()
+    times = both.index.get_level_values(0) if universe else both.index
+    return dm(
+        (both["p_hat"].to_numpy() - yb) ** 2, (both["p_hat_prod"].to_numpy() - yb) ** 2, times
+    )
+
+
 def record_evidence(
     client: Any,
     name: str,
@@ -487,7 +569,7 @@ def record_evidence(
     best = min(rules, key=lambda r: brier(y, rules[r])) if rules else "-"
     rule_p = rules[best] if rules else np.full(len(y), np.nan)
     # A candidate whose every fold kept the last-return rung is that rule, fitted as the
-    # record's rule is (pipeline.fold_rules): the same bits; climatology decides for it.
+    # record's rule is (recipe.fold.fold_rules): the same bits; climatology decides for it.
     is_rule = "last_return" in rules and np.array_equal(p, rules["last_return"])
     folds = int(rec["fold"].nunique()) if "fold" in rec.columns else 0
     found: dict[str, Any] = {
@@ -504,21 +586,7 @@ def record_evidence(
         ),
     }
     if prod:
-        other = _wf_record(client, name, client.get_model_version(name, prod))
-        mine = rec.set_index("symbol", append=True) if universe else rec
-        if universe and "symbol" in other.columns:
-            other = other.set_index("symbol", append=True)
-        both = mine.join(other[["p_hat"]], rsuffix="_prod", how="inner")
-        if len(both) < int(pc["min_samples"]):
-            raise ConfigError(
-                f"the walk-forward records of v{mv.version} and production v{prod} share "
-                f"{len(both)} bars; need promotion.min_samples={pc['min_samples']}"
-            )
-        yb = both["label"].to_numpy()
-        times = both.index.get_level_values(0) if universe else both.index
-        found["wf_pvalue_production"] = dm(
-            (both["p_hat"].to_numpy() - yb) ** 2, (both["p_hat_prod"].to_numpy() - yb) ** 2, times
-        )
+        found["wf_pvalue_production"] = _versus_production(client, name, mv, prod, rec, pc, dm)
         found["wf_production"] = str(prod)
     if universe:
         from phat.evaluation.universe import skill_intervals

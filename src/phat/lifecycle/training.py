@@ -26,7 +26,10 @@ def run(
     `sweep` ({"parent", "key", "job"}, from phat.cli.sweep.job): the run is a nested child of
     the sweep's parent run, registers nothing, holds the test span's metrics out, and prints
     no summary (the sweep prints one line per job)."""
-    from phat.pipeline import fit_evaluate, fits_per_asset, prepare, validate_config
+    from phat.pipeline import fit_evaluate
+    from phat.recipe.fit import fits_per_asset
+    from phat.recipe.series import prepare
+    from phat.recipe.specs import validate_config
 
     validate_config(cfg)
     prep = prepare(cfg)

@@ -31,7 +31,7 @@ class PerAssetModel:
         self.row_asset = row_asset
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
-        raise ConfigError("a per-asset model is fitted member by member (pipeline.fit_per_asset)")
+        raise ConfigError("a per-asset model is fitted member by member (recipe.fit.fit_per_asset)")
 
     def logits(self, data: Any, ends: np.ndarray) -> np.ndarray:
         if self.row_asset is None:

@@ -210,7 +210,7 @@ def write_run_files(
     (out_dir / "training_window.json").write_text(
         json.dumps(json.loads(result.tags[Tag.TRAINING_WINDOW]), indent=2)
     )
-    if result.selection:  # how capacity and the ladder rung were chosen (pipeline.fit_recipe)
+    if result.selection:  # how capacity and the ladder rung were chosen (recipe.fit.fit_recipe)
         (out_dir / "selection").mkdir(exist_ok=True)
         for name, rows in result.selection.items():
             pd.DataFrame(rows).to_csv(out_dir / "selection" / f"{name}.csv", index=False)
@@ -416,7 +416,7 @@ def _calibration_line(cal: Any) -> str:
 
 
 def _selection_lines(result: Any) -> list[str]:
-    """Capacity and ladder verdict (pipeline.fit_recipe), chosen without the test span."""
+    """Capacity and ladder verdict (recipe.fit.fit_recipe), chosen without the test span."""
     out = []
     if "selected_C" in result.metrics:
         out.append(
@@ -468,7 +468,7 @@ def _selection_lines(result: Any) -> list[str]:
 
 
 def _universe_lines(result: Any) -> list[str]:
-    """A universe run's assets and its evidence across them (pipeline.universe_evidence)."""
+    """A universe run's assets and its evidence across them (evaluation.universe.universe_evidence)."""
     if result.universe is None:
         return []
     m, tags = result.metrics, result.tags

@@ -23,9 +23,6 @@ from phat.tagnames import Tag
 # An artifact written before the DataSpec existed: the calendar it was trained under then.
 LEGACY_DATA_SPEC = {"calendar": "24x7", "max_gap_bars": 2}
 SCORE_BLOCK = 65_536  # windows scored per model call
-# The data.* settings that say how raw bars are read (read_bars' keyword arguments, besides
-# symbol): every scoring path passes these and only these.
-READ_SETTINGS = ("calendar", "volume_nan", "timestamp_format", "dayfirst")
 
 
 @dataclass

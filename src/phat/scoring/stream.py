@@ -231,6 +231,18 @@ class StreamScorer:
                 raise StreamRefused("unknown_asset", str(e), sym) from None
         get = _getter(bar)
         ts = self._timestamp(get("timestamp"), sym)
+        vals = self._values(sym, get, ts)
+        optional = {}
+        for col in OPTIONAL:
+            if col in self.columns:
+                optional[col] = self._ffill(sym, col, vals[col], ts)
+        new_segment = self._placement(sym, ts)
+        o, h, lo, c = (vals[k] for k in ("open", "high", "low", "close"))
+        return ts.value, o, h, lo, c, vals["volume"], optional, new_segment
+
+    def _values(self, sym: str, get: Any, ts: pd.Timestamp) -> dict[str, float]:
+        """The bar's prices, volume and optional columns as numbers, under batch reading's
+        rules for one bar (no price filled, NaN volume only with volume_nan='zero')."""
         vals = {}
         for col in ("open", "high", "low", "close", "volume", *self.columns):
             if col in vals:
@@ -274,11 +286,13 @@ class StreamScorer:
                     f"bar at {_iso(ts)} has {what}: open={o} high={h} low={lo} close={c}",
                     sym,
                 )
+        return vals
+
+    def _placement(self, sym: str, ts: pd.Timestamp) -> bool:
+        """Whether the bar at `ts` starts a new segment of asset `sym` (a gap beyond max_gap);
+        a duplicate, an earlier bar, one off the timeframe's grid or inside the calendar's
+        closures is refused by name."""
         i = self.panel.index.get(sym)
-        optional = {}
-        for col in OPTIONAL:
-            if col in self.columns:
-                optional[col] = self._ffill(sym, col, vals[col], ts)
         new_segment = True
         if i is not None and self.panel.count[i] > 0:
             last = int(self.panel.last_ns[i])
@@ -310,7 +324,7 @@ class StreamScorer:
                 f"calendar {self.cal.name}; this model scores only {self.cal.name} data",
                 sym,
             )
-        return ts.value, o, h, lo, c, vals["volume"], optional, new_segment
+        return new_segment
 
     def _timestamp(self, raw: Any, sym: str) -> pd.Timestamp:
         if raw is _MISSING or raw is None:

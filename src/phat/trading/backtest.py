@@ -97,19 +97,7 @@ def run_backtest(
     n = len(close)
     ret_next = np.zeros(n)
     ret_next[:-1] = close[1:] / close[:-1] - 1
-    lr = np.log(close)
-    r1 = np.concatenate([[np.nan], np.diff(lr)])
-    vol_hat = (
-        pd.Series(r1)
-        .rolling(int(getattr(policy, "vol_lookback", 64)), min_periods=8)
-        .std()
-        .to_numpy()
-    )
-    if "spread" in frame.columns:
-        slip = 0.5 * frame["spread"].to_numpy() / close  # half-spread, fraction of price
-    else:
-        slip = np.full(n, slippage_bps * 1e-4)
-    cost_rate = fee_bps * 1e-4 + slip
+    vol_hat, cost_rate = _vol_and_costs(frame, policy, fee_bps, slippage_bps)
 
     is_model = (signal["source"] == "model").to_numpy()
     s, target = policy.target_raw(trigger, signal["p_hat"].to_numpy(), vol_hat)
@@ -117,7 +105,7 @@ def run_backtest(
     w_profit = policy.run_book(trigger, target, ~is_model, policy.profit_cap)
     w = w_learn + w_profit
     dw = np.diff(np.concatenate([[0.0], w]))
-    exp_id, variant = binding.experiment_id, binding.experiment_variant
+    exp_id = binding.experiment_id
     decisions = pd.DataFrame(
         {
             "timestamp": frame.index,
@@ -142,42 +130,7 @@ def run_backtest(
             "weight_profit": w_profit,
         }
     )
-    rows = []
-    for book, wb in (("learning", w_learn), ("profit", w_profit)):
-        d = np.diff(np.concatenate([[0.0], wb]))
-        for t in np.flatnonzero(d):
-            learning = book == "learning"
-            rows.append(
-                {
-                    "timestamp": frame.index[t],
-                    "symbol": symbol,
-                    "book": book,
-                    "source": "model" if learning else "proxy",
-                    "delta_weight": float(d[t]),
-                    "weight_after": float(wb[t]),
-                    "price": float(close[t]),
-                    "cost": float(abs(d[t]) * cost_rate[t]),
-                    "learning_book": learning,
-                    "experiment_id": exp_id if learning else "",
-                    "experiment_variant": variant if learning else "",
-                }
-            )
-    trades = pd.DataFrame(
-        rows,
-        columns=[
-            "timestamp",
-            "symbol",
-            "book",
-            "source",
-            "delta_weight",
-            "weight_after",
-            "price",
-            "cost",
-            "learning_book",
-            "experiment_id",
-            "experiment_variant",
-        ],
-    )
+    trades = _trades(frame.index, symbol, close, cost_rate, w_learn, w_profit, binding)
     days = max(n * timeframe / pd.Timedelta(days=1), 1e-9)
     bars_per_year = pd.Timedelta(days=365) / timeframe
     metrics = _book_metrics(w, ret_next, cost_rate, days, bars_per_year)
@@ -195,6 +148,64 @@ def run_backtest(
         np.cumsum(w * ret_next - np.abs(dw) * cost_rate), index=frame.index, name="equity"
     )
     return BacktestResult(decisions, trades, metrics, equity)
+
+
+def _vol_and_costs(
+    frame: pd.DataFrame, policy: Any, fee_bps: float, slippage_bps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar: the policy's volatility estimate (rolling std of 1-bar log returns over its
+    vol_lookback, causal) and the cost rate of trading (fee plus half the spread where the bars
+    carry one, else the configured slippage), as fractions of price."""
+    close = frame["close"].to_numpy()
+    r1 = np.concatenate([[np.nan], np.diff(np.log(close))])
+    lookback = int(getattr(policy, "vol_lookback", 64))
+    vol_hat = pd.Series(r1).rolling(lookback, min_periods=8).std().to_numpy()
+    if "spread" in frame.columns:
+        slip = 0.5 * frame["spread"].to_numpy() / close  # half-spread, fraction of price
+    else:
+        slip = np.full(len(close), slippage_bps * 1e-4)
+    return vol_hat, fee_bps * 1e-4 + slip
+
+
+TRADE_COLUMNS = [
+    "timestamp", "symbol", "book", "source", "delta_weight", "weight_after", "price", "cost",
+    "learning_book", "experiment_id", "experiment_variant",
+]  # fmt: skip
+
+
+def _trades(
+    index: pd.DatetimeIndex,
+    symbol: str,
+    close: np.ndarray,
+    cost_rate: np.ndarray,
+    w_learn: np.ndarray,
+    w_profit: np.ndarray,
+    binding: Any,
+) -> pd.DataFrame:
+    """One row per change of either book's weight: the learning book trades on the model,
+    the profit book on the proxy, and only the learning book's trades carry the experiment."""
+    exp_id, variant = binding.experiment_id, binding.experiment_variant
+    rows = []
+    for book, wb in (("learning", w_learn), ("profit", w_profit)):
+        d = np.diff(np.concatenate([[0.0], wb]))
+        learning = book == "learning"
+        for t in np.flatnonzero(d):
+            rows.append(
+                {
+                    "timestamp": index[t],
+                    "symbol": symbol,
+                    "book": book,
+                    "source": "model" if learning else "proxy",
+                    "delta_weight": float(d[t]),
+                    "weight_after": float(wb[t]),
+                    "price": float(close[t]),
+                    "cost": float(abs(d[t]) * cost_rate[t]),
+                    "learning_book": learning,
+                    "experiment_id": exp_id if learning else "",
+                    "experiment_variant": variant if learning else "",
+                }
+            )
+    return pd.DataFrame(rows, columns=TRADE_COLUMNS)
 
 
 def cost_kwargs(cfg: dict[str, Any], symbol: str, timeframe: str) -> dict[str, Any]:
@@ -250,33 +261,14 @@ def evaluation_start(
     and model figures compare on one window; with no model at all, the whole history."""
     if cfg_start:
         return as_utc(cfg_start)
-    from mlflow.tracking import MlflowClient
+    from phat.registry.versions import window_version
 
-    version = binding.model_version
     name = binding.model_name or model_name
     if not name:
         return None
-    from phat.registry.client import is_absent as absent
-    from phat.registry.client import registry_error
-
-    client = MlflowClient()
-    try:
-        if version:
-            mv = client.get_model_version(name, version)
-        else:
-            try:
-                mv = client.get_model_version_by_alias(name, "production")
-            except Exception as e:
-                if not absent(e):
-                    raise
-                versions = client.search_model_versions(f"name='{name}'")
-                if not versions:
-                    return None
-                mv = max(versions, key=lambda v: int(v.version))
-    except Exception as e:
-        if absent(e):
-            return None
-        raise registry_error(e, f"{name}: reading the evaluation window") from None
+    mv = window_version(name, binding.model_version)
+    if mv is None:
+        return None
     window = json.loads(mv.tags[Tag.TRAINING_WINDOW]) if Tag.TRAINING_WINDOW in mv.tags else {}
     return pd.Timestamp(window["test"][0]) if "test" in window else None
 
