@@ -308,3 +308,22 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path) -> None:
         assert r.returncode == 2 and len(lines) == 1, (args, r.stderr[-1500:])
         assert key in lines[0] and named in lines[0] and "Traceback" not in r.stderr, (args, lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+
+
+def test_a_settings_section_is_built_without_hydra() -> None:
+    """Settings are types in a low layer (phat.settings): a unit test builds the sections a
+    function reads, and the function reads attributes, not a composed dict."""
+    from phat.recipe.specs import label_spec_from_cfg
+    from phat.settings import LabelConf, RecipeConf
+
+    cfg = RecipeConf(
+        horizon="1h",
+        label=LabelConf(
+            kind="threshold", threshold_bps=5.0, aggregation="log_return_sum", neutral="drop"
+        ),
+    )
+    spec = label_spec_from_cfg(cfg)
+    assert (spec.timeframe, spec.horizon_bars, spec.kind, spec.threshold_bps) == (
+        "1h", 1, "threshold", 5.0,
+    )  # fmt: skip
+    assert cfg.label["kind"] == "threshold"  # a section still reads as the mapping it was

@@ -44,9 +44,10 @@ def test_default_spec_is_the_last_return_and_8_scaled_features_window_64() -> No
 
 @pytest.mark.parametrize("name", ["default", "classic"])
 def test_fingerprint_matches_code_version(name: str) -> None:
-    from phat.confdefaults import conf_defaults
+    from phat.cli.config import compose, validate
+    from phat.recipe.specs import feature_spec_from_cfg
 
-    spec = FeatureSpec(features=tuple(conf_defaults(f"features/{name}")["list"]))
+    spec = feature_spec_from_cfg(validate("train", compose("train", [f"features={name}"])))
     raw = spec.compute_raw(random_walk(600, seed=3))
     assert FEATURE_CODE_VERSION in FINGERPRINTS, "bumped FEATURE_CODE_VERSION needs a fingerprint"
     assert fingerprint(raw) == FINGERPRINTS[FEATURE_CODE_VERSION][name], (
@@ -208,3 +209,45 @@ def test_every_registered_feature_streams_bit_for_bit(fn: str, data, seed: int, 
     got = spec.raw_at_last_bar(cols, np.arange(1, n + 1))[:, 0]
     assert np.array_equal(got, want, equal_nan=True)
     assert np.isfinite(want).any() or n <= spec.lookback
+
+
+# Each shipped set as its own list was before sets were composed (2026-12-07): the composed
+# variants read the same features in the same order, so their feature_version is unchanged.
+_BEFORE = {
+    "default": ["log_return(1)", "vol_return(1,48)", "vol_return(4,48)", "vol_return(16,48)",
+                "vol_range(48)", "clv", "volume_z(48)", "vol_ratio(8,48)", "rsi(14)"],
+    "classic": ["log_return(1)", "log_return(4)", "log_return(16)", "log_range", "clv",
+                "upper_wick", "lower_wick", "volume_z(64)", "realized_vol(16)",
+                "realized_vol(64)", "trend(32)", "rsi(14)"],
+}  # fmt: skip
+_BEFORE["no_volume"] = [f for f in _BEFORE["default"] if f != "volume_z(48)"]
+_BEFORE["scaled"] = _BEFORE["default"][1:]
+_BEFORE["with_funding"] = [*_BEFORE["default"], "funding_rate", "spread_bps"]
+
+
+def _short(spec: FeatureSpec) -> list[str]:
+    return [
+        f["fn"] + (f"({','.join(str(v) for v in f['params'].values())})" if f["params"] else "")
+        for f in spec.features
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(_BEFORE))
+def test_composed_feature_sets_keep_their_features_and_order(name: str) -> None:
+    from phat.cli.config import compose, validate
+    from phat.recipe.specs import feature_spec_from_cfg
+
+    spec = feature_spec_from_cfg(validate("train", compose("train", [f"features={name}"])))
+    assert _short(spec) == _BEFORE[name]
+
+
+def test_a_feature_is_dropped_or_added_on_the_command_line() -> None:
+    """A set is keyed by name: `features.set.<name>=null` drops one, `+features.set.<new>=...`
+    adds one at the end, with no list repeated."""
+    from phat.cli.config import compose, validate
+    from phat.recipe.specs import feature_spec_from_cfg
+
+    cfg = validate("train", compose("train", [
+        "features.set.rsi_14=null", "+features.set.trend_32={fn: trend, params: {n: 32}}",
+    ]))  # fmt: skip
+    assert _short(feature_spec_from_cfg(cfg)) == [*_BEFORE["default"][:-1], "trend(32)"]

@@ -203,7 +203,8 @@ def test_a_kept_rung_is_an_ordinary_model(tmp_path) -> None:
 
     path = _write(random_walk(3000, seed=8), tmp_path / "rw.parquet")
     cfg = make_cfg(tmp_path, f"data.path={path}", "metrics.bootstrap_n=5",
-                   "features.list=[{fn: log_return, params: {n: 1}}, {fn: clv, params: {}}]")  # fmt: skip
+                   "~features.set",
+                   "+features.set={r1: {fn: log_return, params: {n: 1}}, clv: {fn: clv, params: {}}}")  # fmt: skip
     prep = prepare(cfg)
     from phat.models.selection import rule_rung
 

@@ -11,7 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from phat.recipe.fold import FoldFit, fit_fold, fold_rules
 from phat.recipe.series import Prepared, prepare
 from phat.registry.artifact import save_artifact
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import RecipeConf
 
 
 @dataclass
@@ -154,7 +157,7 @@ def fit_evaluate(
     if isinstance(bars, StackedBars):
         universe = universe_spec(bars, prep.asset_specs, fold.per_asset)
         tags.update(universe_tags(bars, prep.asset_specs))
-        tags[Tag.POOLING] = str(cfg["model"].get("pooling", "pooled"))
+        tags[Tag.POOLING] = cfg.model.pooling
     out = Path(out_dir)
     model, calibrator = fold.fitted.model, fold.fitted.calibrator
     tags[Tag.MODEL_HASH] = save_artifact(
@@ -187,8 +190,8 @@ def evaluate(
     the test span against the split's baselines (fold_rules, versus_rules), a universe's
     evidence across its assets, the data counts and the chosen capacity."""
     cfg, y, spans, bars = prep.cfg, prep.y, prep.spans, prep.bars
-    mc = cfg["metrics"]
-    n_bins = int(mc["n_bins"])
+    mc = cfg.metrics
+    n_bins = int(mc.n_bins)
     concurrent = timeline(bars)[1]
     base_rate = float(np.mean(y[spans["train"]]))
     metrics: dict[str, float] = {}
@@ -198,17 +201,17 @@ def evaluate(
         # time span holds that many times the samples
         metrics.update(evaluate_split(
             k, pr.y, pr.p_raw, pr.p_hat, base_rate, n_bins=n_bins,
-            block=int(mc["bootstrap_block"]) * concurrent, n_boot=int(mc["bootstrap_n"]),
+            block=int(mc.bootstrap_block) * concurrent, n_boot=int(mc.bootstrap_n),
             seed=prep.seed,
         ))  # fmt: skip
     metrics["train_base_rate"] = base_rate
     metrics.update(selection_metrics(
-        cfg["calibration"]["method"], fold.logits["calibration"], y[spans["calibration"]],
+        cfg.calibration.method, fold.logits["calibration"], y[spans["calibration"]],
         prep.label_spec.horizon_bars * concurrent, n_bins,
     ))  # fmt: skip
     assert prep.series is not None  # the split's baselines, fitted once for both reports
     rules = fold_rules(cfg, prep.series, prep.feature_spec, prep.data, spans,
-                       dict(cfg["signal"]["proxy"]))  # fmt: skip
+                       dict(cfg.signal.proxy))  # fmt: skip
     te, test = spans["test"], preds["test"]
     clock = timeline(bars)[0]
     h = prep.label_spec.horizon_bars
@@ -242,7 +245,7 @@ def run_tags(prep: Prepared, fold: FoldFit) -> dict[str, str]:
         Tag.CALIBRATION: calibrator.to_json(),
         Tag.TRAINING_WINDOW: canonical_json(span_window(bars.index, prep.spans)),
         Tag.DATA_HASH: bars.data_hash(),
-        Tag.MODEL_KIND: str(prep.cfg["model"]["kind"]),  # the recipe's kind
+        Tag.MODEL_KIND: str(prep.cfg.model.kind),  # the recipe's kind
         Tag.SELECTED_RUNG: fold.fitted.rung,
         Tag.SEED: str(prep.seed),
         Tag.THREADS: str(prep.threads),
@@ -262,7 +265,7 @@ def run_tags(prep: Prepared, fold: FoldFit) -> dict[str, str]:
 
 
 def train(
-    cfg: dict[str, Any], out_dir: str | Path, tracking: dict[str, Any] | None = None
+    cfg: RecipeConf, out_dir: str | Path, tracking: dict[str, Any] | None = None
 ) -> TrainResult:
     """prepare + fit_evaluate, without MLflow (tests and notebooks)."""
     return fit_evaluate(prepare(cfg), out_dir, tracking)

@@ -69,7 +69,7 @@ def require_manager(cfg: dict[str, Any], verb: str) -> None:
     from phat.registry.client import model_name_for
     from phat.registry.recorder import recorder
 
-    require_manage(recorder(cfg["tracking"]).uri, model_name_for(cfg), verb)
+    require_manage(recorder(cfg.tracking).uri, model_name_for(cfg), verb)
 
 
 def _verb_of(logger: logging.Logger) -> str:

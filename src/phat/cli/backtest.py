@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import numpy as np
@@ -18,10 +18,13 @@ from phat.data import as_utc
 from phat.errors import RegistryUnavailable
 from phat.tagnames import Tag
 
+if TYPE_CHECKING:
+    from phat.settings import BacktestConf
+
 log = logging.getLogger("phat.backtest")
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: BacktestConf) -> dict[str, Any]:
     """Resolve the binding once, score, run the reference policy on each asset (one asset is a
     universe of one) under that asset's map and alarm (trading.signals.for_asset; an asset on
     the proxy by its own alarm says so in its decisions), write decisions and trades (with a
@@ -36,21 +39,21 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.trading.backtest import aggregate_metrics, build_policy, evaluation_start
     from phat.trading.signals import resolve
 
-    rec = recorder(cfg["tracking"])  # the command's one connection
+    rec = recorder(cfg.tracking)  # the command's one connection
     timeframe, _, horizon_id = horizon_spec(cfg)
     model_name = model_name_for(cfg)
-    strict = bool(cfg["signal"]["strict"])
-    resolved = resolve(str(cfg["signal_source"]), model_name, horizon_id, strict=strict)
+    strict = bool(cfg.signal.strict)
+    resolved = resolve(str(cfg.signal_source), model_name, horizon_id, strict=strict)
     binding = resolved.binding
     # A bound model reads the data under its own DataSpec (calendar, max_gap), as in training.
     bars, _ = load_bars(cfg, timeframe, resolved.model)
     try:
-        start = evaluation_start(binding, model_name, cfg["backtest"]["start"])
+        start = evaluation_start(binding, model_name, cfg.backtest.start)
     except RegistryUnavailable as e:  # the proxy needs no registry: carry on, and say so
         log.warning("%s; the backtest window is the whole history (set backtest.start)", e)
         start = None
-    window = (start, as_utc(cfg["backtest"]["end"]) if cfg["backtest"]["end"] else None)
-    results, frames = _per_asset(cfg, resolved, bars, window, build_policy(cfg["policy"]["params"]),
+    window = (start, as_utc(cfg.backtest.end) if cfg.backtest.end else None)
+    results, frames = _per_asset(cfg, resolved, bars, window, build_policy(cfg.policy.params),
                                  timeframe)  # fmt: skip
     metrics = {s: r.metrics for s, r in results.items()}
     book = aggregate_metrics(metrics)
@@ -64,7 +67,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _per_asset(
-    cfg: dict[str, Any], resolved: Any, bars: Any, window: tuple[Any, Any], policy: Any,
+    cfg: BacktestConf, resolved: Any, bars: Any, window: tuple[Any, Any], policy: Any,
     timeframe: str,
 ) -> tuple[dict[str, Any], list[Any]]:  # fmt: skip
     """Each asset's backtest on its bars in the window, and those bars. A bound model must
@@ -75,14 +78,14 @@ def _per_asset(
     from phat.trading.backtest import build_triggers, cost_kwargs, run_backtest
     from phat.trading.signals import for_asset, p_hat_frame
 
-    strict = bool(cfg["signal"]["strict"])
+    strict = bool(cfg.signal.strict)
     binding = resolved.binding
     start, end = window
     parts = members(bars)
     results, frames = {}, []
     for sym, part, _ in parts:
         view = for_asset(resolved, sym)  # a universe model: the asset's map and alarm
-        signal = p_hat_frame(view, part.frame, dict(cfg["signal"]["proxy"]), strict=strict)
+        signal = p_hat_frame(view, part.frame, dict(cfg.signal.proxy), strict=strict)
         keep = np.ones(len(part), dtype=bool)
         if start is not None:
             keep &= part.index >= start
@@ -91,7 +94,7 @@ def _per_asset(
         if keep.sum() < 2:
             if len(parts) == 1:
                 raise DataValidationError(
-                    f"evaluation window from {start} to {cfg['backtest']['end']} holds "
+                    f"evaluation window from {start} to {cfg.backtest.end} holds "
                     f"{int(keep.sum())} bars"
                 )
             log.warning("%s: %d bars in the evaluation window; left out", sym, keep.sum())
@@ -101,7 +104,7 @@ def _per_asset(
             who = f"{binding.model_name} v{binding.model_version}"
             view.model.check_coverage(
                 p_model[keep], int(part.report.get("gaps", 0)),
-                float(cfg["signal"]["min_scored_share"]),
+                float(cfg.signal.min_scored_share),
                 f"phat backtest signal_source={binding.signal_source} ({who})"
                 + (f", asset {sym}" if len(parts) > 1 else ""),
                 from_start=bool(keep[0]), reasons=signal["fallback_reason"].to_numpy()[keep],
@@ -115,14 +118,14 @@ def _per_asset(
     return results, frames
 
 
-def _write(cfg: dict[str, Any], results: dict[str, Any], bars: Any, title: str) -> Path:
+def _write(cfg: BacktestConf, results: dict[str, Any], bars: Any, title: str) -> Path:
     """decisions.parquet, trades.parquet, equity.png and config.yaml under out_dir; with
     several assets, per_asset.csv and the book's equity above each asset's."""
     import pandas as pd
 
     from phat.trading.backtest import plot_equity, plot_equity_panels
 
-    out_dir = Path(cfg["out_dir"])
+    out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for what in ("decisions", "trades"):
         pd.concat(
@@ -141,7 +144,7 @@ def _write(cfg: dict[str, Any], results: dict[str, Any], bars: Any, title: str) 
 
 
 def _log_or_say(
-    rec: Any, cfg: dict[str, Any], binding: Any, frame: Any, bars: Any,
+    rec: Any, cfg: BacktestConf, binding: Any, frame: Any, bars: Any,
     metrics: dict[str, float], out_dir: Path,
 ) -> str | None:  # fmt: skip
     """The MLflow run's id; None, said, when the store is down (the files are on disk)."""
@@ -193,7 +196,7 @@ def _summary(
 
 def _log(
     rec: Any,
-    cfg: dict[str, Any],
+    cfg: BacktestConf,
     run_name: str,
     binding: Any,
     frame: Any,
@@ -221,7 +224,7 @@ def _log(
                 "signal_source": binding.signal_source,
                 "model_name": str(binding.model_name or "-"),
                 "model_version": str(binding.model_version or "-"),
-                "horizon": str(cfg["horizon"]),
+                "horizon": str(cfg.horizon),
             }
         )
         run.params(params)

@@ -5,23 +5,26 @@ models, versions whose training never finished, an alias the history does not ac
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry
 
+if TYPE_CHECKING:
+    from phat.settings import DoctorConf
+
 log = logging.getLogger("phat.doctor")
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: DoctorConf) -> dict[str, Any]:
     from phat.lifecycle.doctor import find, repair, report
     from phat.registry.recorder import recorder
 
-    rec = recorder(cfg["tracking"])
-    findings = find(rec.client, float(cfg["stale_after_hours"]))
-    dry = bool(cfg["dry_run"])
+    rec = recorder(cfg.tracking)
+    findings = find(rec.client, float(cfg.stale_after_hours))
+    dry = bool(cfg.dry_run)
     print(report(findings, dry))
     repaired = 0 if dry else repair(rec, findings)
     if repaired:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
@@ -29,10 +29,13 @@ from phat.errors import PhatError
 from phat.files import hold, write_atomic
 from phat.tagnames import Tag
 
+if TYPE_CHECKING:
+    from phat.settings import MonitorConf
+
 log = logging.getLogger("phat.monitor")
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: MonitorConf) -> dict[str, Any]:
     import numpy as np
 
     from phat.contract.labels import make_labels, parse_horizon
@@ -44,25 +47,25 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.registry.recorder import recorder
     from phat.trading.signals import resolve
 
-    mc = cfg["monitor"]
-    rec = recorder(cfg["tracking"])  # the command's one connection
+    mc = cfg.monitor
+    rec = recorder(cfg.tracking)  # the command's one connection
     name = model_name_for(cfg)
     # A monitor writes alarms, exclusions and the recalibration: a manager's job on a server.
     require_manage(rec.uri, name, "monitor")
-    _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
-    resolved = resolve(str(mc["source"]), name, horizon_id, strict=True, key="monitor.source")
+    _, _, horizon_id = parse_horizon(str(cfg.horizon))
+    resolved = resolve(str(mc.source), name, horizon_id, strict=True, key="monitor.source")
     model, version = resolved.model, resolved.binding.model_version
     if model is None:
         raise ModelUnavailable(f"monitor.source={mc['source']}: the proxy has nothing to monitor")
     client = rec.client
-    if mc["clear"]:
-        return _clear(rec, name, str(version), model, mc["state"])
+    if mc.clear:
+        return _clear(rec, name, str(version), model, mc.state)
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
     bars, _ = load_bars(cfg, lspec.timeframe, model)
-    start = _start(client, name, version, mc["start"])
+    start = _start(client, name, version, mc.start)
     if hasattr(bars, "assets"):  # a universe model on its universe: every asset at once
-        path = _state_path(mc["state"], name, str(version), "universe")
+        path = _state_path(mc.state, name, str(version), "universe")
         with _held(path, mc):
             return _run_universe(cfg, rec, name, version, model, bars, start)
     model = model.for_asset(bars.symbol)  # a universe model: the listed asset's own map
@@ -77,13 +80,13 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     asset = model.metadata.get(Tag.ASSET)  # a universe model's: one e-process per asset
     if asset:
         watched["asset"] = str(asset)
-    state_path = _state_path(mc["state"], name, str(version), str(asset or ""))
+    state_path = _state_path(mc.state, name, str(version), str(asset or ""))
     with _held(state_path, mc):
         return _run_asset(cfg, rec, name, version, model, bars, watched, state_path, p, y, pos)
 
 
 def _run_asset(
-    cfg: dict[str, Any], rec: Any, name: str, version: Any, model: Any, bars: Any,
+    cfg: MonitorConf, rec: Any, name: str, version: Any, model: Any, bars: Any,
     watched: dict[str, str], state_path: Path | None, p: Any, y: Any, pos: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """One asset's monitor step, under the state file's lock: read the state, feed the newly
@@ -93,26 +96,26 @@ def _run_asset(
     from phat.evidence.monitor import MonitorState, OnlineRecalibrator, rolling_metrics, update
     from phat.lifecycle import alarms
 
-    mc = cfg["monitor"]
+    mc = cfg.monitor
     client = rec.client
     lspec = model.label_spec
     h = int(lspec.horizon_bars)
     asset = watched.get("asset")
-    state, moved = _resume(state_path, watched, str(mc["source"]))
+    state, moved = _resume(state_path, watched, str(mc.source))
     _pause("monitor_state_read")
-    if state is not None and (state.horizon_bars != h or state.bins != int(mc["bins"])):
+    if state is not None and (state.horizon_bars != h or state.bins != int(mc.bins)):
         raise ConfigError(
             f"monitor.state={state_path}: saved for horizon {state.horizon_bars} bars and "
             f"{state.bins} bins, asked for {h} and {mc['bins']}; use a new state file"
         )
     if state is None:
-        state = MonitorState.new(h, int(mc["bins"]))
+        state = MonitorState.new(h, int(mc.bins))
         state.model = watched
-        if mc["recalibrate"] == "online":
+        if mc.recalibrate == "online":
             state.recal = OnlineRecalibrator(
-                h, float(mc["recal_prior_bars"]), float(mc["recal_half_life"])
+                h, float(mc.recal_prior_bars), float(mc.recal_half_life)
             )
-    if (state.recal is not None) != (mc["recalibrate"] == "online"):
+    if (state.recal is not None) != (mc.recalibrate == "online"):
         raise ConfigError(
             f"monitor.state={state_path}: saved with monitor.recalibrate="
             f"{'online' if state.recal else 'none'}, asked for {mc['recalibrate']}; "
@@ -125,13 +128,13 @@ def _run_asset(
     bar_no = bars.index.asi8[pos] // step_ns
     new = update(
         state, bars.index[pos], bar_no, p[pos], y[pos], bars.index[pos + h],
-        float(mc["alpha"]), int(mc["rolling"]),
+        float(mc.alpha), int(mc.rolling),
     )  # fmt: skip
     if state_path is not None:
         if moved is not None:  # the previous version's e-process is kept, not overwritten
             write_atomic(moved[0], state_path.read_bytes())
         _write_state(state_path, state.to_dict())
-    rolling = rolling_metrics(state, int(cfg["metrics"]["n_bins"]))
+    rolling = rolling_metrics(state, int(cfg.metrics.n_bins))
     fired = state.alarm is not None and not had_alarm
     action = ""
     if fired:
@@ -163,7 +166,7 @@ def _run_asset(
 
 
 def _run_universe(
-    cfg: dict[str, Any], rec: Any, name: str, version: str, model: Any, bars: Any, start: Any
+    cfg: MonitorConf, rec: Any, name: str, version: str, model: Any, bars: Any, start: Any
 ) -> dict[str, Any]:
     """A universe model on its universe: one anytime-valid calibration e-process per asset
     (false alarms per asset at most monitor.alpha), and the universe's from the mean of the
@@ -176,15 +179,15 @@ def _run_universe(
     from phat.evidence.monitor import universe_update
     from phat.lifecycle.alarms import act
 
-    mc = cfg["monitor"]
-    if mc["recalibrate"] != "none":
+    mc = cfg.monitor
+    if mc.recalibrate != "none":
         raise ConfigError(
             "monitor.recalibrate=online on a universe is not built yet: monitor one asset's "
             "file (data.path=FILE) to recalibrate it"
         )
-    alpha = float(mc["alpha"])
+    alpha = float(mc.alpha)
     watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
-    path = _state_path(mc["state"], name, str(version), "universe")
+    path = _state_path(mc.state, name, str(version), "universe")
     saved, states = _read_universe_state(path)
     _pause("monitor_state_read")
     if saved and saved.get("model") != watched:
@@ -221,7 +224,7 @@ def _run_universe(
 
 
 def _feed_assets(
-    cfg: dict[str, Any], rec: Any, name: str, version: str, model: Any, bars: Any, start: Any,
+    cfg: MonitorConf, rec: Any, name: str, version: str, model: Any, bars: Any, start: Any,
     states: dict[str, Any],
 ) -> tuple[list[tuple[str, str, float]], list[str], list[str]]:  # fmt: skip
     """Each asset's newly matured bars fed to its own e-process (`states`, updated in place;
@@ -234,9 +237,9 @@ def _feed_assets(
     from phat.evidence.monitor import MonitorState, matured, update
     from phat.lifecycle.alarms import act
 
-    mc = cfg["monitor"]
+    mc = cfg.monitor
     lspec = model.label_spec
-    h, alpha = int(lspec.horizon_bars), float(mc["alpha"])
+    h, alpha = int(lspec.horizon_bars), float(mc.alpha)
     watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
     step_ns = int(parse_timeframe(lspec.timeframe).value)
     points: list[tuple[str, str, float]] = []
@@ -250,12 +253,12 @@ def _feed_assets(
         pos = np.flatnonzero(
             matured(frame.index, y, h) & np.isfinite(p) & np.asarray(frame.index >= start)
         )
-        st = states.get(a.symbol) or MonitorState.new(h, int(mc["bins"]))
+        st = states.get(a.symbol) or MonitorState.new(h, int(mc.bins))
         st.model = {**watched, "asset": a.symbol}
         had = st.alarm is not None
         new = update(
             st, frame.index[pos], frame.index.asi8[pos] // step_ns, p[pos], y[pos],
-            frame.index[pos + h], alpha, int(mc["rolling"]),
+            frame.index[pos + h], alpha, int(mc.rolling),
         )  # fmt: skip
         states[a.symbol] = st
         points += [(t, a.symbol, e) for t, e in new]
@@ -267,7 +270,7 @@ def _feed_assets(
 
 def _log_universe(
     rec: Any,
-    cfg: dict[str, Any],
+    cfg: MonitorConf,
     name: str,
     version: str,
     states: dict[str, Any],
@@ -280,7 +283,7 @@ def _log_universe(
     every asset's e-value and matured bars, the alarms, and e_values.json."""
     tags = {Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version), Tag.UNIVERSE: "true"}
     with rec.run(f"monitor-{name}-v{version}", tags=tags) as run:
-        run.params({k: v for k, v in cfg["monitor"].items() if k != "clear"})
+        run.params({k: v for k, v in cfg.monitor.items() if k != "clear"})
         run.series("universe_e_value", [e for _, e in upath])
         run.metrics({f"e_value_{s}": v for s, v in last.items()})
         run.metrics({"assets_alarmed": sum(st.alarm is not None for st in states.values())})
@@ -294,7 +297,7 @@ def _log_universe(
             from phat.evaluation.plots import universe_monitor_plot
 
             run.figure(universe_monitor_plot({s: st.path for s, st in states.items()}, upath,
-                                             float(cfg["monitor"]["alpha"])), "monitor.png")  # fmt: skip
+                                             float(cfg.monitor.alpha)), "monitor.png")  # fmt: skip
         return run.run_id
 
 
@@ -347,7 +350,7 @@ def _held(path: Path | None, mc: Any) -> Any:
 
     if path is None:
         return contextlib.nullcontext()
-    return hold(path.with_name(f"{path.name}.lock"), float(mc["lock_timeout"]),
+    return hold(path.with_name(f"{path.name}.lock"), float(mc.lock_timeout),
                 f"monitor.state={path}")  # fmt: skip
 
 
@@ -511,7 +514,7 @@ def _resume(path: Path | None, watched: dict[str, str], source: str) -> tuple[An
 
 def _log(
     rec: Any,
-    cfg: dict[str, Any],
+    cfg: MonitorConf,
     name: str,
     version: str,
     state: Any,
@@ -522,7 +525,7 @@ def _log(
 ) -> str:
     tags = {Tag.REGISTERED_MODEL: name, Tag.MODEL_VERSION: str(version)}
     with rec.run(f"monitor-{name}-v{version}", tags=tags) as run:
-        run.params({k: v for k, v in cfg["monitor"].items() if k != "clear"})
+        run.params({k: v for k, v in cfg.monitor.items() if k != "clear"})
         # the e-value by matured bar: step = the bar's count among all matured bars
         run.series("e_value", [e for _, e in new], first_step=state.n_matured - len(new) + 1)
         run.metrics({**rolling, "matured_bars": float(state.n_matured)})
@@ -538,7 +541,7 @@ def _log(
             from phat.evaluation.plots import monitor_plot
 
             times, values = zip(*state.path, strict=True)
-            run.figure(monitor_plot(times, values, float(cfg["monitor"]["alpha"]), state.recent,
+            run.figure(monitor_plot(times, values, float(cfg.monitor.alpha), state.recent,
                                     (state.alarm or {}).get("time")), "monitor.png")  # fmt: skip
         return run.run_id
 

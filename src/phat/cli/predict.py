@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
@@ -23,21 +23,24 @@ from omegaconf import DictConfig
 from phat.cli import CONF_DIR, call, entry
 from phat.tagnames import Tag
 
+if TYPE_CHECKING:
+    from phat.settings import PredictConf
+
 log = logging.getLogger("phat.predict")
 
 
-def run(cfg: dict[str, Any]) -> Path:
+def run(cfg: PredictConf) -> Path:
     from phat.data.load import load_bars
     from phat.registry.client import load
     from phat.registry.recorder import recorder
 
-    recorder(cfg["tracking"])  # the store that models:/ URIs name
-    if str(cfg["engine"]) == "spark":
+    recorder(cfg.tracking)  # the store that models:/ URIs name
+    if str(cfg.engine) == "spark":
         return _on_spark(cfg)
-    model = load(str(cfg["model_uri"]), horizon_id=cfg["horizon_id"])
+    model = load(str(cfg.model_uri), horizon_id=cfg.horizon_id)
     bars, _ = load_bars(cfg, model.label_spec.timeframe, model)  # the model's own reading
-    what = f"phat predict with {cfg['model_uri']}"
-    min_share = float(cfg["signal"]["min_scored_share"])
+    what = f"phat predict with {cfg.model_uri}"
+    min_share = float(cfg.signal.min_scored_share)
     if hasattr(bars, "assets"):  # a universe: every asset under its own map, a symbol column
         preds = model.predict_universe(bars)
         coverage = model.universe_coverage(preds, bars, min_share, what)
@@ -47,9 +50,9 @@ def run(cfg: dict[str, Any]) -> Path:
         coverage = model.check_coverage(
             preds["p_hat"].to_numpy(), int(bars.report["gaps"]), min_share, what
         )
-    out = write_predictions(preds, model.identity(str(cfg["model_uri"])), Path(cfg["out"]))
+    out = write_predictions(preds, model.identity(str(cfg.model_uri)), Path(cfg.out))
     print(
-        f"phat predict: {coverage}; by {cfg['model_uri']} (model_hash {model.model_hash[:16]}, "
+        f"phat predict: {coverage}; by {cfg.model_uri} (model_hash {model.model_hash[:16]}, "
         f"horizon {model.label_spec.horizon_id}) -> {out}"
     )
     return out
@@ -88,7 +91,7 @@ def write_predictions(preds: Any, identity: dict[str, Any], out: Path) -> Path:
     return out
 
 
-def _on_spark(cfg: dict[str, Any]) -> Path:
+def _on_spark(cfg: PredictConf) -> Path:
     """engine=spark (phat.engines.spark): every asset a task, out a directory partitioned by
     symbol, each asset all or nothing; a failed asset is one line in the report (and fails
     the command unless data.on_bad_asset=skip)."""
@@ -96,8 +99,8 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
     from phat.engines.spark import REPORT, score_universe, session
     from phat.errors import DataValidationError
 
-    d = cfg["data"]
-    if d["path"] is None:
+    d = cfg.data
+    if d.path is None:
         raise DataValidationError(
             "engine=spark scores files: give data.path (a directory, glob or list of files, "
             "or a long Parquet table with a symbol column)"
@@ -108,20 +111,20 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
     ours = SparkSession.getActiveSession() is None  # a caller's session is left running
 
     def spark() -> Any:  # started once the data and the model are checked
-        started.append(session(cfg["spark"]))
+        started.append(session(cfg.spark))
         return started[0]
 
     try:
         report = score_universe(
-            spark, str(cfg["model_uri"]), d["path"], str(cfg["out"]),
-            data={**bars_kwargs(d), "symbol": d["symbol"]},
-            horizon_id=cfg["horizon_id"], chunk_bars=int(cfg["spark"]["chunk_bars"]),
-            min_scored_share=float(cfg["signal"]["min_scored_share"]),
+            spark, str(cfg.model_uri), d.path, str(cfg.out),
+            data={**bars_kwargs(d), "symbol": d.symbol},
+            horizon_id=cfg.horizon_id, chunk_bars=int(cfg.spark.chunk_bars),
+            min_scored_share=float(cfg.signal.min_scored_share),
         )  # fmt: skip
     finally:
         if ours and started:
             started[0].stop()
-    out = Path(cfg["out"])
+    out = Path(cfg.out)
     written, failed = report["written"], report["failed"]
     for sym, line in written.items():
         print(f"  {sym}: {line}")
@@ -129,10 +132,10 @@ def _on_spark(cfg: dict[str, Any]) -> Path:
         print(f"  {sym}: FAILED {why}")
     print(
         f"phat predict (spark, {report['tasks']} tasks): {len(written)} of "
-        f"{len(written) + len(failed)} assets written by {cfg['model_uri']} (model_hash "
+        f"{len(written) + len(failed)} assets written by {cfg.model_uri} (model_hash "
         f"{report['model'].get(Tag.MODEL_HASH, '')[:16]}) -> {out}/symbol=*/; report {out / REPORT}"
     )
-    if not written or (failed and str(d["on_bad_asset"]) != "skip"):
+    if not written or (failed and str(d.on_bad_asset) != "skip"):
         first = next(iter(failed.items()))
         raise DataValidationError(
             f"{len(failed)} of {len(written) + len(failed)} assets failed and were not written "

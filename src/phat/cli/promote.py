@@ -12,13 +12,16 @@ command's data in the windows of `walkforward.*`, logged in experiment `phat-wal
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry, require_manager
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import PromoteConf
 
 log = logging.getLogger("phat.promote")
 
@@ -27,22 +30,22 @@ RECIPE_KEYS = ("horizon", "label", "features", "model", "calibration", "split", 
                "threads")  # fmt: skip
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: PromoteConf) -> dict[str, Any]:
     from phat.lifecycle.promotion import promote
 
     require_manager(cfg, "promote")  # before anything is made or moved
-    if str(cfg["promotion"]["evidence"]) == "walkforward":
+    if str(cfg.promotion.evidence) == "walkforward":
         ensure_record(cfg)
     return promote(cfg)
 
 
-def ensure_record(cfg: dict[str, Any]) -> None:
+def ensure_record(cfg: PromoteConf) -> None:
     """Make version N's walk-forward record when it has none (module docstring)."""
     from phat.registry.client import model_name_for, registry_error
     from phat.registry.recorder import recorder
 
-    client = recorder(cfg["tracking"]).client
-    name, version = model_name_for(cfg), str(cfg["version"])
+    client = recorder(cfg.tracking).client
+    name, version = model_name_for(cfg), str(cfg.version)
     try:
         mv = client.get_model_version(name, version)
     except Exception as e:
@@ -68,7 +71,7 @@ def ensure_record(cfg: dict[str, Any]) -> None:
                           f"data (data.*): {e}") from None  # fmt: skip
 
 
-def walkforward_config(cfg: dict[str, Any], mv: Any) -> Any:
+def walkforward_config(cfg: PromoteConf, mv: Any) -> Any:
     """`phat walkforward walkforward.for_version=N`'s settings for version mv: its training
     run's recipe, this command's data, store, metrics and walk-forward windows."""
     import os
@@ -101,8 +104,8 @@ def walkforward_config(cfg: dict[str, Any], mv: Any) -> Any:
     for key in ("data", "registry", "metrics", "signal"):
         base[key] = _plain(cfg[key])
     # this command's store, the record's own experiment (phat-walkforward)
-    base["tracking"] = {**_plain(cfg["tracking"]), "experiment": base["tracking"]["experiment"]}
-    base["walkforward"] = {**_plain(cfg["walkforward"]), "for_version": int(mv.version)}
+    base["tracking"] = {**_plain(cfg.tracking), "experiment": base["tracking"]["experiment"]}
+    base["walkforward"] = {**_plain(cfg.walkforward), "for_version": int(mv.version)}
     return validate("walkforward", base)
 
 

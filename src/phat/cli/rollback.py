@@ -5,12 +5,15 @@ rollback needs no registry at all: run the consumer with `signal_source=proxy`."
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
 
 from phat.cli import CONF_DIR, call, entry, require_manager
+
+if TYPE_CHECKING:
+    from phat.settings import RollbackConf
 
 log = logging.getLogger("phat.rollback")
 
@@ -20,7 +23,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     call(run, cfg, log, verb="rollback")
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: RollbackConf) -> dict[str, Any]:
     from phat.lifecycle.promotion import rollback
 
     require_manager(cfg, "rollback")

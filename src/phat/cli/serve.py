@@ -31,8 +31,8 @@ def serve(cfg: dict) -> int:
     from phat.registry.client import fetch_verified, load
     from phat.registry.recorder import recorder
 
-    uri = recorder(cfg["tracking"]).uri
-    model_uri = str(cfg["model_uri"])
+    uri = recorder(cfg.tracking).uri
+    model_uri = str(cfg.model_uri)
     with tempfile.TemporaryDirectory(prefix="phat-serve-") as tmp:
         if Path(model_uri).exists():
             model, path = load(model_uri), Path(model_uri)
@@ -40,14 +40,14 @@ def serve(cfg: dict) -> int:
             model, path = fetch_verified(model_uri, Path(tmp))
         print(
             f"phat.serve: {model_uri} verified (model_hash {model.model_hash[:16]}, shipped code "
-            f"checked); serving on http://{cfg['host']}:{cfg['port']}/invocations",
+            f"checked); serving on http://{cfg.host}:{cfg.port}/invocations",
             flush=True,
         )
         bin_dir = str(Path(sys.executable).parent)
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
         cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", str(path),
-               "--env-manager", "local", "--host", str(cfg["host"]), "--port", str(cfg["port"])]  # fmt: skip
+               "--env-manager", "local", "--host", str(cfg.host), "--port", str(cfg.port)]  # fmt: skip
         return subprocess.call(cmd, env=env)
 
 

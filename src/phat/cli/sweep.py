@@ -107,13 +107,13 @@ class SweepCallback(Callback):
 
         cfg = OmegaConf.to_container(config, resolve=False)
         assert isinstance(cfg, dict)
-        rec = recorder(cfg["tracking"])
+        rec = recorder(cfg.tracking)
         exp_id = use_experiment(rec.uri, rec.experiment)
         name = sweep_name(config)
-        objectives = [str(o) for o in cfg["sweep"]["objectives"]]
+        objectives = [str(o) for o in cfg.sweep.objectives]
         parent = open_parent(rec, name, exp_id, objectives)
         os.environ[PARENT_ENV] = parent
-        _OPEN.update(tracking=cfg["tracking"], parent=parent, name=name)
+        _OPEN.update(tracking=cfg.tracking, parent=parent, name=name)
         os.environ["PHAT_SWEEP_NAME"] = name
         # The overrides every job shares (no sweep syntax): progress lines leave them out.
         given = OmegaConf.select(config, "hydra.overrides.task") or []
@@ -170,8 +170,8 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
         summary_frame,
     )
 
-    objectives = [str(o) for o in cfg["sweep"]["objectives"]]
-    rec = recorder(cfg["tracking"])
+    objectives = [str(o) for o in cfg.sweep.objectives]
+    rec = recorder(cfg.tracking)
     par = rec.on(parent)  # workers on several machines finish one parent (writes retry)
 
     def tag(key: str, value: str) -> None:
@@ -221,7 +221,7 @@ def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
         flush=True,
     )
     out.update(best_run=str(best["run_id"]), test=test)
-    if bool(cfg["sweep"]["register_best"]):
+    if bool(cfg.sweep.register_best):
         reg = register_run(rec, str(best["run_id"]), model_name_for(cfg))
         tag(Tag.SWEEP_REGISTERED, f"{reg['model_name']}/v{reg['model_version']}")
         print(
@@ -263,8 +263,8 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
 
     # The sweep's store for every read below, whatever this process's environment says (a
     # worker of an existing Ray cluster inherits none of the sweeping command's).
-    recorder(cfg["tracking"])
-    objectives = [str(o) for o in cfg["sweep"]["objectives"]]
+    recorder(cfg.tracking)
+    objectives = [str(o) for o in cfg.sweep.objectives]
     hc = HydraConfig.get()
     key = job_key(list(hc.overrides.task))
     fixed = {o.split("=", 1)[0] for o in os.environ.get("PHAT_SWEEP_FIXED", "").splitlines()}
@@ -306,7 +306,7 @@ def record_failure(cfg: dict[str, Any], sweep: dict[str, Any], err: Exception) -
     before its run existed, e.g. on bad data)."""
     from phat.registry.recorder import recorder
 
-    rec = recorder(cfg["tracking"])
+    rec = recorder(cfg.tracking)
     if sweep.get("run_id") is None:
         parent = rec.client.get_run(sweep["parent"])
         tags = {Tag.SWEEP_OVERRIDES: sweep["key"], Tag.SWEEP_JOB: str(sweep["job"])}

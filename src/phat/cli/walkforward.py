@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
@@ -24,15 +24,18 @@ from omegaconf import DictConfig
 from phat.cli import CONF_DIR, call, entry
 from phat.tagnames import Tag
 
+if TYPE_CHECKING:
+    from phat.settings import WalkforwardConf
+
 log = logging.getLogger("phat.walkforward")
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: WalkforwardConf) -> dict[str, Any]:
     from phat.evidence.walkforward import check_windows, run_folds, summarize
     from phat.recipe.specs import validate_config
 
     validate_config(cfg)
-    check_windows(cfg["walkforward"])  # before any data is read
+    check_windows(cfg.walkforward)  # before any data is read
 
     def progress(fold: Any) -> None:
         m = fold.metrics
@@ -43,7 +46,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
             flush=True,
         )
 
-    for_version = cfg["walkforward"]["for_version"]
+    for_version = cfg.walkforward.for_version
     target = _version_for(cfg, for_version) if for_version is not None else None
     from phat.engines.fanout import TaskDied
 
@@ -59,22 +62,22 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         from phat.evidence.walkforward import check_recipe
 
         check_recipe(record, target[1].tags, f"{target[0]} v{for_version}")
-    mc = cfg["metrics"]
+    mc = cfg.metrics
     metrics = summarize(
         record,
-        int(mc["n_bins"]),
-        int(mc["bootstrap_block"]),
-        int(mc["bootstrap_n"]),
-        int(cfg["seed"]),
+        int(mc.n_bins),
+        int(mc.bootstrap_block),
+        int(mc.bootstrap_n),
+        int(cfg.seed),
     )
     metrics["timing_total_s"] = record.timings["total_s"]
-    out_dir = Path(cfg["out_dir"])
-    write_files(record, metrics, out_dir, int(mc["n_bins"]))
+    out_dir = Path(cfg.out_dir)
+    write_files(record, metrics, out_dir, int(mc.n_bins))
     run_id = log_walkforward(cfg, record, metrics, out_dir)
     if target is not None:
         from phat.registry.recorder import recorder
 
-        rec = recorder(cfg["tracking"])
+        rec = recorder(cfg.tracking)
         rec.on(run_id).tags({Tag.WALKFORWARD_FOR: f"{target[0]}/v{for_version}"})
         rec.client.set_model_version_tag(
             target[0], str(for_version), Tag.WALKFORWARD_RUN_ID, run_id
@@ -85,12 +88,12 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run_id, "metrics": metrics, "record": record}
 
 
-def _version_for(cfg: dict[str, Any], version: int) -> tuple[str, Any]:
+def _version_for(cfg: WalkforwardConf, version: int) -> tuple[str, Any]:
     """(model name, ModelVersion) of `walkforward.for_version`, checked before any work."""
     from phat.registry.client import model_name_for, registry_error
     from phat.registry.recorder import recorder
 
-    client = recorder(cfg["tracking"]).client
+    client = recorder(cfg.tracking).client
     name = model_name_for(cfg)
     try:
         return name, client.get_model_version(name, str(version))
@@ -154,7 +157,7 @@ def write_files(record: Any, metrics: dict[str, float], out_dir: Path, n_bins: i
 
 
 def log_walkforward(
-    cfg: dict[str, Any],
+    cfg: WalkforwardConf,
     record: Any,
     metrics: dict[str, float],
     out_dir: Path | None,
@@ -167,10 +170,10 @@ def log_walkforward(
     from phat.registry.recorder import recorder
     from phat.registry.tracking import run_params
 
-    rec = recorder(cfg["tracking"])
-    kind = str(cfg["model"]["kind"])
+    rec = recorder(cfg.tracking)
+    kind = str(cfg.model.kind)
     symbol = record.symbol if record is not None else _data_name(cfg)
-    name = f"walkforward-{kind}-{cfg['horizon']}-{symbol}-{cfg['calibration']['method']}-s{cfg['seed']}"
+    name = f"walkforward-{kind}-{cfg.horizon}-{symbol}-{cfg.calibration.method}-s{cfg.seed}"
     tags = {Tag.SYMBOL: symbol, Tag.MODEL_KIND: kind}
     folds = record.folds if record is not None else [f for _, f in died.done]
     with contextlib.suppress(TaskDied), rec.run(name, tags=tags) as parent:
@@ -183,7 +186,7 @@ def log_walkforward(
     for fold in folds:
         child = _fold_run(rec, parent, fold)
         cal = fold.calibration
-        child.params({"calibration.method": cal["method"], **{
+        child.params({"calibration.method": cal.method, **{
             f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
         }})  # fmt: skip
         child.metrics({**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds})
@@ -195,10 +198,10 @@ def log_walkforward(
     return parent.run_id
 
 
-def _data_name(cfg: dict[str, Any]) -> str:
+def _data_name(cfg: WalkforwardConf) -> str:
     from phat.data.universe import dataset_name
 
-    return dataset_name(cfg["data"])
+    return dataset_name(cfg.data)
 
 
 def _fold_run(rec: Any, parent: Any, fold: Any) -> Any:

@@ -202,7 +202,7 @@ FEATURES: dict[str, _FeatureFn] = {
 
 _CONF = conf_defaults("features/default")  # the default feature set: conf/features/default.yaml
 DEFAULT_FEATURES: tuple[dict[str, Any], ...] = tuple(
-    {"fn": f["fn"], "params": dict(f["params"])} for f in _CONF["list"]
+    {"fn": f["fn"], "params": dict(f["params"])} for f in _CONF["set"].values()
 )
 
 # Fixed parts of the missing-data policy (not settings: prices are never filled, bars in warm-up
@@ -242,7 +242,7 @@ class FeatureSpec:
                 f"features.normalization={self.normalization!r}: expected 'zscore' or 'none'"
             )
         if not self.features:
-            raise ConfigError("features.list is empty")
+            raise ConfigError("features.set is empty (every entry dropped?)")
         for f in self.features:
             spec = FEATURES.get(f.get("fn", ""))
             if spec is None:

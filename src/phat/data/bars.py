@@ -38,6 +38,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class AssetSlice:
+    """One asset's rows [start, stop) in a Bars (a stacked universe's, or the whole of one
+    asset's), and its own validated bars."""
+
+    symbol: str
+    start: int
+    stop: int
+    bars: Bars
+
+
+@dataclass
 class Bars:
     """Validated bars of one timeframe and the report of what validation did to them."""
 
@@ -65,6 +76,25 @@ class Bars:
     @property
     def index(self) -> pd.DatetimeIndex:
         return self.frame.index  # type: ignore[return-value]
+
+    def members(self) -> list[AssetSlice]:
+        """The assets these bars hold, each with its rows [start, stop): one asset is a
+        universe of one (a StackedBars holds many). Every per-asset loop walks these."""
+        return [AssetSlice(self.symbol, 0, len(self), self)]
+
+    def asset_of_rows(self) -> np.ndarray:
+        """The asset number of every row (members' order)."""
+        return np.zeros(len(self), dtype=np.int64)
+
+    def timeline(self) -> tuple[np.ndarray | None, int, int]:
+        """(clock, concurrent, slack) of the split rules: each row's slot on the shared
+        timeline (None: the rows are the timeline), how many samples one slot holds at most,
+        and the largest tolerated hole in slots (phat.contract.splits)."""
+        return None, 1, 0
+
+    def where(self, symbol: str) -> str:
+        """How a refusal names one of the members ("" for one asset: the file is named)."""
+        return ""
 
     def data_hash(self) -> str:
         """sha256 over timestamps and values: identifies the exact data a model saw."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ from phat.data.io import read_table
 from phat.data.universe import StackedBars
 from phat.errors import DataValidationError, shorten
 
+if TYPE_CHECKING:
+    from phat.settings import DataConf, WithData
+
 log = logging.getLogger(__name__)
 
 # The data.* settings that say how raw bars are read (PHatModel.read_bars' keyword arguments,
@@ -23,53 +26,53 @@ log = logging.getLogger(__name__)
 READ_SETTINGS = ("calendar", "volume_nan", "timestamp_format", "dayfirst")
 
 
-def synthetic_config(d: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def synthetic_config(d: DataConf) -> tuple[Any, dict[str, Any]]:
     """data.synthetic as (SyntheticConfig, the universe's shape: assets, vol_spread,
     correlation)."""
     from phat.data.synthetic import SyntheticConfig
 
-    syn = dict(d["synthetic"])
+    syn = dict(d.synthetic)
     shape = {k: syn.pop(k) for k in ("assets", "vol_spread", "correlation") if k in syn}
     return SyntheticConfig(**syn), shape
 
 
-def read_raw(d: dict[str, Any]) -> tuple[pd.DataFrame, str, pd.Series | None]:
+def read_raw(d: DataConf) -> tuple[pd.DataFrame, str, pd.Series | None]:
     """The configured data before validation: a user file (`data.path`) or the embedded
     synthetic generator; returns (raw frame, symbol, known Bayes p for synthetic data)."""
     from phat.data.universe import dataset_name, one_series, read_pieces
 
-    if d["path"]:
-        one = one_series(d["path"])  # a folder, glob or list of one symbol's dated pieces
+    if d.path:
+        one = one_series(d.path)  # a folder, glob or list of one symbol's dated pieces
         if one is not None:
-            return read_pieces(one[1], d["timestamp_format"], d["dayfirst"]), dataset_name(d), None
-        return read_table(d["path"]), dataset_name(d), None
+            return read_pieces(one[1], d.timestamp_format, d.dayfirst), dataset_name(d), None
+        return read_table(d.path), dataset_name(d), None
     from phat.data.synthetic import generate
 
     market = generate(synthetic_config(d)[0])
     return market.bars, dataset_name(d), market.p_up
 
 
-def bars_kwargs(d: dict[str, Any]) -> dict[str, Any]:
+def bars_kwargs(d: DataConf) -> dict[str, Any]:
     """The data.* settings that say how raw bars are read (READ_SETTINGS)."""
     return {k: d[k] for k in READ_SETTINGS}
 
 
-def is_universe_data(d: dict[str, Any]) -> bool:
+def is_universe_data(d: DataConf) -> bool:
     """data.* names many assets by its path (a directory, glob or list) or by
     data.synthetic.assets > 0; a long file with a symbol column is found once read."""
     from phat.data.universe import is_universe
 
-    if d["path"] is None:
-        return int(d["synthetic"].get("assets", 0)) > 0
-    return is_universe(d["path"])
+    if d.path is None:
+        return d.synthetic.assets > 0
+    return is_universe(d.path)
 
 
-def universe_sources(d: dict[str, Any]) -> list[tuple[str, str, Any]]:
+def universe_sources(d: DataConf) -> list[tuple[str, str, Any]]:
     """(symbol, where, its files) per asset of a directory, glob or list (phat.data.universe:
     an asset's dated pieces are one source)."""
     from phat.data.universe import universe_groups
 
-    return [(sym, _where(files), files) for sym, files in universe_groups(d["path"]).items()]
+    return [(sym, _where(files), files) for sym, files in universe_groups(d.path).items()]
 
 
 def _where(files: list[Path]) -> str:
@@ -90,7 +93,7 @@ def long_sources(raw: pd.DataFrame, where: str) -> list[tuple[str, str, Any]] | 
 
 
 def load_universe(
-    cfg: dict[str, Any],
+    cfg: WithData,
     timeframe: str,
     model: Any = None,
     sources: list[tuple[str, str, Any]] | None = None,
@@ -101,11 +104,11 @@ def load_universe(
     (PHatModel.read_bars) and an asset the model does not list is refused by name."""
     from phat.data.universe import Universe, check_universe, dataset_name, read_pieces
 
-    d = cfg["data"]
-    skip = str(d.get("on_bad_asset", "fail")) == "skip"
+    d = cfg.data
+    skip = d.on_bad_asset == "skip"
     skipped: dict[str, str] = {}
     p_bayes: dict[str, pd.Series] | None = None
-    if d["path"] is None:
+    if d.path is None:
         from phat.data.synthetic import generate_universe
 
         syn, shape = synthetic_config(d)
@@ -131,7 +134,7 @@ def load_universe(
         w, src = read[sym]
         try:
             raw = (
-                read_pieces(src[0], d["timestamp_format"], d["dayfirst"], raws=src[1])
+                read_pieces(src[0], d.timestamp_format, d.dayfirst, raws=src[1])
                 if isinstance(src, tuple)
                 else src
             )
@@ -139,8 +142,8 @@ def load_universe(
                 bars = model.for_asset(sym).read_bars(raw, symbol=sym, **bars_kwargs(d))
             else:
                 bars = prepare_bars(
-                    raw, symbol=sym, timeframe=timeframe, max_gap=d["max_gap"],
-                    resample_min_coverage=float(d["resample_min_coverage"]),
+                    raw, symbol=sym, timeframe=timeframe, max_gap=d.max_gap,
+                    resample_min_coverage=float(d.resample_min_coverage),
                     now=pd.Timestamp.now(tz="UTC"), source=w, announce=False, **bars_kwargs(d),
                 )  # fmt: skip
         except DataValidationError as e:
@@ -166,7 +169,9 @@ def load_universe(
     return Universe(dataset_name(d), assets, skipped, p_bayes)
 
 
-def _by_symbol(sources: list[tuple[str, str, Any]], refused: Any) -> dict[str, tuple[str, Any]]:
+def _by_symbol(
+    sources: list[tuple[str, str, Any]], refused: DataConf
+) -> dict[str, tuple[str, Any]]:
     """symbol -> (where, its rows, or (its files, their tables)): a file's symbol column
     names its asset, so files of one symbol are one asset's pieces whatever they are named;
     a source that cannot be read goes to `refused(symbol, where, error)`."""
@@ -194,9 +199,7 @@ def _by_symbol(sources: list[tuple[str, str, Any]], refused: Any) -> dict[str, t
     return read
 
 
-def load_bars(
-    cfg: dict[str, Any], timeframe: str, model: Any = None
-) -> tuple[Bars, pd.Series | None]:
+def load_bars(cfg: WithData, timeframe: str, model: Any = None) -> tuple[Bars, pd.Series | None]:
     """The configured data, validated as `timeframe` bars under the data.* settings (training:
     finer bars are resampled); with a loaded model (scoring: backtest, monitor, promotion),
     read by the model itself (`PHatModel.read_bars`, the reader `phat predict` and serving
@@ -206,11 +209,11 @@ def load_bars(
     universe model reads one listed asset's file as that asset (its own DataSpec)."""
     from phat.data.universe import one_series, stack, symbol_of
 
-    d = cfg["data"]
+    d = cfg.data
     sources, column_symbol = None, None
     if not is_universe_data(d):
         raw, symbol, p = read_raw(d)
-        sources = long_sources(raw, str(d["path"])) if d["path"] else None
+        sources = long_sources(raw, str(d.path)) if d.path else None
         if sources is not None and len(sources) == 1:  # one symbol: one asset, named as before
             column_symbol, raw, sources = sources[0][0], sources[0][2], None
     if model is not None and model.universe is None and (sources or is_universe_data(d)):
@@ -223,13 +226,9 @@ def load_bars(
         # one asset's file, scored as that listed asset (data.symbol, else its symbol column's
         # one value, else the file's name)
         symbol = str(
-            d["symbol"]
+            d.symbol
             or column_symbol
-            or (
-                symbol_of(Path(str(d["path"])))
-                if d["path"] and not one_series(d["path"])
-                else symbol
-            )
+            or (symbol_of(Path(str(d.path))) if d.path and not one_series(d.path) else symbol)
         )
         return model.for_asset(symbol).read_bars(raw, **bars_kwargs(d), symbol=symbol), p
     if sources is not None or is_universe_data(d):
@@ -245,12 +244,12 @@ def load_bars(
         raw,
         symbol=symbol,
         timeframe=timeframe,
-        max_gap=d["max_gap"],
-        calendar=d["calendar"],
-        volume_nan=d["volume_nan"],
-        resample_min_coverage=float(d["resample_min_coverage"]),
-        timestamp_format=d["timestamp_format"],
-        dayfirst=d["dayfirst"],
+        max_gap=d.max_gap,
+        calendar=d.calendar,
+        volume_nan=d.volume_nan,
+        resample_min_coverage=float(d.resample_min_coverage),
+        timestamp_format=d.timestamp_format,
+        dayfirst=d.dayfirst,
         now=pd.Timestamp.now(tz="UTC"),
     )
     if bars.report.get("resampled_from") is not None:
@@ -259,12 +258,10 @@ def load_bars(
 
 
 def timeline(bars: Bars) -> tuple[np.ndarray | None, int, int]:
-    """(clock, concurrent, slack) of the split rules: a universe's rows' timeline slots, how
-    many samples one slot holds at most (its assets: a purge counted in samples is scaled by
-    it), and the largest tolerated hole (phat.contract.splits); one asset: (None, 1, 0)."""
-    if isinstance(bars, StackedBars):
-        return bars.clock, len(bars.assets), int(bars.max_gap_bars)
-    return None, 1, 0
+    """(clock, concurrent, slack) of the split rules (Bars.timeline): a universe's rows'
+    timeline slots, how many samples one slot holds at most (its assets: a purge counted in
+    samples is scaled by it), and the largest tolerated hole; one asset: (None, 1, 0)."""
+    return bars.timeline()
 
 
 def asset_spans(bars: StackedBars, most: int = 12) -> str:

@@ -21,14 +21,17 @@ import glob as globlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from phat.data.bars import Bars
+from phat.data.bars import AssetSlice, Bars
 from phat.data.timeframes import DURATION
 from phat.errors import DataValidationError
+
+if TYPE_CHECKING:
+    from phat.settings import DataConf
 
 DATA_SUFFIXES = (
     ".csv", ".csv.gz", ".txt", ".txt.gz", ".gz", ".zip", ".csv.zip", ".parquet", ".pq",
@@ -89,7 +92,7 @@ def one_series(path: Any) -> tuple[str, list[Path]] | None:
     return next(iter(groups.items())) if len(groups) == 1 else None
 
 
-def dataset_name(d: dict[str, Any]) -> str:
+def dataset_name(d: DataConf) -> str:
     """The name of the configured data, as every verb derives it (the registered model is
     phat-<name>-<horizon>): for a universe data.universe_name, else the directory's name (a
     list's or glob's folder, a long file's stem; a synthetic universe SYNTH<N>); for one asset
@@ -277,16 +280,6 @@ def check_universe(assets: list[Bars], where: dict[str, str]) -> dict[str, str]:
 
 
 @dataclass
-class AssetSlice:
-    """One asset's rows [start, stop) in a stacked universe, and its own validated bars."""
-
-    symbol: str
-    start: int
-    stop: int
-    bars: Bars
-
-
-@dataclass
 class StackedBars(Bars):
     """A universe as one table: the assets' validated bars one after another (asset-major, each
     in time order), every asset's segments numbered apart, so no window or label crosses from
@@ -308,6 +301,15 @@ class StackedBars(Bars):
         from phat.hashing import sha256_text
 
         return sha256_text("|".join(f"{a.symbol}:{a.bars.data_hash()}" for a in self.assets))
+
+    def members(self) -> list[AssetSlice]:
+        return self.assets
+
+    def timeline(self) -> tuple[Any, int, int]:
+        return self.clock, len(self.assets), int(self.max_gap_bars)
+
+    def where(self, symbol: str) -> str:
+        return f"asset {symbol}: "
 
     def asset_of_rows(self) -> Any:
         """The asset number of every row (an int array, built once)."""
@@ -365,6 +367,4 @@ def members(bars: Bars) -> list[tuple[str, Bars, int]]:
     """(symbol, its bars, its first row in `bars`) per asset: a universe's assets in order, or
     one asset as a universe of one (what every per-asset loop walks, so one asset and a
     universe take one path)."""
-    if isinstance(bars, StackedBars):
-        return [(a.symbol, a.bars, a.start) for a in bars.assets]
-    return [(bars.symbol, bars, 0)]
+    return [(a.symbol, a.bars, a.start) for a in bars.members()]

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phat.engines import require
 from phat.errors import ConfigError, PhatError
+
+if TYPE_CHECKING:
+    from phat.settings import RecipeConf
 
 _IN_TASK = False  # set inside a Ray task: a nested fan_out runs serially
 
@@ -47,9 +50,9 @@ class TaskDied(PhatError):
         )
 
 
-def engine_of(cfg: Any) -> str:
-    """The engine a fan-out runs on: cfg["engine"], or local inside a task."""
-    return "local" if _IN_TASK else str(cfg.get("engine", "local"))
+def engine_of(cfg: RecipeConf) -> str:
+    """The engine a fan-out runs on: cfg.engine, or local inside a task."""
+    return "local" if _IN_TASK else str(cfg.engine)
 
 
 @contextlib.contextmanager
@@ -99,7 +102,7 @@ def _run(task: Callable[[Any, Any], Any], shared: Any, item: Any, threads: int) 
 
 
 def fan_out(
-    cfg: Any,
+    cfg: RecipeConf,
     task: Callable[[Any, Any], Any],
     shared: Any,
     items: Sequence[Any],
@@ -107,13 +110,13 @@ def fan_out(
     threads: int = 1,
 ) -> Iterator[Any]:
     """task(shared, item) for every item, in order: serially, or as Ray tasks under
-    cfg["engine"] == "ray" (cfg["ray"]: address, num_cpus). A generator: serially, item k+1
+    cfg.engine == "ray" (cfg.ray: address, num_cpus). A generator: serially, item k+1
     starts when the caller asks for it, so the first error stops the run where it did."""
     if engine_of(cfg) != "ray":
         for item in items:
             yield task(shared, item)
         return
-    with ray_cluster(cfg["ray"]) as ray:
+    with ray_cluster(cfg.ray) as ray:
         cpus = float(ray.cluster_resources().get("CPU", 0))
         if cpus < threads:  # a task Ray can never place would wait forever
             raise ConfigError(

@@ -20,7 +20,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from phat.data.timeframes import as_utc
 from phat.data.timeframes import parse_duration as data_duration
 from phat.errors import ConfigError, DataValidationError
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import WalkforwardConf
 
 BASELINES = ("climatology", "proxy", "last_sign", "last_return")
 
@@ -119,24 +122,24 @@ def check_windows(wf: dict[str, Any]) -> None:
 class _FoldInputs:
     """What every fold reads (shared once with the engine's workers)."""
 
-    cfg: Any
+    cfg: WalkforwardConf
     ser: Any
     symbol_of_row: np.ndarray | None
 
 
-def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
+def run_folds(cfg: WalkforwardConf, progress: Any = None) -> Record:
     """Every fold, in order (engine=ray: as Ray tasks, the same bits; phat.engines.fanout)."""
     from phat.engines.fanout import fan_out
     from phat.recipe.fit import asset_maps
     from phat.recipe.series import prepare_series
 
     t0 = time.perf_counter()
-    check_windows(cfg["walkforward"])
+    check_windows(cfg.walkforward)
     ser = prepare_series(cfg)
     bars, lspec = ser.bars, ser.label_spec
     assets = getattr(bars, "assets", None)
     symbol_of_row = np.array([a.symbol for a in assets])[bars.asset_of_rows()] if assets else None
-    folds = plan_folds(getattr(bars, "grid", None) if assets else bars.index, cfg["walkforward"])
+    folds = plan_folds(getattr(bars, "grid", None) if assets else bars.index, cfg.walkforward)
     rows: list[pd.DataFrame] = []
     done: list[Fold] = []
     results = fan_out(
@@ -164,15 +167,15 @@ def run_folds(cfg: dict[str, Any], progress: Any = None) -> Record:
     recipe = {
         Tag.FEATURE_VERSION: ser.feature_spec.feature_version,
         Tag.LABEL_DEFINITION: lspec.canonical(),
-        Tag.MODEL_KIND: str(cfg["model"]["kind"]),
-        "calibration": str(cfg["calibration"]["method"]),
+        Tag.MODEL_KIND: str(cfg.model.kind),
+        "calibration": str(cfg.calibration.method),
         Tag.DATA_HASH: bars.data_hash(),
         Tag.ASSET_MAPS: asset_maps(cfg, bars),
     }
     if assets:
-        recipe[Tag.POOLING] = str(cfg["model"].get("pooling", "pooled"))
+        recipe[Tag.POOLING] = cfg.model.pooling
     return Record(
-        record, done, lspec.horizon_bars, bars.symbol, str(cfg["model"]["kind"]),
+        record, done, lspec.horizon_bars, bars.symbol, str(cfg.model.kind),
         {"total_s": time.perf_counter() - t0, "data_s": ser.timings["data_s"]}, recipe,
     )  # fmt: skip
 
@@ -199,7 +202,7 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
         test_end=fold.test_end.isoformat(),
         purge_bars=ser.split_config.purge_bars,
         embargo_bars=ser.split_config.embargo_bars,
-        min_samples=int(cfg["split"]["min_samples"]),
+        min_samples=int(cfg.split.min_samples),
     )
     usable = ser.usable & (bars.index >= fold.train_start)
     try:
@@ -214,7 +217,7 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     logits = fit.logits["test"]
     # The rules: sign and climatology fitted on train + calibration, the last-return rule as
     # the recipe ships that rung (recipe.fold.fold_rules).
-    rules = fold_rules(cfg, ser, fspec, data, spans, dict(cfg["signal"]["proxy"]))
+    rules = fold_rules(cfg, ser, fspec, data, spans, dict(cfg.signal.proxy))
     frame = pd.DataFrame(
         {
             "fold": fold.number,
@@ -231,7 +234,7 @@ def fold_task(inputs: _FoldInputs, fold: Fold) -> tuple[pd.DataFrame, Fold] | st
     fold.n_train, fold.n_calibration, fold.n_test = len(tr), len(cal_ends), len(test_ends)
     fold.calibration = calibrator.to_dict()
     fold.rung = fitted.rung
-    fold.metrics = {**fold_metrics(frame, int(cfg["metrics"]["n_bins"])), **fitted.params}
+    fold.metrics = {**fold_metrics(frame, int(cfg.metrics.n_bins)), **fitted.params}
     fold.seconds = time.perf_counter() - ft
     return frame, fold
 

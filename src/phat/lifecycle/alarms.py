@@ -12,10 +12,13 @@ model's promotion history (phat.history.<seq>), where `phat doctor` and the poli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phat.lifecycle.production import append_event, exclusive, now_iso
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import MonitorConf
 
 
 def record(rec: Any, name: str, event: dict[str, Any]) -> None:
@@ -24,11 +27,9 @@ def record(rec: Any, name: str, event: dict[str, Any]) -> None:
         append_event(hold, event)
 
 
-def act(
-    rec: Any, cfg: dict[str, Any], name: str, version: str, alarm: dict, asset: str = ""
-) -> str:
+def act(rec: Any, cfg: MonitorConf, name: str, version: str, alarm: dict, asset: str = "") -> str:
     """The configured action on an alarm (see the module docstring); returns what it did."""
-    on = str(cfg["monitor"]["on_alarm"])
+    on = str(cfg.monitor.on_alarm)
     record(rec, name, {
         "action": "alarm", "version": str(version), "at": now_iso(), "on_alarm": on,
         "alarm_time": alarm["time"], "e_value": alarm["e_value"], "bars": alarm.get("bars"),
@@ -54,8 +55,12 @@ def act(
             f"{alarm['time']}; `phat monitor monitor.clear=true` clears it"
         )
     from phat.lifecycle.promotion import rollback
+    from phat.settings import RollbackConf
 
-    out = rollback({**cfg, "reason": f"calibration alarm at {alarm['time']}"})
+    out = rollback(RollbackConf(
+        data=cfg.data, horizon=cfg.horizon, registry=cfg.registry, tracking=cfg.tracking,
+        reason=f"calibration alarm at {alarm['time']}",
+    ))  # fmt: skip
     return f"rolled back: production is now v{out.get('production', '?')}"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ from phat.lifecycle.production import (
     require_model,
 )
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import PromoteConf, RollbackConf
 
 __all__ = ["PromotionRefused", "RegistryConflict", "current_production", "read_history"]
 
@@ -116,15 +119,6 @@ def _require_finished(client: Any, name: str, mv: Any) -> None:
         )
 
 
-def _parts(bars: Any) -> list[tuple[str, Any, int]]:
-    """(symbol, that asset's bars, its first row in `bars`) per asset of a universe's
-    StackedBars; [(symbol, bars, 0)] for one asset."""
-    assets = getattr(bars, "assets", None)
-    if not assets:
-        return [(bars.symbol, bars, 0)]
-    return [(a.symbol, a.bars, a.start) for a in assets]
-
-
 def _signals(resolved: Any, parts: list[tuple[str, Any, int]], proxy: dict[str, Any]) -> Any:
     """p_hat_frame per asset (a universe model scores each asset under its own map; a
     single-asset model and the proxy score every asset alike), rows in the parts' order."""
@@ -132,7 +126,7 @@ def _signals(resolved: Any, parts: list[tuple[str, Any, int]], proxy: dict[str, 
 
     frames = []
     for sym, part, _ in parts:
-        view = for_asset(resolved, sym) if len(parts) > 1 else resolved
+        view = for_asset(resolved, sym)  # a universe model: the asset's own map and alarm
         frames.append(p_hat_frame(view, part.frame, proxy, strict=True))
     return pd.concat(frames)
 
@@ -146,28 +140,25 @@ def _trading(m: dict[str, float]) -> TradingEvidence:
     )
 
 
-def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
+def evaluate(cfg: PromoteConf, name: str, version: str) -> dict[str, Any]:
     """Collect the evidence for candidate vs baseline on the evaluation window, then decide
     (phat.lifecycle.gates.decide); returns the gate report."""
     from phat.data.load import load_bars
+    from phat.data.universe import members
     from phat.evaluation.metrics import brier, ece
     from phat.registry.versions import get_version, registry_client
-    from phat.trading.signals import for_asset
 
-    pc = cfg["promotion"]
+    pc = cfg.promotion
     client = registry_client()
     mv = get_version(client, name, version)
     _require_finished(client, name, mv)
     cand, base, prod = _sides(client, name, mv)
     lspec = cand.model.label_spec
-    start, end = _window(mv, pc["window"]["start"], pc["window"]["end"])
-    universe = cand.model.universe is not None
+    start, end = _window(mv, pc.window.start, pc.window.end)
     bars, _ = load_bars(cfg, lspec.timeframe, cand.model)
-    parts = _parts(bars)  # (symbol, bars, first row) per asset; one for a single asset
-    if universe and not hasattr(bars, "assets"):
-        cand = for_asset(cand, bars.symbol)  # one listed asset's file
+    parts = members(bars)  # (symbol, bars, first row) per asset; one asset is a universe of one
     other_data = bool(mv.tags.get(Tag.DATA_HASH)) and bars.data_hash() != mv.tags[Tag.DATA_HASH]
-    if other_data and not pc["allow_other_data"]:
+    if other_data and not pc.allow_other_data:
         log.warning(
             "evaluation data differs from the candidate's training data (data_hash); evaluating "
             "anyway (promotion.allow_other_data=true says this is intended)"
@@ -180,18 +171,18 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
     bt_c, bt_b, per_asset_trading = _backtests(
         cfg, parts, in_win, (sig_c, cand), (sig_b, base), lspec.timeframe
     )
-    n_bins = int(cfg["metrics"]["n_bins"])
-    universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg["metrics"])
+    n_bins = int(cfg.metrics.n_bins)
+    universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg.metrics)
     per_asset = None
     if hasattr(bars, "assets"):  # a universe: per-asset trading; significance and safety
         universal["assets_trading"] = per_asset_trading  # from the record under walkforward
-        if pc["evidence"] != "walkforward":
+        if pc.evidence != "walkforward":
             found, per_asset = _universe_evidence(
                 bars, y, mask, pc_, train_rate, rule_p, lspec, pc, n_bins
             )
             universal.update(found)
     wf: dict[str, Any] = {}
-    if pc["evidence"] == "walkforward":
+    if pc.evidence == "walkforward":
         wf = record_evidence(client, name, mv, prod, lspec.horizon_bars, pc, n_bins)
     if wf.get("per_asset") is not None:  # the record's table is the one the gates read
         per_asset = wf["per_asset"]
@@ -208,7 +199,7 @@ def evaluate(cfg: dict[str, Any], name: str, version: str) -> dict[str, Any]:
         candidate_trading=_trading(bt_c),
         baseline_trading=_trading(bt_b),
         history_days=_history_days(mv),
-        evidence=str(pc["evidence"]),
+        evidence=str(pc.evidence),
         window_read=_window_read(bars.index[mask]),
         **{**universal, **wf},
     )
@@ -257,7 +248,7 @@ def _window_read(shown: pd.DatetimeIndex) -> str:
 
 
 def _scored(
-    cfg: dict[str, Any],
+    cfg: PromoteConf,
     bars: Any,
     parts: list[tuple[str, Any, int]],
     cand: Any,
@@ -270,11 +261,11 @@ def _scored(
     scored with a label in the window); fewer than promotion.min_samples such rows is refused."""
     from phat.contract.labels import make_labels
 
-    pc = cfg["promotion"]
+    pc = cfg.promotion
     in_win = bars.index >= start
     if end is not None:
         in_win &= bars.index < end
-    proxy_params = dict(cfg["signal"]["proxy"])
+    proxy_params = dict(cfg.signal.proxy)
     sig_c = _signals(cand, parts, proxy_params)
     sig_b = _signals(base, parts, proxy_params)
     y = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec)
@@ -284,7 +275,7 @@ def _scored(
         (sig_b["source"] == "model").to_numpy() if base.model is not None else np.isfinite(pb_)
     )
     mask = in_win & cand_ok & base_ok & np.isfinite(y)
-    if mask.sum() < int(pc["min_samples"]):
+    if mask.sum() < int(pc.min_samples):
         raise ConfigError(
             f"evaluation window holds {int(mask.sum())} scored samples; need "
             f"promotion.min_samples={pc['min_samples']}"
@@ -323,7 +314,7 @@ def _report(
 
 
 def _backtests(
-    cfg: dict[str, Any],
+    cfg: PromoteConf,
     parts: list[tuple[str, Any, int]],
     in_win: np.ndarray,
     cand: tuple[pd.DataFrame, Any],
@@ -341,7 +332,7 @@ def _backtests(
         run_backtest,
     )
 
-    policy = build_policy(cfg["policy"]["params"])
+    policy = build_policy(cfg.policy.params)
     bt_c: dict[str, dict[str, float]] = {}
     bt_b: dict[str, dict[str, float]] = {}
     for sym, part, at in parts:
@@ -357,7 +348,7 @@ def _backtests(
     regressions = trading_regressions(
         {s: _trading(m) for s, m in bt_c.items()},
         {s: _trading(m) for s, m in bt_b.items()},
-        cfg["promotion"],
+        cfg.promotion,
     )
     return aggregate_metrics(bt_c), aggregate_metrics(bt_b), regressions
 
@@ -375,6 +366,7 @@ def _universal_evidence(
     0/1 forecasts, the AUC's block-bootstrap lower bound (resolution), log loss vs the
     climatology's, and the best one-feature rule (fitted on the candidate's training window;
     also returned: its forecasts on the window's samples, NaN when it could not be fitted)."""
+    from phat.data.load import timeline
     from phat.evaluation.metrics import block_bootstrap_ci, brier, log_loss, roc_auc
     from phat.models.rules import score_rules
 
@@ -382,8 +374,8 @@ def _universal_evidence(
     extreme = int(np.sum((pp <= 0.0) | (pp >= 1.0)))
     # metrics.bootstrap_* moving blocks, as training's intervals (a universe's blocks hold
     # that many timestamps of every asset)
-    block = int(mc["bootstrap_block"]) * len(getattr(bars, "assets", None) or [0])
-    n_boot = int(mc["bootstrap_n"])
+    block = int(mc.bootstrap_block) * timeline(bars)[1]  # samples per bar of the timeline
+    n_boot = int(mc.bootstrap_n)
     auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=block, n_boot=n_boot, seed=0)
     auc_low = auc_low["auc"][0]
     clim = np.full(len(yy), train_rate)
@@ -438,9 +430,7 @@ def _universe_evidence(
     clim = np.full(len(yy), train_rate)
     clock = bars.clock[mask]
     symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[mask]]
-    safety, table = asset_safety(
-        symbols, yy, pp, clim, rule_p, h, n_bins, float(pc["per_asset_fdr"])
-    )
+    safety, table = asset_safety(symbols, yy, pp, clim, rule_p, h, n_bins, float(pc.per_asset_fdr))
     loss = (pp - yy) ** 2
     vs_rule = (
         universe_diebold_mariano(loss, (rule_p - yy) ** 2, clock, h)["pvalue"]
@@ -510,7 +500,7 @@ def _versus_production(
     if universe and "symbol" in other.columns:
         other = other.set_index("symbol", append=True)
     both = mine.join(other[["p_hat"]], rsuffix="_prod", how="inner")
-    if len(both) < int(pc["min_samples"]):
+    if len(both) < int(pc.min_samples):
         raise ConfigError(
             f"the walk-forward records of v{mv.version} and production v{prod} share "
             f"{len(both)} bars; need promotion.min_samples={pc['min_samples']}"
@@ -543,7 +533,7 @@ def record_evidence(
     from phat.evaluation.significance import diebold_mariano, universe_diebold_mariano
 
     rec = _wf_record(client, name, mv)
-    if len(rec) < int(pc["min_samples"]):
+    if len(rec) < int(pc.min_samples):
         raise ConfigError(
             f"{name} v{mv.version}'s walk-forward record holds {len(rec)} bars; need "
             f"promotion.min_samples={pc['min_samples']}"
@@ -593,7 +583,7 @@ def record_evidence(
 
         symbols = rec["symbol"].to_numpy()
         safety, table = asset_safety(symbols, y, p, clim, rule_p, horizon_bars, n_bins,
-                                     float(pc["per_asset_fdr"]), rec["fold"].to_numpy())  # fmt: skip
+                                     float(pc.per_asset_fdr), rec["fold"].to_numpy())  # fmt: skip
         skill = skill_intervals(symbols, y, p, clim, pd.DatetimeIndex(rec.index).asi8,
                                 horizon_bars)  # fmt: skip
         found.update(safety, per_asset=table,
@@ -665,7 +655,7 @@ def gate_metrics(gates: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def promote(cfg: dict[str, Any]) -> dict[str, Any]:
+def promote(cfg: PromoteConf) -> dict[str, Any]:
     """Hold the model exclusively, evaluate, log a promotion run, tag the candidate, and on a
     pass move production (all or nothing). A concurrent promote/rollback of the same model
     exits with RegistryConflict having changed nothing."""
@@ -673,15 +663,15 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     from phat.registry.recorder import recorder
     from phat.registry.tracking import flatten
 
-    rec = recorder(cfg["tracking"])
+    rec = recorder(cfg.tracking)
     name = model_name_for(cfg)
-    version = str(cfg["version"])
+    version = str(cfg.version)
     client = rec.client
     require_model(client, name)
     with exclusive(client, rec.uri, name) as hold:
         before = current_production(client, name)
         report = evaluate(cfg, name, version)
-        dry = bool(cfg["promotion"]["dry_run"])
+        dry = bool(cfg.promotion.dry_run)
         md = report_markdown(report)
         tags = {
             Tag.PROMOTION_MODEL_NAME: name,
@@ -697,7 +687,7 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
             if report.get("asset_skill"):  # a universe: the decision in one picture
                 run.figure(decision_figure(report), "asset_skill.png")
             run.params(
-                {k: v for k, v in flatten({"promotion": cfg["promotion"]}).items() if v != "None"}
+                {k: v for k, v in flatten({"promotion": cfg.promotion}).items() if v != "None"}
             )
             run_id = run.run_id
         print(md)
@@ -740,13 +730,13 @@ def promote(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**report, "run_id": run_id, "promoted": True}
 
 
-def rollback(cfg: dict[str, Any]) -> dict[str, Any]:
+def rollback(cfg: RollbackConf) -> dict[str, Any]:
     """Move production back to the version below it in the history: only to a version the
     history shows was production. All or nothing, under the same exclusive hold as promote."""
     from phat.registry.client import model_name_for
     from phat.registry.recorder import recorder
 
-    rec = recorder(cfg["tracking"])
+    rec = recorder(cfg.tracking)
     name = model_name_for(cfg)
     client = rec.client
     require_model(client, name)
@@ -772,7 +762,7 @@ def rollback(cfg: dict[str, Any]) -> dict[str, Any]:
             "version": target,
             "previous": cur,
             "at": now_iso(),
-            "reason": str(cfg["reason"]),
+            "reason": str(cfg.reason),
         }
         move_production(hold, target, expected_current=cur, event=event)
     reason = f": {event['reason']}" if event["reason"] else ""

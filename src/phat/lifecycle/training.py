@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from phat.tagnames import Tag
 
+if TYPE_CHECKING:
+    from phat.settings import TrainConf
+
 log = logging.getLogger("phat.train")
 
 
 def run(
-    cfg: dict[str, Any], config_yaml: str = "", sweep: dict[str, Any] | None = None
+    cfg: TrainConf, config_yaml: str = "", sweep: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Train and track; returns {"run_id", "model_hash", "metrics", "model_version"}.
 
@@ -33,7 +36,7 @@ def run(
 
     validate_config(cfg)
     prep = prepare(cfg)
-    if str(cfg["engine"]) == "ray" and not fits_per_asset(cfg, prep.bars):
+    if str(cfg.engine) == "ray" and not fits_per_asset(cfg, prep.bars):
         print(  # not silent: the engine was asked for and has nothing to do here
             "engine=ray: this training has no independent fits to fan out (per-asset fits "
             "of a universe do: model.pooling=per_asset); it runs in this process"
@@ -45,13 +48,13 @@ def run(
     from phat.registry.recorder import recorder
     from phat.registry.tracking import log_run, summary_lines, write_run_files
 
-    rec = recorder(cfg["tracking"])
-    out_dir = Path(cfg["out_dir"])
+    rec = recorder(cfg.tracking)
+    out_dir = Path(cfg.out_dir)
     lspec = prep.label_spec
     # Runs that differ in model, horizon, data, calibration or seed read differently in tables.
     run_name = (
-        f"{cfg['model']['kind']}-{lspec.horizon_id}-{prep.bars.symbol}-"
-        f"{cfg['calibration']['method']}-s{prep.seed}"
+        f"{cfg.model.kind}-{lspec.horizon_id}-{prep.bars.symbol}-"
+        f"{cfg.calibration.method}-s{prep.seed}"
     )
     parent, tags = None, {}
     if sweep is not None:
@@ -65,13 +68,13 @@ def run(
         experiment = mlflow.get_experiment(run.experiment_id).name  # mlflow run picks
         result = fit_evaluate(prep, out_dir, tracking={"uri": rec.uri, "run_id": run_id})
         warnings, figures = write_run_files(
-            result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg["metrics"]["n_bins"])
+            result, out_dir, config_yaml or OmegaConf.to_yaml(cfg), int(cfg.metrics.n_bins)
         )
         log_run(run, result, cfg, out_dir, figures, hold_out_test=sweep is not None)
         if warnings:
             run.tags({Tag.WARNINGS: " | ".join(warnings)})
         # A sweep registers nothing per job (at most its winner, at the end).
-        register = bool(cfg["registry"]["register"]) and sweep is None
+        register = bool(cfg.registry.register) and sweep is None
         registered = log_and_register(run, result, model_name_for(cfg, prep.bars.symbol), register)
         if sweep is not None:
             sel = ", ".join(

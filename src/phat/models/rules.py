@@ -117,9 +117,8 @@ def score_rules(
     out = {"climatology": np.full(len(score), base_rate)}
     if proxy is not None:
         close = bars.frame["close"].to_numpy()
-        pieces = [(a.start, a.stop) for a in bars.assets] if isinstance(bars, StackedBars) else []
         p_proxy = np.concatenate(
-            [proxy_p_hat(close[a:b], **proxy) for a, b in pieces or [(0, len(bars))]]
+            [proxy_p_hat(close[a.start : a.stop], **proxy) for a in bars.members()]
         )
         out["proxy"] = p_proxy[score]
     out["last_sign"] = last_sign_p(rf, yf, r1[score])

@@ -5,8 +5,9 @@ universe's per-asset corrections (`asset_calibrators`) and per-asset fits (`fit_
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from phat.models.baselines import WindowData
 from phat.models.calibration import Calibrator, fit_calibrator
 from phat.models.kinds import build_model
 from phat.models.kinds import kind as model_kind
+
+if TYPE_CHECKING:
+    from phat.settings import RecipeConf
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +54,25 @@ def selection_metrics(
 
 
 def fit_model(
-    cfg: dict[str, Any],
+    kind: str,
+    params: Mapping[str, Any],
+    trainer: Mapping[str, Any],
     seed: int,
     threads: int,
     data: WindowData,
     y: np.ndarray,
     spans: dict[str, np.ndarray],
     tracking: dict[str, Any] | None = None,
-    params: dict[str, Any] | None = None,
 ) -> Any:
-    """Build the configured model (or with `params` instead of model.params) and fit it on
-    spans["train"] (the TCN with early stopping on spans["validation"])."""
-    mcfg = cfg["model"]
-    params = dict(mcfg["params"] if params is None else params)
-    if model_kind(mcfg["kind"]).trainer:
-        params["trainer"] = dict(cfg["trainer"])
+    """Build a model of `kind` with `params` (the trainer settings for the kinds that train
+    with one) and fit it on spans["train"] (the TCN with early stopping on
+    spans["validation"])."""
+    params = dict(params)
+    if model_kind(kind).trainer:
+        params["trainer"] = dict(trainer)
         params["threads"] = threads
         params["tracking"] = tracking
-    model = build_model(mcfg["kind"], params, seed)
+    model = build_model(kind, params, seed)
     tr = spans["train"]
     if "validation" in spans:
         va = spans["validation"]
@@ -90,7 +95,7 @@ class Fitted:
 
 
 def fit_recipe(
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     seed: int,
     threads: int,
     data: WindowData,
@@ -134,8 +139,8 @@ def fit_recipe(
     r = _Run(
         cfg, seed, threads, data, y, tr, lspec, fspec, clock, slack,
         (b.purge + slack, b.embargo + slack, seed), None if clock is None else clock[tr],
-        dict(cfg["model"]["params"]), dict(cfg["trainer"]), model_kind(cfg["model"]["kind"]),
-        str(cfg["model"].get("ladder", "off")) == "on",
+        dict(cfg.model.params), dict(cfg.trainer), model_kind(cfg.model.kind),
+        cfg.model.ladder == "on",
     )  # fmt: skip
     if r.spec.inner_cv and (r.ladder or r.params.get("C") == "auto"):
         _logistic_inner_cv(r)
@@ -144,8 +149,8 @@ def fit_recipe(
     _refit_search(r)
     refits = r.ladder and r.spec.ladder_refits and _ladder_by_refits(r)
     if r.model is None:
-        r.model = fit_model({**cfg, "trainer": r.trainer}, seed, threads, data, y, spans,
-                            tracking, r.params)  # fmt: skip
+        r.model = fit_model(r.spec.name, r.params, r.trainer, seed, threads, data, y, spans,
+                            tracking)  # fmt: skip
         if r.spec.stopped_param and "validation" in spans:  # early stopping's choice
             r.chosen[f"selected_{r.spec.stopped_param}"] = float(
                 r.model.params[r.spec.stopped_param]
@@ -161,7 +166,7 @@ def fit_recipe(
 class _Run:
     """One fit_recipe call's inputs and what its steps have chosen so far."""
 
-    cfg: dict[str, Any]
+    cfg: RecipeConf
     seed: int
     threads: int
     data: WindowData
@@ -187,8 +192,8 @@ class _Run:
         inner fold's refit, as the final fit stops on the train span's tail)."""
         f, tail = carve_tail(fit, float(trainer["val_fraction"]), self.lspec.horizon_bars,
                              self.fspec.bars_read, self.clock, self.slack)  # fmt: skip
-        return fit_model({**self.cfg, "trainer": trainer}, self.seed, self.threads, self.data,
-                         self.y, {"train": f, "validation": tail}, None, params)  # fmt: skip
+        return fit_model(self.spec.name, params, trainer, self.seed, self.threads, self.data,
+                         self.y, {"train": f, "validation": tail})  # fmt: skip
 
 
 def _logistic_inner_cv(r: _Run) -> None:
@@ -283,7 +288,7 @@ def _ladder_on_calibration(r: _Run, cal: np.ndarray, purge: int) -> None:
     from phat.models import selection as sel
 
     rungs = [*sel.rule_rungs(r.data, r.tr, r.y[r.tr], r.fspec.names, r.seed), ("model", r.model)]
-    method = r.cfg["calibration"]["method"]
+    method = r.cfg.calibration.method
     j, rows = sel.choose_rung(method, [m.logits(r.data, cal) for _, m in rungs], r.y[cal], purge)
     if j is not None:
         r.rung, r.model = rungs[j]
@@ -292,17 +297,17 @@ def _ladder_on_calibration(r: _Run, cal: np.ndarray, purge: int) -> None:
 
 
 def _calibrator(
-    cfg: dict[str, Any], model: Any, data: WindowData, y: np.ndarray, cal: np.ndarray, purge: int
+    cfg: RecipeConf, model: Any, data: WindowData, y: np.ndarray, cal: np.ndarray, purge: int
 ) -> Calibrator:
     """The recipe's calibrator of a kept forecast, on the calibration span (with the ladder,
     Platt keeps the identity map unless its fit is significant)."""
-    ladder = str(cfg["model"].get("ladder", "off")) == "on"
-    return fit_calibrator(cfg["calibration"]["method"], model.logits(data, cal), y[cal],
+    ladder = cfg.model.ladder == "on"
+    return fit_calibrator(cfg.calibration.method, model.logits(data, cal), y[cal],
                           purge=purge, identity_first=ladder)  # fmt: skip
 
 
 def _kept_rung(
-    cfg: dict[str, Any], seed: int, data: WindowData, y: np.ndarray,
+    cfg: RecipeConf, seed: int, data: WindowData, y: np.ndarray,
     spans: dict[str, np.ndarray], lspec: LabelSpec, fspec: FeatureSpec, bars: Bars | None,
     rung: str,
 ) -> Fitted:  # fmt: skip
@@ -335,7 +340,7 @@ def _of(values: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
 
 
 def asset_calibrators(
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     bars: Bars,
     calibrator: Calibrator,
     cal_ends: np.ndarray,
@@ -348,11 +353,11 @@ def asset_calibrators(
     with per_asset=false."""
     from phat.models.calibration import fit_asset_correction
 
-    if not isinstance(bars, StackedBars) or not bool(cfg["calibration"]["per_asset"]):
+    if not isinstance(bars, StackedBars) or not bool(cfg.calibration.per_asset):
         return {}
     asset = bars.asset_of_rows()[cal_ends]
     p = calibrator.predict(logits["calibration"])
-    shrink = float(cfg["calibration"]["shrink_bars"])
+    shrink = float(cfg.calibration.shrink_bars)
     return {
         a.symbol: calibrator.with_asset_correction(
             fit_asset_correction(p[asset == k], y[cal_ends][asset == k], shrink)
@@ -380,24 +385,24 @@ def calibrate(
     return out
 
 
-def asset_maps(cfg: dict[str, Any], bars: Bars) -> str:
+def asset_maps(cfg: RecipeConf, bars: Bars) -> str:
     """What the recipe's calibration does per asset (the phat.asset_maps tag, and a walk-forward
     record's recipe): `pooled`, or `per_asset shrink_bars=<n>` (asset_calibrators)."""
-    if not isinstance(bars, StackedBars) or not bool(cfg["calibration"]["per_asset"]):
+    if not isinstance(bars, StackedBars) or not bool(cfg.calibration.per_asset):
         return "pooled"
-    return f"per_asset shrink_bars={float(cfg['calibration']['shrink_bars']):g}"
+    return f"per_asset shrink_bars={float(cfg.calibration.shrink_bars):g}"
 
 
-def fits_per_asset(cfg: dict[str, Any], bars: Any) -> bool:
+def fits_per_asset(cfg: RecipeConf, bars: Any) -> bool:
     """A universe under model.pooling=per_asset: one fit per asset (what engine=ray fans out)."""
-    return isinstance(bars, StackedBars) and cfg["model"].get("pooling") == "per_asset"
+    return isinstance(bars, StackedBars) and cfg.model.pooling == "per_asset"
 
 
 @dataclass
 class _AssetFitInputs:
     """What every asset's fit reads (shared once with the engine's workers)."""
 
-    cfg: Any
+    cfg: RecipeConf
     seed: int
     threads: int
     data: WindowData
@@ -413,7 +418,7 @@ def asset_fit_task(inputs: _AssetFitInputs, job: tuple[str, dict[str, np.ndarray
 
 
 def fit_per_asset(
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     seed: int,
     threads: int,
     data: WindowData,
@@ -450,8 +455,8 @@ def fit_per_asset(
     model = PerAssetModel(members, symbols, asset)
     cal = spans["calibration"]
     calibrator = fit_calibrator(
-        cfg["calibration"]["method"], model.logits(data, cal), y[cal],
+        cfg.calibration.method, model.logits(data, cal), y[cal],
         purge=lspec.horizon_bars * len(symbols),
-        identity_first=str(cfg["model"].get("ladder", "off")) == "on",
+        identity_first=cfg.model.ladder == "on",
     )  # fmt: skip
     return Fitted(model, calibrator, canonical_json(rungs), {}, tables)

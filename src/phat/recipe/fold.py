@@ -4,7 +4,7 @@ recipe here, and score the split's baselines as the recipe ships them (`fold_rul
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from phat.models.calibration import Calibrator
 from phat.models.rules import rule_forecasts
 from phat.recipe.fit import Fitted, asset_calibrators, calibrate, fit_recipe, fits_per_asset
 from phat.recipe.series import Series
+
+if TYPE_CHECKING:
+    from phat.settings import RecipeConf
 
 
 @dataclass
@@ -28,7 +31,7 @@ class FoldFit:
 
 
 def fit_fold(
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     ser: Series,
     fspec: FeatureSpec,
     data: WindowData,
@@ -53,7 +56,7 @@ def fit_fold(
 
 
 def fold_rules(
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     ser: Series,
     fspec: FeatureSpec,
     data: WindowData,
@@ -63,8 +66,8 @@ def fold_rules(
     """The baselines of a split (training's ladder and every walk-forward fold's record):
     rule_forecasts with the recipe's settings, the last-return rule as the recipe ships that
     rung (shipped_rule), so a candidate that is the rule equals its baseline bit for bit."""
-    cal = cfg["calibration"]
-    shrink = float(cal["shrink_bars"]) if bool(cal["per_asset"]) else None
+    cal = cfg.calibration
+    shrink = float(cal.shrink_bars) if bool(cal.per_asset) else None
     out = rule_forecasts(ser.y, ser.bars, spans, proxy, shrink)
     shipped = shipped_rule(cfg, ser, fspec, data, spans, "last_return")
     if shipped is not None:
@@ -73,7 +76,7 @@ def fold_rules(
 
 
 def shipped_rule(
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     ser: Series,
     fspec: FeatureSpec,
     data: WindowData,

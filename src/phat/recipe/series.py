@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,11 +17,13 @@ from phat.contract.labels import LabelSpec, make_labels
 from phat.contract.splits import SplitConfig, carve_tail, make_splits
 from phat.data.bars import Bars
 from phat.data.load import asset_spans, load_bars, timeline
-from phat.data.universe import StackedBars
 from phat.errors import DataValidationError
 from phat.models.baselines import WindowData
 from phat.models.kinds import kind as model_kind
 from phat.recipe.specs import validate_config
+
+if TYPE_CHECKING:
+    from phat.settings import RecipeConf
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class Series:
     """Data, labels and raw features of the whole bar series, before any split (what
     walk-forward folds and the single split both start from)."""
 
-    cfg: dict[str, Any]
+    cfg: RecipeConf
     label_spec: LabelSpec
     feature_spec: FeatureSpec  # normalization not yet fitted
     split_config: SplitConfig
@@ -63,7 +65,7 @@ class Series:
 class Prepared:
     """Everything decided before a model is fitted (no MLflow run exists yet)."""
 
-    cfg: dict[str, Any]
+    cfg: RecipeConf
     label_spec: LabelSpec
     feature_spec: FeatureSpec  # normalization fitted on the train span
     bars: Bars
@@ -80,27 +82,24 @@ class Prepared:
 
 
 def raw_features(fspec: FeatureSpec, bars: Bars) -> np.ndarray:
-    """Raw features of validated bars; a universe's asset by asset (no rolling statistic reads
-    across assets, and every asset's values are the bits it gets scored alone)."""
-    if not isinstance(bars, StackedBars):
-        fspec.check_data(bars.frame)
-        return fspec.compute_raw(bars.frame)
+    """Raw features of validated bars, asset by asset (no rolling statistic reads across
+    assets, and every asset's values are the bits it gets scored alone)."""
     parts = []
-    for a in bars.assets:
+    for a in bars.members():
         try:
             fspec.check_data(a.bars.frame)
         except DataValidationError as e:
-            raise DataValidationError(f"asset {a.symbol}: {e}") from None
+            raise DataValidationError(f"{bars.where(a.symbol)}{e}") from None
         parts.append(fspec.compute_raw(a.bars.frame))
-    return np.concatenate(parts)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def prepare_series(cfg: dict[str, Any]) -> Series:
+def prepare_series(cfg: RecipeConf) -> Series:
     """Load and validate data, build labels and raw features. Raises on bad input."""
     t0 = time.perf_counter()
     lspec, fspec, scfg = validate_config(cfg)
-    seed = int(cfg["seed"])
-    threads = int(cfg["threads"])
+    seed = int(cfg.seed)
+    threads = int(cfg.threads)
     _seed_all(seed, threads)
     bars, p_bayes = load_bars(cfg, lspec.timeframe)
     t1 = time.perf_counter()
@@ -113,9 +112,7 @@ def prepare_series(cfg: dict[str, Any]) -> Series:
     # The same horizon as a sign label: finite wherever a label exists before neutral dropping.
     sign_spec = replace(lspec, kind="sign", threshold_bps=0.0)
     y_any = make_labels(close, bars.segment, sign_spec)
-    no_gap = (
-        bars.asset_of_rows() if isinstance(bars, StackedBars) else np.zeros(len(bars), np.int64)
-    )
+    no_gap = bars.asset_of_rows()  # segments as if no gap split any asset
     ok_without_gaps = fspec.valid_end_mask(raw, no_gap) & ~np.isnan(
         make_labels(close, no_gap, sign_spec)
     )
@@ -138,7 +135,7 @@ def prepare_series(cfg: dict[str, Any]) -> Series:
     )
 
 
-def prepare(cfg: dict[str, Any]) -> Prepared:
+def prepare(cfg: RecipeConf) -> Prepared:
     """Load and validate data, build labels and features, split. Raises on bad input."""
     ser = prepare_series(cfg)
     fspec, data, asset_specs, spans = fold_inputs(cfg, ser, split_series(ser, ser.split_config))
@@ -195,20 +192,17 @@ def fold_features(
 ) -> tuple[FeatureSpec, WindowData, dict[str, FeatureSpec]]:
     """Normalization fitted on the bars that train samples read, and the normalized rows.
 
-    A universe's is fitted per asset on that asset's train rows (a z-score pooled over assets
-    of different volatility would let the loud ones drown the quiet ones): returned per symbol
-    (assets with no train sample have none, and no samples: split_series), with the pooled fit
-    over all those rows as the FeatureSpec (what the artifact's feature_spec.json records)."""
+    Fitted per asset on that asset's train rows (a z-score pooled over assets of different
+    volatility would let the loud ones drown the quiet ones): returned per symbol (assets with
+    no train sample have none, and no samples: split_series), with the pooled fit over all
+    those rows as the FeatureSpec (what the artifact's feature_spec.json records; one asset's
+    own fit)."""
     fspec, raw, bars = ser.feature_spec, ser.raw, ser.bars
-    if not isinstance(bars, StackedBars):
-        norm_rows = np.arange(max(0, int(train[0]) - fspec.bars_read + 1), int(train[-1]) + 1)
-        fspec = fspec.fit_normalization(raw, norm_rows)
-        return fspec, WindowData(fspec.normalize(raw), fspec.window), {}
     asset = bars.asset_of_rows()
     feats = np.zeros(raw.shape, dtype=np.float32)
     specs: dict[str, FeatureSpec] = {}
     rows_all = []
-    for k, a in enumerate(bars.assets):
+    for k, a in enumerate(bars.members()):
         mine = train[asset[train] == k]
         if not len(mine):
             continue
@@ -221,7 +215,7 @@ def fold_features(
 
 
 def with_validation_tail(
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     spans: dict[str, np.ndarray],
     horizon_bars: int,
     bars_read: int,
@@ -230,11 +224,11 @@ def with_validation_tail(
     """For the TCN and the tree: the train span's tail becomes their early-stopping validation
     span (purged like every boundary, trainer.val_fraction; a universe's cut in time); the
     logistic model keeps the spans as they are (its capacity comes from the inner CV)."""
-    if not model_kind(cfg["model"]["kind"]).validation_tail:
+    if not model_kind(cfg.model.kind).validation_tail:
         return spans
     clock, _, slack = timeline(bars) if bars is not None else (None, 1, 0)
     fit_ends, val_ends = carve_tail(
-        spans["train"], float(cfg["trainer"]["val_fraction"]), horizon_bars, bars_read, clock,
+        spans["train"], float(cfg.trainer.val_fraction), horizon_bars, bars_read, clock,
         slack,
     )  # fmt: skip
     return {
@@ -245,7 +239,7 @@ def with_validation_tail(
 
 
 def fold_inputs(
-    cfg: dict[str, Any], ser: Series, spans: dict[str, np.ndarray]
+    cfg: RecipeConf, ser: Series, spans: dict[str, np.ndarray]
 ) -> tuple[FeatureSpec, WindowData, dict[str, FeatureSpec], dict[str, np.ndarray]]:
     """A split's inputs to the recipe, for training and every walk-forward fold alike: the
     feature normalization fitted on its train bars (fold_features) and, for the kinds that

@@ -19,7 +19,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,6 +31,9 @@ from phat.errors import (
 from phat.registry.artifact import PHatModel, load_artifact
 from phat.registry.store import is_absent, recorded_tags, registry_error
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import WithData
 
 __all__ = [
     "fetch_verified",
@@ -58,13 +61,13 @@ def symbol_of(data: dict[str, Any]) -> str:
     return dataset_name(data)
 
 
-def model_name_for(cfg: dict[str, Any], symbol: str | None = None) -> str:
+def model_name_for(cfg: WithData, symbol: str | None = None) -> str:
     """The registered model name, derived the same way by every verb:
     `registry.model_name`, else `phat-<symbol>-<horizon_id>` (lower case)."""
-    if cfg["registry"]["model_name"]:
-        return str(cfg["registry"]["model_name"])
-    _, _, horizon_id = parse_horizon(str(cfg["horizon"]))
-    return default_model_name(symbol or symbol_of(cfg["data"]), horizon_id)
+    if cfg.registry.model_name:
+        return str(cfg.registry.model_name)
+    _, _, horizon_id = parse_horizon(str(cfg.horizon))
+    return default_model_name(symbol or symbol_of(cfg.data), horizon_id)
 
 
 def _description(tags: dict[str, str], m: dict[str, float]) -> str:

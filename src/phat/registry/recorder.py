@@ -1,6 +1,6 @@
 """One recorder for every verb's MLflow runs: naming, tags, params, metrics, artifacts, retries.
 
-`recorder(cfg["tracking"])` connects once per command (the same object for every later call with
+`recorder(cfg.tracking)` connects once per command (the same object for every later call with
 the same tracking settings) and is the only writer of runs in the package; a test walks the
 source for any other. A verb opens its run with `Recorder.run(name, ...)` (the run `mlflow run`
 made for it, a sweep job's nested child, or a new run in `tracking.experiment`), a child with

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ import pandas as pd
 from phat.errors import shorten
 from phat.models.kinds import kind as model_kind
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import RecipeConf
 
 log = logging.getLogger(__name__)
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -278,28 +281,30 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float]:
 _NOT_PARAMS = ("out_dir", "tracking.", "registry.", "sweep.", "hydra.")
 
 
-def run_params(cfg: dict[str, Any]) -> dict[str, str]:
+def run_params(cfg: RecipeConf) -> dict[str, str]:
     """The settings that shaped this model, one param each: trainer.* only where the kind
     reads them (models.kinds: the TCN all, the tree its validation share), data.synthetic.* only for synthetic data, no paths of this
     run, no nulls (an unset setting is absent, not the string "None"), the feature list as
-    short names (the full list is in config.yaml and feature_spec.json)."""
+    short names in the composed set's order (features.list; every feature's settings are in
+    config.yaml and feature_spec.json)."""
     flat = flatten(cfg)
-    reads = model_kind(cfg["model"]["kind"]).reads
+    reads = model_kind(cfg.model.kind).reads
     out: dict[str, str] = {}
     for key, value in flat.items():
         if key.startswith(_NOT_PARAMS) or value == "None":
             continue
         if key.startswith("trainer.") and not key.startswith(reads):
             continue  # settings this kind does not read are not its params
-        if key.startswith("data.synthetic.") and cfg["data"]["path"]:
+        if key.startswith("data.synthetic.") and cfg.data.path:
             continue
-        if key == "features.list":
-            value = ",".join(
-                f["fn"] + ("(" + ",".join(str(v) for v in f["params"].values()) + ")"
-                           if f["params"] else "")
-                for f in cfg["features"]["list"]
-            )  # fmt: skip
+        if key.startswith("features.set."):
+            continue  # the composed set is one param, features.list (below)
         out[key] = value
+    out["features.list"] = ",".join(
+        f.fn + ("(" + ",".join(str(v) for v in f.params.values()) + ")" if f.params else "")
+        for f in cfg.features.set.values()
+        if f is not None
+    )
     return out
 
 
@@ -318,7 +323,7 @@ def run_metrics(result: Any, hold_out_test: bool = False) -> dict[str, float]:
     return metrics
 
 
-def log_dataset(run: Any, result: Any, cfg: dict[str, Any]) -> None:
+def log_dataset(run: Any, result: Any, cfg: RecipeConf) -> None:
     """The training data as an MLflow dataset input (the runs table's Datasets column): named
     by symbol, timeframe and date span, its source (the file, or the synthetic generator with
     its seed), and as digest the first 32 hex digits of phat.data_hash (MLflow's SQL schema
@@ -336,13 +341,13 @@ def log_dataset(run: Any, result: Any, cfg: dict[str, Any]) -> None:
     else:
         timeline = bars.index
     data_hash = result.tags[Tag.DATA_HASH]
-    path = cfg["data"]["path"]
+    path = cfg.data.path
     if path:
         where = Path(str(path[0])).parent if isinstance(path, (list, tuple)) else Path(str(path))
         source: Any = FileSystemDatasetSource.from_dict({"uri": where.resolve().as_uri()})
     else:
         source = CodeDatasetSource(
-            {"generator": "phat.data.synthetic", "seed": str(cfg["data"]["synthetic"]["seed"])}
+            {"generator": "phat.data.synthetic", "seed": str(cfg.data.synthetic.seed)}
         )
     start, end = timeline[0], timeline[-1]
     name = f"{bars.symbol}-{result.label_spec.timeframe} {start:%Y-%m-%d}..{end:%Y-%m-%d}"
@@ -364,7 +369,7 @@ def log_dataset(run: Any, result: Any, cfg: dict[str, Any]) -> None:
 def log_run(
     run: Any,
     result: Any,
-    cfg: dict[str, Any],
+    cfg: RecipeConf,
     out_dir: Path,
     figures: dict[str, Any] | None = None,
     hold_out_test: bool = False,

@@ -20,7 +20,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ import pandas as pd
 from phat.data import as_utc, parse_timeframe
 from phat.errors import ConfigError
 from phat.tagnames import Tag
+
+if TYPE_CHECKING:
+    from phat.settings import BacktestConf, PromoteConf
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +211,12 @@ def _trades(
     return pd.DataFrame(rows, columns=TRADE_COLUMNS)
 
 
-def cost_kwargs(cfg: dict[str, Any], symbol: str, timeframe: str) -> dict[str, Any]:
+def cost_kwargs(cfg: BacktestConf | PromoteConf, symbol: str, timeframe: str) -> dict[str, Any]:
     """`run_backtest`'s market arguments from config: one place for backtest and promotion."""
     return {
         "symbol": symbol,
-        "fee_bps": float(cfg["costs"]["fee_bps"]),
-        "slippage_bps": float(cfg["costs"]["slippage_bps"]),
+        "fee_bps": float(cfg.costs.fee_bps),
+        "slippage_bps": float(cfg.costs.slippage_bps),
         "timeframe": parse_timeframe(timeframe),
     }
 
@@ -233,22 +236,22 @@ def build_policy(params: dict[str, Any]) -> Any:
         ) from None
 
 
-def build_triggers(cfg: dict[str, Any], bars: Any) -> np.ndarray:
+def build_triggers(cfg: BacktestConf | PromoteConf, bars: Any) -> np.ndarray:
     """Trigger codes per bar from `policy.trigger` (ema_trend, always_long, or a data column
     `trigger_state`; bars without a value in that column are `inactive`)."""
     from phat.data import read_column, read_table
     from phat.trading.policy import triggers_from
 
-    trig_cfg = dict(cfg["policy"]["trigger"])
+    trig_cfg = dict(cfg.policy.trigger)
     rule = trig_cfg.pop("rule")
     column = None
     if rule == "column":
         trig_cfg = {}
-        if not cfg["data"]["path"]:
+        if not cfg.data.path:
             raise ConfigError(
                 "policy.trigger.rule=column needs data.path with a trigger_state column"
             )
-        col = read_column(read_table(cfg["data"]["path"]), "trigger_state")
+        col = read_column(read_table(cfg.data.path), "trigger_state")
         column = col.reindex(bars.index).fillna("inactive").astype(str).to_numpy()
     return triggers_from(rule, bars.frame["close"].to_numpy(), column=column, **trig_cfg)
 
