@@ -273,7 +273,7 @@ def test_a_job_refused_before_its_run_is_a_failed_child_with_its_reason(tmp_path
     with rec.run("sweep-x") as parent:
         pass
     sweep = {"parent": parent.run_id, "key": "metrics.n_bins=1", "job": 3}
-    record_failure({"tracking": tracking}, sweep, ValueError("metrics.n_bins=1: expected >= 2"))
+    record_failure(tracking, sweep, ValueError("metrics.n_bins=1: expected >= 2"))
     kids = MlflowClient(tracking["uri"]).search_runs(
         [parent.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
     )

@@ -105,15 +105,17 @@ class SweepCallback(Callback):
         from phat.registry.sweeps import open_parent
         from phat.registry.tracking import use_experiment
 
+        # the composed config, not yet validated (a sweep's jobs are): a plain mapping
         cfg = OmegaConf.to_container(config, resolve=False)
         assert isinstance(cfg, dict)
-        rec = recorder(cfg.tracking)
+        tracking = cfg["tracking"]
+        rec = recorder(tracking)
         exp_id = use_experiment(rec.uri, rec.experiment)
         name = sweep_name(config)
-        objectives = [str(o) for o in cfg.sweep.objectives]
+        objectives = [str(o) for o in config.sweep.objectives]
         parent = open_parent(rec, name, exp_id, objectives)
         os.environ[PARENT_ENV] = parent
-        _OPEN.update(tracking=cfg.tracking, parent=parent, name=name)
+        _OPEN.update(tracking=tracking, parent=parent, name=name)
         os.environ["PHAT_SWEEP_NAME"] = name
         # The overrides every job shares (no sweep syntax): progress lines leave them out.
         given = OmegaConf.select(config, "hydra.overrides.task") or []
@@ -130,10 +132,9 @@ class SweepCallback(Callback):
         parent = os.environ.pop(PARENT_ENV, None)
         if not parent:
             return
-        cfg = OmegaConf.to_container(config, resolve=False)
-        assert isinstance(cfg, dict)
         os.environ.pop("PHAT_SWEEP_FIXED", None)
-        finish(cfg, parent, os.environ.pop("PHAT_SWEEP_NAME", ""))
+        # the composed config as Hydra holds it (attributes, as a validated one reads)
+        finish(config, parent, os.environ.pop("PHAT_SWEEP_NAME", ""))
 
 
 def _start_ray(config: DictConfig) -> None:
@@ -154,7 +155,7 @@ def _start_ray(config: DictConfig) -> None:
     start_ray(ray, **{str(k): v for k, v in init.items()})
 
 
-def finish(cfg: dict[str, Any], parent: str, name: str) -> dict[str, Any]:
+def finish(cfg: Any, parent: str, name: str) -> dict[str, Any]:
     """Summarise the sweep on its parent run; register the winner on request."""
     import tempfile
     from pathlib import Path
@@ -287,7 +288,7 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
         values = [float(out["metrics"].get(m, math.nan)) for m in objectives]
         status = " ".join(f"{m} {v:.5f}" for m, v in zip(objectives, values, strict=True))
     except Exception as e:
-        record_failure(cfg, sweep, e)
+        record_failure(cfg.tracking, sweep, e)
         values = [math.nan] * len(objectives)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         status = f"FAILED {type(e).__name__}: {first[:300]}"
@@ -301,12 +302,12 @@ def job(cfg: dict[str, Any], config_yaml: str, parent: str) -> float | list[floa
     return values[0] if len(values) == 1 else values
 
 
-def record_failure(cfg: dict[str, Any], sweep: dict[str, Any], err: Exception) -> None:
+def record_failure(tracking: Any, sweep: dict[str, Any], err: Exception) -> None:
     """The failed job as a FAILED child carrying its error (created here when the job failed
-    before its run existed, e.g. on bad data)."""
+    before its run existed, e.g. on bad data); `tracking`: where the sweep logs."""
     from phat.registry.recorder import recorder
 
-    rec = recorder(cfg.tracking)
+    rec = recorder(tracking)
     if sweep.get("run_id") is None:
         parent = rec.client.get_run(sweep["parent"])
         tags = {Tag.SWEEP_OVERRIDES: sweep["key"], Tag.SWEEP_JOB: str(sweep["job"])}

@@ -68,7 +68,7 @@ def _sweep_job(cfg: DictConfig, parent: str) -> Any:
         assert isinstance(plain, dict)
         sweep = {"parent": parent, "key": job_key(list(hc.overrides.task)), "job": hc.job.num}
         tracking = OmegaConf.to_container(cfg.tracking, resolve=True)  # where the sweep logs
-        record_failure({"tracking": tracking}, sweep, e)
+        record_failure(tracking, sweep, e)
         print(f"[sweep] job {hc.job.num}: FAILED {type(e).__name__}: {e}", flush=True)
         from phat.cli.sweep import failed_value
 
