@@ -186,7 +186,7 @@ def log_walkforward(
     for fold in folds:
         child = _fold_run(rec, parent, fold)
         cal = fold.calibration
-        child.params({"calibration.method": cal.method, **{
+        child.params({"calibration.method": cal["method"], **{
             f"calibration.{p}": json.dumps(x)[:500] for p, x in cal.get("params", {}).items()
         }})  # fmt: skip
         child.metrics({**fold.metrics, "n_train": fold.n_train, "seconds": fold.seconds})
