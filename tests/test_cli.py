@@ -133,7 +133,9 @@ KEY_RE = re.compile(
     r"label|tracking|backtest)\.[a-z_]+(?:\.[a-z_]+)*)"
 )
 # Artifact metadata keys that share a prefix with a config group (not settings).
-METADATA_KEYS = {"registry.name", "registry.version"}
+# names that are not settings: model metadata, and the run param holding the composed feature
+# set as one list (registry.tracking.run_params; the set itself is features.set)
+METADATA_KEYS = {"registry.name", "registry.version", "features.list"}
 
 
 def test_every_key_named_in_a_message_exists() -> None:
@@ -319,7 +321,12 @@ def test_a_settings_section_is_built_without_hydra() -> None:
     cfg = RecipeConf(
         horizon="1h",
         label=LabelConf(
-            kind="threshold", threshold_bps=5.0, aggregation="log_return_sum", neutral="drop"
+            kind="threshold",
+            threshold_bps=5.0,
+            aggregation="log_return_sum",
+            neutral="drop",
+            relative_to="mean",
+            min_assets=3,
         ),
     )
     spec = label_spec_from_cfg(cfg)

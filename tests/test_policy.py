@@ -113,3 +113,44 @@ def test_triggers_and_bad_params() -> None:
         triggers_from("column", close[:1], column=np.array(["buy"]))
     with pytest.raises(ConfigError, match="tau=1.5"):
         ReferencePolicy(tau=1.5)
+
+
+def test_the_neutral_policy_demeans_targets_across_the_universe() -> None:
+    """policy=neutral: a signed strength per asset (long above 0.5, short below, the trigger
+    only permits), then at each bar the targets minus their mean over the assets present,
+    scaled together so none exceeds w_max: net zero wherever two assets have a bar."""
+    from phat.trading.policy import NeutralPolicy
+
+    pol = NeutralPolicy(tau=0.0, vol_target=1.0, w_min=0.0, w_max=0.5, learning_cap=0.8)
+    long_, short = CODE["long_allowed"], CODE["short_allowed"]
+    s, t = pol.target_raw(np.array([long_, short, CODE["inactive"]]), np.array([0.3, 0.8, 0.9]),
+                          np.full(3, 0.001))  # fmt: skip
+    assert s[0] < 0 < s[1] and s[2] == 0.0  # direction from p, not from the trigger
+    assert t[0] < 0 < t[1] and t[2] == 0.0
+    raw = np.array([[0.5, 0.1, -0.2], [0.4, np.nan, 0.0], [0.3, np.nan, np.nan]])
+    d = pol.cross_section(raw)
+    np.testing.assert_allclose(np.nansum(d[:2], axis=1), 0.0, atol=1e-12)
+    assert np.isnan(d[1, 1]) and np.isnan(d[2, 1:]).all() and d[2, 0] == 0.0
+    assert np.nanmax(np.abs(d)) <= 0.5 + 1e-12
+    # the widest row (0.5 - 0.1333 = 0.3667, -0.2 - 0.1333 = -0.3333) fits; a wider one scales
+    wide = pol.cross_section(np.array([[1.0, -1.0]]))
+    np.testing.assert_allclose(wide, [[0.5, -0.5]])
+    # the model book's cap binds first when it is the smaller: scaled to it, still net zero
+    capped = NeutralPolicy(w_max=0.5, learning_cap=0.25).cross_section(np.array([[1.0, -1.0]]))
+    np.testing.assert_allclose(capped, [[0.25, -0.25]])
+
+
+def test_a_relative_label_is_traded_by_the_neutral_book() -> None:
+    """A relative-label model's belief is "beats the others", never a direction: the reference
+    policy becomes the neutral one for it (backtest and promotion's trading gates); any other
+    label, or a user's own policy class, is used as given."""
+    from phat.confdefaults import conf_defaults
+    from phat.trading.backtest import build_policy
+    from phat.trading.policy import NeutralPolicy
+
+    params = conf_defaults("policy/reference")["params"]
+    assert type(build_policy(params, "relative")) is NeutralPolicy
+    assert type(build_policy(params, "sign")) is ReferencePolicy
+    assert type(build_policy(params)) is ReferencePolicy
+    own = {**params, "_target_": "phat.trading.policy.ReferencePolicy", "tau": 0.2}
+    assert build_policy(own, "relative").tau == 0.2  # the settings carry over

@@ -217,7 +217,9 @@ def evaluate(
     h = prep.label_spec.horizon_bars
     metrics.update(versus_rules(test.y, test.p_hat, rules, h, None if clock is None else clock[te]))
     evidence = None
-    pb = None if prep.p_bayes is None else prep.p_bayes.to_numpy()[te]
+    # the planted P(up) is the optimum of an absolute label only
+    relative = prep.label_spec.kind == "relative"
+    pb = None if prep.p_bayes is None or relative else prep.p_bayes.to_numpy()[te]
     if isinstance(bars, StackedBars):
         symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[te]]
         pooled = fold.fitted.calibrator.predict(test.logits) if fold.per_asset else None

@@ -86,6 +86,8 @@ class LabelConf(Section):
     threshold_bps: float = setting(0)
     aggregation: str = MISSING
     neutral: str = MISSING
+    relative_to: str = MISSING  # label=relative: mean | median of the universe's returns
+    min_assets: int = setting(2)  # label=relative: fewer assets at a timestamp, no label
 
 
 @dataclass(eq=False)

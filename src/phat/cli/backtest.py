@@ -36,7 +36,12 @@ def run(cfg: BacktestConf) -> dict[str, Any]:
     from phat.recipe.specs import horizon_spec
     from phat.registry.client import model_name_for
     from phat.registry.recorder import recorder
-    from phat.trading.backtest import aggregate_metrics, build_policy, evaluation_start
+    from phat.trading.backtest import (
+        aggregate_metrics,
+        build_policy,
+        evaluation_start,
+        exposure,
+    )
     from phat.trading.signals import resolve
 
     rec = recorder(cfg.tracking)  # the command's one connection
@@ -53,12 +58,20 @@ def run(cfg: BacktestConf) -> dict[str, Any]:
         log.warning("%s; the backtest window is the whole history (set backtest.start)", e)
         start = None
     window = (start, as_utc(cfg.backtest.end) if cfg.backtest.end else None)
-    results, frames = _per_asset(cfg, resolved, bars, window, build_policy(cfg.policy.params),
-                                 timeframe)  # fmt: skip
+    kind = resolved.model.label_spec.kind if resolved.model is not None else None
+    policy = build_policy(cfg.policy.params, kind)  # a relative label: the neutral book
+    results, frames = _per_asset(cfg, resolved, bars, window, policy, timeframe)
     metrics = {s: r.metrics for s, r in results.items()}
     book = aggregate_metrics(metrics)
+    held = exposure(results)  # the book's net and gross exposure per bar
+    if len(results) > 1:
+        book.update(net_exposure_mean_abs=float(held["net"].abs().mean()),
+                    net_exposure_max_abs=float(held["net"].abs().max()),
+                    gross_exposure_mean=float(held["gross"].mean()))  # fmt: skip
     frame = frames[0] if len(frames) == 1 else pd.concat(frames).sort_index()
     out_dir = _write(cfg, results, bars, f"{binding.signal_source} on {bars.symbol} {horizon_id}")
+    if len(results) > 1:
+        held.rename_axis("timestamp").to_parquet(out_dir / "exposure.parquet")
     run_id = _log_or_say(rec, cfg, binding, frame, bars, book, out_dir)
     print(_summary(binding, bars, results, book, frame, run_id, out_dir))
     first = next(iter(results.values()))
@@ -75,14 +88,14 @@ def _per_asset(
     bars in the window is left out (said); one asset, or none left, is refused."""
     from phat.data.universe import members
     from phat.errors import DataValidationError
-    from phat.trading.backtest import build_triggers, cost_kwargs, run_backtest
+    from phat.trading.backtest import backtest_assets, build_triggers, cost_kwargs
     from phat.trading.signals import for_asset, p_hat_frame
 
     strict = bool(cfg.signal.strict)
     binding = resolved.binding
     start, end = window
     parts = members(bars)
-    results, frames = {}, []
+    inputs, costs = {}, {}
     for sym, part, _ in parts:
         view = for_asset(resolved, sym)  # a universe model: the asset's map and alarm
         signal = p_hat_frame(view, part.frame, dict(cfg.signal.proxy), strict=strict)
@@ -109,13 +122,12 @@ def _per_asset(
                 + (f", asset {sym}" if len(parts) > 1 else ""),
                 from_start=bool(keep[0]), reasons=signal["fallback_reason"].to_numpy()[keep],
             )  # fmt: skip
-        trigger = build_triggers(cfg, part)
-        results[sym] = run_backtest(part.frame[keep], signal[keep], trigger[keep], policy,
-                                    binding, **cost_kwargs(cfg, sym, timeframe))  # fmt: skip
-        frames.append(part.frame[keep])
-    if not results:
+        inputs[sym] = (part.frame[keep], signal[keep], build_triggers(cfg, part)[keep])
+        costs[sym] = cost_kwargs(cfg, sym, timeframe)
+    if not inputs:
         raise DataValidationError(f"no asset has 2 bars in the evaluation window {start} .. {end}")
-    return results, frames
+    results = backtest_assets(inputs, policy, binding, costs)  # a neutral book: set together
+    return results, [frame for frame, _, _ in inputs.values()]
 
 
 def _write(cfg: BacktestConf, results: dict[str, Any], bars: Any, title: str) -> Path:
@@ -189,6 +201,8 @@ def _summary(
         f"{head} on universe {bars.symbol}, {len(results)} assets | "
         f"pnl_net {m['pnl_net'] * 1e4:.1f} bps (sum), sharpe {m['sharpe']:.2f} (mean), "
         f"worst drawdown {m['max_drawdown'] * 1e4:.1f} bps, churn {m['churn']:.3f}/day, "
+        f"net exposure mean |{m['net_exposure_mean_abs']:.3f}| max |{m['net_exposure_max_abs']:.3f}|"
+        f" (gross {m['gross_exposure_mean']:.3f}), "
         f"isolation {m['isolation_compliance']:.2f}, fallback bars "
         f"{', '.join(f'{s} {n}' for s, n in fallback.items()) or 'none'} | {tail}"
     )

@@ -37,7 +37,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     """Allowed values, taken from the code that defines them (imported when checking, not for
     --help: the feature module imports pandas)."""
     from phat.contract.features import NORMALIZATIONS
-    from phat.contract.labels import AGGREGATIONS, KINDS, NEUTRAL
+    from phat.contract.labels import AGGREGATIONS, KINDS, NEUTRAL, RELATIVE_TO
     from phat.models.calibration import METHODS
 
     return {
@@ -46,6 +46,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "label.kind": KINDS,
         "label.neutral": NEUTRAL,
         "label.aggregation": AGGREGATIONS,
+        "label.relative_to": RELATIVE_TO,
         "features.normalization": NORMALIZATIONS,
         "model.kind": RECIPES,
         "calibration.method": METHODS,

@@ -245,11 +245,14 @@ def _feed_assets(
     points: list[tuple[str, str, float]] = []
     fired: list[str] = []
     actions: list[str] = []
+    # labels on the stacked universe (a relative label compares the assets at each timestamp;
+    # the others are each asset's own, its segments numbered apart from the others')
+    y_all = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec, bars.timeline()[0])
     for a in bars.assets:
         view = model.for_asset(a.symbol)
         frame = a.bars.frame
         p = view.predict_bars(frame, view.segments(frame))["p_hat"].to_numpy()
-        y = make_labels(frame["close"].to_numpy(), a.bars.segment, lspec)
+        y = y_all[a.start : a.stop]
         pos = np.flatnonzero(
             matured(frame.index, y, h) & np.isfinite(p) & np.asarray(frame.index >= start)
         )

@@ -8,6 +8,11 @@ per-bar log returns over bars t+1 .. t+horizon_bars).
 - kind="threshold": y = 1 if ret > +threshold, 0 if ret < -threshold; inside the band
                     |ret| <= threshold the sample is dropped (`neutral="drop"`) or labelled 0
                     (`neutral="down"`: "up by more than the threshold" vs everything else).
+- kind="relative":  a universe only: y = 1 if ret beats the universe's `relative_to` (mean or
+                    median) of ret over the assets with a return at the same timestamp, 0 if it
+                    falls short; equal: dropped (`neutral="drop"`) or 0 (`"down"`). A timestamp
+                    where fewer than `min_assets` assets have a return gives no label. What a
+                    market-neutral book trades: which assets beat the others, not the market.
 
 A label is unavailable (NaN) for the last `horizon_bars` bars and wherever bars t .. t+h do not
 all belong to one segment (a gap lies inside the horizon).
@@ -26,14 +31,18 @@ from phat.durations import DURATION, is_duration
 from phat.errors import ConfigError
 from phat.hashing import canonical_json, sha256_text
 
-KINDS = ("sign", "threshold")
+KINDS = ("sign", "threshold", "relative")
+RELATIVE_TO = ("mean", "median")
 NEUTRAL = ("drop", "down")
 AGGREGATIONS = ("log_return_sum",)
 _HORIZON_RE = re.compile(rf"^(?:(\d+)x)?({DURATION})$")
 
 
 @dataclass(frozen=True)
-@from_conf("label/sign", fields=("kind", "threshold_bps", "aggregation", "neutral"))
+@from_conf(
+    "label/sign",
+    fields=("kind", "threshold_bps", "aggregation", "neutral", "relative_to", "min_assets"),
+)
 class LabelSpec:
     timeframe: str
     horizon_bars: int
@@ -42,6 +51,8 @@ class LabelSpec:
     threshold_bps: float
     aggregation: str
     neutral: str
+    relative_to: str  # kind=relative only (not in the contract of the other kinds)
+    min_assets: int
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_bars, int) or self.horizon_bars < 1:
@@ -60,10 +71,26 @@ class LabelSpec:
             )
         if self.kind == "sign" and self.threshold_bps != 0:
             raise ConfigError("label kind=sign takes no threshold_bps (use kind=threshold)")
+        if self.kind == "relative":
+            if self.threshold_bps != 0:
+                raise ConfigError("label kind=relative takes no threshold_bps")
+            if self.relative_to not in RELATIVE_TO:
+                raise ConfigError(
+                    f"label relative_to={self.relative_to!r}: expected one of {list(RELATIVE_TO)}"
+                )
+            if not isinstance(self.min_assets, int) or self.min_assets < 2:
+                raise ConfigError(
+                    f"label min_assets={self.min_assets!r}: expected an integer >= 2 (an asset "
+                    "is compared with the others)"
+                )
 
     def to_dict(self) -> dict[str, Any]:
+        """The contract: relative_to and min_assets only for kind=relative, so every other
+        label's definition (and hash) is what it was before relative labels existed."""
         d = asdict(self)
         d["threshold_bps"] = float(d["threshold_bps"])
+        if self.kind != "relative":
+            del d["relative_to"], d["min_assets"]
         return d
 
     def canonical(self) -> str:
@@ -108,11 +135,23 @@ def horizon_returns(close: np.ndarray, segment: np.ndarray, horizon_bars: int) -
     return out
 
 
-def make_labels(close: np.ndarray, segment: np.ndarray, spec: LabelSpec) -> np.ndarray:
-    """Label per bar as float (1.0, 0.0, or NaN where unavailable or dropped as neutral)."""
+def make_labels(
+    close: np.ndarray, segment: np.ndarray, spec: LabelSpec, clock: np.ndarray | None = None
+) -> np.ndarray:
+    """Label per bar as float (1.0, 0.0, or NaN where unavailable or dropped as neutral).
+    `clock`: each row's slot on a universe's shared timeline (Bars.timeline), which
+    kind=relative compares assets on; None (one asset) refuses kind=relative."""
     ret = horizon_returns(np.asarray(close, dtype=np.float64), segment, spec.horizon_bars)
     y = np.full(len(ret), np.nan)
     ok = ~np.isnan(ret)
+    if spec.kind == "relative":
+        if clock is None:
+            raise ConfigError(
+                "label=relative compares each asset with its universe at the same timestamp; "
+                "one asset has nothing to compare with: give a universe (data.path=<folder, "
+                "glob or list of files>), or label=sign"
+            )
+        return _relative(ret, np.asarray(clock), spec)
     if spec.kind == "sign":
         y[ok] = (ret[ok] > 0).astype(np.float64)
         return y
@@ -124,4 +163,41 @@ def make_labels(close: np.ndarray, segment: np.ndarray, spec: LabelSpec) -> np.n
     y[down] = 0.0
     if spec.neutral == "down":
         y[band] = 0.0
+    return y
+
+
+def cross_section(
+    values: np.ndarray, clock: np.ndarray, how: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the `how` (mean or median) of the finite `values` of every row at the same
+    timeline slot, and how many there are (a row's own value included; NaN where none)."""
+    clock = np.asarray(clock, dtype=np.int64)
+    ok = np.isfinite(values)
+    slots, inv = np.unique(clock, return_inverse=True)
+    count = np.bincount(inv[ok], minlength=len(slots))
+    if how == "mean":
+        total = np.bincount(inv[ok], weights=values[ok], minlength=len(slots))
+        center = np.divide(total, count, out=np.full(len(slots), np.nan), where=count > 0)
+    else:
+        center = np.full(len(slots), np.nan)
+        order = np.argsort(inv[ok], kind="stable")
+        vals, grp = values[ok][order], inv[ok][order]
+        if len(grp):  # one run of rows per slot: its median
+            bounds = np.flatnonzero(np.diff(grp)) + 1
+            chunks = np.split(vals, bounds)
+            for g, chunk in zip(grp[np.r_[0, bounds]], chunks, strict=True):
+                center[g] = np.median(chunk)
+    return center[inv], count[inv]
+
+
+def _relative(ret: np.ndarray, clock: np.ndarray, spec: LabelSpec) -> np.ndarray:
+    center, count = cross_section(ret, clock, spec.relative_to)
+    y = np.full(len(ret), np.nan)
+    ok = np.isfinite(ret) & (count >= spec.min_assets)
+    up = ok & (ret > center)
+    down = ok & (ret < center)
+    y[up] = 1.0
+    y[down] = 0.0
+    if spec.neutral == "down":
+        y[ok & ~up & ~down] = 0.0
     return y

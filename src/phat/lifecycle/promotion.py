@@ -169,7 +169,7 @@ def evaluate(cfg: PromoteConf, name: str, version: str) -> dict[str, Any]:
     # climatology at the candidate's own train base rate (the window's rate if unrecorded)
     train_rate = _recorded(client, mv, "train_base_rate", float(yy.mean()))
     bt_c, bt_b, per_asset_trading = _backtests(
-        cfg, parts, in_win, (sig_c, cand), (sig_b, base), lspec.timeframe
+        cfg, parts, in_win, (sig_c, cand), (sig_b, base), lspec.timeframe, lspec.kind
     )
     n_bins = int(cfg.metrics.n_bins)
     universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg.metrics)
@@ -268,7 +268,7 @@ def _scored(
     proxy_params = dict(cfg.signal.proxy)
     sig_c = _signals(cand, parts, proxy_params)
     sig_b = _signals(base, parts, proxy_params)
-    y = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec)
+    y = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec, bars.timeline()[0])
     cand_ok = (sig_c["source"] == "model").to_numpy()
     pb_ = sig_b["p_hat"].to_numpy()
     base_ok = (
@@ -320,31 +320,33 @@ def _backtests(
     cand: tuple[pd.DataFrame, Any],
     base: tuple[pd.DataFrame, Any],
     timeframe: str,
+    label_kind: str,
 ) -> tuple[dict[str, float], dict[str, float], Any]:
-    """The reference policy on each asset's own bars in the window, driven by the candidate's
-    and the baseline's signals (`cand`, `base`: (signal frame, resolved signal)): both books'
-    aggregate metrics and the per-asset trading regressions."""
+    """The configured policy (policy=neutral: one market-neutral book across the assets) on
+    each asset's own bars in the window, driven by the candidate's and the baseline's signals
+    (`cand`, `base`: (signal frame, resolved signal)): both books' aggregate metrics and the
+    per-asset trading regressions."""
     from phat.trading.backtest import (
         aggregate_metrics,
+        backtest_assets,
         build_policy,
         build_triggers,
         cost_kwargs,
-        run_backtest,
     )
 
-    policy = build_policy(cfg.policy.params)
-    bt_c: dict[str, dict[str, float]] = {}
-    bt_b: dict[str, dict[str, float]] = {}
-    for sym, part, at in parts:
-        win = in_win[at : at + len(part)]
-        if not win.any():
-            continue
-        trigger = build_triggers(cfg, part)
-        kw = cost_kwargs(cfg, sym, timeframe)
-        frame, rows = part.frame[win], slice(at, at + len(part))
-        for (sig, who), out in ((cand, bt_c), (base, bt_b)):
-            bt = run_backtest(frame, sig[rows][win], trigger[win], policy, who.binding, **kw)
-            out[sym] = bt.metrics
+    policy = build_policy(cfg.policy.params, label_kind)  # a relative label: a neutral book
+    books: list[dict[str, dict[str, float]]] = []
+    for sig, who in (cand, base):
+        inputs, costs = {}, {}
+        for sym, part, at in parts:
+            win = in_win[at : at + len(part)]
+            if win.any():
+                rows = slice(at, at + len(part))
+                inputs[sym] = (part.frame[win], sig[rows][win], build_triggers(cfg, part)[win])
+                costs[sym] = cost_kwargs(cfg, sym, timeframe)
+        done = backtest_assets(inputs, policy, who.binding, costs)
+        books.append({s: r.metrics for s, r in done.items()})
+    bt_c, bt_b = books
     regressions = trading_regressions(
         {s: _trading(m) for s, m in bt_c.items()},
         {s: _trading(m) for s, m in bt_b.items()},
@@ -386,11 +388,12 @@ def _universal_evidence(
         last = window.get("calibration", window["train"])[1]
         fit = (bars.index >= pd.Timestamp(window["train"][0])) & (bars.index <= pd.Timestamp(last))
         if np.isfinite(y[fit]).sum() > 100:  # the rules need a training window to learn from
+            relative = json.loads(mv.tags.get(Tag.LABEL_DEFINITION, "{}")).get("kind") == "relative"
             found = score_rules(
-                y, bars, np.flatnonzero(fit), np.flatnonzero(mask), train_rate, None
+                y, bars, np.flatnonzero(fit), np.flatnonzero(mask), train_rate, None, relative
             )
             names = ["last_sign", "last_return"]
-            if is_rule:  # the candidate is this rule: it is not its own baseline
+            if is_rule and not relative:  # the candidate is this rule: it is not its own baseline
                 names.remove(is_rule)
             rules = tuple(found[n] for n in names)
             if all(np.isfinite(r).all() for r in rules):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from phat.contract.labels import cross_section
 from phat.data.bars import Bars
 from phat.data.universe import StackedBars
 from phat.models.calibration import Calibrator, fit_asset_correction
@@ -98,6 +99,7 @@ def score_rules(
     score: np.ndarray,
     base_rate: float,
     proxy: dict[str, Any] | None,
+    relative: bool = False,
 ) -> dict[str, np.ndarray]:
     """The baseline ladder, for training, walk-forward and promotion alike: the rows `score`
     (positions) forecast by climatology (`base_rate`: the train span's), the proxy (its
@@ -109,9 +111,14 @@ def score_rules(
     over all assets (a per-asset rate is noisier, and under no signal a pooled model beat it
     "significantly": docs/results.md), and the sign and return rules are fitted on all
     assets' rows of the last return in units of each asset's own volatility (its standard
-    deviation over its fitting rows); the proxy is computed per asset."""
+    deviation over its fitting rows); the proxy is computed per asset. For a relative label
+    (`relative`) the sign and return rules read the asset's last return minus the universe's
+    mean last return at the same timestamp (in the same units): the relative last-return rule,
+    like with like; climatology is the relative label's own base rate."""
     fit, score = np.asarray(fit), np.asarray(score)
     r1 = last_returns(bars, fit)
+    if relative:
+        r1 = r1 - cross_section(r1, bars.timeline()[0])[0]
     ok = np.isfinite(r1[fit]) & np.isfinite(y[fit])
     rf, yf = r1[fit][ok], y[fit][ok]
     out = {"climatology": np.full(len(score), base_rate)}
@@ -132,6 +139,7 @@ def rule_forecasts(
     spans: dict[str, np.ndarray],
     proxy: dict[str, Any] | None,
     shrink_bars: float | None = None,
+    relative: bool = False,
 ) -> dict[str, np.ndarray]:
     """The test span scored by the simple forecasts a quant tries first (`RULES`), fitted on
     the train and calibration spans (phat train's and every walk-forward fold's): the one
@@ -142,7 +150,7 @@ def rule_forecasts(
         [spans["train"], spans.get("validation", spans["train"][:0]), spans["calibration"]]
     )
     base_rate = float(np.mean(y[spans["train"]]))
-    out = score_rules(y, bars, fit, spans["test"], base_rate, proxy)
+    out = score_rules(y, bars, fit, spans["test"], base_rate, proxy, relative)
     if shrink_bars is not None and isinstance(bars, StackedBars):
         out["climatology"] = asset_climatology(y, bars, spans, base_rate, shrink_bars)
     return out

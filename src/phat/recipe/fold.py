@@ -65,10 +65,15 @@ def fold_rules(
 ) -> dict[str, np.ndarray]:
     """The baselines of a split (training's ladder and every walk-forward fold's record):
     rule_forecasts with the recipe's settings, the last-return rule as the recipe ships that
-    rung (shipped_rule), so a candidate that is the rule equals its baseline bit for bit."""
+    rung (shipped_rule), so a candidate that is the rule equals its baseline bit for bit. A
+    relative label's rules are the relative ones (models.rules.score_rules): the recipe's
+    last-return rung reads the asset's own return, not that rule, so it is not substituted."""
     cal = cfg.calibration
     shrink = float(cal.shrink_bars) if bool(cal.per_asset) else None
-    out = rule_forecasts(ser.y, ser.bars, spans, proxy, shrink)
+    relative = ser.label_spec.kind == "relative"
+    out = rule_forecasts(ser.y, ser.bars, spans, proxy, shrink, relative)
+    if relative:
+        return out
     shipped = shipped_rule(cfg, ser, fspec, data, spans, "last_return")
     if shipped is not None:
         out["last_return"] = shipped

@@ -106,7 +106,7 @@ def prepare_series(cfg: RecipeConf) -> Series:
 
     close = bars.frame["close"].to_numpy()
     raw = raw_features(fspec, bars)
-    y = make_labels(close, bars.segment, lspec)
+    y = make_labels(close, bars.segment, lspec, bars.timeline()[0])
     windows_ok = fspec.valid_end_mask(raw, bars.segment)
     usable = windows_ok & ~np.isnan(y)
     # The same horizon as a sign label: finite wherever a label exists before neutral dropping.

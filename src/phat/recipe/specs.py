@@ -30,6 +30,8 @@ def label_spec_from_cfg(cfg: RecipeConf) -> LabelSpec:
         threshold_bps=float(lab.threshold_bps),
         aggregation=str(lab.aggregation),
         neutral=str(lab.neutral),
+        relative_to=str(lab.relative_to),
+        min_assets=int(lab.min_assets),
     )
 
 

@@ -92,8 +92,11 @@ def run_backtest(
     fee_bps: float,
     slippage_bps: float,
     timeframe: pd.Timedelta,
+    target: np.ndarray | None = None,
 ) -> BacktestResult:
-    """Pure: bars, per-bar p_hat (with source) and triggers in; decisions, trades, metrics out."""
+    """Pure: bars, per-bar p_hat (with source) and triggers in; decisions, trades, metrics out.
+    `target`: the raw target weights when they were set across a universe (a neutral book:
+    backtest_assets), else the policy's own per bar."""
     from phat.trading.policy import trigger_names
 
     close = frame["close"].to_numpy()
@@ -103,7 +106,8 @@ def run_backtest(
     vol_hat, cost_rate = _vol_and_costs(frame, policy, fee_bps, slippage_bps)
 
     is_model = (signal["source"] == "model").to_numpy()
-    s, target = policy.target_raw(trigger, signal["p_hat"].to_numpy(), vol_hat)
+    s, own = policy.target_raw(trigger, signal["p_hat"].to_numpy(), vol_hat)
+    target = own if target is None else target
     w_learn = policy.run_book(trigger, target, is_model, policy.learning_cap)
     w_profit = policy.run_book(trigger, target, ~is_model, policy.profit_cap)
     w = w_learn + w_profit
@@ -151,6 +155,47 @@ def run_backtest(
         np.cumsum(w * ret_next - np.abs(dw) * cost_rate), index=frame.index, name="equity"
     )
     return BacktestResult(decisions, trades, metrics, equity)
+
+
+def backtest_assets(
+    inputs: dict[str, tuple[pd.DataFrame, pd.DataFrame, np.ndarray]],
+    policy: Any,
+    binding: Any,
+    costs: dict[str, dict[str, Any]],
+) -> dict[str, BacktestResult]:
+    """The policy on each asset's bars ({symbol: (bars frame, signal, trigger)}, `costs`:
+    cost_kwargs per symbol). A neutral policy (`policy.neutral`) first sets every asset's
+    raw target across the universe at each bar (NeutralPolicy.cross_section); any other runs
+    each asset alone."""
+    targets: dict[str, np.ndarray | None] = dict.fromkeys(inputs)
+    if getattr(policy, "neutral", False):
+        raw = {}
+        for sym, (frame, signal, trigger) in inputs.items():
+            vol_hat = _vol_and_costs(frame, policy, 0.0, 0.0)[0]
+            raw[sym] = pd.Series(
+                policy.target_raw(trigger, signal["p_hat"].to_numpy(), vol_hat)[1],
+                index=frame.index,
+            )
+        table = pd.DataFrame(raw)  # bars x assets on the union of their timestamps
+        table[:] = policy.cross_section(table.to_numpy())
+        targets = {s: table[s].reindex(inputs[s][0].index).to_numpy() for s in inputs}
+    return {
+        sym: run_backtest(
+            frame, signal, trigger, policy, binding, **costs[sym], target=targets[sym]
+        )  # fmt: skip
+        for sym, (frame, signal, trigger) in inputs.items()
+    }
+
+
+def exposure(results: dict[str, BacktestResult]) -> pd.DataFrame:
+    """The book's exposure per bar across its assets: net (the sum of the held weights, long
+    minus short), gross (the sum of their sizes) and how many assets had a bar."""
+    held = pd.DataFrame(
+        {s: r.decisions.set_index("timestamp")["target_weight_final"] for s, r in results.items()}
+    ).sort_index()
+    return pd.DataFrame({
+        "net": held.sum(axis=1), "gross": held.abs().sum(axis=1), "assets": held.notna().sum(axis=1),
+    })  # fmt: skip
 
 
 def _vol_and_costs(
@@ -221,14 +266,27 @@ def cost_kwargs(cfg: BacktestConf | PromoteConf, symbol: str, timeframe: str) ->
     }
 
 
-def build_policy(params: dict[str, Any]) -> Any:
+def build_policy(params: dict[str, Any], label_kind: str | None = None) -> Any:
     """The policy object from `policy.params` (`_target_` names the class: the reference policy
-    or the user's own); unknown or missing arguments are a ConfigError naming the class."""
+    or the user's own); unknown or missing arguments are a ConfigError naming the class. For a
+    relative-label model (`label_kind`) the reference policy becomes the neutral one (a belief
+    that an asset beats its universe is traded long against short, never as a direction), and
+    says so; a user's own class is used as given."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from phat.trading.policy import NeutralPolicy, ReferencePolicy
+
+    def path(cls: type) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    params = dict(params)
+    if label_kind == "relative" and params.get("_target_") == path(ReferencePolicy):
+        log.warning("the model's label is relative: its book is the market-neutral reference "
+                    "(policy=neutral), not the directional one")  # fmt: skip
+        params["_target_"] = path(NeutralPolicy)
     try:
-        return instantiate(dict(params), _convert_="all")
+        return instantiate(params, _convert_="all")
     except InstantiationException as e:
         first = str(e).strip().splitlines()
         raise ConfigError(

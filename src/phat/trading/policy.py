@@ -128,6 +128,51 @@ class ReferencePolicy:
         return w
 
 
+@dataclass(frozen=True)
+class NeutralPolicy(ReferencePolicy):
+    """The reference policy for a market-neutral book (`policy=neutral`, for a relative-label
+    model: p_hat is the belief that an asset beats its universe). Per asset, steps 1-4 with a
+    signed strength 2(p - 0.5) in [-1, 1] (long above 0.5, short below; the trigger only
+    permits: inactive and exit_only give 0); then across the universe at each bar the targets
+    are demeaned over the assets present and scaled down together when one exceeds w_max
+    (`cross_section`), so the book's net target is zero; steps 5-7 per asset as the reference."""
+
+    neutral = True
+
+    def signal_strength(self, trigger: np.ndarray, p_hat: np.ndarray) -> np.ndarray:
+        p = np.nan_to_num(np.asarray(p_hat, dtype=np.float64), nan=0.5)
+        allowed = (trigger == _CODE["long_allowed"]) | (trigger == _CODE["short_allowed"])
+        return np.where(allowed, np.clip(2 * (p - 0.5), -1, 1), 0.0)
+
+    def target_raw(
+        self, trigger: np.ndarray, p_hat: np.ndarray, vol_hat: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        s = self.signal_strength(trigger, p_hat)
+        a = np.abs(s)
+        s_db = np.where(a < self.tau, 0.0, (a - self.tau) / (1 - self.tau))
+        v = np.clip(
+            self.vol_target / np.maximum(np.nan_to_num(vol_hat, nan=np.inf), self.eps), 0, 1
+        )
+        m = np.minimum(s_db * v, self.w_max)
+        m = np.where(m < self.w_min, 0.0, m)
+        return s, np.sign(s) * m
+
+    def cross_section(self, targets: np.ndarray) -> np.ndarray:
+        """[bars, assets] raw targets (NaN: the asset has no bar then) -> demeaned over the
+        assets present at each bar, scaled together so no |target| exceeds w_max or the model
+        book's cap (learning_cap: a target clipped by the book alone would leave the book
+        long or short); NaN stays NaN."""
+        present = np.isfinite(targets)
+        n = present.sum(axis=1, keepdims=True)
+        mean = np.divide(np.nansum(targets, axis=1, keepdims=True), n,
+                         out=np.zeros((len(targets), 1)), where=n > 0)  # fmt: skip
+        d = np.where(present, targets - mean, np.nan)
+        peak = np.nanmax(np.abs(np.where(present, d, 0.0)), axis=1, keepdims=True)
+        top = min(self.w_max, self.learning_cap)
+        scale = np.where(peak > top, top / np.maximum(peak, 1e-300), 1.0)
+        return d * scale
+
+
 def ema_trend_triggers(close: np.ndarray, *, fast: int, slow: int) -> np.ndarray:
     """long_allowed when EMA(fast) > EMA(slow) of close, else short_allowed; inactive until
     `slow` bars of history exist."""
