@@ -66,7 +66,7 @@ def run(cfg: MonitorConf) -> dict[str, Any]:
     start = _start(client, name, version, mc.start)
     if hasattr(bars, "assets"):  # a universe model on its universe: every asset at once
         path = _state_path(mc.state, name, str(version), "universe")
-        with _held(path, mc):
+        with _held(path, mc.lock_timeout):
             return _run_universe(cfg, rec, name, version, model, bars, start)
     model = model.for_asset(bars.symbol)  # a universe model: the listed asset's own map
     frame = bars.frame
@@ -81,7 +81,7 @@ def run(cfg: MonitorConf) -> dict[str, Any]:
     if asset:
         watched["asset"] = str(asset)
     state_path = _state_path(mc.state, name, str(version), str(asset or ""))
-    with _held(state_path, mc):
+    with _held(state_path, mc.lock_timeout):
         return _run_asset(cfg, rec, name, version, model, bars, watched, state_path, p, y, pos)
 
 
@@ -345,15 +345,16 @@ class StateDamaged(PhatError):
     reason = "bad_state"
 
 
-def _held(path: Path | None, mc: Any) -> Any:
+def _held(path: Path | None, timeout: float) -> Any:
     """The state file's lock (phat.files.hold on <state>.lock), taken before the state is read
-    and kept until it is written; a second monitor on it waits monitor.lock_timeout seconds,
-    then exits 2 naming the holder, having changed nothing. No state file: nothing to hold."""
+    and kept until it is written; a second monitor on it waits `timeout` seconds
+    (monitor.lock_timeout), then exits 2 naming the holder, having changed nothing. No state
+    file: nothing to hold."""
     import contextlib
 
     if path is None:
         return contextlib.nullcontext()
-    return hold(path.with_name(f"{path.name}.lock"), float(mc.lock_timeout),
+    return hold(path.with_name(f"{path.name}.lock"), float(timeout),
                 f"monitor.state={path}")  # fmt: skip
 
 
@@ -449,7 +450,7 @@ def _clear(rec: Any, name: str, version: str, model: Any, template: str | None) 
             if path is None or not path.exists():
                 continue
             try:
-                with _held(path, {"lock_timeout": 0}):
+                with _held(path, 0.0):
                     _check_state(path)
             except StateDamaged:
                 kept = _aside(path)

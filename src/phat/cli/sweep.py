@@ -105,10 +105,8 @@ class SweepCallback(Callback):
         from phat.registry.sweeps import open_parent
         from phat.registry.tracking import use_experiment
 
-        # the composed config, not yet validated (a sweep's jobs are): a plain mapping
-        cfg = OmegaConf.to_container(config, resolve=False)
-        assert isinstance(cfg, dict)
-        tracking = cfg["tracking"]
+        # the composed config, not yet validated (a sweep's jobs are): where the sweep logs
+        tracking = OmegaConf.to_container(config.tracking, resolve=True)
         rec = recorder(tracking)
         exp_id = use_experiment(rec.uri, rec.experiment)
         name = sweep_name(config)
