@@ -251,7 +251,6 @@ def test_a_fold_given_a_trainings_spans_predicts_its_test_p_hat_bit_for_bit(tmp_
     training ships per-asset calibration corrections: the fold scores them too)."""
     from conftest import make_cfg
     from phat.contract.splits import resolve_boundaries
-    from phat.data.load import timeline
     from phat.evidence.walkforward import Fold, _FoldInputs, fold_task
     from phat.pipeline import fit_evaluate
     from phat.recipe.series import prepare
@@ -265,7 +264,7 @@ def test_a_fold_given_a_trainings_spans_predicts_its_test_p_hat_bit_for_bit(tmp_
     bars = ser.bars
     embargo = resolve_boundaries(ser.split_config, prep.label_spec.horizon_bars,
                                  prep.feature_spec.bars_read).embargo  # fmt: skip
-    clock, _, slack = timeline(bars)
+    clock, _, slack = bars.timeline()
     if clock is None:
         line, b1, b2 = bars.index, spans["calibration"][0] - embargo, spans["test"][0] - embargo
     else:

@@ -20,7 +20,6 @@ from phat.contract.features import FeatureSpec
 from phat.contract.labels import LabelSpec
 from phat.contract.splits import span_window
 from phat.data.bars import Bars
-from phat.data.load import timeline
 from phat.data.universe import StackedBars
 from phat.evaluation.metrics import evaluate_split
 from phat.evaluation.significance import versus_rules
@@ -192,7 +191,7 @@ def evaluate(
     cfg, y, spans, bars = prep.cfg, prep.y, prep.spans, prep.bars
     mc = cfg.metrics
     n_bins = int(mc.n_bins)
-    concurrent = timeline(bars)[1]
+    concurrent = bars.timeline()[1]
     base_rate = float(np.mean(y[spans["train"]]))
     metrics: dict[str, float] = {}
     for k in ("calibration", "test"):
@@ -213,7 +212,7 @@ def evaluate(
     rules = fold_rules(cfg, prep.series, prep.feature_spec, prep.data, spans,
                        dict(cfg.signal.proxy))  # fmt: skip
     te, test = spans["test"], preds["test"]
-    clock = timeline(bars)[0]
+    clock = bars.timeline()[0]
     h = prep.label_spec.horizon_bars
     metrics.update(versus_rules(test.y, test.p_hat, rules, h, None if clock is None else clock[te]))
     evidence = None

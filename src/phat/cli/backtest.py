@@ -86,7 +86,6 @@ def _per_asset(
     """Each asset's backtest on its bars in the window, and those bars. A bound model must
     score the window, not hand it to the proxy (check_coverage). An asset with fewer than 2
     bars in the window is left out (said); one asset, or none left, is refused."""
-    from phat.data.universe import members
     from phat.errors import DataValidationError
     from phat.trading.backtest import backtest_assets, build_triggers, cost_kwargs
     from phat.trading.signals import for_asset, p_hat_frame
@@ -94,9 +93,10 @@ def _per_asset(
     strict = bool(cfg.signal.strict)
     binding = resolved.binding
     start, end = window
-    parts = members(bars)
+    parts = bars.members()
     inputs, costs = {}, {}
-    for sym, part, _ in parts:
+    for a in parts:
+        sym, part = a.symbol, a.bars
         view = for_asset(resolved, sym)  # a universe model: the asset's map and alarm
         signal = p_hat_frame(view, part.frame, dict(cfg.signal.proxy), strict=strict)
         keep = np.ones(len(part), dtype=bool)

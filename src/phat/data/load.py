@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from phat.data.bars import Bars, prepare_bars
@@ -255,13 +254,6 @@ def load_bars(cfg: WithData, timeframe: str, model: Any = None) -> tuple[Bars, p
     if bars.report.get("resampled_from") is not None:
         p = None  # the planted p is per native bar
     return bars, p
-
-
-def timeline(bars: Bars) -> tuple[np.ndarray | None, int, int]:
-    """(clock, concurrent, slack) of the split rules (Bars.timeline): a universe's rows'
-    timeline slots, how many samples one slot holds at most (its assets: a purge counted in
-    samples is scaled by it), and the largest tolerated hole; one asset: (None, 1, 0)."""
-    return bars.timeline()
 
 
 def asset_spans(bars: StackedBars, most: int = 12) -> str:

@@ -361,10 +361,3 @@ def stack(name: str, assets: list[Bars], skipped: dict[str, str]) -> StackedBars
         grid=grid,
         clock=grid.searchsorted(frame.index),
     )
-
-
-def members(bars: Bars) -> list[tuple[str, Bars, int]]:
-    """(symbol, its bars, its first row in `bars`) per asset: a universe's assets in order, or
-    one asset as a universe of one (what every per-asset loop walks, so one asset and a
-    universe take one path)."""
-    return [(a.symbol, a.bars, a.start) for a in bars.members()]

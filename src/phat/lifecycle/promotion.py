@@ -43,6 +43,7 @@ from phat.lifecycle.production import (
 from phat.tagnames import Tag
 
 if TYPE_CHECKING:
+    from phat.data.bars import AssetSlice
     from phat.settings import PromoteConf, RollbackConf
 
 __all__ = ["PromotionRefused", "RegistryConflict", "current_production", "read_history"]
@@ -119,15 +120,15 @@ def _require_finished(client: Any, name: str, mv: Any) -> None:
         )
 
 
-def _signals(resolved: Any, parts: list[tuple[str, Any, int]], proxy: dict[str, Any]) -> Any:
+def _signals(resolved: Any, parts: list[AssetSlice], proxy: dict[str, Any]) -> Any:
     """p_hat_frame per asset (a universe model scores each asset under its own map; a
     single-asset model and the proxy score every asset alike), rows in the parts' order."""
     from phat.trading.signals import for_asset, p_hat_frame
 
     frames = []
-    for sym, part, _ in parts:
-        view = for_asset(resolved, sym)  # a universe model: the asset's own map and alarm
-        frames.append(p_hat_frame(view, part.frame, proxy, strict=True))
+    for a in parts:
+        view = for_asset(resolved, a.symbol)  # a universe model: the asset's own map and alarm
+        frames.append(p_hat_frame(view, a.bars.frame, proxy, strict=True))
     return pd.concat(frames)
 
 
@@ -144,7 +145,6 @@ def evaluate(cfg: PromoteConf, name: str, version: str) -> dict[str, Any]:
     """Collect the evidence for candidate vs baseline on the evaluation window, then decide
     (phat.lifecycle.gates.decide); returns the gate report."""
     from phat.data.load import load_bars
-    from phat.data.universe import members
     from phat.evaluation.metrics import brier, ece
     from phat.registry.versions import get_version, registry_client
 
@@ -156,7 +156,7 @@ def evaluate(cfg: PromoteConf, name: str, version: str) -> dict[str, Any]:
     lspec = cand.model.label_spec
     start, end = _window(mv, pc.window.start, pc.window.end)
     bars, _ = load_bars(cfg, lspec.timeframe, cand.model)
-    parts = members(bars)  # (symbol, bars, first row) per asset; one asset is a universe of one
+    parts = bars.members()  # every asset's rows; one asset is a universe of one
     other_data = bool(mv.tags.get(Tag.DATA_HASH)) and bars.data_hash() != mv.tags[Tag.DATA_HASH]
     if other_data and not pc.allow_other_data:
         log.warning(
@@ -250,7 +250,7 @@ def _window_read(shown: pd.DatetimeIndex) -> str:
 def _scored(
     cfg: PromoteConf,
     bars: Any,
-    parts: list[tuple[str, Any, int]],
+    parts: list[AssetSlice],
     cand: Any,
     base: Any,
     lspec: Any,
@@ -315,7 +315,7 @@ def _report(
 
 def _backtests(
     cfg: PromoteConf,
-    parts: list[tuple[str, Any, int]],
+    parts: list[AssetSlice],
     in_win: np.ndarray,
     cand: tuple[pd.DataFrame, Any],
     base: tuple[pd.DataFrame, Any],
@@ -338,12 +338,13 @@ def _backtests(
     books: list[dict[str, dict[str, float]]] = []
     for sig, who in (cand, base):
         inputs, costs = {}, {}
-        for sym, part, at in parts:
-            win = in_win[at : at + len(part)]
+        for a in parts:
+            win = in_win[a.start : a.stop]
             if win.any():
-                rows = slice(at, at + len(part))
-                inputs[sym] = (part.frame[win], sig[rows][win], build_triggers(cfg, part)[win])
-                costs[sym] = cost_kwargs(cfg, sym, timeframe)
+                rows = slice(a.start, a.stop)
+                inputs[a.symbol] = (a.bars.frame[win], sig[rows][win],
+                                    build_triggers(cfg, a.bars)[win])  # fmt: skip
+                costs[a.symbol] = cost_kwargs(cfg, a.symbol, timeframe)
         done = backtest_assets(inputs, policy, who.binding, costs)
         books.append({s: r.metrics for s, r in done.items()})
     bt_c, bt_b = books
@@ -368,7 +369,6 @@ def _universal_evidence(
     0/1 forecasts, the AUC's block-bootstrap lower bound (resolution), log loss vs the
     climatology's, and the best one-feature rule (fitted on the candidate's training window;
     also returned: its forecasts on the window's samples, NaN when it could not be fitted)."""
-    from phat.data.load import timeline
     from phat.evaluation.metrics import block_bootstrap_ci, brier, log_loss, roc_auc
     from phat.models.rules import score_rules
 
@@ -376,7 +376,7 @@ def _universal_evidence(
     extreme = int(np.sum((pp <= 0.0) | (pp >= 1.0)))
     # metrics.bootstrap_* moving blocks, as training's intervals (a universe's blocks hold
     # that many timestamps of every asset)
-    block = int(mc.bootstrap_block) * timeline(bars)[1]  # samples per bar of the timeline
+    block = int(mc.bootstrap_block) * bars.timeline()[1]  # samples per bar of the timeline
     n_boot = int(mc.bootstrap_n)
     auc_low = block_bootstrap_ci(yy, pp, {"auc": roc_auc}, block=block, n_boot=n_boot, seed=0)
     auc_low = auc_low["auc"][0]

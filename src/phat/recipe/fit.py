@@ -15,7 +15,6 @@ from phat.contract.features import FeatureSpec
 from phat.contract.labels import LabelSpec
 from phat.contract.splits import carve_tail
 from phat.data.bars import Bars
-from phat.data.load import timeline
 from phat.data.universe import StackedBars
 from phat.errors import DataValidationError
 from phat.hashing import canonical_json
@@ -132,7 +131,7 @@ def fit_recipe(
         return fit_per_asset(cfg, seed, threads, data, y, spans, lspec, fspec, bars)
     from phat.contract.splits import required_boundaries
 
-    clock, concurrent, slack = timeline(bars) if bars is not None else (None, 1, 0)
+    clock, concurrent, slack = bars.timeline() if bars is not None else (None, 1, 0)
     tr = spans["train"]
     # the inner folds' purge and embargo (in samples; slots of a universe's timeline)
     b = required_boundaries(lspec.horizon_bars, fspec.bars_read)
@@ -317,7 +316,7 @@ def _kept_rung(
 
     tr, cal = spans["train"], spans["calibration"]
     model = sel.rule_rung(rung, data, tr, y[tr], sel.return_column(fspec.names), seed)
-    purge = lspec.horizon_bars * (timeline(bars)[1] if bars is not None else 1)
+    purge = lspec.horizon_bars * (bars.timeline()[1] if bars is not None else 1)
     return Fitted(model, _calibrator(cfg, model, data, y, cal, purge), rung, {}, {})
 
 

@@ -16,7 +16,7 @@ from phat.contract.features import FeatureSpec
 from phat.contract.labels import LabelSpec, make_labels
 from phat.contract.splits import SplitConfig, carve_tail, make_splits
 from phat.data.bars import Bars
-from phat.data.load import asset_spans, load_bars, timeline
+from phat.data.load import asset_spans, load_bars
 from phat.errors import DataValidationError
 from phat.models.baselines import WindowData
 from phat.models.kinds import kind as model_kind
@@ -91,7 +91,7 @@ def raw_features(fspec: FeatureSpec, bars: Bars) -> np.ndarray:
         except DataValidationError as e:
             raise DataValidationError(f"{bars.where(a.symbol)}{e}") from None
         parts.append(fspec.compute_raw(a.bars.frame))
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return np.concatenate(parts)
 
 
 def prepare_series(cfg: RecipeConf) -> Series:
@@ -154,7 +154,7 @@ def split_series(
     bars, lspec, fspec, y = ser.bars, ser.label_spec, ser.feature_spec, ser.y
     counts = ser.counts
     usable = ser.usable if usable is None else usable
-    clock, _, slack = timeline(bars)
+    clock, _, slack = bars.timeline()
     try:
         if clock is None:
             return make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
@@ -226,7 +226,7 @@ def with_validation_tail(
     logistic model keeps the spans as they are (its capacity comes from the inner CV)."""
     if not model_kind(cfg.model.kind).validation_tail:
         return spans
-    clock, _, slack = timeline(bars) if bars is not None else (None, 1, 0)
+    clock, _, slack = bars.timeline() if bars is not None else (None, 1, 0)
     fit_ends, val_ends = carve_tail(
         spans["train"], float(cfg.trainer.val_fraction), horizon_bars, bars_read, clock,
         slack,
