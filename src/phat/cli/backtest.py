@@ -68,7 +68,7 @@ def run(cfg: BacktestConf) -> dict[str, Any]:
         book.update(net_exposure_mean_abs=float(held["net"].abs().mean()),
                     net_exposure_max_abs=float(held["net"].abs().max()),
                     gross_exposure_mean=float(held["gross"].mean()))  # fmt: skip
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames).sort_index()
+    frame = pd.concat(frames).sort_index()  # every asset's bars in the window
     out_dir = _write(cfg, results, bars, f"{binding.signal_source} on {bars.symbol} {horizon_id}")
     if len(results) > 1:
         held.rename_axis("timestamp").to_parquet(out_dir / "exposure.parquet")

@@ -106,8 +106,11 @@ def run_backtest(
     vol_hat, cost_rate = _vol_and_costs(frame, policy, fee_bps, slippage_bps)
 
     is_model = (signal["source"] == "model").to_numpy()
-    s, own = policy.target_raw(trigger, signal["p_hat"].to_numpy(), vol_hat)
-    target = own if target is None else target
+    p_hat = signal["p_hat"].to_numpy()
+    if target is None:
+        s, target = policy.target_raw(trigger, p_hat, vol_hat)
+    else:  # set across the universe (backtest_assets): only the strength is still owed
+        s = policy.signal_strength(trigger, p_hat)
     w_learn = policy.run_book(trigger, target, is_model, policy.learning_cap)
     w_profit = policy.run_book(trigger, target, ~is_model, policy.profit_cap)
     w = w_learn + w_profit
