@@ -24,25 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def record_row(universe: str, horizon: str, label: str, windows: list[str], tmp: str) -> str:
+def record_row(
+    universe: str, horizon: str, label: str, features: str, windows: list[str], tmp: str
+) -> str:
     from phat.cli.config import compose, validate
     from phat.evidence.walkforward import run_folds, summarize
 
     cfg = validate("walkforward", compose("walkforward", [
         f"data.path={universe}", f"horizon={horizon}", f"label={label}", f"out_dir={tmp}/o",
-        *(f"walkforward.{w}" for w in windows),
+        f"features={features}", *(f"walkforward.{w}" for w in windows),
     ]))  # fmt: skip
     rec = run_folds(cfg)
     m = summarize(rec, 15, int(cfg.metrics.bootstrap_block), 200, 0)
     return (
-        f"| {horizon} | {label} | {len(rec.folds)} | {int(m['oos_n'])} | {m['oos_brier']:.5f} | "
+        f"| {horizon} | {label} | {features} | {len(rec.folds)} | {int(m['oos_n'])} | {m['oos_brier']:.5f} | "
         f"{m['oos_brier_climatology']:.5f} | {m['oos_brier_last_return']:.5f} | "
         f"{m['dm_pvalue_vs_climatology']:.2g} | {m['dm_pvalue_vs_last_return']:.2g} | "
         f"{m['oos_auc']:.3f} | {int(m['assets_beat_climatology'])}/{int(m['assets_scored'])} |"
     )
 
 
-def book_rows(universe: str, horizon: str, tmp: str) -> list[str]:
+def book_rows(universe: str, horizon: str, features: str, tmp: str) -> list[str]:
     import numpy as np
     import pandas as pd
 
@@ -55,6 +57,7 @@ def book_rows(universe: str, horizon: str, tmp: str) -> list[str]:
 
     cfg = validate("train", compose("train", [
         f"data.path={universe}", f"horizon={horizon}", "label=relative", f"out_dir={tmp}/t",
+        f"features={features}",
     ]))  # fmt: skip
     res = train(cfg, f"{tmp}/t")
     test = res.predictions["test"]
@@ -85,7 +88,7 @@ def book_rows(universe: str, horizon: str, tmp: str) -> list[str]:
         pnl = sum(r.metrics["pnl_net"] for r in results.values())
         sharpe = float(np.mean([r.metrics["sharpe"] for r in results.values()]))
         rows.append(
-            f"| {horizon} | {name} | {pnl * 1e4:.1f} | {sharpe:.2f} | "
+            f"| {horizon} | {features} | {name} | {pnl * 1e4:.1f} | {sharpe:.2f} | "
             f"{held['net'].abs().mean():.3f} | {held['net'].abs().max():.3f} | "
             f"{held['gross'].mean():.3f} |"
         )
@@ -97,25 +100,33 @@ def main() -> None:
     ap.add_argument("--universe", default=str(ROOT.parent / "shared" / "data" / "universe-5m"))
     ap.add_argument("--horizons", default="5m,12x5m")
     ap.add_argument("--windows", default="train=6d,calibration=3d,step=2d")
+    ap.add_argument(
+        "--records",
+        default="sign:default,relative:default,relative:relative",
+        help="label:features pairs, each one walk-forward record per horizon",
+    )
+    ap.add_argument("--books", default="default,relative", help="the relative model's features")
     args = ap.parse_args()
     windows = args.windows.split(",")
     print(
-        "| horizon | label | folds | n | Brier | climatology | last-return rule | DM p vs "
-        "climatology | DM p vs rule | AUC | assets beating climatology |"
+        "| horizon | label | features | folds | n | Brier | climatology | last-return rule | "
+        "DM p vs climatology | DM p vs rule | AUC | assets beating climatology |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for h in args.horizons.split(","):
-            for label in ("sign", "relative"):
-                print(record_row(args.universe, h, label, windows, tmp), flush=True)
+            for pair in args.records.split(","):
+                label, feats = pair.split(":")
+                print(record_row(args.universe, h, label, feats, windows, tmp), flush=True)
         print(
-            "\n| horizon | book (relative model, test span, no costs) | P&L (bps, summed) | "
-            "Sharpe (mean) | mean abs net | max abs net | mean gross |"
+            "\n| horizon | features | book (relative model, test span, no costs) | P&L (bps, "
+            "summed) | Sharpe (mean) | mean abs net | max abs net | mean gross |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for h in args.horizons.split(","):
-            for line in book_rows(args.universe, h, tmp):
-                print(line, flush=True)
+            for feats in filter(None, args.books.split(",")):
+                for line in book_rows(args.universe, h, feats, tmp):
+                    print(line, flush=True)
 
 
 if __name__ == "__main__":

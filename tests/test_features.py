@@ -195,6 +195,9 @@ def test_every_registered_feature_streams_bit_for_bit(fn: str, data, seed: int, 
     df["funding_rate"] = rng.normal(0, 1e-4, n)
     df["spread"] = df["close"] * rng.uniform(1e-5, 1e-3, n)
     df["vwap"] = (df["high"] + df["low"]) / 2
+    df["universe_return"] = rng.normal(0, 1e-3, n)  # a universe's mean return (rel_* features)
+    if n > 60:  # a timestamp where the asset was alone: no universe return
+        df.iloc[n // 2, df.columns.get_loc("universe_return")] = np.nan
     if n > 10:  # flat stretches: zero ranges and zero volatility
         df.iloc[3:9, :4] = df["close"].iloc[2]
         df.iloc[5, 4] = 0.0

@@ -248,13 +248,15 @@ def _feed_assets(
     # labels on the stacked universe (a relative label compares the assets at each timestamp;
     # the others are each asset's own, its segments numbered apart from the others')
     y_all = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec, bars.timeline()[0])
+    # a relative label is final once every asset has delivered its bar at t + h
+    until = min(a.bars.index[-1] for a in bars.members()) if lspec.kind == "relative" else None
     for a in bars.assets:
         view = model.for_asset(a.symbol)
         frame = a.bars.frame
         p = view.predict_bars(frame, view.segments(frame))["p_hat"].to_numpy()
         y = y_all[a.start : a.stop]
         pos = np.flatnonzero(
-            matured(frame.index, y, h) & np.isfinite(p) & np.asarray(frame.index >= start)
+            matured(frame.index, y, h, until) & np.isfinite(p) & np.asarray(frame.index >= start)
         )
         st = states.get(a.symbol) or MonitorState.new(h, int(mc.bins))
         st.model = {**watched, "asset": a.symbol}

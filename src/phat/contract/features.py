@@ -37,6 +37,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from phat.confdefaults import conf_defaults, from_conf
+from phat.data.bars import UNIVERSE_RETURN
 from phat.errors import ConfigError, DataValidationError
 from phat.hashing import canonical_json, sha256_text
 
@@ -172,6 +173,16 @@ def _vwap_dev(c: dict[str, np.ndarray]) -> np.ndarray:
     return np.log(c["close"] / c["vwap"])
 
 
+def _rel_return(c: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The asset's n-bar log return minus the universe's over the same bars (the sum of the
+    universe's mean 1-bar returns, column UNIVERSE_RETURN, at the asset's last n bars)."""
+    return _log_return(c, n) - n * _rolling_mean(c[UNIVERSE_RETURN], n)
+
+
+def _rel_vol_return(c: dict[str, np.ndarray], n: int, vol: int) -> np.ndarray:
+    return _per_vol(_rel_return(c, n), np.sqrt(n) * _realized_vol(c, vol))
+
+
 @dataclass(frozen=True)
 class _FeatureFn:
     fn: Callable[..., np.ndarray]
@@ -198,6 +209,11 @@ FEATURES: dict[str, _FeatureFn] = {
     "funding_rate": _FeatureFn(_funding_rate, lambda p: 0, ("funding_rate",)),
     "spread_bps": _FeatureFn(_spread_bps, lambda p: 0, ("spread", "close")),
     "vwap_dev": _FeatureFn(_vwap_dev, lambda p: 0, ("vwap", "close")),
+    # Relative to the universe (a universe's bars carry UNIVERSE_RETURN; one asset's do not)
+    "rel_return": _FeatureFn(_rel_return, lambda p: p["n"], ("close", UNIVERSE_RETURN), ("n",)),
+    "rel_vol_return": _FeatureFn(
+        _rel_vol_return, lambda p: max(p["n"], p["vol"]), ("close", UNIVERSE_RETURN), ("n", "vol")
+    ),
 }
 
 _CONF = conf_defaults("features/default")  # the default feature set: conf/features/default.yaml
@@ -368,6 +384,14 @@ class FeatureSpec:
         limit = int(self.missing.get("optional_ffill_bars", 0))
 
         for col in self.required_columns:
+            if col == UNIVERSE_RETURN and col not in frame.columns:
+                rel = next(n for n, f in zip(self.names, self.features, strict=True)
+                           if UNIVERSE_RETURN in FEATURES[f["fn"]].columns)  # fmt: skip
+                raise DataValidationError(
+                    f"feature {rel} compares the asset with its universe at the same timestamp; "
+                    "one asset has nothing to compare with: give a universe (data.path=<folder, "
+                    "glob or list of files>), or a feature set without relative features"
+                )
             if col not in frame.columns:
                 raise DataValidationError(
                     f"the feature spec needs column {col!r} but the data has only "

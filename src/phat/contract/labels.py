@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from phat.confdefaults import from_conf
+from phat.data.universe import cross_section
 from phat.durations import DURATION, is_duration
 from phat.errors import ConfigError
 from phat.hashing import canonical_json, sha256_text
@@ -164,30 +165,6 @@ def make_labels(
     if spec.neutral == "down":
         y[band] = 0.0
     return y
-
-
-def cross_section(
-    values: np.ndarray, clock: np.ndarray, how: str = "mean"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the `how` (mean or median) of the finite `values` of every row at the same
-    timeline slot, and how many there are (a row's own value included; NaN where none)."""
-    clock = np.asarray(clock, dtype=np.int64)
-    ok = np.isfinite(values)
-    slots, inv = np.unique(clock, return_inverse=True)
-    count = np.bincount(inv[ok], minlength=len(slots))
-    if how == "mean":
-        total = np.bincount(inv[ok], weights=values[ok], minlength=len(slots))
-        center = np.divide(total, count, out=np.full(len(slots), np.nan), where=count > 0)
-    else:
-        center = np.full(len(slots), np.nan)
-        order = np.argsort(inv[ok], kind="stable")
-        vals, grp = values[ok][order], inv[ok][order]
-        if len(grp):  # one run of rows per slot: its median
-            bounds = np.flatnonzero(np.diff(grp)) + 1
-            chunks = np.split(vals, bounds)
-            for g, chunk in zip(grp[np.r_[0, bounds]], chunks, strict=True):
-                center[g] = np.median(chunk)
-    return center[inv], count[inv]
 
 
 def _relative(ret: np.ndarray, clock: np.ndarray, spec: LabelSpec) -> np.ndarray:

@@ -36,6 +36,11 @@ _DATA = conf_defaults("data/synthetic")  # data.* defaults for code callers: con
 
 log = logging.getLogger(__name__)
 
+# A universe's derived column (phat.data.universe.universe_returns): each row's universe mean
+# 1-bar log return at its timestamp; the relative features read it. Derived from the members'
+# closes, so no data hash covers it twice.
+UNIVERSE_RETURN = "universe_return"
+
 
 @dataclass
 class AssetSlice:
@@ -100,6 +105,8 @@ class Bars:
         """sha256 over timestamps and values: identifies the exact data a model saw."""
         parts = [self.index.asi8.tobytes()]
         for col in self.frame.columns:
+            if col == UNIVERSE_RETURN:
+                continue
             parts.append(col.encode())
             parts.append(np.ascontiguousarray(self.frame[col].to_numpy(np.float64)).tobytes())
         return sha256_bytes(b"".join(parts))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from phat.data.bars import AssetSlice, Bars
+from phat.data.bars import UNIVERSE_RETURN, AssetSlice, Bars
 from phat.data.timeframes import DURATION
 from phat.errors import DataValidationError
 
@@ -333,6 +333,12 @@ def stack(name: str, assets: list[Bars], skipped: dict[str, str]) -> StackedBars
         at += len(a)
     frame = pd.concat([a.frame for a in assets])
     grid = pd.DatetimeIndex(np.unique(frame.index.asi8)).tz_localize("UTC").rename("timestamp")
+    clock = grid.searchsorted(frame.index)
+    r1 = np.concatenate([last_return(a.frame["close"].to_numpy()) for a in assets])
+    market = universe_returns(r1, clock)  # derived: not part of any data hash (Bars.data_hash)
+    frame[UNIVERSE_RETURN] = market
+    for s in slices:
+        s.bars.frame = s.bars.frame.assign(**{UNIVERSE_RETURN: market[s.start : s.stop]})
     first = assets[0]
     report: dict[str, Any] = {
         "assets": len(assets),
@@ -359,5 +365,52 @@ def stack(name: str, assets: list[Bars], skipped: dict[str, str]) -> StackedBars
         max_gap_bars=max(a.max_gap_bars for a in assets),
         assets=slices,
         grid=grid,
-        clock=grid.searchsorted(frame.index),
+        clock=clock,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The cross-section: what every asset present at one timestamp does (relative labels, relative
+# features and rules read it; the streaming scorer computes it with the same function on one
+# timestamp's bars, so batch and stream agree bit for bit).
+
+
+def last_return(close: np.ndarray) -> np.ndarray:
+    """log(close_t) - log(close_(t-1)) along the last axis; NaN at the first bar."""
+    lc = np.log(np.asarray(close, dtype=np.float64))
+    out = np.full(lc.shape, np.nan)
+    out[..., 1:] = np.diff(lc, axis=-1)
+    return out
+
+
+def cross_section(
+    values: np.ndarray, clock: np.ndarray, how: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the `how` (mean or median) of the finite `values` of every row at the same
+    timeline slot, and how many there are (a row's own value included; NaN where none)."""
+    clock = np.asarray(clock, dtype=np.int64)
+    ok = np.isfinite(values)
+    slots, inv = np.unique(clock, return_inverse=True)
+    count = np.bincount(inv[ok], minlength=len(slots))
+    if how == "mean":
+        total = np.bincount(inv[ok], weights=values[ok], minlength=len(slots))
+        center = np.divide(total, count, out=np.full(len(slots), np.nan), where=count > 0)
+    else:
+        center = np.full(len(slots), np.nan)
+        order = np.argsort(inv[ok], kind="stable")
+        vals, grp = values[ok][order], inv[ok][order]
+        if len(grp):  # one run of rows per slot: its median
+            bounds = np.flatnonzero(np.diff(grp)) + 1
+            chunks = np.split(vals, bounds)
+            for g, chunk in zip(grp[np.r_[0, bounds]], chunks, strict=True):
+                center[g] = np.median(chunk)
+    return center[inv], count[inv]
+
+
+def universe_returns(r1: np.ndarray, clock: np.ndarray) -> np.ndarray:
+    """Per row: the universe's mean 1-bar log return at the row's timestamp over the assets
+    with a return there (their own included: rows are asset-major in symbol order, so the sum
+    runs in symbol order), NaN where fewer than 2 have one (a relative move needs another
+    asset). A missing asset is missing, never filled forward. The column UNIVERSE_RETURN."""
+    center, count = cross_section(r1, clock)
+    return np.where(count >= 2, center, np.nan)

@@ -332,6 +332,7 @@ def _checked_and_staged(
     (a bad path, an unlisted asset, a single-asset model given many assets), then the
     verified model staged for the executors: (the session, made now if `spark` makes one,
     the model, its staged name, reading settings, sources)."""
+    from phat.data.bars import UNIVERSE_RETURN
     from phat.data.load import READ_SETTINGS
     from phat.registry.client import fetch_verified, load
 
@@ -355,6 +356,12 @@ def _checked_and_staged(
             )
         for s in srcs:
             model.for_asset(s.symbol)  # an unlisted asset is refused by name, before any task
+        if UNIVERSE_RETURN in model.feature_spec.required_columns:
+            raise ConfigError(
+                "engine=spark scores each asset in its own task, but the model's features are "
+                "relative to its universe (all assets at each timestamp): score it with "
+                "engine=local"
+            )
         if callable(spark):
             spark = spark()
         return spark, model, _stage(local, model.model_hash, spark), data_kwargs, srcs

@@ -263,12 +263,18 @@ def rolling_metrics(state: MonitorState, n_bins: int) -> dict[str, float]:
     return out
 
 
-def matured(index: Any, y: np.ndarray, horizon_bars: int) -> np.ndarray:
-    """Bars whose label is known by the last bar: t + horizon <= last, and the label exists."""
+def matured(index: Any, y: np.ndarray, horizon_bars: int, until: Any = None) -> np.ndarray:
+    """Bars whose label is known by the last bar: t + horizon <= last, and the label exists;
+    with `until` (a relative label: compared with every asset's move), only those whose
+    t + horizon bar is not after `until`, the last bar every asset has delivered: a label
+    is never fed against the few assets whose bars arrived first (it would not be the label
+    the complete universe gives, and a fed point is not fed again)."""
     n = len(index)
     ok = np.zeros(n, dtype=bool)
     if n > horizon_bars:
         ok[: n - horizon_bars] = True
+        if until is not None:
+            ok[: n - horizon_bars] &= np.asarray(index[horizon_bars:] <= until)
     return ok & np.isfinite(y)
 
 

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from phat.contract.labels import cross_section
 from phat.data.bars import Bars
-from phat.data.universe import StackedBars
+from phat.data.universe import StackedBars, cross_section, last_return
 from phat.models.calibration import Calibrator, fit_asset_correction
 
 
@@ -37,14 +36,6 @@ def proxy_p_hat(close: np.ndarray, *, k: float, momentum: int, zscore_window: in
             mom[momentum + zscore_window - 1 :] - mu, sd, out=np.zeros_like(mu), where=sd > 0
         )
         out[momentum + zscore_window - 1 :] = 0.5 * (1.0 + np.tanh(k * z))
-    return out
-
-
-def last_return(close: np.ndarray) -> np.ndarray:
-    """log(close_t / close_(t-1)); NaN at the first bar."""
-    lc = np.log(np.asarray(close, dtype=np.float64))
-    out = np.full(len(lc), np.nan)
-    out[1:] = np.diff(lc)
     return out
 
 

@@ -49,6 +49,7 @@ SCORE_BLOCKS = 10
 RULE_C = 1e4
 # Features whose 1-bar form is "the last return" (the rule every recipe nests).
 _RETURN_FNS = ("log_return", "vol_return")
+_RELATIVE_FNS = ("rel_return", "rel_vol_return")  # a relative label's rule reads these
 
 
 def purged_kfold(
@@ -324,8 +325,15 @@ def _frozen(coef: np.ndarray, intercept: float, lookback: int, seed: int) -> Log
     return m
 
 
-def return_column(feature_names: list[str]) -> int | None:
-    """The feature that is the last bar's return (log_return_1 or vol_return_1_<vol>)."""
+def return_column(feature_names: list[str], relative: bool = False) -> int | None:
+    """The feature that is the last bar's return (log_return_1 or vol_return_1_<vol>); for a
+    relative label (`relative`) the last bar's return minus the universe's when the set has
+    one (rel_return_1 or rel_vol_return_1_<vol>: the relative rule's input), else the own."""
+    if relative:
+        rel = next((i for i, n in enumerate(feature_names) if _is_one_bar_return(n, _RELATIVE_FNS)),
+                   None)  # fmt: skip
+        if rel is not None:
+            return rel
     return next((i for i, name in enumerate(feature_names) if _is_one_bar_return(name)), None)
 
 
@@ -346,18 +354,17 @@ def rule_rung(
 
 
 def rule_rungs(
-    data: WindowData, ends: np.ndarray, y: np.ndarray, feature_names: list[str], seed: int
+    data: WindowData, ends: np.ndarray, y: np.ndarray, col: int | None, seed: int
 ) -> list[tuple[str, LogisticModel]]:
     """The rules every recipe nests, simplest first: climatology, then last_return when the
-    feature set has the last bar's return."""
-    col = return_column(feature_names)
+    feature set has the last bar's return (`col`: return_column's)."""
     names = ["climatology"] + (["last_return"] if col is not None else [])
     return [(n, rule_rung(n, data, ends, y, col, seed)) for n in names]
 
 
-def _is_one_bar_return(name: str) -> bool:
+def _is_one_bar_return(name: str, fns: tuple[str, ...] = _RETURN_FNS) -> bool:
     """log_return_1 or vol_return_1_<vol> (feature_name joins params in sorted order)."""
-    for fn in _RETURN_FNS:
+    for fn in fns:
         if name.startswith(fn + "_"):
             return name[len(fn) + 1 :].split("_")[0] == "1"
     return False

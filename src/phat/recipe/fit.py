@@ -199,7 +199,7 @@ def _logistic_inner_cv(r: _Run) -> None:
     """The logistic's ladder and C in one purged inner CV (models.selection.choose_logistic)."""
     from phat.models import selection as sel
 
-    col = sel.return_column(r.fspec.names) if r.ladder else None
+    col = sel.return_column(r.fspec.names, r.lspec.kind == "relative") if r.ladder else None
     grid = sel.C_GRID if r.params.get("C") == "auto" else (float(r.params["C"]),)
     rung, c, r.tables["inner_cv"] = sel.choose_logistic(
         r.data, r.tr, r.y[r.tr], int(r.params["lookback"]), col, grid, *r.inner,
@@ -259,7 +259,7 @@ def _ladder_by_refits(r: _Run) -> bool:
     judged on the calibration slice instead."""
     from phat.models import selection as sel
 
-    col = sel.return_column(r.fspec.names)
+    col = sel.return_column(r.fspec.names, r.lspec.kind == "relative")
     names = ["climatology", *(["last_return"] if col is not None else []), "model"]
 
     def rung_fit(name: str, fit: np.ndarray, val: np.ndarray) -> np.ndarray:
@@ -286,7 +286,8 @@ def _ladder_on_calibration(r: _Run, cal: np.ndarray, purge: int) -> None:
     its second): the rungs and the fitted model, the simplest within one standard error."""
     from phat.models import selection as sel
 
-    rungs = [*sel.rule_rungs(r.data, r.tr, r.y[r.tr], r.fspec.names, r.seed), ("model", r.model)]
+    col = sel.return_column(r.fspec.names, r.lspec.kind == "relative")
+    rungs = [*sel.rule_rungs(r.data, r.tr, r.y[r.tr], col, r.seed), ("model", r.model)]
     method = r.cfg.calibration.method
     j, rows = sel.choose_rung(method, [m.logits(r.data, cal) for _, m in rungs], r.y[cal], purge)
     if j is not None:
@@ -315,7 +316,8 @@ def _kept_rung(
     from phat.models import selection as sel
 
     tr, cal = spans["train"], spans["calibration"]
-    model = sel.rule_rung(rung, data, tr, y[tr], sel.return_column(fspec.names), seed)
+    col = sel.return_column(fspec.names, lspec.kind == "relative")
+    model = sel.rule_rung(rung, data, tr, y[tr], col, seed)
     purge = lspec.horizon_bars * (bars.timeline()[1] if bars is not None else 1)
     return Fitted(model, _calibrator(cfg, model, data, y, cal, purge), rung, {}, {})
 

@@ -94,8 +94,9 @@ def shipped_rule(
     ship it so (no last-bar return among the features; one fit per asset)."""
     from phat.models import selection as sel
 
-    if (name != "climatology" and sel.return_column(fspec.names) is None) or fits_per_asset(
-        cfg, ser.bars
-    ):
+    relative = ser.label_spec.kind == "relative"
+    if (
+        name != "climatology" and sel.return_column(fspec.names, relative) is None
+    ) or fits_per_asset(cfg, ser.bars):
         return None
     return fit_fold(cfg, ser, fspec, data, spans, score=("test",), keep=name).p_hat["test"]

@@ -283,16 +283,15 @@ class PHatModel:
         under the model's DataSpec (see read_bars); NaN where no full window exists. A
         universe model takes a long table with a `symbol` column (each asset read under its
         own DataSpec) and returns a `symbol` column too."""
-        from phat.data.universe import long_symbols, split_long
+        from phat.data.universe import long_symbols, split_long, stack
 
         symbols = long_symbols(ohlcv) if isinstance(ohlcv, pd.DataFrame) else None
         if symbols is not None and self.universe is not None:
-            parts = []
-            for sym, rows in split_long(ohlcv, symbols):
-                view = self.for_asset(sym)
-                bars = view.read_bars(rows, **{**data_kwargs, "symbol": sym})
-                parts.append(view.predict_bars(bars.frame, bars.segment).assign(symbol=sym))
-            return pd.concat(parts)
+            assets = [
+                self.for_asset(sym).read_bars(rows, **{**data_kwargs, "symbol": sym})
+                for sym, rows in split_long(ohlcv, symbols)
+            ]  # each under its own DataSpec, then one universe (its cross-section included)
+            return self.predict_universe(stack(str(self.universe["name"]), assets, {}))
         if symbols is not None and symbols.nunique() > 1:
             from phat.errors import DataValidationError
 

@@ -16,7 +16,9 @@ segment exist, exactly as batch scoring.
 
 Refusals (StreamRefused, with `.code`): `out_of_order`, `duplicate` (a bar at or before the last
 accepted one), `misaligned` (not a whole number of bars after the last), `calendar` (inside the
-model calendar's scheduled closure), `future` (more than a day past the clock), `bad_value`
+model calendar's scheduled closure), `future` (more than a day past the clock), `universe` (a
+model with relative features given anything but one timestamp's bars of at least two assets
+together), `bad_value`
 (missing column, non-finite or non-positive price, OHLC inconsistency, negative or missing
 volume, an optional column missing beyond the forward-fill limit), `timestamp` (unreadable or
 ambiguous). A refused bar changes nothing. A stretch missing more than the model's max_gap
@@ -36,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from phat.confdefaults import conf_defaults
-from phat.data.bars import ohlc_violations
+from phat.data.bars import UNIVERSE_RETURN, ohlc_violations
 from phat.data.timeframes import as_utc
+from phat.data.universe import last_return, universe_returns
 from phat.errors import DataValidationError
 from phat.models.baselines import WindowData
 
@@ -171,9 +174,12 @@ class StreamScorer:
         self.now = now
         self.cap = max(spec.lookback + 1, 2)
         self.need = spec.bars_read
-        self.columns = spec.required_columns
+        # what a bar brings; a universe's mean return (relative features) is computed here, from
+        # one timestamp's bars of every asset together (update_many), as batch reading does
+        self.relative = UNIVERSE_RETURN in spec.required_columns
+        self.columns = [c for c in spec.required_columns if c != UNIVERSE_RETURN]
         self.limit = int(spec.missing.get("optional_ffill_bars", 0))
-        self.panel = _Panel(self.columns, self.cap, spec.window, spec.n_features)
+        self.panel = _Panel(spec.required_columns, self.cap, spec.window, spec.n_features)
         if state is not None:
             self._restore(state)
 
@@ -206,12 +212,31 @@ class StreamScorer:
         out = {sym: float("nan") for sym in checked}
         if not checked:
             return out
+        if self.relative:
+            self._one_timestamp(checked)
         syms = list(checked)
         ready = self._apply(syms, [checked[s] for s in syms])
         if ready.any():
             scored = [s for s, r in zip(syms, ready, strict=True) if r]
             out.update(zip(scored, self._score(scored).tolist(), strict=True))
         return out
+
+    def _one_timestamp(self, checked: dict[str, tuple]) -> None:
+        """A model with relative features reads the universe at each timestamp: it takes the
+        bars of one timestamp, of at least two assets, together (all assets present then:
+        batch reading compares with exactly those); anything else is refused by name."""
+        stamps = {p[0] for p in checked.values()}
+        if len(stamps) > 1 or len(checked) < 2:
+            sym = next(iter(checked))
+            what = (f"bars of {len(stamps)} timestamps" if len(stamps) > 1
+                    else f"one asset's bar ({sym}) alone")  # fmt: skip
+            raise StreamRefused(
+                "universe",
+                f"{what}: the model's features are relative to its universe, read from every "
+                "asset's bar at one timestamp; give update_many the bars of all assets present "
+                "at that timestamp (at least 2)",
+                sym,
+            )
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume (JSON-able); `model.stream(state=...)` restores it."""
@@ -386,6 +411,8 @@ class StreamScorer:
         o, h, lo, c, v = (cols[:, k] for k in range(1, 6))
         new_segment = np.array([p[7] for p in parsed], dtype=bool)
         bar = {"open": o, "high": h, "low": lo, "close": c, "volume": v}
+        if self.relative:
+            bar[UNIVERSE_RETURN] = self._universe_return(syms, pn.series["close"][idx, -1], c)
         for col in OPTIONAL:
             if col in self.columns:
                 bar[col] = np.array([p[6][col][0] for p in parsed])
@@ -403,6 +430,17 @@ class StreamScorer:
         pn.seg_len[idx] = np.where(new_segment, 1, pn.seg_len[idx] + 1)
         pn.last_ns[idx] = ts_ns
         return (pn.seg_len[idx] >= self.need) & (pn.finite_run[idx] >= self.spec.window)
+
+    @staticmethod
+    def _universe_return(syms: list[str], prev: np.ndarray, close: np.ndarray) -> np.ndarray:
+        """The universe's mean 1-bar return at this timestamp, per asset of the call, by the
+        data layer's own rule (universe_returns) on the assets in symbol order, as batch
+        reading stacks them: the same sum in the same order, so the same bits."""
+        order = np.argsort(np.array(syms), kind="stable")
+        r1 = last_return(np.stack([prev, close], axis=1))[:, 1]
+        out = np.empty(len(syms))
+        out[order] = universe_returns(r1[order], np.zeros(len(syms), dtype=np.int64))
+        return out
 
     def _normalize(self, syms: list[str], raw: np.ndarray) -> np.ndarray:
         """Feature rows as batch scoring normalizes them: a universe model's by each asset's

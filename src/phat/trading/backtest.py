@@ -93,10 +93,12 @@ def run_backtest(
     slippage_bps: float,
     timeframe: pd.Timedelta,
     target: np.ndarray | None = None,
+    held: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> BacktestResult:
     """Pure: bars, per-bar p_hat (with source) and triggers in; decisions, trades, metrics out.
     `target`: the raw target weights when they were set across a universe (a neutral book:
-    backtest_assets), else the policy's own per bar."""
+    backtest_assets), else the policy's own per bar; `held`: the learning and profit books'
+    weights when the book, not the asset, took steps 5-7 (NeutralPolicy.run_book_across)."""
     from phat.trading.policy import trigger_names
 
     close = frame["close"].to_numpy()
@@ -111,8 +113,11 @@ def run_backtest(
         s, target = policy.target_raw(trigger, p_hat, vol_hat)
     else:  # set across the universe (backtest_assets): only the strength is still owed
         s = policy.signal_strength(trigger, p_hat)
-    w_learn = policy.run_book(trigger, target, is_model, policy.learning_cap)
-    w_profit = policy.run_book(trigger, target, ~is_model, policy.profit_cap)
+    if held is None:
+        w_learn = policy.run_book(trigger, target, is_model, policy.learning_cap)
+        w_profit = policy.run_book(trigger, target, ~is_model, policy.profit_cap)
+    else:
+        w_learn, w_profit = held
     w = w_learn + w_profit
     dw = np.diff(np.concatenate([[0.0], w]))
     exp_id = binding.experiment_id
@@ -171,23 +176,54 @@ def backtest_assets(
     raw target across the universe at each bar (NeutralPolicy.cross_section); any other runs
     each asset alone."""
     targets: dict[str, np.ndarray | None] = dict.fromkeys(inputs)
+    held: dict[str, tuple[np.ndarray, np.ndarray] | None] = dict.fromkeys(inputs)
     if getattr(policy, "neutral", False):
-        raw = {}
-        for sym, (frame, signal, trigger) in inputs.items():
-            vol_hat = _vol_and_costs(frame, policy, 0.0, 0.0)[0]
-            raw[sym] = pd.Series(
-                policy.target_raw(trigger, signal["p_hat"].to_numpy(), vol_hat)[1],
-                index=frame.index,
-            )
-        table = pd.DataFrame(raw)  # bars x assets on the union of their timestamps
-        table[:] = policy.cross_section(table.to_numpy())
-        targets = {s: table[s].reindex(inputs[s][0].index).to_numpy() for s in inputs}
+        targets, held = _neutral_book(inputs, policy)
     return {
         sym: run_backtest(
-            frame, signal, trigger, policy, binding, **costs[sym], target=targets[sym]
+            frame,
+            signal,
+            trigger,
+            policy,
+            binding,
+            **costs[sym],
+            target=targets[sym],
+            held=held[sym],
         )  # fmt: skip
         for sym, (frame, signal, trigger) in inputs.items()
     }
+
+
+def _neutral_book(
+    inputs: dict[str, tuple[pd.DataFrame, pd.DataFrame, np.ndarray]], policy: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A neutral book's raw targets, set across the universe at each bar (cross_section), and
+    its two books' held weights, steps 5-7 taken by the book (run_book_across), per asset."""
+    raw, trig, model = {}, {}, {}
+    for sym, (frame, signal, trigger) in inputs.items():
+        vol_hat = _vol_and_costs(frame, policy, 0.0, 0.0)[0]
+        target = policy.target_raw(trigger, signal["p_hat"].to_numpy(), vol_hat)[1]
+        raw[sym] = pd.Series(target, index=frame.index)
+        trig[sym] = pd.Series(trigger, index=frame.index)
+        model[sym] = pd.Series((signal["source"] == "model").to_numpy(), index=frame.index)
+    table = pd.DataFrame(raw)  # bars x assets on the union of their timestamps
+    table[:] = policy.cross_section(table.to_numpy())
+    codes = pd.DataFrame(trig).reindex(table.index).fillna(0).to_numpy(np.int64)
+    is_model = pd.DataFrame(model).reindex(table.index).fillna(False).to_numpy(bool)
+    books = [
+        pd.DataFrame(
+            policy.run_book_across(codes, table.to_numpy(), active, cap),
+            index=table.index,
+            columns=table.columns,
+        )  # fmt: skip
+        for active, cap in ((is_model, policy.learning_cap), (~is_model, policy.profit_cap))
+    ]
+    targets, held = {}, {}
+    for s in inputs:
+        rows = inputs[s][0].index
+        targets[s] = table[s].reindex(rows).to_numpy()
+        held[s] = tuple(b[s].reindex(rows).to_numpy() for b in books)
+    return targets, held
 
 
 def exposure(results: dict[str, BacktestResult]) -> pd.DataFrame:

@@ -172,6 +172,43 @@ class NeutralPolicy(ReferencePolicy):
         scale = np.where(peak > top, top / np.maximum(peak, 1e-300), 1.0)
         return d * scale
 
+    def run_book_across(
+        self, trigger: np.ndarray, target: np.ndarray, active: np.ndarray, cap: float
+    ) -> np.ndarray:
+        """Held weights [bars, assets] of one book, steps 5-7 taken by the book as a whole
+        (run_book's rules, one decision per bar for every asset): all assets move toward
+        their targets together by the same smoothing step, the rebalance band is the book's
+        largest move, and one cooldown holds the whole book. The same step applied to a
+        zero-sum target from a zero-sum book stays zero-sum, so the book holds net zero
+        where run_book per asset lets the weights drift apart. An asset without a bar (NaN
+        target) holds its weight; `inactive` and exits act per asset as in run_book."""
+        n, k = target.shape
+        w = np.zeros((n, k))
+        prev = np.zeros(k)
+        cool = 0
+        for t in range(n):
+            here = np.isfinite(target[t])
+            trig = trigger[t]
+            live = here & active[t] & (trig != _CODE["exit_only"])
+            tgt = np.where(live, np.nan_to_num(target[t]), 0.0)
+            want = prev + self.alpha * (tgt - prev)
+            want = np.where((tgt == 0.0) & (np.abs(want) < self.epsilon_w), 0.0, want)
+            want = np.where(here & (trig == _CODE["inactive"]), 0.0, want)
+            want = np.where(here, np.clip(want, -cap, cap), prev)
+            if cool > 0:  # cooldown: hold, unless going flat
+                want = np.where(want == 0.0, 0.0, prev)
+            move = want - prev
+            if 0.0 < np.abs(move).max(initial=0.0) < self.epsilon_w:  # the book's band
+                want = np.where((tgt == 0.0) & (move != 0.0), 0.0, prev)  # exits go flat
+                move = want - prev
+            if np.any(move != 0.0):
+                cool = self.cooldown_bars
+            elif cool > 0:
+                cool -= 1
+            w[t] = want
+            prev = want
+        return w
+
 
 def ema_trend_triggers(close: np.ndarray, *, fast: int, slow: int) -> np.ndarray:
     """long_allowed when EMA(fast) > EMA(slow) of close, else short_allowed; inactive until
