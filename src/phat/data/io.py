@@ -14,6 +14,7 @@ unless `data.dayfirst` or `data.timestamp_format` settles it: never silently swa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +58,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     suffix = p.suffix.lower()
     if suffix in (".gz", ".zip") and "".join(p.suffixes[-2:]).lower() in _ARCHIVED:
         suffix = "".join(p.suffixes[-2:]).lower()
-    readers = {
-        ".csv": _read_csv,
-        ".csv.gz": _read_csv,
-        ".txt.gz": _read_csv,
-        ".gz": _read_csv,  # one gzipped CSV
-        ".zip": _read_csv,  # one CSV in a zip archive (exchanges' monthly klines)
-        ".csv.zip": _read_csv,
-        ".txt": _read_csv,
-        ".parquet": pd.read_parquet,
-        ".pq": pd.read_parquet,
-        ".feather": pd.read_feather,
-        ".arrow": pd.read_feather,
-        ".json": _read_json,
-    }
-    if suffix not in readers:
+    if suffix not in READERS:
         raise DataValidationError(
             f"data file {str(p)!r}: unsupported format {suffix!r}; expected .csv, .parquet, "
             ".feather or .json (a .zip or .gz archive holding one CSV is read as that CSV)"
@@ -79,7 +66,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if p.stat().st_size == 0:
         raise DataValidationError(f"data file {str(p)!r} is empty (0 bytes)")
     try:
-        return readers[suffix](p)
+        return READERS[suffix](p)
     except DataValidationError:
         raise
     except Exception as e:  # pyarrow/pandas raise many types for a corrupt file
@@ -352,3 +339,22 @@ def read_column(raw: pd.DataFrame, name: str) -> pd.Series:
         idx = _parse_timestamps(df[ts_col], f"column {str(ts_col)!r}")
     out = pd.Series(values, index=idx, name=name)
     return out[~out.index.duplicated(keep="first")]
+
+
+# A file's reader by its suffix (lower case; archives by their two suffixes): the one table a
+# new format is added to (docs/extending.md). A universe's folder lists the files it can read
+# from it (phat.data.universe.data_suffixes).
+READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    ".csv": _read_csv,
+    ".csv.gz": _read_csv,
+    ".txt.gz": _read_csv,
+    ".gz": _read_csv,  # one gzipped CSV
+    ".zip": _read_csv,  # one CSV in a zip archive (exchanges' monthly klines)
+    ".csv.zip": _read_csv,
+    ".txt": _read_csv,
+    ".parquet": pd.read_parquet,
+    ".pq": pd.read_parquet,
+    ".feather": pd.read_feather,
+    ".arrow": pd.read_feather,
+    ".json": _read_json,
+}

@@ -33,10 +33,15 @@ from phat.errors import DataValidationError
 if TYPE_CHECKING:
     from phat.settings import DataConf
 
-DATA_SUFFIXES = (
-    ".csv", ".csv.gz", ".txt", ".txt.gz", ".gz", ".zip", ".csv.zip", ".parquet", ".pq",
-    ".feather", ".arrow", ".json",
-)  # fmt: skip
+
+def data_suffixes() -> tuple[str, ...]:
+    """The suffixes of the files a universe's folder or glob reads: those phat.data.io.READERS
+    has a reader for (a format added there is a universe member too)."""
+    from phat.data.io import READERS
+
+    return tuple(READERS)
+
+
 _TF_TAIL = re.compile(rf"[-_.]({DURATION})$", re.IGNORECASE)
 # A piece's date: -2025-06, -2025-06-01, _202506, _20250601 (year 19xx/20xx, month 01-12).
 _PERIOD_TAIL = re.compile(
@@ -121,7 +126,7 @@ def dataset_name(d: DataConf) -> str:
 def _piece_name(path: Path) -> tuple[str, str]:
     """(the file's name without its data suffix, its date suffix or '')."""
     name = path.name
-    for suf in sorted(DATA_SUFFIXES, key=len, reverse=True):
+    for suf in sorted(data_suffixes(), key=len, reverse=True):
         if name.lower().endswith(suf):
             name = name[: -len(suf)]
             break
@@ -137,7 +142,7 @@ def symbol_of(path: Path) -> str:
 
 
 def _is_data_file(p: Path) -> bool:
-    return p.is_file() and any(p.name.lower().endswith(s) for s in DATA_SUFFIXES)
+    return p.is_file() and any(p.name.lower().endswith(s) for s in data_suffixes())
 
 
 def universe_files(path: Any) -> list[Path]:
@@ -157,7 +162,7 @@ def universe_files(path: Any) -> list[Path]:
         if not files:
             raise DataValidationError(
                 f"data directory {str(d)!r} holds no data file (expected "
-                f"{', '.join(DATA_SUFFIXES)})"
+                f"{', '.join(data_suffixes())})"
             )
         return files
     files = sorted(Path(p) for p in globlib.glob(str(path)) if _is_data_file(Path(p)))

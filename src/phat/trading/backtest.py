@@ -96,9 +96,8 @@ def run_backtest(
     held: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> BacktestResult:
     """Pure: bars, per-bar p_hat (with source) and triggers in; decisions, trades, metrics out.
-    `target`: the raw target weights when they were set across a universe (a neutral book:
-    backtest_assets), else the policy's own per bar; `held`: the learning and profit books'
-    weights when the book, not the asset, took steps 5-7 (NeutralPolicy.run_book_across)."""
+    `target`, `held`: raw targets and the two books' weights set across a universe (a neutral
+    book: backtest_assets), else the policy's own per asset."""
     from phat.trading.policy import trigger_names
 
     close = frame["close"].to_numpy()
@@ -113,11 +112,10 @@ def run_backtest(
         s, target = policy.target_raw(trigger, p_hat, vol_hat)
     else:  # set across the universe (backtest_assets): only the strength is still owed
         s = policy.signal_strength(trigger, p_hat)
-    if held is None:
-        w_learn = policy.run_book(trigger, target, is_model, policy.learning_cap)
-        w_profit = policy.run_book(trigger, target, ~is_model, policy.profit_cap)
-    else:
-        w_learn, w_profit = held
+    w_learn, w_profit = held or (
+        policy.run_book(trigger, target, is_model, policy.learning_cap),
+        policy.run_book(trigger, target, ~is_model, policy.profit_cap),
+    )
     w = w_learn + w_profit
     dw = np.diff(np.concatenate([[0.0], w]))
     exp_id = binding.experiment_id
@@ -133,9 +131,9 @@ def run_backtest(
             "p_hat": signal["p_hat"].to_numpy(),
             "signal_strength": s,
             "fallback_reason": signal["fallback_reason"].to_numpy(),
-            "fallback_detail": signal["fallback_detail"].to_numpy()
-            if "fallback_detail" in signal
-            else "",
+            "fallback_detail": signal.get(
+                "fallback_detail", pd.Series("", signal.index)
+            ).to_numpy(),
             "target_weight_raw": target,
             "target_weight_final": w,
             "delta_weight": dw,
