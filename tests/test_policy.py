@@ -154,3 +154,35 @@ def test_a_relative_label_is_traded_by_the_neutral_book() -> None:
     assert type(build_policy(params)) is ReferencePolicy
     own = {**params, "_target_": "phat.trading.policy.ReferencePolicy", "tau": 0.2}
     assert build_policy(own, "relative").tau == 0.2  # the settings carry over
+
+
+def test_a_book_steps_as_one_and_one_asset_is_a_book_of_one() -> None:
+    """Steps 5-7 have one home (run_book_across; run_book is its one-column case): assets that
+    all want the same moves move as each would alone; zero-sum targets from a flat book stay
+    zero-sum at every bar (the neutral book's net zero), an asset without a bar holds, and
+    one cooldown holds the whole book."""
+    from phat.trading.policy import NeutralPolicy
+
+    pol = NeutralPolicy(alpha=0.5, cooldown_bars=2, epsilon_w=0.02)
+    rng = np.random.default_rng(5)
+    n = 400
+    trig = rng.choice([CODE["long_allowed"], CODE["short_allowed"], CODE["exit_only"],
+                       CODE["inactive"]], n, p=[0.45, 0.45, 0.05, 0.05])  # fmt: skip
+    target = np.clip(np.cumsum(rng.normal(0, 0.03, n)), -0.4, 0.4)
+    active = rng.random(n) > 0.1
+    alone = pol.run_book(trig, target, active, 0.25)
+    three = pol.run_book_across(np.repeat(trig[:, None], 3, 1), np.repeat(target[:, None], 3, 1),
+                                np.repeat(active[:, None], 3, 1), 0.25)  # fmt: skip
+    assert np.array_equal(three, np.repeat(alone[:, None], 3, 1)) and np.abs(alone).max() > 0.1
+    both = np.stack([target, -target], axis=1)
+    held = pol.run_book_across(
+        np.full((n, 2), CODE["long_allowed"]), both, np.ones((n, 2), bool), 1.0
+    )
+    assert np.abs(held.sum(axis=1)).max() < 1e-15 and np.abs(held).max() > 0.1
+    both[100:140, 1] = np.nan  # the second asset has no bar: it holds, the first moves
+    gap = pol.run_book_across(
+        np.full((n, 2), CODE["long_allowed"]), both, np.ones((n, 2), bool), 1.0
+    )
+    assert (gap[100:140, 1] == gap[99, 1]).all() and not (gap[100:140, 0] == gap[99, 0]).all()
+    moved = np.flatnonzero(np.any(np.diff(held, axis=0) != 0, axis=1)) + 1
+    assert (np.diff(moved) > 2).all()  # after any move the book waits out its cooldown

@@ -95,31 +95,52 @@ class ReferencePolicy:
 
         `active` marks bars where this book owns the signal; elsewhere it targets 0 (exits).
         """
-        n = len(target)
-        w = np.zeros(n)
-        prev = 0.0
+        col = self.run_book_across(trigger[:, None], np.asarray(target, dtype=np.float64)[:, None],
+                                   np.asarray(active)[:, None], cap)  # fmt: skip
+        return col[:, 0]  # one asset: a book of one (the same rules, one home)
+
+    def run_book_across(
+        self, trigger: np.ndarray, target: np.ndarray, active: np.ndarray, cap: float
+    ) -> np.ndarray:
+        """Held weights [bars, assets] of one book, steps 5-7 taken by the book as a whole
+        (one decision per bar for every asset; one asset is run_book): all assets move toward
+        their targets together by the same smoothing step, the rebalance band is the book's
+        largest move (a move inside it is held, an exit inside it goes flat), and one cooldown
+        holds the whole book. The same step applied to a zero-sum target from a zero-sum book
+        stays zero-sum: the neutral book holds net zero, where books run per asset drift
+        apart. An asset without a bar (NaN target) holds its weight; `inactive` forces 0."""
+        n, k = target.shape
+        w = np.zeros((n, k))
+        alpha, eps = self.alpha, self.epsilon_w
+        inactive, exit_only = _CODE["inactive"], _CODE["exit_only"]
+        # plain floats, asset by asset: a one-asset book (every backtest's) runs at the speed
+        # of scalar Python, and each asset's arithmetic is the same whatever the book's size
+        trig_rows, tgt_rows, act_rows = trigger.tolist(), target.tolist(), active.tolist()
+        prev = [0.0] * k
         cool = 0
         for t in range(n):
-            trig = trigger[t]
-            tgt = target[t] if active[t] else 0.0
-            if trig == _CODE["exit_only"] or not active[t]:
-                tgt = 0.0
-            if trig == _CODE["inactive"]:
-                want = 0.0
-            else:
-                want = prev + self.alpha * (tgt - prev)
-                if tgt == 0.0 and abs(want) < self.epsilon_w:
-                    want = 0.0
-            want = float(np.clip(want, -cap, cap))
-            move = want - prev
-            if cool > 0 and want != 0.0:
-                want, move = prev, 0.0  # cooldown: hold, unless going flat
-            if move != 0.0 and abs(move) < self.epsilon_w and want != 0.0:
-                if tgt == 0.0:
-                    want, move = 0.0, -prev  # an exit step inside the band goes flat, never stalls
+            want, goal = list(prev), [None] * k  # no bar (NaN target): hold
+            for i, x in enumerate(tgt_rows[t]):
+                if x != x:
+                    continue
+                trig = trig_rows[t][i]
+                g = x if act_rows[t][i] and trig != exit_only else 0.0
+                if trig == inactive:
+                    v = 0.0
                 else:
-                    want, move = prev, 0.0  # rebalance band
-            if move != 0.0:
+                    v = prev[i] + alpha * (g - prev[i])
+                    if g == 0.0 and abs(v) < eps:
+                        v = 0.0
+                want[i], goal[i] = min(max(v, -cap), cap), g
+            if cool > 0:  # cooldown: hold, unless going flat
+                want = [0.0 if v == 0.0 else p for v, p in zip(want, prev, strict=True)]
+            moves = [abs(v - p) for v, p in zip(want, prev, strict=True)]
+            if 0.0 < max(moves, default=0.0) < eps:  # the book's band: moves held, exits go flat
+                want = [
+                    (0.0 if g == 0.0 else p) if m != 0.0 and v != 0.0 else v
+                    for v, p, g, m in zip(want, prev, goal, moves, strict=True)
+                ]
+            if any(v != p for v, p in zip(want, prev, strict=True)):
                 cool = self.cooldown_bars
             elif cool > 0:
                 cool -= 1
@@ -135,7 +156,8 @@ class NeutralPolicy(ReferencePolicy):
     signed strength 2(p - 0.5) in [-1, 1] (long above 0.5, short below; the trigger only
     permits: inactive and exit_only give 0); then across the universe at each bar the targets
     are demeaned over the assets present and scaled down together when one exceeds w_max
-    (`cross_section`), so the book's net target is zero; steps 5-7 per asset as the reference."""
+    (`cross_section`), so the book's net target is zero; steps 5-7 by the book as a whole
+    (run_book_across, backtest_assets), so its held weights stay net zero too."""
 
     neutral = True
 
@@ -171,43 +193,6 @@ class NeutralPolicy(ReferencePolicy):
         top = min(self.w_max, self.learning_cap)
         scale = np.where(peak > top, top / np.maximum(peak, 1e-300), 1.0)
         return d * scale
-
-    def run_book_across(
-        self, trigger: np.ndarray, target: np.ndarray, active: np.ndarray, cap: float
-    ) -> np.ndarray:
-        """Held weights [bars, assets] of one book, steps 5-7 taken by the book as a whole
-        (run_book's rules, one decision per bar for every asset): all assets move toward
-        their targets together by the same smoothing step, the rebalance band is the book's
-        largest move, and one cooldown holds the whole book. The same step applied to a
-        zero-sum target from a zero-sum book stays zero-sum, so the book holds net zero
-        where run_book per asset lets the weights drift apart. An asset without a bar (NaN
-        target) holds its weight; `inactive` and exits act per asset as in run_book."""
-        n, k = target.shape
-        w = np.zeros((n, k))
-        prev = np.zeros(k)
-        cool = 0
-        for t in range(n):
-            here = np.isfinite(target[t])
-            trig = trigger[t]
-            live = here & active[t] & (trig != _CODE["exit_only"])
-            tgt = np.where(live, np.nan_to_num(target[t]), 0.0)
-            want = prev + self.alpha * (tgt - prev)
-            want = np.where((tgt == 0.0) & (np.abs(want) < self.epsilon_w), 0.0, want)
-            want = np.where(here & (trig == _CODE["inactive"]), 0.0, want)
-            want = np.where(here, np.clip(want, -cap, cap), prev)
-            if cool > 0:  # cooldown: hold, unless going flat
-                want = np.where(want == 0.0, 0.0, prev)
-            move = want - prev
-            if 0.0 < np.abs(move).max(initial=0.0) < self.epsilon_w:  # the book's band
-                want = np.where((tgt == 0.0) & (move != 0.0), 0.0, prev)  # exits go flat
-                move = want - prev
-            if np.any(move != 0.0):
-                cool = self.cooldown_bars
-            elif cool > 0:
-                cool -= 1
-            w[t] = want
-            prev = want
-        return w
 
 
 def ema_trend_triggers(close: np.ndarray, *, fast: int, slow: int) -> np.ndarray:
