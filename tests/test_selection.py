@@ -19,7 +19,8 @@ from conftest import make_cfg
 from phat.data.synthetic import random_walk
 from phat.errors import ConfigError
 from phat.models.calibration import Calibrator, fit_calibrator, platt_or_identity, sigmoid
-from phat.models.selection import C_GRID, purged_kfold, simplest_within_noise
+from phat.models.kinds import C_GRID
+from phat.models.selection import purged_kfold, simplest_within_noise
 from phat.pipeline import train
 from phat.recipe.series import prepare
 
@@ -316,7 +317,7 @@ def test_tree_leaves_on_the_inner_cv_are_logged_and_held_by_the_artifact(tmp_pat
     """model=tree with max_leaf_nodes=auto: every candidate of the grid is scored on the purged
     inner folds (each at its best number of trees), the fewest leaves within one SE of the
     best is kept, recorded (metric, param, table) and is what the artifact's trees use."""
-    from phat.models.selection import LEAVES_GRID
+    from phat.models.kinds import LEAVES_GRID
     from phat.registry.artifact import load_artifact
 
     cfg = make_cfg(tmp_path, "model=tree", "model.params.max_iter=20", "model.ladder=off",
@@ -378,7 +379,7 @@ def test_tcn_width_and_weight_decay_on_the_inner_cv_are_logged_and_held(tmp_path
     from mlflow.tracking import MlflowClient
 
     from phat.lifecycle.training import run
-    from phat.models.selection import WEIGHT_DECAY_GRID, WIDTH_GRID
+    from phat.models.kinds import WEIGHT_DECAY_GRID, WIDTH_GRID
     from phat.registry.artifact import load_artifact
 
     cfg = make_cfg(tmp_path, "model=tcn", "data.synthetic.periods=3000", "model.params.levels=3",
@@ -404,3 +405,27 @@ def test_tcn_width_and_weight_decay_on_the_inner_cv_are_logged_and_held(tmp_path
     assert len(client.get_metric_history(out["run_id"], "tcn_train_loss")) <= 2
     model = load_artifact(Path(client.download_artifacts(out["run_id"], "model", str(tmp_path))))
     assert model.model.arch["channels"] == m["selected_channels"]
+
+
+def test_each_kind_declares_what_its_inner_cv_searches() -> None:
+    """A kind's searchable settings are declared once, on its KINDS entry (the key and the
+    grid, simplest first): every params field that may be `auto` is searched by its kind, and
+    every declared search names a setting that may be `auto` (trainer.weight_decay: the
+    kinds that train with the trainer). The recipe asks these entries, not parameter names."""
+    import inspect
+
+    from phat.confdefaults import schema_autos
+    from phat.models.kinds import KINDS, SEARCH_FITS
+    from phat.recipe import fit
+    from phat.settings import TrainerConf
+
+    trainer_autos = {f"trainer.{k}" for k in schema_autos(TrainerConf)}
+    for name, k in KINDS.items():
+        autos = {f"model.params.{a}" for a in schema_autos(k.params)} if k.params else set()
+        declared = {s.key for s in k.search}
+        assert autos <= declared, name
+        assert declared <= autos | (trainer_autos if k.trainer else set()), name
+        assert all(len(s.grid) > 1 for s in k.search) and k.search_fits in SEARCH_FITS
+    recipe = inspect.getsource(fit)
+    for param in ('"C"', '"max_leaf_nodes"', '"channels"', '"weight_decay"'):
+        assert f'.get({param}) == "auto"' not in recipe  # no switch on a parameter's name

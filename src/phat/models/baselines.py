@@ -43,6 +43,10 @@ class WindowData:
 
 
 class Model(Protocol):
+    """What the recipe (phat.recipe.fit) and scoring ask of every model kind: fit on windows
+    ending at train samples (and a validation tail, for kinds that stop early), logits of
+    windows, its state for the artifact, and its size."""
+
     kind: str
 
     def fit(
@@ -57,6 +61,9 @@ class Model(Protocol):
     def logits(self, data: WindowData, ends: np.ndarray) -> np.ndarray: ...
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
+
+    @property
+    def n_parameters(self) -> int: ...
 
 
 class LogisticModel:

@@ -4,7 +4,9 @@ A kind names its class ("module:Class", imported only when a model is built or l
 config check stays light), the dataclass of its `model.params` (names and types; defaults live in
 conf/model/<kind>.yaml), and its traits: which other settings it reads, whether it stops early on
 a validation tail of the train span, whether its capacity comes from the purged inner CV, and
-whether scoring needs torch. No module outside this one compares a kind's name to a literal.
+whether scoring needs torch; and what its purged inner CV searches (`search`: each setting's
+key and grid, simplest first; `search_fits`: how candidates are fitted per fold). No module
+outside this one compares a kind's name to a literal, nor a parameter's name to choose a search.
 """
 
 from __future__ import annotations
@@ -44,6 +46,35 @@ class TCNParams:
 
 
 @dataclass(frozen=True)
+class Search:
+    """A setting a kind's recipe chooses on the purged inner CV of the train span when it is
+    `auto`: its config key and its candidates, simplest first."""
+
+    key: str  # "model.params.C", "trainer.weight_decay"
+    grid: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        """The setting's own name (the metric `selected_<name>`)."""
+        return self.key.rsplit(".", 1)[1]
+
+
+# Candidates, simplest first: the logistic's C (strongest regularisation first; 1e-4 .. 1 in
+# half decades), the tree's leaves per tree, the TCN's width, then its decoupled weight decay
+# (AdamW; strongest first).
+C_GRID: tuple[float, ...] = tuple(10.0 ** (e / 2) for e in range(-8, 1))
+LEAVES_GRID: tuple[int, ...] = (3, 7, 15, 31)
+WIDTH_GRID: tuple[int, ...] = (8, 16, 32)
+WEIGHT_DECAY_GRID: tuple[float, ...] = (1.0, 1e-1, 1e-2, 1e-4)
+# How a kind's candidates are fitted per inner fold (models.selection.purged_search ranks them
+# all the same way): "path" the logistic's closed-form fits, its ladder's rungs among the
+# candidates (ladder and capacity in one inner CV);
+# "staged" the tree's boosting without stopping, each candidate at its best number of trees;
+# "refits" a fresh fit per candidate and fold, stopping early on its own purged tail.
+SEARCH_FITS = ("path", "staged", "refits")
+
+
+@dataclass(frozen=True)
 class Kind:
     name: str
     path: str  # "module:Class"; only these load from an artifact (no arbitrary import paths)
@@ -51,13 +82,14 @@ class Kind:
     reads: tuple[str, ...] = ()  # other settings the fit reads (logged as run params)
     trainer: bool = False  # gets trainer.* (epochs, patience, ...), threads and tracking
     validation_tail: bool = False  # early stopping on a purged tail of the train span
-    inner_cv: bool = False  # ladder and capacity in one purged inner CV (model.params.C=auto)
     # the ladder on the same purged inner CV, the model refitted per fold as the final fit
-    # (five more fits per training); a kind with neither this nor inner_cv is judged on the
-    # calibration slice
+    # (five more fits per training); a kind with neither this nor search_fits="path" is
+    # judged on the calibration slice
     ladder_refits: bool = False
     stopped_param: str | None = None  # the param early stopping chooses, logged as selected_*
     torch: bool = False  # scoring imports torch (the logged model's requirements)
+    search: tuple[Search, ...] = ()  # what its purged inner CV chooses when set to auto
+    search_fits: str = "refits"  # how its candidates are fitted per fold (SEARCH_FITS)
 
 
 KINDS: dict[str, Kind] = {
@@ -67,7 +99,8 @@ KINDS: dict[str, Kind] = {
             "logistic",
             "phat.models.baselines:LogisticModel",
             LogisticParams,
-            inner_cv=True,
+            search=(Search("model.params.C", C_GRID),),
+            search_fits="path",
         ),
         Kind(
             "tree",
@@ -77,6 +110,8 @@ KINDS: dict[str, Kind] = {
             validation_tail=True,
             ladder_refits=True,
             stopped_param="max_iter",
+            search=(Search("model.params.max_leaf_nodes", LEAVES_GRID),),
+            search_fits="staged",
         ),  # fmt: skip
         Kind(
             "tcn",
@@ -87,12 +122,19 @@ KINDS: dict[str, Kind] = {
             validation_tail=True,
             ladder_refits=True,
             torch=True,
+            search=(
+                Search("model.params.channels", WIDTH_GRID),
+                Search("trainer.weight_decay", WEIGHT_DECAY_GRID),
+            ),
         ),  # fmt: skip
         # a universe's per-asset container (model.pooling=per_asset): its members are recipes
         Kind("per_asset", "phat.models.per_asset:PerAssetModel", None),
     )
 }
 RECIPES = tuple(k for k, v in KINDS.items() if v.params is not None)
+# Every setting a search may choose, by name: the run logs the metric `selected_<name>` and the
+# param `<key>_selected` (registry/tracking.py).
+SEARCHED_SETTINGS = {s.name: s.key for k in KINDS.values() for s in k.search}
 
 
 def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -39,10 +39,9 @@ import numpy as np
 from phat.errors import ConfigError
 from phat.models.baselines import LogisticModel, WindowData, staged_log_losses
 from phat.models.calibration import fit_calibrator, log_losses, sigmoid
+from phat.models.kinds import SEARCHED_SETTINGS
 from phat.models.noise import simplest_within_noise, time_blocks
 
-# Candidate C values, simplest (strongest regularisation) first: 1e-4 .. 1 in half decades.
-C_GRID: tuple[float, ...] = tuple(float(10.0**e) for e in np.arange(-4.0, 0.25, 0.5))
 INNER_FOLDS = 5
 SCORE_BLOCKS = 10
 # The 1-bar return rung's C: a one-input model needs no shrinkage, only finiteness.
@@ -71,6 +70,41 @@ def purged_kfold(
         if len(fit):
             out.append((fit, block))
     return out
+
+
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+def purged_search(
+    ends: np.ndarray,
+    y: np.ndarray,
+    candidates: list[Any],
+    score: Callable[[Any, Folds], tuple[np.ndarray, float]],
+    purge: int,
+    embargo: int,
+    times: np.ndarray | None,
+    key: str,
+) -> tuple[int, list[dict[str, Any]], list[float]]:
+    """The one purged-CV search every kind's choices go through (its capacity, and the ladder
+    refitted per fold): the purged K-fold of the train samples `ends` (`times`: their
+    timeline slots when they are a universe's), each candidate (simplest first) scored by
+    `score(candidate, folds)` -> (the held-out blocks' per-sample log losses, in fold order;
+    one more figure to report, e.g. the trees or epochs it kept), then the simplest within one
+    standard error of the best mean loss (models.noise.simplest_within_noise, block by block).
+    A fold whose fit set holds one outcome is refused, naming `key`. Returns (index of the
+    choice, a row per candidate, the figures)."""
+    yi = np.asarray(y).astype(int)
+    folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
+    for fit, _ in folds:
+        _both_outcomes(yi[fit], key)
+    groups = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(folds)])
+    loss = np.empty((len(groups), len(candidates)))
+    extra = []
+    for j, cand in enumerate(candidates):
+        loss[:, j], e = score(cand, folds)
+        extra.append(e)
+    j, rows = simplest_within_noise(loss, groups)
+    return j, rows, extra
 
 
 def _newton_logistic(C: float, seed: int, max_iter: int) -> Any:
@@ -108,35 +142,30 @@ def choose_logistic(
     names = (["climatology"] if rules else []) + (
         ["last_return"] if return_column is not None else []
     )
+    n_rules = len(names)
+    candidates: list[Any] = [*names, *grid]
+
+    def score(cand: Any, folds: Folds) -> tuple[np.ndarray, float]:
+        out = []
+        for fit, val in folds:
+            if cand == "climatology":
+                p = np.full(len(val), float(np.mean(yi[fit])))
+            elif cand == "last_return":  # fitted as rule_rung fits it
+                x = X[:, (lookback - 1) * n_f + int(return_column)]  # type: ignore[arg-type]
+                w, b = _one_input_logistic(x[fit], yi[fit], seed)
+                p = sigmoid(w * x[val] + b)
+            else:
+                clf = _newton_logistic(cand, seed, max_iter).fit(X[fit], yi[fit])
+                p = clf.predict_proba(X[val])[:, 1]
+            out.append(log_losses(yi[val], p))
+        return np.concatenate(out), float("nan")
+
+    j, rows, _ = purged_search(ends, y, candidates, score, purge, embargo, times, "model.params.C")
     names += [f"C={c:g}" for c in grid]
-    folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
-    loss = np.empty((sum(len(v) for _, v in folds), len(names)))
-    groups = np.empty(len(loss), dtype=np.int64)
-    at = 0
-    for k, (fit, val) in enumerate(folds):
-        _both_outcomes(yi[fit], "model.params.C")
-        cols = [np.full(len(val), float(np.mean(yi[fit])))] if rules else []
-        if return_column is not None:  # the last_return rung, fitted as rule_rung fits it
-            x = X[:, (lookback - 1) * n_f + return_column]
-            w, b = _one_input_logistic(x[fit], yi[fit], seed)
-            cols.append(sigmoid(w * x[val] + b))
-        for c in grid:
-            clf = _newton_logistic(c, seed, max_iter).fit(X[fit], yi[fit])
-            cols.append(clf.predict_proba(X[val])[:, 1])
-        for j, p in enumerate(cols):
-            loss[at : at + len(val), j] = log_losses(yi[val], p)
-        groups[at : at + len(val)] = k
-        at += len(val)
-    j, rows = simplest_within_noise(loss, groups)
     table = [{"candidate": n, **r, "chosen": i == j} for i, (n, r) in enumerate(zip(names, rows, strict=True))]  # fmt: skip
-    n_rules = len(names) - len(grid)
     if j < n_rules:
         return names[j], None, table
     return "model", grid[j - n_rules], table
-
-
-# Candidate leaves per tree, simplest first (max_leaf_nodes=auto).
-LEAVES_GRID: tuple[int, ...] = (3, 7, 15, 31)
 
 
 def choose_tree_leaves(
@@ -160,45 +189,26 @@ def choose_tree_leaves(
     lookback = int(params["lookback"])
     X = data.tabular(ends, lookback)
     yi = np.asarray(y).astype(int)
-    folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
-    n_val = sum(len(v) for _, v in folds)
-    groups = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(folds)])
-    loss = np.empty((n_val, len(grid)))
-    kept_trees = []
     fixed = {k: v for k, v in params.items() if k not in ("lookback", "max_leaf_nodes")}
-    for j, leaves in enumerate(grid):
+
+    def score(leaves: int, folds: Folds) -> tuple[np.ndarray, float]:
         staged = []  # per fold: [n_val_k, max_iter] losses by number of trees
         for fit, val in folds:
-            _both_outcomes(yi[fit], "model.params.max_leaf_nodes")
             clf = HistGradientBoostingClassifier(
                 early_stopping=False, random_state=seed, max_leaf_nodes=leaves, **fixed
             ).fit(X[fit], yi[fit])
             staged.append(staged_log_losses(clf, X[val], yi[val]))
         k = int(np.argmin(np.concatenate(staged).mean(axis=0)))  # the best number of trees
-        loss[:, j] = np.concatenate([s[:, k] for s in staged])
-        kept_trees.append(k + 1)
-    j, rows = simplest_within_noise(loss, groups)
+        return np.concatenate([s[:, k] for s in staged]), float(k + 1)
+
+    key = "model.params.max_leaf_nodes"
+    j, rows, trees = purged_search(ends, y, list(grid), score, purge, embargo, times, key)
+    kept_trees = [int(t) for t in trees]
     table = [
         {"candidate": f"max_leaf_nodes={g}", "trees": t, **r, "chosen": i == j}
         for i, (g, t, r) in enumerate(zip(grid, kept_trees, rows, strict=True))
     ]
     return grid[j], table
-
-
-# The TCN's candidates, simplest first (model.params.channels=auto, trainer.weight_decay=auto):
-# fewer channels, then stronger decoupled weight decay (AdamW), first.
-WIDTH_GRID: tuple[int, ...] = (8, 16, 32)
-WEIGHT_DECAY_GRID: tuple[float, ...] = (1.0, 1e-1, 1e-2, 1e-4)
-# The settings a refit search may choose, in the order their grids combine (the first slowest).
-REFIT_GRIDS = {"channels": WIDTH_GRID, "weight_decay": WEIGHT_DECAY_GRID}
-# Every setting a search may choose and where it lives: the run logs the metric
-# `selected_<name>` and the param `<key>_selected` (registry/tracking.py).
-SEARCHED_SETTINGS = {
-    "C": "model.params.C",
-    "max_leaf_nodes": "model.params.max_leaf_nodes",
-    "channels": "model.params.channels",
-    "weight_decay": "trainer.weight_decay",
-}
 
 
 def refit_candidates(searched: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -272,22 +282,16 @@ def _refit_ranking(
     block: (the simplest within one SE of the best, the rows, each candidate's mean of the
     second value fit_logits returns)."""
     yi = np.asarray(y).astype(int)
-    folds = purged_kfold(ends if times is None else times, INNER_FOLDS, purge, embargo)
-    groups = np.concatenate([np.full(len(v), k) for k, (_, v) in enumerate(folds)])
-    loss = np.empty((len(groups), len(candidates)))
-    for fit, _ in folds:
-        _both_outcomes(yi[fit], key)
-    extra = []
-    for j, cand in enumerate(candidates):
+
+    def score(cand: Any, folds: Folds) -> tuple[np.ndarray, float]:
         cols, kept = [], []
         for fit, val in folds:
             z, e = fit_logits(cand, ends[fit], ends[val])
             cols.append(log_losses(yi[val], sigmoid(z)))
             kept.append(e)
-        loss[:, j] = np.concatenate(cols)
-        extra.append(float(np.mean(kept)))
-    j, rows = simplest_within_noise(loss, groups)
-    return j, rows, extra
+        return np.concatenate(cols), float(np.mean(kept))
+
+    return purged_search(ends, y, candidates, score, purge, embargo, times, key)
 
 
 def _both_outcomes(y_fit: np.ndarray, key: str) -> None:

@@ -18,7 +18,7 @@ from phat.data.bars import Bars
 from phat.data.universe import StackedBars
 from phat.errors import DataValidationError
 from phat.hashing import canonical_json
-from phat.models.baselines import WindowData
+from phat.models.baselines import Model, WindowData
 from phat.models.calibration import Calibrator, fit_calibrator
 from phat.models.kinds import build_model
 from phat.models.kinds import kind as model_kind
@@ -62,7 +62,7 @@ def fit_model(
     y: np.ndarray,
     spans: dict[str, np.ndarray],
     tracking: dict[str, Any] | None = None,
-) -> Any:
+) -> Model:
     """Build a model of `kind` with `params` (the trainer settings for the kinds that train
     with one) and fit it on spans["train"] (the TCN with early stopping on
     spans["validation"])."""
@@ -86,7 +86,7 @@ class Fitted:
     """The recipe fitted on one split: the forecast kept (the recipe's model or a simpler
     rung of its ladder), its calibrator, and how both were chosen."""
 
-    model: Any
+    model: Model
     calibrator: Calibrator
     rung: str  # "model" or the rule rung kept (climatology, last_return)
     params: dict[str, float]  # chosen capacity (selected_C, when the grid was searched)
@@ -141,21 +141,21 @@ def fit_recipe(
         dict(cfg.model.params), dict(cfg.trainer), model_kind(cfg.model.kind),
         cfg.model.ladder == "on",
     )  # fmt: skip
-    if r.spec.inner_cv and (r.ladder or r.params.get("C") == "auto"):
-        _logistic_inner_cv(r)
-    if r.params.get("max_leaf_nodes") == "auto":
-        _tree_leaves(r)
-    _refit_search(r)
+    searched = {s.name: s.grid for s in r.spec.search if r.setting(s.key) == "auto"}
+    if r.spec.search_fits == "path" and (r.ladder or searched):  # the ladder searched with it
+        _logistic_inner_cv(r, searched)
+    elif searched:
+        {"staged": _tree_leaves, "refits": _refit_search}[r.spec.search_fits](r, searched)
     refits = r.ladder and r.spec.ladder_refits and _ladder_by_refits(r)
     if r.model is None:
         r.model = fit_model(r.spec.name, r.params, r.trainer, seed, threads, data, y, spans,
                             tracking)  # fmt: skip
         if r.spec.stopped_param and "validation" in spans:  # early stopping's choice
             r.chosen[f"selected_{r.spec.stopped_param}"] = float(
-                r.model.params[r.spec.stopped_param]
+                r.model.state()[1][r.spec.stopped_param]  # the fitted model's own record
             )
     purge = lspec.horizon_bars * concurrent  # in samples of the time-ordered spans
-    if r.ladder and not (r.spec.inner_cv or refits):  # else the inner CV ranked them
+    if r.ladder and not (r.spec.search_fits == "path" or refits):  # else the inner CV did
         _ladder_on_calibration(r, spans["calibration"], purge)
     calibrator = _calibrator(cfg, r.model, data, y, spans["calibration"], purge)
     return Fitted(r.model, calibrator, r.rung, r.chosen, r.tables)
@@ -182,11 +182,18 @@ class _Run:
     spec: Any  # the kind's Kind entry
     ladder: bool
     rung: str = "model"
-    model: Any = None
+    model: Model | None = None
     chosen: dict[str, float] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def stopped_fit(self, fit: np.ndarray, params: dict[str, Any], trainer: dict[str, Any]) -> Any:
+    def setting(self, key: str) -> Any:
+        """The value of a kind's setting by its config key (model.params.* or trainer.*)."""
+        section, name = key.rsplit(".", 1)
+        return (self.params if section == "model.params" else self.trainer).get(name)
+
+    def stopped_fit(
+        self, fit: np.ndarray, params: dict[str, Any], trainer: dict[str, Any]
+    ) -> Model:
         """The model fitted on the samples `fit` with early stopping on their purged tail (an
         inner fold's refit, as the final fit stops on the train span's tail)."""
         f, tail = carve_tail(fit, float(trainer["val_fraction"]), self.lspec.horizon_bars,
@@ -195,12 +202,13 @@ class _Run:
                          self.y, {"train": f, "validation": tail})  # fmt: skip
 
 
-def _logistic_inner_cv(r: _Run) -> None:
-    """The logistic's ladder and C in one purged inner CV (models.selection.choose_logistic)."""
+def _logistic_inner_cv(r: _Run, searched: dict[str, tuple[Any, ...]]) -> None:
+    """The logistic's ladder and C in one purged inner CV (models.selection.choose_logistic):
+    C over its declared grid when auto, else at the given C."""
     from phat.models import selection as sel
 
     col = sel.return_column(r.fspec.names, r.lspec.kind == "relative") if r.ladder else None
-    grid = sel.C_GRID if r.params.get("C") == "auto" else (float(r.params["C"]),)
+    grid = searched.get("C") or (float(r.params["C"]),)
     rung, c, r.tables["inner_cv"] = sel.choose_logistic(
         r.data, r.tr, r.y[r.tr], int(r.params["lookback"]), col, grid, *r.inner,
         int(r.params["max_iter"]), r.times, r.ladder,
@@ -215,30 +223,24 @@ def _logistic_inner_cv(r: _Run) -> None:
             say_grid_edge("model.params.C", c, grid, r.chosen)
 
 
-def _tree_leaves(r: _Run) -> None:
-    """The tree's leaves (max_leaf_nodes=auto) on the same purged inner CV."""
+def _tree_leaves(r: _Run, searched: dict[str, tuple[Any, ...]]) -> None:
+    """The tree's leaves (max_leaf_nodes=auto) on the same purged inner CV, each candidate's
+    trees grown without stopping and taken at their best number (choose_tree_leaves)."""
     from phat.models import selection as sel
 
+    grid = searched["max_leaf_nodes"]
     leaves, r.tables["inner_cv"] = sel.choose_tree_leaves(
-        r.data, r.tr, r.y[r.tr], r.params, sel.LEAVES_GRID, *r.inner, r.times
+        r.data, r.tr, r.y[r.tr], r.params, grid, *r.inner, r.times
     )
     r.params["max_leaf_nodes"] = leaves
     r.chosen["selected_max_leaf_nodes"] = float(leaves)
-    say_grid_edge("model.params.max_leaf_nodes", leaves, sel.LEAVES_GRID, r.chosen)
+    say_grid_edge("model.params.max_leaf_nodes", leaves, grid, r.chosen)
 
 
-def _refit_search(r: _Run) -> None:
-    """The TCN's width and weight decay set to auto: every candidate refitted per inner fold
-    with early stopping on its purged tail (models.selection.choose_by_refits)."""
+def _refit_search(r: _Run, searched: dict[str, tuple[Any, ...]]) -> None:
+    """Settings set to auto whose every candidate is refitted per inner fold with early
+    stopping on its purged tail (the TCN's width and weight decay; choose_by_refits)."""
     from phat.models import selection as sel
-
-    searched = {
-        name: grid
-        for name, grid in sel.REFIT_GRIDS.items()
-        if r.spec.trainer and {**r.params, **r.trainer}.get(name) == "auto"
-    }
-    if not searched:
-        return
 
     def fold_fit(cand: dict[str, Any], fit: np.ndarray, val: np.ndarray) -> tuple[Any, int]:
         m = r.stopped_fit(fit, {**r.params, **_of(cand, r.params)},
@@ -297,7 +299,7 @@ def _ladder_on_calibration(r: _Run, cal: np.ndarray, purge: int) -> None:
 
 
 def _calibrator(
-    cfg: RecipeConf, model: Any, data: WindowData, y: np.ndarray, cal: np.ndarray, purge: int
+    cfg: RecipeConf, model: Model, data: WindowData, y: np.ndarray, cal: np.ndarray, purge: int
 ) -> Calibrator:
     """The recipe's calibrator of a kept forecast, on the calibration span (with the ladder,
     Platt keeps the identity map unless its fit is significant)."""
@@ -354,7 +356,7 @@ def asset_calibrators(
     with per_asset=false."""
     from phat.models.calibration import fit_asset_correction
 
-    if not isinstance(bars, StackedBars) or not bool(cfg.calibration.per_asset):
+    if not corrects_assets(cfg, bars):
         return {}
     asset = bars.asset_of_rows()[cal_ends]
     p = calibrator.predict(logits["calibration"])
@@ -389,9 +391,15 @@ def calibrate(
 def asset_maps(cfg: RecipeConf, bars: Bars) -> str:
     """What the recipe's calibration does per asset (the phat.asset_maps tag, and a walk-forward
     record's recipe): `pooled`, or `per_asset shrink_bars=<n>` (asset_calibrators)."""
-    if not isinstance(bars, StackedBars) or not bool(cfg.calibration.per_asset):
+    if not corrects_assets(cfg, bars):
         return "pooled"
     return f"per_asset shrink_bars={float(cfg.calibration.shrink_bars):g}"
+
+
+def corrects_assets(cfg: RecipeConf, bars: Bars) -> bool:
+    """Whether the recipe corrects each asset's calibration (calibration.per_asset): only where
+    several assets pool into one model (a StackedBars); one asset's map is its own already."""
+    return isinstance(bars, StackedBars) and bool(cfg.calibration.per_asset)
 
 
 def fits_per_asset(cfg: RecipeConf, bars: Any) -> bool:

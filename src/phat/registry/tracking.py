@@ -377,7 +377,7 @@ def log_run(
     """Log params, tags, metrics, the dataset input, figures and the files under out_dir into
     `run` (a registry.recorder.RunLog). `hold_out_test` (a sweep's job): the test span's
     metrics go to held_out/test_metrics.json, not into the run's metrics."""
-    from phat.models.selection import SEARCHED_SETTINGS
+    from phat.models.kinds import SEARCHED_SETTINGS
 
     params = run_params(cfg)
     for name, key in SEARCHED_SETTINGS.items():  # what an `auto` setting chose
@@ -433,9 +433,10 @@ def _selection_lines(result: Any) -> list[str]:
             f"  capacity      {result.metrics['selected_max_leaf_nodes']:.0f} leaves per tree "
             "(purged 5-fold CV of the train span, fewest within one SE of the best log loss)"
         )
-    from phat.models.selection import REFIT_GRIDS
+    from phat.models.kinds import KINDS
 
-    refit = [n for n in REFIT_GRIDS if f"selected_{n}" in result.metrics]
+    refit = [s.name for k in KINDS.values() if k.search_fits == "refits" for s in k.search
+             if f"selected_{s.name}" in result.metrics]  # fmt: skip
     if refit:
         what = ", ".join(f"{n}={result.metrics[f'selected_{n}']:g}" for n in refit)
         out.append(
