@@ -56,6 +56,7 @@ BOUNDS = "phat_bounds"  # dataclass field metadata key
 MISSING = "???"
 ANY = "any real number"
 AUTO = "phat_auto"  # dataclass field metadata key: `auto` is a value (its number an integer?)
+CHOICES = "phat_choices"  # dataclass field metadata key: the values a word setting may take
 
 
 def setting(
@@ -80,6 +81,20 @@ def setting(
     if auto:
         meta[AUTO] = bool(integer)
     return field(default=MISSING, metadata=meta)
+
+
+def choice(values: tuple[str, ...]) -> Any:
+    """A schema field with no default (conf/ holds it) that takes one of `values` (declared
+    once, beside the type: the config check, --help and the code that reads the setting all
+    ask the schema's tuple)."""
+    from dataclasses import field
+
+    return field(default=MISSING, metadata={CHOICES: tuple(values)})
+
+
+def schema_choices(schema: type, prefix: str = "") -> dict[str, tuple[str, ...]]:
+    """`dotted.key -> allowed values` for every field of a schema dataclass declared by choice."""
+    return _field_metadata(schema, CHOICES, prefix)
 
 
 def schema_bounds(schema: type, prefix: str = "") -> dict[str, Any]:

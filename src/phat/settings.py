@@ -10,9 +10,28 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from omegaconf import MISSING
+from phat.confdefaults import MISSING, choice, setting
 
-from phat.confdefaults import setting
+# The values each word setting may take, declared once here with its field (`choice`): the
+# config check reads them from the schema, the code that acts on a setting imports them.
+VOLUME_NAN = ("refuse", "zero")
+ON_BAD_ASSET = ("fail", "skip")
+LABEL_KINDS = ("sign", "threshold", "relative")
+RELATIVE_TO = ("mean", "median")
+NEUTRAL = ("drop", "down")
+AGGREGATIONS = ("log_return_sum",)
+NORMALIZATIONS = ("zscore", "none")
+CALIBRATION_METHODS = ("auto", "platt", "temperature", "isotonic", "none")
+SPLIT_METHODS = ("fractions", "dates")
+ACCELERATORS = ("cpu", "auto", "gpu", "cuda", "mps")
+PROGRESS_BARS = ("auto", "true", "false")
+TRIGGER_RULES = ("ema_trend", "always_long", "column")
+EVIDENCE = ("single_split", "walkforward")
+EXCLUDE_ASSETS = ("none", "auto")
+ON_ALARM = ("log", "fallback", "rollback")
+RECALIBRATE = ("none", "online")
+LADDER = ("on", "off")
+POOLING = ("pooled", "per_asset")
 
 
 class Section(Mapping):
@@ -70,10 +89,10 @@ class DataConf(Section):
     path: Any = MISSING  # a file, directory or glob, or a list of files (a universe)
     symbol: str | None = MISSING
     universe_name: str | None = MISSING
-    on_bad_asset: str = MISSING
+    on_bad_asset: str = choice(ON_BAD_ASSET)
     max_gap: Any = setting(0)  # bars (int) or a duration ("1h"); null: the calendar's rule
     calendar: str = MISSING
-    volume_nan: str = MISSING
+    volume_nan: str = choice(VOLUME_NAN)
     resample_min_coverage: float = setting(0, 1, lo_open=True)
     timestamp_format: str | None = MISSING
     dayfirst: bool | None = MISSING
@@ -82,11 +101,13 @@ class DataConf(Section):
 
 @dataclass(eq=False)
 class LabelConf(Section):
-    kind: str = MISSING
+    kind: str = choice(LABEL_KINDS)
     threshold_bps: float = setting(0)
-    aggregation: str = MISSING
-    neutral: str = MISSING
-    relative_to: str = MISSING  # label=relative: mean | median of the universe's returns
+    aggregation: str = choice(AGGREGATIONS)
+    neutral: str = choice(NEUTRAL)
+    relative_to: str = choice(
+        RELATIVE_TO
+    )  # label=relative: mean | median of the universe's returns
     min_assets: int = setting(2)  # label=relative: fewer assets at a timestamp, no label
 
 
@@ -104,7 +125,7 @@ class MissingConf(Section):
 @dataclass(eq=False)
 class FeaturesConf(Section):
     window: int = setting(1)
-    normalization: str = MISSING
+    normalization: str = choice(NORMALIZATIONS)
     clip: float = setting(0, lo_open=True)
     missing: MissingConf = field(default_factory=MissingConf)
     # name -> feature, in the order the model reads them; null drops an entry a composed-from
@@ -125,14 +146,14 @@ class ModelConf(Section):
 
 @dataclass(eq=False)
 class CalibrationConf(Section):
-    method: str = MISSING
+    method: str = choice(CALIBRATION_METHODS)
     per_asset: bool = MISSING
     shrink_bars: float = setting(0)
 
 
 @dataclass(eq=False)
 class SplitConf(Section):
-    method: str = MISSING
+    method: str = choice(SPLIT_METHODS)
     train: float = setting(0, 1, lo_open=True, hi_open=True)
     calibration: float = setting(0, 1, lo_open=True, hi_open=True)
     test: float = setting(0, 1, lo_open=True, hi_open=True)
@@ -153,8 +174,8 @@ class TrainerConf(Section):
     patience: int = setting(0)
     restore_best: bool = MISSING
     val_fraction: float = setting(0, 1, lo_open=True, hi_open=True)
-    accelerator: str = MISSING
-    progress_bar: str = MISSING
+    accelerator: str = choice(ACCELERATORS)
+    progress_bar: str = choice(PROGRESS_BARS)
     deterministic: bool = MISSING
 
 
@@ -181,7 +202,7 @@ class TrackingConf(Section):
 
 @dataclass(eq=False)
 class TriggerConf(Section):
-    rule: str = MISSING
+    rule: str = choice(TRIGGER_RULES)
     fast: int = setting(1)
     slow: int = setting(1)
 
@@ -229,11 +250,11 @@ class WindowConf(Section):
 
 @dataclass(eq=False)
 class PromotionConf(Section):
-    evidence: str = MISSING
+    evidence: str = choice(EVIDENCE)
     max_mcb: float = setting(0)
     alpha: float = setting(0, 1, lo_open=True)
     per_asset_fdr: float = setting(0, 1, lo_open=True)
-    exclude_assets: str = MISSING
+    exclude_assets: str = choice(EXCLUDE_ASSETS)
     max_ece: float = setting(0)
     brier_tolerance: float = setting(0)
     ece_tolerance: float = setting(0)
@@ -389,13 +410,13 @@ class MonitorSection(Section):
     source: str = MISSING
     alpha: float = setting(0, 1, lo_open=True)
     bins: int = setting(1)
-    on_alarm: str = MISSING
+    on_alarm: str = choice(ON_ALARM)
     state: str | None = MISSING
     rolling: int = setting(1)
     start: str | None = MISSING
     clear: bool = MISSING
     lock_timeout: float = setting(0)
-    recalibrate: str = MISSING
+    recalibrate: str = choice(RECALIBRATE)
     recal_prior_bars: float = setting(0, lo_open=True)
     recal_half_life: float = setting(1)
 

@@ -16,12 +16,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from phat.confdefaults import auto_or_number, out_of_bounds, schema_autos, schema_bounds
+from phat.confdefaults import (
+    auto_or_number,
+    out_of_bounds,
+    schema_autos,
+    schema_bounds,
+    schema_choices,
+)
 from phat.contract.labels import parse_horizon
 from phat.errors import ConfigError
 from phat.models.kinds import RECIPES, check_params
 from phat.models.kinds import kind as model_kind
-from phat.settings import SCHEMAS, ModelConf
+from phat.settings import LADDER, POOLING, SCHEMAS, ModelConf
 
 # ---------------------------------------------------------------------------------------------
 # Schema: names, types and ranges (defaults live in conf/)
@@ -31,34 +37,6 @@ from phat.settings import SCHEMAS, ModelConf
 # Values: ranges and choices, checked before any work
 
 CALENDAR_WORDS = ("auto", "24x7", "fx")
-
-
-def _choices() -> dict[str, tuple[str, ...]]:
-    """Allowed values, taken from the code that defines them (imported when checking, not for
-    --help: the feature module imports pandas)."""
-    from phat.contract.features import NORMALIZATIONS
-    from phat.contract.labels import AGGREGATIONS, KINDS, NEUTRAL, RELATIVE_TO
-    from phat.models.calibration import METHODS
-
-    return {
-        "data.volume_nan": ("refuse", "zero"),
-        "data.on_bad_asset": ("fail", "skip"),
-        "label.kind": KINDS,
-        "label.neutral": NEUTRAL,
-        "label.aggregation": AGGREGATIONS,
-        "label.relative_to": RELATIVE_TO,
-        "features.normalization": NORMALIZATIONS,
-        "model.kind": RECIPES,
-        "calibration.method": METHODS,
-        "split.method": ("fractions", "dates"),
-        "trainer.accelerator": ("cpu", "auto", "gpu", "cuda", "mps"),
-        "trainer.progress_bar": ("auto", "true", "false"),
-        "policy.trigger.rule": ("ema_trend", "always_long", "column"),
-        "promotion.evidence": ("single_split", "walkforward"),
-        "promotion.exclude_assets": ("none", "auto"),
-        "monitor.on_alarm": ("log", "fallback", "rollback"),
-        "monitor.recalibrate": ("none", "online"),
-    }
 
 
 def _lookup(cfg: dict[str, Any], dotted: str) -> tuple[bool, Any]:
@@ -77,7 +55,7 @@ def bounds_of(schema: type) -> dict[str, Any]:
 
 def check_values(cfg: dict[str, Any], schema: type) -> None:
     """Ranges (declared beside the types) and choices that the types alone do not say."""
-    for key, choices in _choices().items():
+    for key, choices in schema_choices(schema).items():  # declared with the types (settings)
         found, v = _lookup(cfg, key)
         if found and v is not None and str(v).lower() not in choices:
             raise ConfigError(f"{key}={v!r}: expected one of {list(choices)}")
@@ -181,10 +159,10 @@ def _validate_model(model: Any) -> dict[str, Any]:
         raise ConfigError(f"model.{extra[0]}: not a setting of model")
     ladder = str(model.get("ladder", "")).lower()
     ladder = {"true": "on", "false": "off"}.get(ladder, ladder)  # YAML/Hydra may read on as true
-    if ladder not in ("on", "off"):
+    if ladder not in LADDER:
         raise ConfigError(f"model.ladder={model.get('ladder')!r}: expected 'on' or 'off'")
     pooling = str(model.get("pooling", "pooled"))
-    if pooling not in ("pooled", "per_asset"):
+    if pooling not in POOLING:
         raise ConfigError(f"model.pooling={pooling!r}: expected 'pooled' or 'per_asset'")
     try:
         params = OmegaConf.merge(
@@ -415,6 +393,10 @@ def help_text(verb: str) -> str:
         lines += ["", "Config groups (group=option):", *groups]
     if "horizon" in cfg:
         lines += ["  horizon      any <timeframe> or <bars>x<timeframe>: 15m, 1h, 1d, 4x15m, 3x1h"]
+    words = schema_choices(SCHEMAS[verb])  # declared with the types (phat.settings)
+    if words:
+        lines += ["", "Settings that take one of:"]
+        lines += [f"  {k:<28} {' | '.join(v)}" for k, v in sorted(words.items())]
     body = OmegaConf.to_yaml(cfg, resolve=False).rstrip()
     lines += [
         "",

@@ -40,9 +40,9 @@ from phat.confdefaults import conf_defaults, from_conf
 from phat.data.bars import UNIVERSE_RETURN
 from phat.errors import ConfigError, DataValidationError
 from phat.hashing import canonical_json, sha256_text
+from phat.settings import NORMALIZATIONS, VOLUME_NAN
 
 FEATURE_CODE_VERSION = "1"
-NORMALIZATIONS = ("zscore", "none")
 
 
 # Up to this many windows are reduced as plain slices (the streaming scorer's short tails):
@@ -270,7 +270,7 @@ class FeatureSpec:
                 raise ConfigError(
                     f"feature {f['fn']!r} takes params {list(spec.params)}, got {sorted(params)}"
                 )
-        if self.missing.get("volume_nan", "refuse") not in ("refuse", "zero"):
+        if self.missing.get("volume_nan", "refuse") not in VOLUME_NAN:
             raise ConfigError("data.volume_nan: expected 'refuse' or 'zero'")
         names = self.names
         if len(set(names)) != len(names):

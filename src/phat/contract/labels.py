@@ -31,11 +31,9 @@ from phat.data.universe import cross_section
 from phat.durations import DURATION, is_duration
 from phat.errors import ConfigError
 from phat.hashing import canonical_json, sha256_text
+from phat.settings import AGGREGATIONS, LABEL_KINDS, NEUTRAL, RELATIVE_TO
 
-KINDS = ("sign", "threshold", "relative")
-RELATIVE_TO = ("mean", "median")
-NEUTRAL = ("drop", "down")
-AGGREGATIONS = ("log_return_sum",)
+KINDS = LABEL_KINDS  # the values of each label setting: declared with its schema (settings)
 _HORIZON_RE = re.compile(rf"^(?:(\d+)x)?({DURATION})$")
 
 

@@ -43,8 +43,9 @@ import numpy as np
 
 from phat.errors import ConfigError
 from phat.hashing import canonical_json
+from phat.settings import CALIBRATION_METHODS
 
-METHODS = ("auto", "platt", "temperature", "isotonic", "none")
+METHODS = CALIBRATION_METHODS  # declared with the calibration.method setting (settings)
 FITTED = ("none", "platt", "temperature", "isotonic")  # what `auto` chooses among
 P_MIN = 1e-6
 ISOTONIC_PRIOR = 2.0
