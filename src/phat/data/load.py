@@ -198,6 +198,16 @@ def _by_symbol(
     return read
 
 
+def refuse_universe_for_one(model: Any, where: str, many: bool) -> None:
+    """A single-asset model scores one asset's bars: `where` naming many assets (`many`) is
+    refused by name (every reader of data for a model: load_bars, engine=spark)."""
+    if many and model.universe is None:
+        raise DataValidationError(
+            f"{where} names a universe of assets, but the model scores one asset "
+            f"({model.data_spec.get('symbol', '?')}): give that asset's bars"
+        )
+
+
 def load_bars(cfg: WithData, timeframe: str, model: Any = None) -> tuple[Bars, pd.Series | None]:
     """The configured data, validated as `timeframe` bars under the data.* settings (training:
     finer bars are resampled); with a loaded model (scoring: backtest, monitor, promotion),
@@ -215,11 +225,8 @@ def load_bars(cfg: WithData, timeframe: str, model: Any = None) -> tuple[Bars, p
         sources = long_sources(raw, str(d.path)) if d.path else None
         if sources is not None and len(sources) == 1:  # one symbol: one asset, named as before
             column_symbol, raw, sources = sources[0][0], sources[0][2], None
-    if model is not None and model.universe is None and (sources or is_universe_data(d)):
-        raise DataValidationError(
-            f"data.path names a universe of assets, but the model scores one asset "
-            f"({model.data_spec.get('symbol', '?')}): give that asset's bars"
-        )
+    if model is not None:
+        refuse_universe_for_one(model, "data.path", bool(sources) or is_universe_data(d))
     one_file = sources is None and not is_universe_data(d)
     if model is not None and model.universe is not None and one_file:
         # one asset's file, scored as that listed asset (data.symbol, else its symbol column's

@@ -192,6 +192,15 @@ def universe_groups(path: Any) -> dict[str, list[Path]]:
     return {s: [f for _, f in sorted(groups[s], key=lambda x: x[0])] for s in sorted(groups)}
 
 
+def file_groups(path: Any, symbol: str | None = None) -> dict[str, list[Path]]:
+    """{symbol: its files} of any data.path: one file is one asset (`symbol`, else its name's
+    symbol, symbol_of), a directory, glob or list its universe_groups."""
+    p = Path(str(path)) if not isinstance(path, list | tuple) else None
+    if p is not None and p.is_file() and not is_universe(path):
+        return {symbol or symbol_of(p): [p]}
+    return universe_groups(path)
+
+
 def column_symbol(path: Path, raw: pd.DataFrame) -> str | None:
     """The one value of a file's `symbol` column, or None without one; a file of a folder of
     assets holding several symbols is refused by name."""

@@ -118,7 +118,7 @@ def _long_table(p: Path) -> tuple[Any, str] | None:
 def sources(path: Any, symbol: str | None = None) -> list[Source]:
     """The assets of `path` (module docstring), sorted by symbol, with their row counts where
     the files tell them without being read."""
-    from phat.data.universe import is_universe, long_symbols, symbol_of, universe_groups
+    from phat.data.universe import file_groups, long_symbols
     from phat.errors import DataValidationError
 
     p = Path(str(path)) if not isinstance(path, list | tuple) else None
@@ -129,10 +129,8 @@ def sources(path: Any, symbol: str | None = None) -> list[Source]:
         assert symbols is not None
         n = symbols.value_counts()
         return [Source(str(s), str(p), True, int(n[s])) for s in sorted(n.index)]
-    if p is not None and p.is_file() and not is_universe(path):
-        return [Source(symbol or symbol_of(p), str(p), False, _parquet_rows(p))]
     out = []
-    for sym, files in universe_groups(path).items():
+    for sym, files in file_groups(path, symbol).items():
         if len(files) > 1:
             raise DataValidationError(
                 f"{sym} comes in {len(files)} dated pieces ({files[0].name} .. {files[-1].name}); "
@@ -333,7 +331,7 @@ def _checked_and_staged(
     verified model staged for the executors: (the session, made now if `spark` makes one,
     the model, its staged name, reading settings, sources)."""
     from phat.data.bars import UNIVERSE_RETURN
-    from phat.data.load import READ_SETTINGS
+    from phat.data.load import READ_SETTINGS, refuse_universe_for_one
     from phat.registry.client import fetch_verified, load
 
     data_kwargs = dict(data or {})
@@ -349,11 +347,7 @@ def _checked_and_staged(
             model, local = load(model_uri, horizon_id=horizon_id), Path(str(model_uri))
         else:
             model, local = fetch_verified(str(model_uri), Path(tmp), horizon_id)
-        if model.universe is None and len(srcs) > 1:
-            raise DataValidationError(
-                f"{path} holds {len(srcs)} assets, but the model scores one asset "
-                f"({model.data_spec.get('symbol', '?')}): give that asset's bars"
-            )
+        refuse_universe_for_one(model, f"{path} ({len(srcs)} assets)", len(srcs) > 1)
         for s in srcs:
             model.for_asset(s.symbol)  # an unlisted asset is refused by name, before any task
         if UNIVERSE_RETURN in model.feature_spec.required_columns:

@@ -66,12 +66,11 @@ def last_return_logistic(r_fit: np.ndarray, y_fit: np.ndarray, r: np.ndarray) ->
 
 def last_returns(bars: Bars, fit: np.ndarray) -> np.ndarray:
     """The 1-bar log return per bar (the one-feature rules' input), each asset's on its own
-    bars; a universe's in units of each asset's volatility (its standard deviation over the
-    rows `fit`, positions or a mask), so one rule fitted on all assets is not the loud ones'."""
+    bars, in units of its volatility (its standard deviation over the rows `fit`, positions
+    or a mask), so one rule fitted on all assets is not the loud ones' (one asset's rule is
+    scale-free: its logistic standardizes the input)."""
     close = bars.frame["close"].to_numpy()
-    if not isinstance(bars, StackedBars):
-        return last_return(close)
-    r1 = np.concatenate([last_return(close[a.start : a.stop]) for a in bars.assets])
+    r1 = np.concatenate([last_return(close[a.start : a.stop]) for a in bars.members()])
     groups = bars.asset_of_rows()
     rows = np.flatnonzero(fit) if np.asarray(fit).dtype == bool else np.asarray(fit)
     for g in np.unique(groups[rows]):
@@ -142,7 +141,7 @@ def rule_forecasts(
     )
     base_rate = float(np.mean(y[spans["train"]]))
     out = score_rules(y, bars, fit, spans["test"], base_rate, proxy, relative)
-    if shrink_bars is not None and isinstance(bars, StackedBars):
+    if shrink_bars is not None:  # the recipe corrects each asset's map (recipe.fit.corrects_assets)
         out["climatology"] = asset_climatology(y, bars, spans, base_rate, shrink_bars)
     return out
 

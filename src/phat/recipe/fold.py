@@ -12,7 +12,14 @@ from phat.contract.features import FeatureSpec
 from phat.models.baselines import WindowData
 from phat.models.calibration import Calibrator
 from phat.models.rules import rule_forecasts
-from phat.recipe.fit import Fitted, asset_calibrators, calibrate, fit_recipe, fits_per_asset
+from phat.recipe.fit import (
+    Fitted,
+    asset_calibrators,
+    calibrate,
+    corrects_assets,
+    fit_recipe,
+    fits_per_asset,
+)
 from phat.recipe.series import Series
 
 if TYPE_CHECKING:
@@ -67,9 +74,9 @@ def fold_rules(
     rule_forecasts with the recipe's settings, the last-return rule as the recipe ships that
     rung (shipped_rule), so a candidate that is the rule equals its baseline bit for bit. A
     relative label's rules are the relative ones (models.rules.score_rules): the recipe's
-    last-return rung reads the asset's own return, not that rule, so it is not substituted."""
-    cal = cfg.calibration
-    shrink = float(cal.shrink_bars) if bool(cal.per_asset) else None
+    last-return rung reads a feature column (the own return, or rel_return_1), not that rule's
+    volatility-scaled input, so it is not substituted."""
+    shrink = float(cfg.calibration.shrink_bars) if corrects_assets(cfg, ser.bars) else None
     relative = ser.label_spec.kind == "relative"
     out = rule_forecasts(ser.y, ser.bars, spans, proxy, shrink, relative)
     if relative:

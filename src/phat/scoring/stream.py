@@ -249,11 +249,10 @@ class StreamScorer:
 
     # -- validation: nothing is changed here ------------------------------------------------
     def _check(self, sym: str, bar: Any) -> tuple:
-        if self.model.universe is not None and sym not in self.model.universe["assets"]:
-            try:
-                self.model.for_asset(sym)  # the refusal names the universe and its assets
-            except DataValidationError as e:
-                raise StreamRefused("unknown_asset", str(e), sym) from None
+        try:
+            self.model.for_asset(sym)  # an asset a universe model does not list: by name
+        except DataValidationError as e:
+            raise StreamRefused("unknown_asset", str(e), sym) from None
         get = _getter(bar)
         ts = self._timestamp(get("timestamp"), sym)
         vals = self._values(sym, get, ts)
@@ -443,9 +442,10 @@ class StreamScorer:
         return out
 
     def _normalize(self, syms: list[str], raw: np.ndarray) -> np.ndarray:
-        """Feature rows as batch scoring normalizes them: a universe model's by each asset's
-        own fitted mean and std (the same arithmetic, row by row, so the same bits)."""
-        if self.model.universe is None or self.spec.normalization == "none":
+        """Feature rows as batch scoring normalizes them: by each asset's fitted mean and std
+        (its view's: a universe model's own per asset, a single-asset model's one), the same
+        arithmetic row by row, so the same bits."""
+        if self.spec.normalization == "none":
             return self.spec.normalize(raw)
         views = [self.model.for_asset(s).feature_spec for s in syms]
         mean = np.array([v.norm_mean for v in views], dtype=np.float64)
@@ -464,8 +464,6 @@ class StreamScorer:
             )  # fmt: skip
         else:
             z = self.model.model.logits(WindowData(rows, w), ends)
-        if self.model.universe is None:
-            return self.model.calibrator.predict(z)
         return np.concatenate(
             [
                 self.model.for_asset(s).calibrator.predict(z[i : i + 1])

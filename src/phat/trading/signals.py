@@ -116,10 +116,11 @@ def for_asset(resolved: ResolvedSignal, symbol: str) -> ResolvedSignal:
     asset is refused by name), with the alarm that applies to it: the version's (every asset)
     or this asset's own (tag phat.alarm.asset.<symbol>, set by `phat monitor` on a universe),
     whichever came first; an asset the version was promoted without (phat.excluded_assets)
-    gets the proxy, reason excluded_asset. A single-asset model or the proxy: as it is."""
+    gets the proxy, reason excluded_asset. A single-asset model is its own view and has no
+    asset's alarm or exclusion: as it is; the proxy too."""
     from dataclasses import replace
 
-    if resolved.model is None or resolved.model.universe is None:
+    if resolved.model is None:
         return resolved
     excluded = str(resolved.model.metadata.get(Tag.EXCLUDED_ASSETS) or "").split(",")
     if symbol in excluded:
