@@ -259,11 +259,14 @@ class Server:
                 pass
             except subprocess.TimeoutExpired:
                 os.killpg(self.mlflow.pid, signal.SIGKILL)
-        subprocess.run(
-            _as_owner([pg_bin("pg_ctl"), "-D", str(self.pg_dir), "-m", "fast", "stop"]),
-            capture_output=True,
-            timeout=60,
-        )
+        ctl = [pg_bin("pg_ctl"), "-D", str(self.pg_dir)]
+        for mode in ("fast", "immediate"):  # fast ends sessions cleanly; a stuck one: immediate
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(_as_owner([*ctl, "-m", mode, "-w", "-t", "60", "stop"]),
+                               capture_output=True, timeout=90)  # fmt: skip
+            status = subprocess.run(_as_owner([*ctl, "status"]), capture_output=True, timeout=30)
+            if status.returncode != 0:  # 3: no server running
+                return
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:

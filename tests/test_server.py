@@ -189,7 +189,7 @@ class Served:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
             try:
-                self.proc.wait(timeout=90)
+                self.proc.wait(timeout=240)  # MLflow's workers, then PostgreSQL (a loaded box)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
