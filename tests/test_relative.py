@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import make_cfg
+from conftest import RELAXED, make_cfg
 from phat.cli import CONF_DIR
 from phat.cli.config import validate
 
@@ -247,3 +247,50 @@ def test_a_relative_labels_ladder_nests_the_relative_rule_when_the_inputs_have_i
     assert return_column(names) == 0 and return_column(names, relative=True) == 3
     assert return_column(names[:3], relative=True) == 0  # no relative input: the own return
     assert return_column(["rel_vol_return_4_48", "rel_vol_return_1_48"], relative=True) == 1
+
+
+@pytest.mark.slow
+def test_a_relative_model_is_promoted_on_its_own_relative_record(tmp_path: Path, caplog) -> None:
+    """`phat promote` of a relative-label model with relative inputs, on the walk-forward
+    record of its recipe: the record's baselines are the relative ones (its last-return rule
+    reads the asset's last return minus the universe's, so at a timestamp the rule never
+    points every asset the same way), the gates read that record, and the trading gates trade
+    the neutral book (said)."""
+    import mlflow
+
+    from phat.cli.walkforward import run as walkforward_run
+    from phat.lifecycle.promotion import PromotionRefused, evaluate, promote
+    from phat.lifecycle.training import run as train_run
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    data = ["data.synthetic.assets=4", "data.synthetic.periods=5000", "data.synthetic.seed=4"]
+    recipe = [*data, "label=relative", "features=relative"]
+    name = "phat-rel-15m"
+    out = train_run(make_cfg(tmp_path / "t", *recipe, "metrics.bootstrap_n=10",
+                             f"registry.model_name={name}", uri=uri))  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        wf = validate("walkforward", compose("walkforward", overrides=[
+            f"tracking.uri={uri}", f"registry.model_name={name}", f"out_dir={tmp_path}/wf",
+            f"walkforward.for_version={out['model_version']}", "walkforward.train=21d",
+            "walkforward.calibration=7d", "walkforward.step=7d", "metrics.bootstrap_n=10",
+            *recipe]))  # fmt: skip
+    record = walkforward_run(wf)["record"]
+    assert '"kind":"relative"' in str(record.recipe), record.recipe  # the version's recipe
+    frame = record.frame
+    rule = frame["p_last_return"].groupby(level=0).agg(["min", "max", "size"])
+    split = (rule["min"] < 0.5) & (rule["max"] > 0.5)
+    assert split[rule["size"] >= 3].mean() > 0.5  # relative: some assets up, some down
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = validate("promote", compose("promote", overrides=[
+            f"tracking.uri={uri}", f"registry.model_name={name}",
+            f"version={out['model_version']}", *data, *RELAXED,
+            "promotion.evidence=walkforward", "promotion.max_mcb=0.01"]))  # fmt: skip
+    report = evaluate(cfg, name, str(out["model_version"]))  # what promote decides on
+    read = {g["name"]: g["read"] for g in report["gates"]}
+    assert read["wf_beats_rule"].startswith("record ") and "folds" in read["wf_beats_rule"]
+    assert read["wf_beats_climatology"].startswith("record ")
+    if not report["passed"]:  # then promote refuses, naming a gate, production unchanged
+        with pytest.raises(PromotionRefused, match="gate"):
+            promote(cfg)
+        assert "production" not in mlflow.MlflowClient(uri).get_registered_model(name).aliases
+    assert "market-neutral reference" in caplog.text

@@ -186,12 +186,24 @@ class Served:
         raise AssertionError("make server ended:\n" + "\n".join(self.printed))
 
     def stop(self) -> None:
+        """Ctrl-C, as a user stops it, then wait until every process it started is gone:
+        `make` may exit before the server script has stopped MLflow and PostgreSQL (under
+        load the full suite saw the cluster still running just after `make` returned)."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
+            group = self.proc.pid
+            os.killpg(group, signal.SIGINT)
             try:
-                self.proc.wait(timeout=240)  # MLflow's workers, then PostgreSQL (a loaded box)
+                self.proc.wait(timeout=240)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(group, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.2)
+            raise AssertionError(f"make server's processes (group {group}) did not stop")
 
     def said(self, start: str) -> str:
         """The value a printed `export X=...` or `key=value` line gives."""
