@@ -20,9 +20,10 @@ their grants (reader, trainer, manager): scripts/server_users.py. What each role
 backups: docs/scale.md.
 
 A failure at any step is one line and exit 2, and leaves nothing running (a cluster this command
-started is stopped). Runs until interrupted (Ctrl-C stops the server and the cluster). `initdb`
-refuses to run as root; as root the cluster belongs to the `postgres` user (runuser). `start()`
-is the same thing as a library (tests/test_sweeps.py starts a throwaway one).
+started is stopped). Runs until interrupted: Ctrl-C or SIGTERM stops the server and the cluster
+(also when started as a background job, where Ctrl-C is ignored). `initdb` refuses to run as
+root; as root the cluster belongs to the `postgres` user (runuser). `start()` is the same thing
+as a library (tests/test_sweeps.py starts a throwaway one).
 """
 
 from __future__ import annotations
@@ -426,6 +427,10 @@ def _serve(server: Server, root: Path, sock: Path, host: str, port: int, pg_port
     return server
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dir", default="phat-server", help="cluster, artifacts, secrets, logs")
@@ -437,6 +442,11 @@ def main() -> None:
     ap.add_argument("--admin-password-file", type=Path, default=None,
                     help=f"the admin's password (owner-only file); or set {ADMIN_ENV}")  # fmt: skip
     a = ap.parse_args()
+    # Ctrl-C and a service manager's stop (SIGTERM) both stop MLflow and PostgreSQL, also
+    # when started where SIGINT is ignored (a background job of a script): both started in
+    # sessions of their own, a signal to this process group alone would leave them running.
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         server = start(Path(a.dir), a.port, a.pg_port, a.host, a.allow, a.admin_password_file)
     except (ServerError, FileNotFoundError, subprocess.TimeoutExpired) as e:
@@ -452,7 +462,7 @@ def main() -> None:
     print("  export MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD=<its password>")
     print(f"  Optuna storage for shared studies: hydra.sweeper.storage={server.optuna_uri}")
     print(f"  with PGPASSFILE=<a copy of {server.workers_passfile}, mode 600>")
-    print("Ctrl-C stops the server and the database.", flush=True)
+    print("Ctrl-C (or SIGTERM) stops the server and the database.", flush=True)
     try:
         signal.pause()
     except KeyboardInterrupt:

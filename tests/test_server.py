@@ -180,18 +180,18 @@ class Served:
         deadline = time.monotonic() + 300
         for line in self.proc.stdout:  # type: ignore[union-attr]
             self.printed.append(line.rstrip())
-            if line.startswith("Ctrl-C stops"):
+            if line.startswith("Ctrl-C (or SIGTERM) stops"):
                 return
             assert time.monotonic() < deadline, "\n".join(self.printed)
         raise AssertionError("make server ended:\n" + "\n".join(self.printed))
 
-    def stop(self) -> None:
-        """Ctrl-C, as a user stops it, then wait until every process it started is gone:
-        `make` may exit before the server script has stopped MLflow and PostgreSQL (under
-        load the full suite saw the cluster still running just after `make` returned)."""
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        """Ctrl-C, as a user stops it (or `sig`: SIGTERM, as a service manager does), then
+        wait until every process it started is gone: `make` may exit before the server
+        script has stopped MLflow and PostgreSQL."""
         if self.proc and self.proc.poll() is None:
             group = self.proc.pid
-            os.killpg(group, signal.SIGINT)
+            os.killpg(group, sig)
             try:
                 self.proc.wait(timeout=240)
             except subprocess.TimeoutExpired:
@@ -437,6 +437,8 @@ def test_two_machines_share_a_server_that_asks_who_you_are(tmp_path: Path) -> No
             finally:
                 for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
                     os.environ.pop(k, None)
+            server.stop(signal.SIGTERM)  # a service manager's stop: the same clean stop
+            assert not _pg_running(root / "pg")
         finally:
             server.stop()
             shutil.rmtree(root, ignore_errors=True)
