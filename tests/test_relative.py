@@ -195,8 +195,9 @@ def test_relative_inputs_are_refused_alone_by_name(relative_inputs, tmp_path: Pa
         sc.update(bar, "A00")
     assert e.value.code == "universe" and sc.state()["assets"] == {}
     later = {**f.iloc[1].to_dict(), "timestamp": f.index[1]}
-    with pytest.raises(StreamRefused, match="2 timestamps"):
+    with pytest.raises(StreamRefused, match="2 timestamps") as e:
         sc.update_many({"A00": bar, "A01": later})
+    assert set(e.value.refusals) == {"A00", "A01"} and sc.state()["assets"] == {}
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     r = subprocess.run(
         [sys.executable, "-m", "phat.train", "features=relative", "data.synthetic.periods=600",

@@ -230,13 +230,15 @@ class StreamScorer:
             sym = next(iter(checked))
             what = (f"bars of {len(stamps)} timestamps" if len(stamps) > 1
                     else f"one asset's bar ({sym}) alone")  # fmt: skip
-            raise StreamRefused(
+            err = StreamRefused(
                 "universe",
                 f"{what}: the model's features are relative to its universe, read from every "
                 "asset's bar at one timestamp; give update_many the bars of all assets present "
                 "at that timestamp (at least 2)",
                 sym,
             )
+            err.refusals = dict.fromkeys(checked, err)  # the step as a whole: every bar of it
+            raise err
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume (JSON-able); `model.stream(state=...)` restores it."""

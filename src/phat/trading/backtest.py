@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from phat.data import as_utc, parse_timeframe
+from phat.data.universe import last_return
 from phat.errors import ConfigError
 from phat.tagnames import Tag
 
@@ -242,7 +243,7 @@ def _vol_and_costs(
     vol_lookback, causal) and the cost rate of trading (fee plus half the spread where the bars
     carry one, else the configured slippage), as fractions of price."""
     close = frame["close"].to_numpy()
-    r1 = np.concatenate([[np.nan], np.diff(np.log(close))])
+    r1 = last_return(close)
     lookback = int(getattr(policy, "vol_lookback", 64))
     vol_hat = pd.Series(r1).rolling(lookback, min_periods=8).std().to_numpy()
     if "spread" in frame.columns:
