@@ -162,7 +162,7 @@ def test_relative_inputs_score_the_same_in_training_batch_and_stream(relative_in
     for bit, with one asset missing bars (left out of the mean there, in both)."""
     res, model = relative_inputs
     assert "rel_vol_return_16_48" in model.feature_spec.names
-    preds = model.predict_universe(res.bars)
+    preds = model.predict_members(res.bars)
     te = res.spans["test"]
     assert np.array_equal(preds["p_hat"].to_numpy()[te], res.predictions["test"].p_hat)
     long = _long(res.bars)

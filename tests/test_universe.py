@@ -224,7 +224,7 @@ def test_the_pooled_model_is_within_2_percent_of_bayes_and_its_evidence_is_logge
     prep, res = trained
     m = res.metrics
     assert m["asset_mean_brier_over_bayes"] < 1.02
-    table = res.universe["table"]
+    table = res.asset_evidence["table"]
     assert list(table["symbol"]) == [f"A{k:02d}" for k in range(N_ASSETS)]
     assert (table["n"] > 0).all()
     # the planted signal is real on every asset: the pooled tests see it
@@ -255,7 +255,7 @@ def test_the_pooled_model_beats_per_asset_models_on_an_asset_with_short_history(
         cfg["data"]["path"] = str(folder)
         prep = prepare(cfg)
         runs[pooling] = (prep, fit_evaluate(prep, tmp_path / pooling))
-    tables = {k: r.universe["table"].set_index("symbol") for k, (_, r) in runs.items()}
+    tables = {k: r.asset_evidence["table"].set_index("symbol") for k, (_, r) in runs.items()}
     assert tables["pooled"].loc["A04", "n"] == tables["per_asset"].loc["A04", "n"] > 400
     assert tables["pooled"].loc["A04", "brier"] < tables["per_asset"].loc["A04", "brier"]
     prep, res = runs["per_asset"]

@@ -20,7 +20,6 @@ from phat.contract.features import FeatureSpec
 from phat.contract.labels import LabelSpec
 from phat.contract.splits import span_window
 from phat.data.bars import Bars
-from phat.data.universe import StackedBars
 from phat.evaluation.metrics import evaluate_split
 from phat.evaluation.significance import versus_rules
 from phat.evaluation.universe import universe_evidence
@@ -62,7 +61,9 @@ class TrainResult:
     artifact_dir: Path | None = None
     p_bayes: pd.Series | None = None  # known Bayes-optimal p on synthetic data
     selection: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # fit_recipe's tables
-    universe: dict[str, Any] | None = None  # a universe's evidence (universe_evidence)
+    # the evidence across a universe's assets (universe_evidence; Bars.across_assets): one
+    # asset has none, its evidence is the run's
+    asset_evidence: dict[str, Any] | None = None
 
 
 def git_sha() -> str:
@@ -89,36 +90,6 @@ def git_sha() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def universe_spec(
-    bars: StackedBars, asset_specs: dict[str, FeatureSpec], per_asset: dict[str, Calibrator]
-) -> dict[str, Any]:
-    """What a universe model's artifact stores about its assets (universe.json): per listed
-    asset its DataSpec, its fitted feature normalization and its calibration correction."""
-    assets = {}
-    for a in bars.assets:
-        if a.symbol not in asset_specs:
-            continue  # no train sample: not in the model (universe_tags names it)
-        spec = asset_specs[a.symbol].to_dict()["normalization_params"]
-        cal = per_asset.get(a.symbol)
-        assets[a.symbol] = {
-            "data_spec": a.bars.data_spec(),
-            "normalization": spec,
-            "calibration": None if cal is None else cal.params["asset_correction"],
-        }
-    return {"name": bars.symbol, "unlisted": "refuse", "assets": assets}
-
-
-def universe_tags(bars: StackedBars, asset_specs: dict[str, FeatureSpec]) -> dict[str, str]:
-    """phat.universe, phat.assets (the count), and the assets left out with why."""
-    untrained = [a.symbol for a in bars.assets if a.symbol not in asset_specs]
-    tags = {Tag.UNIVERSE: bars.symbol, Tag.ASSETS: str(len(asset_specs))}
-    skipped = dict(bars.report.get("skipped") or {})
-    skipped.update({s: "no sample in the train span" for s in untrained})
-    if skipped:
-        tags[Tag.ASSETS_SKIPPED] = canonical_json(skipped)[:4000]
-    return tags
 
 
 def fit_evaluate(
@@ -152,11 +123,12 @@ def fit_evaluate(
     timings["calibrate_evaluate_s"] = time.perf_counter() - t
 
     tags = run_tags(prep, fold)
-    universe = None
-    if isinstance(bars, StackedBars):
-        universe = universe_spec(bars, prep.asset_specs, fold.per_asset)
-        tags.update(universe_tags(bars, prep.asset_specs))
-        tags[Tag.POOLING] = cfg.model.pooling
+    universe, universe_tags = bars.universe_record(  # a universe's assets; one asset: none
+        {s: f.to_dict()["normalization_params"] for s, f in prep.asset_specs.items()},
+        {s: c.params["asset_correction"] for s, c in fold.per_asset.items()},
+        cfg.model.pooling,
+    )
+    tags.update(universe_tags)
     out = Path(out_dir)
     model, calibrator = fold.fitted.model, fold.fitted.calibrator
     tags[Tag.MODEL_HASH] = save_artifact(
@@ -178,7 +150,7 @@ def fit_evaluate(
         artifact_dir=out / "model",
         p_bayes=prep.p_bayes,
         selection=fold.fitted.tables,
-        universe=evidence,
+        asset_evidence=evidence,
     )
 
 
@@ -215,16 +187,14 @@ def evaluate(
     clock = bars.timeline()[0]
     h = prep.label_spec.horizon_bars
     metrics.update(versus_rules(test.y, test.p_hat, rules, h, None if clock is None else clock[te]))
-    evidence = None
     # the planted P(up) is the optimum of an absolute label only
     relative = prep.label_spec.kind == "relative"
     pb = None if prep.p_bayes is None or relative else prep.p_bayes.to_numpy()[te]
-    if isinstance(bars, StackedBars):
-        symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[te]]
-        pooled = fold.fitted.calibrator.predict(test.logits) if fold.per_asset else None
-        evidence = universe_evidence(symbols, test.y, test.p_hat, rules, bars.clock[te], h,
-                                     n_bins, pooled, pb)  # fmt: skip
-        metrics.update(evidence["metrics"])
+    pooled = fold.fitted.calibrator.predict(test.logits) if fold.per_asset else None
+    evidence = bars.across_assets(lambda symbols: universe_evidence(
+        symbols[te], test.y, test.p_hat, rules, clock[te], h, n_bins, pooled, pb
+    ))  # fmt: skip
+    metrics.update(evidence["metrics"] if evidence else {})
     if pb is not None:
         metrics["test_brier_bayes"] = float(np.mean((pb - test.y) ** 2))
     for k, v in prep.counts.items():

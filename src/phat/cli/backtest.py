@@ -118,8 +118,7 @@ def _per_asset(
             view.model.check_coverage(
                 p_model[keep], int(part.report.get("gaps", 0)),
                 float(cfg.signal.min_scored_share),
-                f"phat backtest signal_source={binding.signal_source} ({who})"
-                + (f", asset {sym}" if len(parts) > 1 else ""),
+                bars.label(f"phat backtest signal_source={binding.signal_source} ({who})", sym),
                 from_start=bool(keep[0]), reasons=signal["fallback_reason"].to_numpy()[keep],
             )  # fmt: skip
         inputs[sym] = (part.frame[keep], signal[keep], build_triggers(cfg, part)[keep])

@@ -41,15 +41,8 @@ def run(cfg: PredictConf) -> Path:
     bars, _ = load_bars(cfg, model.label_spec.timeframe, model)  # the model's own reading
     what = f"phat predict with {cfg.model_uri}"
     min_share = float(cfg.signal.min_scored_share)
-    if hasattr(bars, "assets"):  # a universe: every asset under its own map, a symbol column
-        preds = model.predict_universe(bars)
-        coverage = model.universe_coverage(preds, bars, min_share, what)
-    else:
-        model = model.for_asset(bars.symbol)  # a universe model: the listed asset's view
-        preds = model.predict_bars(bars.frame, bars.segment)
-        coverage = model.check_coverage(
-            preds["p_hat"].to_numpy(), int(bars.report["gaps"]), min_share, what
-        )
+    preds, coverage = model.score(bars, min_share, what)  # every member under its own view
+    model = bars.view_of(model)  # one asset's output names its view (a universe model's asset)
     out = write_predictions(preds, model.identity(str(cfg.model_uri)), Path(cfg.out))
     print(
         f"phat predict: {coverage}; by {cfg.model_uri} (model_hash {model.model_hash[:16]}, "

@@ -101,6 +101,64 @@ class Bars:
         """How a refusal names one of the members ("" for one asset: the file is named)."""
         return ""
 
+    # What differs for one asset is declared here, by the data, not tested for by its readers:
+    # every scoring path walks members() with the model's view of each (PHatModel.for_asset)
+    # and asks the bars how per-member outputs come together. One asset's outputs keep the
+    # shape they have always had (no symbol column, the asset's own line, its own view).
+
+    @property
+    def pooled(self) -> bool:
+        """Whether these bars pool assets into one model (a universe, of any size): the
+        recipe's per-asset corrections and fits apply to pooled bars only."""
+        return False
+
+    def label(self, what: str, symbol: str) -> str:
+        """`what` (a refusal's subject) for one member: one asset's file is already named."""
+        return what
+
+    def keys_of(self, symbol: str) -> dict[str, str]:
+        """The columns besides the timestamp that name a member's output rows (a universe's
+        `symbol`): none for one asset, whose outputs have always been its own."""
+        return {}
+
+    def gather(self, parts: list[pd.DataFrame]) -> pd.DataFrame:
+        """Per-member outputs (members' order) as the one output, each row with its keys."""
+        members = self.members()
+        return pd.concat(
+            [p.assign(**self.keys_of(a.symbol)) for a, p in zip(members, parts, strict=True)]
+        )
+
+    def summary(self, lines: list[str], scored: int, name: str) -> str:
+        """The one coverage line of per-member `lines` (`scored` bars in all, of `name`)."""
+        return lines[0]
+
+    def view_of(self, model: Any) -> Any:
+        """The model as these bars' output names it: one asset's view (a universe model's
+        asset map and tag), else the model itself."""
+        return model.for_asset(self.symbol)
+
+    @property
+    def time_axis(self) -> pd.DatetimeIndex:
+        """The data's timeline: one asset's index (a universe's: the union of its assets')."""
+        return self.index
+
+    @property
+    def row_keys(self) -> tuple[str, ...]:
+        """The key columns of every output row (keys_of): a model's signature names them."""
+        return tuple(self.keys_of(""))
+
+    def across_assets(self, compute: Any) -> Any:
+        """`compute(symbol of every row)`: the evidence across several pooled assets (per-asset
+        tables, cross-sectional tests); None for one asset, whose evidence is the whole run's."""
+        return None
+
+    def universe_record(
+        self, normalization: dict[str, Any], corrections: dict[str, Any], pooling: str
+    ) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """What a model fitted on these bars stores of its assets: (universe.json, its tags).
+        One asset's model stores neither (its artifact and hash as they have always been)."""
+        return None, {}
+
     def data_hash(self) -> str:
         """sha256 over timestamps and values: identifies the exact data a model saw."""
         parts = [self.index.asi8.tobytes()]

@@ -325,6 +325,56 @@ class StackedBars(Bars):
     def where(self, symbol: str) -> str:
         return f"asset {symbol}: "
 
+    @property
+    def pooled(self) -> bool:
+        return True
+
+    def label(self, what: str, symbol: str) -> str:
+        return f"{what}, asset {symbol}"
+
+    def keys_of(self, symbol: str) -> dict[str, str]:
+        return {"symbol": symbol}
+
+    def summary(self, lines: list[str], scored: int, name: str) -> str:
+        n = sum(a.stop - a.start for a in self.assets)
+        return f"{scored} of {n} bars scored over {len(self.assets)} assets of universe {name}"
+
+    def view_of(self, model: Any) -> Any:
+        return model
+
+    @property
+    def time_axis(self) -> pd.DatetimeIndex:
+        assert self.grid is not None
+        return self.grid
+
+    def across_assets(self, compute: Any) -> Any:
+        return compute(np.array([a.symbol for a in self.assets])[self.asset_of_rows()])
+
+    def universe_record(
+        self, normalization: dict[str, Any], corrections: dict[str, Any], pooling: str
+    ) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """universe.json (per listed asset: its DataSpec, fitted feature `normalization` and
+        calibration correction, `corrections`; an asset with no train sample is not listed)
+        and the tags phat.universe, phat.assets (the count), phat.pooling and the assets left
+        out, with why."""
+        from phat.hashing import canonical_json
+        from phat.tagnames import Tag
+
+        listed = [a for a in self.assets if a.symbol in normalization]
+        spec = {"name": self.symbol, "unlisted": "refuse", "assets": {
+            a.symbol: {"data_spec": a.bars.data_spec(), "normalization": normalization[a.symbol],
+                       "calibration": corrections.get(a.symbol)}
+            for a in listed
+        }}  # fmt: skip
+        tags = {Tag.UNIVERSE: self.symbol, Tag.ASSETS: str(len(normalization)),
+                Tag.POOLING: pooling}  # fmt: skip
+        skipped = dict(self.report.get("skipped") or {})
+        skipped.update({a.symbol: "no sample in the train span"
+                        for a in self.assets if a.symbol not in normalization})  # fmt: skip
+        if skipped:
+            tags[Tag.ASSETS_SKIPPED] = canonical_json(skipped)[:4000]
+        return spec, tags
+
     def asset_of_rows(self) -> Any:
         """The asset number of every row (an int array, built once)."""
         import numpy as np

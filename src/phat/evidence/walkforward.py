@@ -137,9 +137,8 @@ def run_folds(cfg: WalkforwardConf, progress: Any = None) -> Record:
     check_windows(cfg.walkforward)
     ser = prepare_series(cfg)
     bars, lspec = ser.bars, ser.label_spec
-    assets = getattr(bars, "assets", None)
-    symbol_of_row = np.array([a.symbol for a in assets])[bars.asset_of_rows()] if assets else None
-    folds = plan_folds(getattr(bars, "grid", None) if assets else bars.index, cfg.walkforward)
+    symbol_of_row = bars.across_assets(lambda symbols: symbols)  # a universe's rows' assets
+    folds = plan_folds(bars.time_axis, cfg.walkforward)
     rows: list[pd.DataFrame] = []
     done: list[Fold] = []
     results = fan_out(
@@ -172,8 +171,7 @@ def run_folds(cfg: WalkforwardConf, progress: Any = None) -> Record:
         Tag.DATA_HASH: bars.data_hash(),
         Tag.ASSET_MAPS: asset_maps(cfg, bars),
     }
-    if assets:
-        recipe[Tag.POOLING] = cfg.model.pooling
+    recipe.update(bars.across_assets(lambda _: {Tag.POOLING: cfg.model.pooling}) or {})
     return Record(
         record, done, lspec.horizon_bars, bars.symbol, str(cfg.model.kind),
         {"total_s": time.perf_counter() - t0, "data_s": ser.timings["data_s"]}, recipe,

@@ -173,14 +173,13 @@ def evaluate(cfg: PromoteConf, name: str, version: str) -> dict[str, Any]:
     )
     n_bins = int(cfg.metrics.n_bins)
     universal, rule_p = _universal_evidence(bars, y, mask, pc_, train_rate, mv, cfg.metrics)
-    per_asset = None
-    if hasattr(bars, "assets"):  # a universe: per-asset trading; significance and safety
-        universal["assets_trading"] = per_asset_trading  # from the record under walkforward
-        if pc.evidence != "walkforward":
-            found, per_asset = _universe_evidence(
-                bars, y, mask, pc_, train_rate, rule_p, lspec, pc, n_bins
-            )
-            universal.update(found)
+    # several assets: each one's trading regressions, and (on the window) the cross-section's
+    # significance and per-asset safety; one asset's evidence is the whole window's
+    found, per_asset = bars.across_assets(lambda symbols: _universe_evidence(
+        symbols, bars.clock, y, mask, pc_, train_rate, rule_p, lspec, pc, n_bins,
+        per_asset_trading,
+    )) or ({}, None)  # fmt: skip
+    universal.update(found)
     wf: dict[str, Any] = {}
     if pc.evidence == "walkforward":
         wf = record_evidence(client, name, mv, prod, lspec.horizon_bars, pc, n_bins)
@@ -411,7 +410,8 @@ def _universal_evidence(
 
 
 def _universe_evidence(
-    bars: Any,
+    symbols: np.ndarray,
+    clock: np.ndarray,
     y: np.ndarray,
     mask: np.ndarray,
     p: np.ndarray,
@@ -420,20 +420,26 @@ def _universe_evidence(
     lspec: Any,
     pc: dict[str, Any],
     n_bins: int,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """A universe's evidence on the window: the one-sided DM p-values of the pooled forecast
-    against climatology and the best one-feature rule on the per-timestamp mean loss
-    differential, and the per-asset table (phat.evaluation.universe) with the assets whose
-    calibration test rejects, and whose Brier is significantly worse than climatology's, after
-    Benjamini-Hochberg at promotion.per_asset_fdr."""
+    assets_trading: Any,
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """A universe's evidence: the assets whose own trading regressed (`assets_trading`) and,
+    read on the window (under promotion.evidence=walkforward the record gives them), the
+    one-sided DM p-values of the pooled forecast against climatology and the best one-feature
+    rule on the per-timestamp mean loss differential, and the per-asset table
+    (phat.evaluation.universe) with the assets whose calibration test rejects, and whose Brier
+    is significantly worse than climatology's, after Benjamini-Hochberg at
+    promotion.per_asset_fdr. `symbols`, `clock`: each row's asset and slot on the timeline."""
     from phat.evaluation.significance import universe_diebold_mariano
 
+    if pc.evidence == "walkforward":
+        return {"assets_trading": assets_trading}, None
     h = lspec.horizon_bars
     yy, pp = y[mask], p[mask]
     clim = np.full(len(yy), train_rate)
-    clock = bars.clock[mask]
-    symbols = np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()[mask]]
-    safety, table = asset_safety(symbols, yy, pp, clim, rule_p, h, n_bins, float(pc.per_asset_fdr))
+    clock = clock[mask]
+    safety, table = asset_safety(
+        symbols[mask], yy, pp, clim, rule_p, h, n_bins, float(pc.per_asset_fdr)
+    )
     loss = (pp - yy) ** 2
     vs_rule = (
         universe_diebold_mariano(loss, (rule_p - yy) ** 2, clock, h)["pvalue"]
@@ -441,6 +447,7 @@ def _universe_evidence(
         else float("nan")
     )
     found = {
+        "assets_trading": assets_trading,
         "universe_pvalue_climatology": universe_diebold_mariano(loss, (clim - yy) ** 2, clock, h)[
             "pvalue"
         ],

@@ -157,7 +157,7 @@ def asset_climatology(
     cal, test = spans["calibration"], spans["test"]
     z = float(np.log(base_rate / (1.0 - base_rate)))
     out = np.full(len(test), base_rate)
-    for k in range(len(bars.assets)):
+    for k in range(len(bars.members())):
         mine = cal[asset[cal] == k]
         known = mine[np.isfinite(y[mine])]
         fix = fit_asset_correction(np.full(len(known), base_rate), y[known], shrink)

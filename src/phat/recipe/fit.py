@@ -365,7 +365,7 @@ def asset_calibrators(
         a.symbol: calibrator.with_asset_correction(
             fit_asset_correction(p[asset == k], y[cal_ends][asset == k], shrink)
         )
-        for k, a in enumerate(bars.assets)
+        for k, a in enumerate(bars.members())
     }
 
 
@@ -382,7 +382,7 @@ def calibrate(
         return calibrator.predict(z)
     asset = bars.asset_of_rows()[ends]
     out = np.empty(len(z))
-    for k, a in enumerate(bars.assets):  # type: ignore[attr-defined]
+    for k, a in enumerate(bars.members()):
         m = asset == k
         out[m] = per_asset.get(a.symbol, calibrator).predict(z[m])
     return out
@@ -398,13 +398,13 @@ def asset_maps(cfg: RecipeConf, bars: Bars) -> str:
 
 def corrects_assets(cfg: RecipeConf, bars: Bars) -> bool:
     """Whether the recipe corrects each asset's calibration (calibration.per_asset): only where
-    several assets pool into one model (a StackedBars); one asset's map is its own already."""
-    return isinstance(bars, StackedBars) and bool(cfg.calibration.per_asset)
+    several assets pool into one model (Bars.pooled); one asset's map is its own already."""
+    return bars.pooled and bool(cfg.calibration.per_asset)
 
 
 def fits_per_asset(cfg: RecipeConf, bars: Any) -> bool:
     """A universe under model.pooling=per_asset: one fit per asset (what engine=ray fans out)."""
-    return isinstance(bars, StackedBars) and cfg.model.pooling == "per_asset"
+    return bars.pooled and cfg.model.pooling == "per_asset"
 
 
 @dataclass
@@ -446,7 +446,7 @@ def fit_per_asset(
     from phat.models.per_asset import PerAssetModel
 
     asset = bars.asset_of_rows()
-    symbols = [a.symbol for a in bars.assets]
+    symbols = [a.symbol for a in bars.members()]
     members: dict[str, Any] = {}
     rungs: dict[str, str] = {}
     tables: dict[str, list[dict[str, Any]]] = {}

@@ -156,13 +156,12 @@ def split_series(
     usable = ser.usable if usable is None else usable
     clock, _, slack = bars.timeline()
     try:
-        if clock is None:
-            return make_splits(bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read)
         spans = make_splits(
             bars.index, usable, y, scfg, lspec.horizon_bars, fspec.bars_read, clock,
-            bars.grid, slack,
+            bars.time_axis, slack,
         )  # fmt: skip
-        # An asset with no train sample has no normalization (fold_features): no samples.
+        # An asset with no train sample has no normalization (fold_features): no samples
+        # (one asset has its train samples, or make_splits refused).
         asset = bars.asset_of_rows()
         trained = np.unique(asset[spans["train"]])
         out = {k: v[np.isin(asset[v], trained)] for k, v in spans.items()}

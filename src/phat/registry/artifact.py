@@ -83,12 +83,13 @@ def compute_model_hash(
         "label_spec": label_spec,
         "calibration": calibration,
     }
-    if data_spec is not None:
-        parts["data_spec"] = data_spec
     if metadata is not None:  # every field but the hash itself
-        parts["metadata"] = {k: v for k, v in metadata.items() if k != Tag.MODEL_HASH}
-    if universe is not None:  # absent for one asset: single-asset hashes are unchanged
-        parts["universe"] = universe
+        metadata = {k: v for k, v in metadata.items() if k != Tag.MODEL_HASH}
+    # Optional parts (OPTIONAL_FILES, and metadata since the DataSpec) are hashed where they
+    # are present: an artifact without one (a legacy model; one asset has no universe.json)
+    # hashes as it always has.
+    optional = {"data_spec": data_spec, "metadata": metadata, "universe": universe}
+    parts.update({k: v for k, v in optional.items() if v is not None})
     return sha256_text(canonical_json(parts))
 
 
@@ -114,9 +115,8 @@ def save_artifact(
     fs, ls, cal = feature_spec.to_dict(), label_spec.to_dict(), calibrator.to_dict()
     model_hash = compute_model_hash(model_json, arrays, fs, ls, cal, data_spec, metadata, universe)
     save_file(arrays, str(path / "weights.safetensors"))
-    files = [("universe.json", universe)] if universe is not None else []
     for name, obj in (
-        *files,
+        *[(f, obj) for f, obj in (("universe.json", universe),) if obj is not None],
         ("model.json", model_json),
         ("feature_spec.json", fs),
         ("label_spec.json", ls),
@@ -156,8 +156,9 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
             f"artifact {str(path)!r} holds files no model_hash covers: {foreign}; refusing to load"
         )
     read = {f: _read_json(path / f) for f in FILES if f.endswith(".json")}
-    data_spec = _read_json(path / "data_spec.json") if (path / "data_spec.json").exists() else None
-    universe = _read_json(path / "universe.json") if (path / "universe.json").exists() else None
+    data_spec, universe = (
+        _read_json(path / f) if (path / f).exists() else None for f in OPTIONAL_FILES
+    )
     try:
         arrays = load_file(str(path / "weights.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:

@@ -85,10 +85,10 @@ def _description(tags: dict[str, str], m: dict[str, float]) -> str:
     )
 
 
-def model_signature(columns: list[str], universe: bool = False) -> Any:
-    """Input: `timestamp` and the bar columns the model reads (a universe model's also a
-    `symbol` per row). Output: timestamp (and symbol), p_hat_raw and p_hat (optional: null
-    during the warm-up).
+def model_signature(columns: list[str], keys: tuple[str, ...] = ()) -> Any:
+    """Input: `timestamp`, the row's `keys` (Bars.row_keys: a universe model's `symbol`) and
+    the bar columns the model reads. Output: timestamp, the keys, p_hat_raw and p_hat
+    (optional: null during the warm-up).
 
     The timestamp is declared as text, read by phat's own timestamp rules (ISO 8601 with or
     without an offset, epoch digits), and optional (a dataframe_split body may carry time in its
@@ -98,7 +98,7 @@ def model_signature(columns: list[str], universe: bool = False) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    symbol = [ColSpec("string", "symbol")] if universe else []
+    symbol = [ColSpec("string", k) for k in keys]
     inputs = Schema(
         [ColSpec("string", "timestamp", required=False), *symbol]
         + [ColSpec("double", c) for c in columns]
@@ -119,17 +119,13 @@ def input_example(result: Any, columns: list[str]) -> Any:
     time as ISO 8601 UTC text in a `timestamp` column; a universe's of its first two assets,
     with their `symbol`."""
     n = result.feature_spec.bars_read + 2
-    assets = getattr(result.bars, "assets", None)
-    frames = (
-        [(a.symbol, a.bars.frame) for a in assets[:2]] if assets else [(None, result.bars.frame)]
-    )
     parts = []
-    for sym, frame in frames:
-        example = frame[columns].iloc[-n:].copy()
+    for a in result.bars.members()[:2]:
+        example = a.bars.frame[columns].iloc[-n:].copy()
         stamps = pd.DatetimeIndex(example.index).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
         example.insert(0, "timestamp", list(stamps))
-        if sym is not None:
-            example.insert(1, "symbol", sym)
+        for i, (key, value) in enumerate(result.bars.keys_of(a.symbol).items()):
+            example.insert(1 + i, key, value)
         parts.append(example)
     return pd.concat(parts).reset_index(drop=True)
 
@@ -160,7 +156,7 @@ def log_and_register(
             loader_module=LOADER_MODULE,
             data_path=str(result.artifact_dir),
             code_paths=code_paths,
-            signature=model_signature(cols, universe=result.universe is not None),
+            signature=model_signature(cols, result.bars.row_keys),
             input_example=input_example(result, cols),
             pip_requirements=[*requirements(kinds), f"-c {pins}"],
         )

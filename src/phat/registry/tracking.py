@@ -251,17 +251,17 @@ def write_run_files(
         {"y": pr.y, "logit": pr.logits, "p_hat_raw": pr.p_raw, "p_hat": pr.p_hat},
         index=pr.timestamps,
     )
-    if result.universe is not None:  # a universe's evidence per asset (pipeline)
+    if result.asset_evidence is not None:  # evidence per asset (Bars.across_assets)
         from phat.evaluation.plots import reliability_panels
         from phat.evaluation.universe import to_markdown
 
-        test.insert(0, "symbol", result.universe["symbols"])
-        table = result.universe["table"]
+        test.insert(0, "symbol", result.asset_evidence["symbols"])
+        table = result.asset_evidence["table"]
         table.to_csv(out_dir / "per_asset.csv", index=False)
         (out_dir / "per_asset.md").write_text(to_markdown(table))
         try:
             figures["plots/reliability_assets.png"] = reliability_panels(
-                pr.y, pr.p_hat, result.universe["symbols"], plots / "reliability_assets.png",
+                pr.y, pr.p_hat, result.asset_evidence["symbols"], plots / "reliability_assets.png",
                 title=f"{result.bars.symbol} {result.label_spec.horizon_id}: test span per asset",
                 keep=True,
             )  # fmt: skip
@@ -335,11 +335,10 @@ def log_dataset(run: Any, result: Any, cfg: RecipeConf) -> None:
     bars = result.bars
     frame = bars.frame.copy()
     frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC").tz_localize(None)
-    timeline = getattr(bars, "grid", None)
-    if timeline is not None:  # a universe: its assets' rows, each with its symbol
-        frame.insert(0, "symbol", np.array([a.symbol for a in bars.assets])[bars.asset_of_rows()])
-    else:
-        timeline = bars.index
+    timeline = bars.time_axis
+    symbols = bars.across_assets(lambda symbols: symbols)  # a universe's rows: their assets
+    if symbols is not None:
+        frame.insert(0, "symbol", symbols)
     data_hash = result.tags[Tag.DATA_HASH]
     path = cfg.data.path
     if path:
@@ -475,7 +474,7 @@ def _selection_lines(result: Any) -> list[str]:
 
 def _universe_lines(result: Any) -> list[str]:
     """A universe run's assets and its evidence across them (evaluation.universe.universe_evidence)."""
-    if result.universe is None:
+    if result.asset_evidence is None:
         return []
     m, tags = result.metrics, result.tags
     n = int(m["assets_scored"])
@@ -530,7 +529,7 @@ def summary_lines(
         f"phat.train: {_kind_line(result)} {result.label_spec.horizon_id} on {result.bars.symbol} "
         f"({result.counts['bars']} bars, {len(result.spans['train'])} train / "
         f"{len(result.spans['calibration'])} calibration / {len(result.spans['test'])} test samples)",
-        f"  data          {_span(getattr(result.bars, 'grid', None) if result.universe else result.bars.index)}"
+        f"  data          {_span(result.bars.time_axis)}"
         f"  calendar {result.bars.calendar} "
         f"({result.bars.report.get('calendar_reason', '')}), {result.counts['gaps']} gaps",
         *_universe_lines(result),

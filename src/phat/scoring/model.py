@@ -123,33 +123,35 @@ class PHatModel:
             raise DataValidationError(
                 f"{what}: model {self.universe['name']!r} is a universe model of "
                 f"{len(self.assets)} assets; score one asset with .for_asset(symbol), or bars of "
-                "many with a symbol column (predict) / predict_universe"
+                "many with a symbol column (predict) / predict_members"
             )
 
-    def predict_universe(self, bars: Any) -> pd.DataFrame:
-        """p_hat_raw, p_hat and symbol for every row of validated universe bars
-        (phat.data.universe.StackedBars), each asset scored by `for_asset`, in the rows' order."""
-        parts = []
-        for a in bars.assets:
-            view = self.for_asset(a.symbol)
-            p = view.predict_bars(a.bars.frame, a.bars.segment)
-            parts.append(p.assign(symbol=a.symbol))
-        return pd.concat(parts)
+    def predict_members(self, bars: Any) -> pd.DataFrame:
+        """p_hat_raw and p_hat for every row of validated bars, each member (one asset, or
+        every asset of a universe) scored by its own view (`for_asset`), in the rows' order;
+        a universe's output has a `symbol` column (Bars.gather)."""
+        return bars.gather([part for _, _, part in self._by_member(bars)])
 
-    def universe_coverage(self, preds: pd.DataFrame, bars: Any, min_share: float, what: str) -> str:
-        """check_coverage per asset of a universe's predictions (predict_universe): any asset
-        scored below `min_share` refuses the whole call, by name; returns one summary line."""
-        scored = 0
-        for a in bars.assets:
-            p = preds["p_hat"].to_numpy()[a.start : a.stop]
-            self.for_asset(a.symbol).check_coverage(
-                p, int(a.bars.report.get("gaps", 0)), min_share, f"{what}, asset {a.symbol}"
-            )
+    def score(self, bars: Any, min_share: float, what: str) -> tuple[pd.DataFrame, str]:
+        """predict_members, and check_coverage per member: a member scored below `min_share`
+        refuses the whole call, by name; (the predictions, the one coverage line)."""
+        lines, scored = [], 0
+        scored_parts = self._by_member(bars)
+        for a, view, part in scored_parts:
+            p = part["p_hat"].to_numpy()
+            gaps = int(a.bars.report.get("gaps", 0))
+            lines.append(view.check_coverage(p, gaps, min_share, bars.label(what, a.symbol)))
             scored += int(np.isfinite(p).sum())
-        return (
-            f"{scored} of {len(preds)} bars scored over {len(bars.assets)} assets of universe "
-            f"{self.universe['name'] if self.universe else bars.symbol}"
-        )
+        name = (self.universe or {"name": bars.symbol})["name"]
+        return bars.gather([part for _, _, part in scored_parts]), bars.summary(lines, scored, name)
+
+    def _by_member(self, bars: Any) -> list[tuple[Any, PHatModel, pd.DataFrame]]:
+        """(member, its view, its predictions) per member of `bars`."""
+        out = []
+        for a in bars.members():
+            view = self.for_asset(a.symbol)
+            out.append((a, view, view.predict_bars(a.bars.frame, a.bars.segment)))
+        return out
 
     def stream(
         self, state: dict[str, Any] | None = None, volume_nan: str | None = None, now: Any = None
@@ -291,7 +293,7 @@ class PHatModel:
                 self.for_asset(sym).read_bars(rows, **{**data_kwargs, "symbol": sym})
                 for sym, rows in split_long(ohlcv, symbols)
             ]  # each under its own DataSpec, then one universe (its cross-section included)
-            return self.predict_universe(stack(str(self.universe["name"]), assets, {}))
+            return self.predict_members(stack(str(self.universe["name"]), assets, {}))
         if symbols is not None and symbols.nunique() > 1:
             from phat.errors import DataValidationError
 
