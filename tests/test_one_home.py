@@ -496,3 +496,57 @@ def test_a_long_function_is_found(tmp_path: Path) -> None:
         f"def long():\n{body}\n\n# Longer than 80 lines on purpose: one table.\ndef why():\n{body}"
     )
     assert long_functions([planted]) == (["planted.py:long"], ["planted.py:why"])
+
+
+def shape_tests(files: list[Path]) -> list[str]:
+    """Where code outside the data layer tells one asset from a universe by the object's type
+    (isinstance(x, StackedBars), hasattr/getattr(x, "assets" | "grid" | "clock")) or reads a
+    model's universe to decide its shape (`.universe is None`, `.universe is not None`, `if
+    x.universe`) outside PHatModel.assets: each a second path the next verb would copy."""
+    found = []
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                args = node.args
+                if node.func.id == "isinstance" and len(args) == 2:
+                    kinds = args[1].elts if isinstance(args[1], ast.Tuple) else [args[1]]
+                    if any(isinstance(k, ast.Name) and k.id == "StackedBars" for k in kinds):
+                        found.append(where)
+                if node.func.id in ("hasattr", "getattr") and len(args) >= 2:
+                    name = args[1]
+                    if isinstance(name, ast.Constant) and name.value in ("assets", "grid", "clock"):
+                        found.append(where)
+            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute):
+                is_none = isinstance(node.comparators[0], ast.Constant) and (
+                    node.comparators[0].value is None
+                )
+                if node.left.attr == "universe" and is_none:
+                    found.append(where)
+            test = getattr(node, "test", None) if isinstance(node, ast.If | ast.IfExp) else None
+            if isinstance(test, ast.Attribute) and test.attr == "universe":
+                found.append(where)
+    return sorted(found, key=lambda w: (w.split(":")[0], int(w.split(":")[1])))
+
+
+def test_one_asset_and_a_universe_take_one_path_outside_the_data_layer() -> None:
+    """The data declares what differs (Bars and StackedBars: members, keys_of, gather,
+    across_assets, universe_record, pooled, ...); every other layer asks it. The one read of a
+    model's shape is PHatModel.assets (scoring/model.py), allowed once."""
+    outside = sorted(p for p in PKG.rglob("*.py") if "data" not in p.relative_to(PKG).parts)
+    found = shape_tests(outside)
+    assert [w for w in found if not w.startswith("model.py:")] == []
+    assert len([w for w in found if w.startswith("model.py:")]) <= 1, found
+
+
+def test_a_type_test_on_bars_is_found(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "def f(bars, model):\n"
+        "    a = isinstance(bars, (Bars, StackedBars))\n"
+        "    b = hasattr(bars, 'assets') or getattr(bars, 'grid', None)\n"
+        "    c = model.universe is None\n"
+        "    return 1 if model.universe else 2\n"
+    )
+    assert shape_tests([planted]) == [f"planted.py:{n}" for n in (2, 3, 3, 4, 5)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +37,9 @@ log = logging.getLogger("phat.monitor")
 
 
 def run(cfg: MonitorConf) -> dict[str, Any]:
-    import numpy as np
-
-    from phat.contract.labels import make_labels, parse_horizon
+    from phat.contract.labels import parse_horizon
     from phat.data.load import load_bars
     from phat.errors import ModelUnavailable
-    from phat.evidence.monitor import matured
     from phat.registry.access import require_manage
     from phat.registry.client import model_name_for
     from phat.registry.recorder import recorder
@@ -57,93 +55,49 @@ def run(cfg: MonitorConf) -> dict[str, Any]:
     model, version = resolved.model, resolved.binding.model_version
     if model is None:
         raise ModelUnavailable(f"monitor.source={mc['source']}: the proxy has nothing to monitor")
-    client = rec.client
     if mc.clear:
         return _clear(rec, name, str(version), model, mc.state)
-    lspec = model.label_spec
-    h = int(lspec.horizon_bars)
-    bars, _ = load_bars(cfg, lspec.timeframe, model)
-    start = _start(client, name, version, mc.start)
-    if hasattr(bars, "assets"):  # a universe model on its universe: every asset at once
-        path = _state_path(mc.state, name, str(version), "universe")
-        with _held(path, mc.lock_timeout):
-            return _run_universe(cfg, rec, name, version, model, bars, start)
-    model = model.for_asset(bars.symbol)  # a universe model: the listed asset's own map
-    frame = bars.frame
-    pm = model.predict_bars(frame, model.segments(frame))  # as the policy would score them
-    p = pm["p_hat"].to_numpy()
-    y = make_labels(frame["close"].to_numpy(), bars.segment, lspec)
-    ok = matured(bars.index, y, h) & np.isfinite(p) & np.asarray(bars.index >= start)
-    pos = np.flatnonzero(ok)
-    watched = {"model_name": name, "model_version": str(version),
-               "model_hash": model.model_hash}  # fmt: skip
-    asset = model.metadata.get(Tag.ASSET)  # a universe model's: one e-process per asset
-    if asset:
-        watched["asset"] = str(asset)
-    state_path = _state_path(mc.state, name, str(version), str(asset or ""))
-    with _held(state_path, mc.lock_timeout):
-        return _run_asset(cfg, rec, name, version, model, bars, watched, state_path, p, y, pos)
+    bars, _ = load_bars(cfg, model.label_spec.timeframe, model)
+    start = _start(rec.client, name, version, mc.start)
+    watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
+    # Every asset (one asset: its own) feeds its own e-process (_feed). Their states are kept
+    # as the data says: one asset's in its own file (a universe model's asset: monitor.state
+    # may hold {asset}), resumed across versions; a universe's in one file with the universe's
+    # e-process over them (_watch_universe).
+    watch = _watch_universe if bars.pooled else _watch_asset
+    return watch(cfg, rec, name, str(version), model, bars, start, watched)
 
 
-def _run_asset(
-    cfg: MonitorConf, rec: Any, name: str, version: Any, model: Any, bars: Any,
-    watched: dict[str, str], state_path: Path | None, p: Any, y: Any, pos: Any,
+def _watch_asset(
+    cfg: MonitorConf, rec: Any, name: str, version: str, model: Any, bars: Any, start: Any,
+    watched: dict[str, str],
 ) -> dict[str, Any]:  # fmt: skip
-    """One asset's monitor step, under the state file's lock: read the state, feed the newly
+    """One asset's monitor step, under its state file's lock: read the state, feed the newly
     matured bars, write it whole, then log and act."""
-    from phat.data.timeframes import parse_timeframe
-    from phat.errors import ConfigError
-    from phat.evidence.monitor import MonitorState, OnlineRecalibrator, rolling_metrics, update
-    from phat.lifecycle import alarms
+    from phat.evidence.monitor import rolling_metrics
 
     mc = cfg.monitor
-    client = rec.client
-    lspec = model.label_spec
-    h = int(lspec.horizon_bars)
-    asset = watched.get("asset")
-    state, moved = _resume(state_path, watched, str(mc.source))
-    _pause("monitor_state_read")
-    if state is not None and (state.horizon_bars != h or state.bins != int(mc.bins)):
-        raise ConfigError(
-            f"monitor.state={state_path}: saved for horizon {state.horizon_bars} bars and "
-            f"{state.bins} bins, asked for {h} and {mc['bins']}; use a new state file"
-        )
-    if state is None:
-        state = MonitorState.new(h, int(mc.bins))
-        state.model = watched
-        if mc.recalibrate == "online":
-            state.recal = OnlineRecalibrator(
-                h, float(mc.recal_prior_bars), float(mc.recal_half_life)
-            )
-    if (state.recal is not None) != (mc.recalibrate == "online"):
-        raise ConfigError(
-            f"monitor.state={state_path}: saved with monitor.recalibrate="
-            f"{'online' if state.recal else 'none'}, asked for {mc['recalibrate']}; "
-            "use a new state file"
-        )
-    had_alarm = state.alarm is not None
-    # Streams follow the bar's absolute number (time / timeframe), not its row in this batch's
-    # file, so batches that start at different rows keep each bar in the same stream.
-    step_ns = int(parse_timeframe(lspec.timeframe).value)
-    bar_no = bars.index.asi8[pos] // step_ns
-    new = update(
-        state, bars.index[pos], bar_no, p[pos], y[pos], bars.index[pos + h],
-        float(mc.alpha), int(mc.rolling),
-    )  # fmt: skip
-    if state_path is not None:
-        if moved is not None:  # the previous version's e-process is kept, not overwritten
-            write_atomic(moved[0], state_path.read_bytes())
-        _write_state(state_path, state.to_dict())
-    rolling = rolling_metrics(state, int(cfg.metrics.n_bins))
-    fired = state.alarm is not None and not had_alarm
-    action = ""
-    if fired:
-        action = alarms.act(rec, cfg, name, str(version), state.alarm, asset)
-    run_id = _log(rec, cfg, name, version, state, new, rolling, fired, action)
-    if state.recal is not None and new:
-        # The map's parameters, versioned on the model version they recalibrate.
-        recal = {**state.recal.summary(), "as_of": state.last_matured, "run_id": run_id}
-        client.set_model_version_tag(name, version, Tag.RECALIBRATION, json.dumps(recal))
+    asset = bars.view_of(model).metadata.get(Tag.ASSET)  # a universe model's asset
+    watched = {**watched, "asset": str(asset)} if asset else watched
+    path = _state_path(mc.state, name, version, str(asset or ""))
+    with _held(path, mc.lock_timeout):
+        state, moved = _resume(path, watched, str(mc.source))
+        _pause("monitor_state_read")
+        states = {} if state is None else {bars.symbol: state}
+        had_alarm = state is not None and state.alarm is not None
+        fed = _feed(cfg, rec, name, version, model, bars, start, states, path)
+        state, new = states[bars.symbol], fed.new[bars.symbol]
+        if path is not None:
+            if moved is not None:  # the previous version's e-process is kept, not overwritten
+                write_atomic(moved[0], path.read_bytes())
+            _write_state(path, state.to_dict())
+        rolling = rolling_metrics(state, int(cfg.metrics.n_bins))
+        action = fed.actions.get(bars.symbol, "")
+        run_id = _log(rec, cfg, name, version, state, new, rolling, bool(fed.fired), action)
+        if state.recal is not None and new:
+            # The map's parameters, versioned on the model version they recalibrate.
+            recal = {**state.recal.summary(), "as_of": state.last_matured, "run_id": run_id}
+            rec.client.set_model_version_tag(name, version, Tag.RECALIBRATION, json.dumps(recal))
     e = state.e_value()
     print(
         f"phat monitor: {name} v{version} ({mc['source']}), {len(new)} newly matured bars "
@@ -152,27 +106,26 @@ def _run_asset(
         f"{rolling.get('rolling_brier', float('nan')):.5f} vs climatology "
         f"{rolling.get('rolling_brier_climatology', float('nan')):.5f}, ece "
         f"{rolling.get('rolling_ece', float('nan')):.4f}"
-        + (
-            f"\n  ALARM at {state.alarm['time']} (e {state.alarm['e_value']:.3g}): {action}"
-            if fired
-            else ""
-        )
+        + (f"\n  ALARM at {state.alarm['time']} (e {state.alarm['e_value']:.3g}): {action}"
+           if fed.fired else "")
         + (f"\n  alarm raised earlier, at {state.alarm['time']}" if had_alarm else "")
         + (_recal_line(state.recal) if state.recal is not None else "")
         + (f"\n  {moved[1]}" if moved is not None else "")
         + f"\n  run {run_id}"
-    )
-    return {"state": state, "new": new, "fired": fired, "run_id": run_id, "rolling": rolling}
+    )  # fmt: skip
+    return {"state": state, "new": new, "fired": bool(fed.fired), "run_id": run_id,
+            "rolling": rolling}  # fmt: skip
 
 
-def _run_universe(
-    cfg: MonitorConf, rec: Any, name: str, version: str, model: Any, bars: Any, start: Any
-) -> dict[str, Any]:
+def _watch_universe(
+    cfg: MonitorConf, rec: Any, name: str, version: str, model: Any, bars: Any, start: Any,
+    watched: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
     """A universe model on its universe: one anytime-valid calibration e-process per asset
     (false alarms per asset at most monitor.alpha), and the universe's from the mean of the
     assets' e-values (phat.evidence.monitor.universe_update). An asset's alarm acts on that
-    asset alone (lifecycle.alarms.act with the asset); the universe's alarm acts on the version (every asset
-    to the proxy, or rollback). One state file holds every asset's state."""
+    asset alone (lifecycle.alarms.act with the asset); the universe's alarm acts on the version
+    (every asset to the proxy, or rollback). One state file holds every asset's state."""
     import numpy as np
 
     from phat.errors import ConfigError
@@ -186,71 +139,82 @@ def _run_universe(
             "file (data.path=FILE) to recalibrate it"
         )
     alpha = float(mc.alpha)
-    watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
-    path = _state_path(mc.state, name, str(version), "universe")
-    saved, states = _read_universe_state(path)
-    _pause("monitor_state_read")
-    if saved and saved.get("model") != watched:
-        raise ConfigError(
-            f"monitor.state={path} watched {saved.get('model')}, not {watched}; use another "
-            "state file (monitor.state may hold {version})"
-        )
-    last = {a.symbol: float(saved.get("e", {}).get(a.symbol, 1.0)) for a in bars.assets}
-    uni_alarm = saved.get("universe_alarm")
-    had_uni = uni_alarm is not None
-    points, fired, actions = _feed_assets(cfg, rec, name, version, model, bars, start, states)
-    upath, uni_alarm = universe_update(last, points, alpha, uni_alarm)
-    if uni_alarm is not None and not had_uni:
-        uni_alarm["asset_alarms"] = sorted(s for s, st in states.items() if st.alarm)
-        uni_alarm["bars"] = int(sum(st.n_matured for st in states.values()))
-        actions.append(f"universe: {act(rec, cfg, name, str(version), uni_alarm)}")
-    if path is not None:
-        _write_state(path, {
-            "model": watched, "assets": {s: st.to_dict() for s, st in states.items()},
-            "e": last, "universe_alarm": uni_alarm,
-        })  # fmt: skip
-    run_id = _log_universe(rec, cfg, name, version, states, last, upath, uni_alarm, actions)
+    path = _state_path(mc.state, name, version, "universe")
+    with _held(path, mc.lock_timeout):
+        saved, states = _read_universe_state(path)
+        _pause("monitor_state_read")
+        if saved and saved.get("model") != watched:
+            raise ConfigError(
+                f"monitor.state={path} watched {saved.get('model')}, not {watched}; use another "
+                "state file (monitor.state may hold {version})"
+            )
+        last = {a.symbol: float(saved.get("e", {}).get(a.symbol, 1.0)) for a in bars.members()}
+        uni_alarm = saved.get("universe_alarm")
+        had_uni = uni_alarm is not None
+        fed = _feed(cfg, rec, name, version, model, bars, start, states, path)
+        upath, uni_alarm = universe_update(last, fed.points, alpha, uni_alarm)
+        actions = [f"{s}: {text}" for s, text in fed.actions.items()]
+        if uni_alarm is not None and not had_uni:
+            uni_alarm["asset_alarms"] = sorted(s for s, st in states.items() if st.alarm)
+            uni_alarm["bars"] = int(sum(st.n_matured for st in states.values()))
+            actions.append(f"universe: {act(rec, cfg, name, version, uni_alarm)}")
+        if path is not None:
+            _write_state(path, {
+                "model": watched, "assets": {s: st.to_dict() for s, st in states.items()},
+                "e": last, "universe_alarm": uni_alarm,
+            })  # fmt: skip
+        run_id = _log_universe(rec, cfg, name, version, states, last, upath, uni_alarm, actions)
     ue = float(np.mean(list(last.values())))
     alarmed = sorted(s for s, st in states.items() if st.alarm)
     print(
-        f"phat monitor: {name} v{version} ({mc['source']}), universe of {len(bars.assets)} "
-        f"assets, {len(points)} newly matured bars; universe e-value {ue:.3g} (alarm at "
+        f"phat monitor: {name} v{version} ({mc['source']}), universe of {len(last)} "
+        f"assets, {len(fed.points)} newly matured bars; universe e-value {ue:.3g} (alarm at "
         f"{1 / alpha:.0f}); assets with an alarm: {', '.join(alarmed) or 'none'}"
         + "".join(f"\n  ALARM {line}" for line in actions)
         + f"\n  run {run_id}"
     )
     return {"states": states, "universe_e_value": ue, "universe_alarm": uni_alarm,
-            "fired": fired, "run_id": run_id}  # fmt: skip
+            "fired": fed.fired, "run_id": run_id}  # fmt: skip
 
 
-def _feed_assets(
+@dataclass
+class _Fed:
+    """What one monitor step fed: per asset its new (time, e-value) points, the (time, asset,
+    e-value) points of all, the assets whose alarm fired now, and what each alarm did."""
+
+    new: dict[str, list[tuple[Any, float]]]
+    points: list[tuple[Any, str, float]]
+    fired: list[str]
+    actions: dict[str, str]
+
+
+def _feed(
     cfg: MonitorConf, rec: Any, name: str, version: str, model: Any, bars: Any, start: Any,
-    states: dict[str, Any],
-) -> tuple[list[tuple[str, str, float]], list[str], list[str]]:  # fmt: skip
-    """Each asset's newly matured bars fed to its own e-process (`states`, updated in place;
-    an asset's alarm acts on that asset): the (time, asset, e-value) points, the assets whose
-    alarm fired now, and what was done."""
+    states: dict[str, Any], path: Path | None,
+) -> _Fed:  # fmt: skip
+    """Every member's bars scored as the policy would (its own view), each one's newly
+    matured bars (bar t's label is known at t + horizon; a relative label once every asset
+    has delivered its bar at t + h) fed to its own e-process (`states`, by symbol: updated in
+    place, a fresh one where none); an asset's first alarm acts on that asset."""
     import numpy as np
 
     from phat.contract.labels import make_labels
     from phat.data.timeframes import parse_timeframe
-    from phat.evidence.monitor import MonitorState, matured, update
+    from phat.evidence.monitor import matured, update
     from phat.lifecycle.alarms import act
 
     mc = cfg.monitor
     lspec = model.label_spec
     h, alpha = int(lspec.horizon_bars), float(mc.alpha)
-    watched = {"model_name": name, "model_version": str(version), "model_hash": model.model_hash}
+    # Streams follow the bar's absolute number (time / timeframe), not its row in this batch's
+    # file, so batches that start at different rows keep each bar in the same stream.
     step_ns = int(parse_timeframe(lspec.timeframe).value)
-    points: list[tuple[str, str, float]] = []
-    fired: list[str] = []
-    actions: list[str] = []
-    # labels on the stacked universe (a relative label compares the assets at each timestamp;
-    # the others are each asset's own, its segments numbered apart from the others')
+    # labels on all the bars (a relative label compares the assets at each timestamp; the
+    # others are each asset's own, a universe's assets' segments numbered apart)
     y_all = make_labels(bars.frame["close"].to_numpy(), bars.segment, lspec, bars.timeline()[0])
-    # a relative label is final once every asset has delivered its bar at t + h
     until = min(a.bars.index[-1] for a in bars.members()) if lspec.kind == "relative" else None
-    for a in bars.assets:
+    fed = _Fed({}, [], [], {})
+    for a in bars.members():
         view = model.for_asset(a.symbol)
         frame = a.bars.frame
         p = view.predict_bars(frame, view.segments(frame))["p_hat"].to_numpy()
@@ -258,19 +222,53 @@ def _feed_assets(
         pos = np.flatnonzero(
             matured(frame.index, y, h, until) & np.isfinite(p) & np.asarray(frame.index >= start)
         )
-        st = states.get(a.symbol) or MonitorState.new(h, int(mc.bins))
-        st.model = {**watched, "asset": a.symbol}
+        asset = view.metadata.get(Tag.ASSET)  # a universe model's: its alarm is the asset's
+        st = states.get(a.symbol) or _new_state(cfg, h, model, version, name, asset)
+        _check_fits(path, st, h, cfg)
         had = st.alarm is not None
         new = update(
             st, frame.index[pos], frame.index.asi8[pos] // step_ns, p[pos], y[pos],
             frame.index[pos + h], alpha, int(mc.rolling),
         )  # fmt: skip
         states[a.symbol] = st
-        points += [(t, a.symbol, e) for t, e in new]
+        fed.new[a.symbol] = new
+        fed.points += [(t, a.symbol, e) for t, e in new]
         if st.alarm is not None and not had:
-            fired.append(a.symbol)
-            actions.append(f"{a.symbol}: {act(rec, cfg, name, str(version), st.alarm, a.symbol)}")
-    return points, fired, actions
+            fed.fired.append(a.symbol)
+            fed.actions[a.symbol] = act(rec, cfg, name, version, st.alarm, asset)
+    return fed
+
+
+def _new_state(cfg: MonitorConf, h: int, model: Any, version: str, name: str, asset: Any) -> Any:
+    """A fresh e-process for the version (and asset), with the online map if asked for."""
+    from phat.evidence.monitor import MonitorState, OnlineRecalibrator
+
+    mc = cfg.monitor
+    state = MonitorState.new(h, int(mc.bins))
+    state.model = {"model_name": name, "model_version": version, "model_hash": model.model_hash}
+    if asset:
+        state.model["asset"] = str(asset)
+    if mc.recalibrate == "online":
+        state.recal = OnlineRecalibrator(h, float(mc.recal_prior_bars), float(mc.recal_half_life))
+    return state
+
+
+def _check_fits(path: Path | None, state: Any, h: int, cfg: MonitorConf) -> None:
+    """A resumed state must have been kept for this horizon, bin count and recalibration."""
+    from phat.errors import ConfigError
+
+    mc = cfg.monitor
+    if state.horizon_bars != h or state.bins != int(mc.bins):
+        raise ConfigError(
+            f"monitor.state={path}: saved for horizon {state.horizon_bars} bars and "
+            f"{state.bins} bins, asked for {h} and {mc['bins']}; use a new state file"
+        )
+    if (state.recal is not None) != (mc.recalibrate == "online"):
+        raise ConfigError(
+            f"monitor.state={path}: saved with monitor.recalibrate="
+            f"{'online' if state.recal else 'none'}, asked for {mc['recalibrate']}; "
+            "use a new state file"
+        )
 
 
 def _log_universe(
@@ -447,7 +445,8 @@ def _clear(rec: Any, name: str, version: str, model: Any, template: str | None) 
 
     lines, aside = [], []
     if template:
-        assets = ["", "universe", *model.assets] if model.universe else [""]
+        # every file a state may be in: one asset's, a universe's and each listed asset's
+        assets = ["", *(["universe", *model.assets] if model.assets else [])]
         for path in dict.fromkeys(_state_path(template, name, version, a) for a in assets):
             if path is None or not path.exists():
                 continue

@@ -201,7 +201,7 @@ def _by_symbol(
 def refuse_universe_for_one(model: Any, where: str, many: bool) -> None:
     """A single-asset model scores one asset's bars: `where` naming many assets (`many`) is
     refused by name (every reader of data for a model: load_bars, engine=spark)."""
-    if many and model.universe is None:
+    if many and not model.assets:
         raise DataValidationError(
             f"{where} names a universe of assets, but the model scores one asset "
             f"({model.data_spec.get('symbol', '?')}): give that asset's bars"
@@ -228,7 +228,7 @@ def load_bars(cfg: WithData, timeframe: str, model: Any = None) -> tuple[Bars, p
     if model is not None:
         refuse_universe_for_one(model, "data.path", bool(sources) or is_universe_data(d))
     one_file = sources is None and not is_universe_data(d)
-    if model is not None and model.universe is not None and one_file:
+    if model is not None and model.assets and one_file:
         # one asset's file, scored as that listed asset (data.symbol, else its symbol column's
         # one value, else the file's name)
         symbol = str(

@@ -41,7 +41,9 @@ class PHatModel:
 
     @property
     def assets(self) -> list[str]:
-        """The symbols a universe model scores (sorted); [] for a single-asset model."""
+        """The symbols a universe model scores (sorted), each under its own view (for_asset);
+        [] for a single-asset model, which is its own view of any symbol's bars. The one place
+        the model's shape (universe.json or none) is read."""
         return sorted(self.universe["assets"]) if self.universe else []
 
     def for_asset(self, symbol: str) -> PHatModel:
@@ -49,7 +51,7 @@ class PHatModel:
         asset's DataSpec, feature normalization and calibration map (an asset the model does
         not list is refused by name); a single-asset model returns itself (it scores any
         symbol's bars, as always)."""
-        if self.universe is None:
+        if not self.assets:
             return self
         if symbol in self._views:
             return self._views[symbol]
@@ -117,7 +119,7 @@ class PHatModel:
         return pd.DataFrame({"p_hat_raw": p_raw, "p_hat": p_cal}, index=frame.index)
 
     def _one_asset(self, what: str) -> None:
-        if self.universe is not None:
+        if self.assets:
             from phat.errors import DataValidationError
 
             raise DataValidationError(
@@ -288,7 +290,7 @@ class PHatModel:
         from phat.data.universe import long_symbols, split_long, stack
 
         symbols = long_symbols(ohlcv) if isinstance(ohlcv, pd.DataFrame) else None
-        if symbols is not None and self.universe is not None:
+        if symbols is not None and self.assets:
             assets = [
                 self.for_asset(sym).read_bars(rows, **{**data_kwargs, "symbol": sym})
                 for sym, rows in split_long(ohlcv, symbols)
