@@ -148,11 +148,11 @@ def test_model_kinds_have_one_registry() -> None:
 
     import yaml
 
-    from phat.models.kinds import KINDS, RECIPES, model_class
+    from phat.models.kinds import KINDS, model_class, recipes
 
     for name in KINDS:
         assert model_class(name).kind == name
-    for name in RECIPES:
+    for name in recipes():
         conf = yaml.safe_load((PKG / "conf" / "model" / f"{name}.yaml").read_text())
         fields = {f.name for f in dataclasses.fields(KINDS[name].params)}
         assert set(conf["params"]) == fields, name
@@ -165,7 +165,7 @@ def test_model_kinds_have_one_registry() -> None:
                 for side in [node.left, *node.comparators]:
                     elts = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
                     for e in elts:
-                        if isinstance(e, ast.Constant) and e.value in RECIPES:
+                        if isinstance(e, ast.Constant) and e.value in recipes():
                             literal.append(f"{path.name}:{node.lineno}: {e.value!r}")
     assert literal == []
 
@@ -369,7 +369,7 @@ def test_every_numeric_setting_has_a_range_and_the_cli_refuses_outside_it() -> N
     from phat.cli.config import SCHEMAS, compose, precheck, validate
     from phat.confdefaults import ANY, schema_bounds
     from phat.errors import ConfigError
-    from phat.models.kinds import KINDS, RECIPES
+    from phat.models.kinds import KINDS, recipes
 
     def with_value(base: dict, key: str, value: float) -> dict:
         out = copy.deepcopy(base)
@@ -382,7 +382,7 @@ def test_every_numeric_setting_has_a_range_and_the_cli_refuses_outside_it() -> N
 
     walked = 0
     cases = [(verb, VERB_ARGS.get(verb, []), "") for verb in SCHEMAS]
-    cases += [("train", [f"model={k}"], "model.params.") for k in RECIPES]
+    cases += [("train", [f"model={k}"], "model.params.") for k in recipes()]
     for verb, args, only in cases:
         composed = compose(verb, args)
         cfg = validate(verb, composed)

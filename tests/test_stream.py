@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import make_cfg
 from phat.data.synthetic import random_walk
-from phat.models.kinds import RECIPES
+from phat.models.kinds import recipes
 from phat.pipeline import train
 from phat.registry.artifact import load_artifact
 from phat.scoring.stream import StreamRefused
@@ -27,7 +27,7 @@ SMALL = {
     "tcn": ("model.params.channels=8", "model.params.levels=3", "trainer.max_epochs=1",
             "threads=1"),
 }  # fmt: skip
-MODELS = {k: (f"model={k}", *SMALL.get(k, ())) for k in RECIPES}
+MODELS = {k: (f"model={k}", *SMALL.get(k, ())) for k in recipes()}
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
@@ -206,7 +206,7 @@ def test_bars_are_read_by_batch_reading_names_and_a_row_number_is_no_timestamp(m
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", RECIPES)
+@pytest.mark.parametrize("kind", recipes())
 def test_every_kind_fits_the_same_bits_twice_and_loads_what_it_trained(kind, tmp_path) -> None:
     """The suite every kind in KINDS gets: trained twice on the same data and seed, the same
     model hash; its artifact, loaded, scores the training's test span to the same bits (and

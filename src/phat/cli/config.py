@@ -25,7 +25,7 @@ from phat.confdefaults import (
 )
 from phat.contract.labels import parse_horizon
 from phat.errors import ConfigError
-from phat.models.kinds import RECIPES, check_params
+from phat.models.kinds import check_params, recipes
 from phat.models.kinds import kind as model_kind
 from phat.settings import LADDER, POOLING, SCHEMAS, ModelConf
 
@@ -152,8 +152,8 @@ def _validate_model(model: Any) -> dict[str, Any]:
     if not isinstance(model, dict):
         raise ConfigError("model: expected a group option such as model=logistic")
     kind = model.get("kind")
-    if kind not in RECIPES:
-        raise ConfigError(f"model.kind={kind!r}: expected one of {list(RECIPES)}")
+    if kind not in recipes():
+        raise ConfigError(f"model.kind={kind!r}: expected one of {list(recipes())}")
     extra = sorted(set(model) - {"kind", "params", "ladder", "pooling"})
     if extra:
         raise ConfigError(f"model.{extra[0]}: not a setting of model")

@@ -131,10 +131,18 @@ KINDS: dict[str, Kind] = {
         Kind("per_asset", "phat.models.per_asset:PerAssetModel", None),
     )
 }
-RECIPES = tuple(k for k, v in KINDS.items() if v.params is not None)
-# Every setting a search may choose, by name: the run logs the metric `selected_<name>` and the
-# param `<key>_selected` (registry/tracking.py).
-SEARCHED_SETTINGS = {s.name: s.key for k in KINDS.values() for s in k.search}
+
+
+def recipes() -> tuple[str, ...]:
+    """The kinds a recipe fits: every entry with a params schema, as KINDS is now (a kind
+    registered after import is one too: docs/extending.md)."""
+    return tuple(k for k, v in KINDS.items() if v.params is not None)
+
+
+def searched_settings() -> dict[str, str]:
+    """Every setting a search may choose, by name: the run logs the metric `selected_<name>`
+    and the param `<key>_selected` (registry/tracking.py)."""
+    return {s.name: s.key for k in KINDS.values() for s in k.search}
 
 
 def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +170,7 @@ def kind(name: str) -> Kind:
     try:
         return KINDS[str(name)]
     except KeyError:
-        raise ConfigError(f"model.kind={name!r}: expected one of {list(RECIPES)}") from None
+        raise ConfigError(f"model.kind={name!r}: expected one of {list(recipes())}") from None
 
 
 def model_class(name: str) -> Any:

@@ -39,7 +39,7 @@ import numpy as np
 from phat.errors import ConfigError
 from phat.models.baselines import LogisticModel, WindowData, staged_log_losses
 from phat.models.calibration import fit_calibrator, log_losses, sigmoid
-from phat.models.kinds import SEARCHED_SETTINGS
+from phat.models.kinds import searched_settings
 from phat.models.noise import simplest_within_noise, time_blocks
 
 INNER_FOLDS = 5
@@ -235,7 +235,7 @@ def choose_by_refits(
     fitted (early stopping on a purged tail of those samples, never on the held-out block)
     and returns the held-out block's logits and the epochs it kept; the block's per-sample log
     loss ranks the candidates, one-standard-error rule. Returns (candidate, table)."""
-    key = ", ".join(SEARCHED_SETTINGS[k] for k in candidates[0])
+    key = ", ".join(searched_settings()[k] for k in candidates[0])
     j, rows, extra = _refit_ranking(ends, y, candidates, fit_logits, purge, embargo, times, key)
     table = [
         {"candidate": ", ".join(f"{k}={v:g}" for k, v in c.items()), "epochs": e, **r,

@@ -396,15 +396,16 @@ def asset_maps(cfg: RecipeConf, bars: Bars) -> str:
     return f"per_asset shrink_bars={float(cfg.calibration.shrink_bars):g}"
 
 
-def corrects_assets(cfg: RecipeConf, bars: Bars) -> bool:
+def corrects_assets(cfg: RecipeConf, bars: Bars | None) -> bool:
     """Whether the recipe corrects each asset's calibration (calibration.per_asset): only where
     several assets pool into one model (Bars.pooled); one asset's map is its own already."""
-    return bars.pooled and bool(cfg.calibration.per_asset)
+    return bars is not None and bars.pooled and bool(cfg.calibration.per_asset)
 
 
 def fits_per_asset(cfg: RecipeConf, bars: Any) -> bool:
-    """A universe under model.pooling=per_asset: one fit per asset (what engine=ray fans out)."""
-    return bars.pooled and cfg.model.pooling == "per_asset"
+    """A universe under model.pooling=per_asset: one fit per asset (what engine=ray fans out).
+    No bars: one asset's own samples (a member's fit), fitted as they are."""
+    return bars is not None and bars.pooled and cfg.model.pooling == "per_asset"
 
 
 @dataclass

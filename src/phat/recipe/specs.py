@@ -67,14 +67,14 @@ def validate_config(cfg: RecipeConf) -> tuple[LabelSpec, FeatureSpec, SplitConfi
     """Cheap checks that answer before any heavy import or data load."""
     from phat.contract.splits import resolve_boundaries
     from phat.models.calibration import METHODS
-    from phat.models.kinds import RECIPES
+    from phat.models.kinds import recipes
 
     lspec = label_spec_from_cfg(cfg)
     fspec = feature_spec_from_cfg(cfg)
     scfg = split_config_from_cfg(cfg)
     resolve_boundaries(scfg, lspec.horizon_bars, fspec.bars_read)
-    if cfg.model.kind not in RECIPES:
-        raise ConfigError(f"model.kind={cfg.model.kind!r}: expected one of {list(RECIPES)}")
+    if cfg.model.kind not in recipes():
+        raise ConfigError(f"model.kind={cfg.model.kind!r}: expected one of {list(recipes())}")
     if cfg.calibration.method not in METHODS:
         raise ConfigError(
             f"calibration={cfg.calibration.method!r}: expected one of {list(METHODS)}"

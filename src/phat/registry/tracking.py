@@ -376,10 +376,10 @@ def log_run(
     """Log params, tags, metrics, the dataset input, figures and the files under out_dir into
     `run` (a registry.recorder.RunLog). `hold_out_test` (a sweep's job): the test span's
     metrics go to held_out/test_metrics.json, not into the run's metrics."""
-    from phat.models.kinds import SEARCHED_SETTINGS
+    from phat.models.kinds import searched_settings
 
     params = run_params(cfg)
-    for name, key in SEARCHED_SETTINGS.items():  # what an `auto` setting chose
+    for name, key in searched_settings().items():  # what an `auto` setting chose
         if f"selected_{name}" in result.metrics:
             params[f"{key}_selected"] = f"{result.metrics[f'selected_{name}']:g}"
     run.params(params)
