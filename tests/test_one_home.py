@@ -318,7 +318,7 @@ def test_classes_take_their_defaults_from_conf() -> None:
     def conf(path: str) -> dict:
         return yaml.safe_load((PKG / "conf" / f"{path}.yaml").read_text())
 
-    syn = conf("data/synthetic")["synthetic"]
+    syn = conf("data/_base")["synthetic"]
     assert all(getattr(SyntheticConfig(), k) == syn[k] for k in SyntheticConfig.__annotations__)
     pol = conf("policy/reference")["params"]
     assert all(getattr(ReferencePolicy(), k) == pol[k] for k in ReferencePolicy.__annotations__)

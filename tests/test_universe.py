@@ -8,6 +8,7 @@ Every universe here is built by the test (synthetic, with a known Bayes-optimal 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,56 @@ def test_a_file_whose_symbol_column_holds_one_symbol_is_one_asset_as_before(tmp_
     bars, _ = load_bars(cfg, "15m")
     # named as every verb names it without reading the file: data.symbol, else the stem
     assert type(bars) is Bars and bars.symbol == "btc" and len(bars) == PERIODS
+
+
+def test_the_data_group_names_the_source_and_a_path_that_contradicts_it_is_refused(
+    tmp_path, markets
+):
+    """data=file | universe | synthetic read what data.path alone reads (the same bits, the
+    same name), and refuse by name a path that names the other kind, before reading it."""
+    from phat.data.load import load_bars
+    from phat.data.universe import dataset_name
+    from phat.errors import ConfigError
+
+    folder = write_universe(tmp_path / "u", markets)
+    one = folder / "A00-15m.csv"
+    long = tmp_path / "long.csv"
+    pd.concat(
+        [m.bars[["open", "high", "low", "close", "volume"]].assign(symbol=s)
+         for s, m in markets.items()]
+    ).rename_axis("timestamp").reset_index().to_csv(long, index=False)  # fmt: skip
+
+    def read(*ov: str):
+        cfg = make_cfg(tmp_path / "o", *ov)
+        bars, _ = load_bars(cfg, "15m")
+        return dataset_name(cfg.data), bars.data_hash(), [a.symbol for a in bars.members()]
+
+    for path in (one, folder, long):
+        kind = "file" if path == one else "universe"
+        assert read(f"data={kind}", f"data.path={path}") == read(f"data.path={path}")
+    assert read("data=synthetic") == read()
+    refused = [
+        (("data=file", f"data.path={folder}"), ConfigError, "names many: use data=universe"),
+        (("data=file",), ConfigError, "give data.path=FILE"),
+        (("data=file", f"data.path={long}"), DataValidationError, f"holds {N_ASSETS} symbols"),
+        (("data=universe", f"data.path={one}"), DataValidationError, "holds one: use data=file"),
+        (("data=universe",), ConfigError, "data.synthetic.assets=N"),
+        (("data=synthetic", f"data.path={one}"), ConfigError, "drop data=synthetic"),
+    ]
+    for ov, error, needle in refused:
+        with pytest.raises(error, match=needle):
+            read(*ov)
+
+
+def test_a_data_source_contradiction_is_one_line_exit_2_before_any_run(tmp_path, markets):
+    folder = write_universe(tmp_path / "u", markets)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    r = _phat(tmp_path, "train", "data=file", f"data.path={folder}", f"tracking.uri={uri}")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "use data=universe" in lines[0] and "Traceback" not in r.stderr
+    r = _phat(tmp_path, "train", "data=universe", f"data.path={folder}", "--help")
+    assert r.returncode == 0 and re.search(r"\bdata +auto, file, synthetic, universe\n", r.stdout)
 
 
 def test_a_symbol_column_with_nulls_is_refused_by_row(tmp_path, markets):

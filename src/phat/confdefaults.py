@@ -1,6 +1,6 @@
 """Defaults live in conf/ only: code that needs a setting's default reads it from there.
 
-`conf_defaults("data/synthetic")` is one YAML file of `phat/conf/` as a dict (without Hydra's
+`conf_defaults("data/_base")` is one YAML file of `phat/conf/` as a dict (without Hydra's
 `defaults:` list). `from_conf("policy/reference", "params")` is a class decorator that gives a
 dataclass's fields their defaults from that file (put it under `@dataclass`), so a class such as
 `SyntheticConfig` or `ReferencePolicy` keeps its names and types in code and its default values

@@ -16,6 +16,8 @@ from phat.confdefaults import MISSING, choice, setting
 # config check reads them from the schema, the code that acts on a setting imports them.
 VOLUME_NAN = ("refuse", "zero")
 ON_BAD_ASSET = ("fail", "skip")
+# where the bars come from: the data=... option (conf/data/); auto is what data.path names
+DATA_SOURCES = ("auto", "synthetic", "file", "universe")
 LABEL_KINDS = ("sign", "threshold", "relative")
 RELATIVE_TO = ("mean", "median")
 NEUTRAL = ("drop", "down")
@@ -86,6 +88,7 @@ class SyntheticConf(Section):
 
 @dataclass(eq=False)
 class DataConf(Section):
+    source: str = choice(DATA_SOURCES)  # phat.data.universe.source_of resolves auto
     path: Any = MISSING  # a file, directory or glob, or a list of files (a universe)
     symbol: str | None = MISSING
     universe_name: str | None = MISSING

@@ -89,11 +89,12 @@ def _on_spark(cfg: PredictConf) -> Path:
     symbol, each asset all or nothing; a failed asset is one line in the report (and fails
     the command unless data.on_bad_asset=skip)."""
     from phat.data.load import bars_kwargs
+    from phat.data.universe import source_of
     from phat.engines.spark import REPORT, score_universe, session
     from phat.errors import DataValidationError
 
     d = cfg.data
-    if d.path is None:
+    if source_of(d) == "synthetic":
         raise DataValidationError(
             "engine=spark scores files: give data.path (a directory, glob or list of files, "
             "or a long Parquet table with a symbol column)"

@@ -227,7 +227,7 @@ POLICY_MISSING = {"prices": "refuse", "warmup": "drop", "gaps": "drop"}
 # A spec built in code (tests, notebooks) without config: the conf/ defaults of the settings.
 DEFAULT_MISSING = {
     **POLICY_MISSING,
-    "volume_nan": conf_defaults("data/synthetic")["volume_nan"],
+    "volume_nan": conf_defaults("data/_base")["volume_nan"],
     **_CONF["missing"],
 }
 

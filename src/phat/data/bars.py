@@ -32,7 +32,7 @@ from phat.data.timeframes import iso as _iso
 from phat.errors import CalendarMismatch, DataValidationError
 from phat.hashing import sha256_bytes
 
-_DATA = conf_defaults("data/synthetic")  # data.* defaults for code callers: conf/data/
+_DATA = conf_defaults("data/_base")  # data.* defaults for code callers: conf/data/
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ def synthetic_config(d: DataConf) -> tuple[Any, dict[str, Any]]:
 def read_raw(d: DataConf) -> tuple[pd.DataFrame, str, pd.Series | None]:
     """The configured data before validation: a user file (`data.path`) or the embedded
     synthetic generator; returns (raw frame, symbol, known Bayes p for synthetic data)."""
-    from phat.data.universe import dataset_name, one_series, read_pieces
+    from phat.data.universe import dataset_name, one_series, read_pieces, source_of
 
-    if d.path:
+    if source_of(d) != "synthetic":
         one = one_series(d.path)  # a folder, glob or list of one symbol's dated pieces
         if one is not None:
             return read_pieces(one[1], d.timestamp_format, d.dayfirst), dataset_name(d), None
@@ -59,9 +59,9 @@ def bars_kwargs(d: DataConf) -> dict[str, Any]:
 def is_universe_data(d: DataConf) -> bool:
     """data.* names many assets by its path (a directory, glob or list) or by
     data.synthetic.assets > 0; a long file with a symbol column is found once read."""
-    from phat.data.universe import is_universe
+    from phat.data.universe import is_universe, source_of
 
-    if d.path is None:
+    if source_of(d) == "synthetic":
         return d.synthetic.assets > 0
     return is_universe(d.path)
 
@@ -101,13 +101,13 @@ def load_universe(
     then the universe rules (phat.data.universe); data.on_bad_asset=skip leaves a bad asset
     out and names it. With a loaded universe model, each asset is read under its own DataSpec
     (PHatModel.read_bars) and an asset the model does not list is refused by name."""
-    from phat.data.universe import Universe, check_universe, dataset_name, read_pieces
+    from phat.data.universe import Universe, check_universe, dataset_name, read_pieces, source_of
 
     d = cfg.data
     skip = d.on_bad_asset == "skip"
     skipped: dict[str, str] = {}
     p_bayes: dict[str, pd.Series] | None = None
-    if d.path is None:
+    if source_of(d) == "synthetic":
         from phat.data.synthetic import generate_universe
 
         syn, shape = synthetic_config(d)
@@ -198,6 +198,21 @@ def _by_symbol(
     return read
 
 
+def check_source(source: str, path: str, sources: list[Any] | None) -> None:
+    """A read file is the asset or universe data=file or data=universe asked for (a long
+    file's symbols are known only now): the other is refused by name."""
+    if source == "file" and sources:
+        raise DataValidationError(
+            f"data=file reads one asset, but {path} holds {len(sources)} symbols in its symbol "
+            "column: use data=universe (or data.path alone)"
+        )
+    if source == "universe" and not sources:
+        raise DataValidationError(
+            f"data=universe reads many assets, but {path} holds one: use data=file (or "
+            "data.path alone)"
+        )
+
+
 def refuse_universe_for_one(model: Any, where: str, many: bool) -> None:
     """A single-asset model scores one asset's bars: `where` naming many assets (`many`) is
     refused by name (every reader of data for a model: load_bars, engine=spark)."""
@@ -216,15 +231,17 @@ def load_bars(cfg: WithData, timeframe: str, model: Any = None) -> tuple[Bars, p
     reads a file the same way. A universe (is_universe_data, or a long file) comes back as
     one StackedBars (phat.data.universe), its assets read one by one (load_universe). A
     universe model reads one listed asset's file as that asset (its own DataSpec)."""
-    from phat.data.universe import one_series, stack, symbol_of
+    from phat.data.universe import one_series, source_of, stack, symbol_of
 
     d = cfg.data
+    source = source_of(d)
     sources, column_symbol = None, None
     if not is_universe_data(d):
         raw, symbol, p = read_raw(d)
-        sources = long_sources(raw, str(d.path)) if d.path else None
+        sources = long_sources(raw, str(d.path)) if source != "synthetic" else None
         if sources is not None and len(sources) == 1:  # one symbol: one asset, named as before
             column_symbol, raw, sources = sources[0][0], sources[0][2], None
+        check_source(str(d.source), str(d.path), sources)  # auto: the file says which
     if model is not None:
         refuse_universe_for_one(model, "data.path", bool(sources) or is_universe_data(d))
     one_file = sources is None and not is_universe_data(d)
@@ -234,7 +251,11 @@ def load_bars(cfg: WithData, timeframe: str, model: Any = None) -> tuple[Bars, p
         symbol = str(
             d.symbol
             or column_symbol
-            or (symbol_of(Path(str(d.path))) if d.path and not one_series(d.path) else symbol)
+            or (
+                symbol_of(Path(str(d.path)))
+                if source == "file" and not one_series(d.path)
+                else symbol
+            )
         )
         return model.for_asset(symbol).read_bars(raw, **bars_kwargs(d), symbol=symbol), p
     if sources is not None or is_universe_data(d):

@@ -26,11 +26,11 @@ from phat.data import parse_timeframe
 from phat.errors import ConfigError
 
 REGIMES = ("trend_up", "trend_down", "mean_revert", "high_vol")
-_UNIVERSE = conf_defaults("data/synthetic", "synthetic")  # a universe's defaults, as in conf/
+_UNIVERSE = conf_defaults("data/_base", "synthetic")  # a universe's defaults, as in conf/
 
 
 @dataclass(frozen=True)
-@from_conf("data/synthetic", "synthetic")  # the defaults: conf/data/synthetic.yaml
+@from_conf("data/_base", "synthetic")  # the defaults: conf/data/_base.yaml
 class SyntheticConfig:
     seed: int
     start: str

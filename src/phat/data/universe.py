@@ -81,6 +81,37 @@ def is_universe(path: Any) -> bool:
         return True
 
 
+def source_of(d: Any) -> str:
+    """Where the configured bars come from: `synthetic`, `file` or `universe` (data.source, set
+    by the data=... option). `auto` (the default) is what data.path names: unset, the
+    generator (a synthetic universe with data.synthetic.assets > 0); a directory, glob or list
+    of many symbols, a universe; else one file (a long file's symbols are found once read).
+    An explicit source the path contradicts is refused by name, before anything is read."""
+    from phat.errors import ConfigError
+
+    source, path = str(d.get("source") or "auto"), d["path"]
+    many = is_universe(path)
+    if source == "auto":
+        return "synthetic" if path is None else "universe" if many else "file"
+    if source == "synthetic" and path is not None:
+        raise ConfigError(
+            f"data=synthetic generates its bars, but data.path={path} is set: drop data=synthetic "
+            "to read the file (data.path alone does), or drop data.path"
+        )
+    if source == "file" and (path is None or many):
+        raise ConfigError(
+            "data=file reads one asset's file: give data.path=FILE"
+            if path is None
+            else f"data=file reads one asset, but data.path={path} names many: use data=universe"
+        )
+    if source == "universe" and path is None:
+        raise ConfigError(
+            "data=universe reads files: give data.path (a directory, glob or list of files, or "
+            "a long file with a symbol column); a synthetic universe is data.synthetic.assets=N"
+        )
+    return source
+
+
 def one_series(path: Any) -> tuple[str, list[Path]] | None:
     """(symbol, its files in time order) when a directory, glob or list holds the pieces of
     one symbol's history (or just one file); None otherwise."""
@@ -102,13 +133,13 @@ def dataset_name(d: DataConf) -> str:
     phat-<name>-<horizon>): for a universe data.universe_name, else the directory's name (a
     list's or glob's folder, a long file's stem; a synthetic universe SYNTH<N>); for one asset
     data.symbol, else the file's stem, else SYNTH. Read from the settings alone."""
-    path = d["path"]
-    synthetic_universe = path is None and int(d["synthetic"].get("assets", 0)) > 0
+    path, synthetic = d["path"], source_of(d) == "synthetic"
+    synthetic_universe = synthetic and int(d["synthetic"].get("assets", 0)) > 0
     if (synthetic_universe or is_universe(path)) and d.get("universe_name"):
         return str(d["universe_name"])
     if synthetic_universe:
         return f"SYNTH{int(d['synthetic']['assets'])}"
-    if path is None:
+    if synthetic:
         return str(d["symbol"] or "SYNTH")
     one = one_series(path)  # one symbol's dated pieces: that symbol
     if one is not None:

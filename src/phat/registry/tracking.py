@@ -287,15 +287,18 @@ def run_params(cfg: RecipeConf) -> dict[str, str]:
     run, no nulls (an unset setting is absent, not the string "None"), the feature list as
     short names in the composed set's order (features.list; every feature's settings are in
     config.yaml and feature_spec.json)."""
+    from phat.data.universe import source_of
+
     flat = flatten(cfg)
     reads = model_kind(cfg.model.kind).reads
+    source = source_of(cfg.data)
     out: dict[str, str] = {}
     for key, value in flat.items():
         if key.startswith(_NOT_PARAMS) or value == "None":
             continue
         if key.startswith("trainer.") and not key.startswith(reads):
             continue  # settings this kind does not read are not its params
-        if key.startswith("data.synthetic.") and cfg.data.path:
+        if key.startswith("data.synthetic.") and source != "synthetic":
             continue
         if key.startswith("features.set."):
             continue  # the composed set is one param, features.list (below)

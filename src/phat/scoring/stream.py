@@ -170,7 +170,7 @@ class StreamScorer:
         self.tf = pd.Timedelta(self.tf_ns, unit="ns")
         self.cal = resolve(model.calendar)
         self.max_gap = int(model.data_spec["max_gap_bars"])
-        self.volume_nan = volume_nan or conf_defaults("data/synthetic")["volume_nan"]
+        self.volume_nan = volume_nan or conf_defaults("data/_base")["volume_nan"]
         self.now = now
         self.cap = max(spec.lookback + 1, 2)
         self.need = spec.bars_read

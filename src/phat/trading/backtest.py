@@ -343,7 +343,9 @@ def build_triggers(cfg: BacktestConf | PromoteConf, bars: Any) -> np.ndarray:
     column = None
     if rule == "column":
         trig_cfg = {}
-        if not cfg.data.path:
+        from phat.data.universe import source_of
+
+        if source_of(cfg.data) == "synthetic":
             raise ConfigError(
                 "policy.trigger.rule=column needs data.path with a trigger_state column"
             )
