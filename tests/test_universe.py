@@ -155,6 +155,38 @@ def test_the_data_group_names_the_source_and_a_path_that_contradicts_it_is_refus
             read(*ov)
 
 
+def test_a_file_alone_and_as_a_member_has_one_name_and_an_earlier_model_keeps_its_name(
+    tmp_path, markets
+):
+    """One naming rule: BTC_USDT-1h.csv alone is the symbol BTC_USDT, as in a folder of assets
+    (it was BTC_USDT-1h alone). A model registered under the earlier name (phat-btc_usdt-1h-15m)
+    is still the one these settings mean, until one exists under today's name."""
+    import mlflow
+
+    from phat.data.load import load_bars
+    from phat.registry.client import model_name_for
+
+    folder = tmp_path / "u"
+    folder.mkdir()
+    for sym in ("BTC_USDT", "ETH_USDT"):
+        m = markets["A00" if sym == "BTC_USDT" else "A01"].bars
+        m[["open", "high", "low", "close", "volume"]].rename_axis("timestamp").reset_index().to_csv(
+            folder / f"{sym}-1h.csv", index=False
+        )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = make_cfg(tmp_path / "o", f"data.path={folder / 'BTC_USDT-1h.csv'}", "horizon=15m",
+                   f"tracking.uri={uri}")  # fmt: skip
+    alone, _ = load_bars(cfg, "15m")
+    many, _ = load_bars(make_cfg(tmp_path / "o", f"data.path={folder}"), "15m")
+    assert alone.symbol == "BTC_USDT" == many.members()[0].symbol
+    assert model_name_for(cfg) == "phat-btc_usdt-15m"
+    client = mlflow.MlflowClient(uri)
+    client.create_registered_model("phat-btc_usdt-1h-15m")  # trained before the rule
+    assert model_name_for(cfg) == "phat-btc_usdt-1h-15m"
+    client.create_registered_model("phat-btc_usdt-15m")
+    assert model_name_for(cfg) == "phat-btc_usdt-15m"
+
+
 def test_a_data_source_contradiction_is_one_line_exit_2_before_any_run(tmp_path, markets):
     folder = write_universe(tmp_path / "u", markets)
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -132,7 +132,8 @@ def dataset_name(d: DataConf) -> str:
     """The name of the configured data, as every verb derives it (the registered model is
     phat-<name>-<horizon>): for a universe data.universe_name, else the directory's name (a
     list's or glob's folder, a long file's stem; a synthetic universe SYNTH<N>); for one asset
-    data.symbol, else the file's stem, else SYNTH. Read from the settings alone."""
+    data.symbol, else the file's symbol (symbol_of: a universe member's rule), else SYNTH.
+    Read from the settings alone."""
     path, synthetic = d["path"], source_of(d) == "synthetic"
     synthetic_universe = synthetic and int(d["synthetic"].get("assets", 0)) > 0
     if (synthetic_universe or is_universe(path)) and d.get("universe_name"):
@@ -151,7 +152,21 @@ def dataset_name(d: DataConf) -> str:
         return p.resolve().name
     if is_universe(path):  # a glob: its folder
         return p.parent.resolve().name or "universe"
-    return str(d.get("universe_name") or d["symbol"] or p.stem)
+    return str(d.get("universe_name") or d["symbol"] or symbol_of(p))
+
+
+def earlier_name(d: DataConf) -> str | None:
+    """The name these settings gave before one naming rule served a file alone and a
+    universe's member (#36): a file alone was named by its whole stem (`BTC_USDT-1h.feather`:
+    BTC_USDT-1h), a member by its symbol (BTC_USDT), as both are now. None where the two
+    agree. A model registered under the earlier name keeps being found by it
+    (phat.registry.client.model_name_for)."""
+    if source_of(d) != "file" or d["symbol"] or d.get("universe_name"):
+        return None
+    if one_series(d["path"]) is not None:
+        return None
+    stem = Path(str(d["path"])).stem
+    return stem if stem != dataset_name(d) else None
 
 
 def _piece_name(path: Path) -> tuple[str, str]:

@@ -66,8 +66,26 @@ def model_name_for(cfg: WithData, symbol: str | None = None) -> str:
     `registry.model_name`, else `phat-<symbol>-<horizon_id>` (lower case)."""
     if cfg.registry.model_name:
         return str(cfg.registry.model_name)
+    from phat.data.universe import earlier_name
+
     _, _, horizon_id = parse_horizon(str(cfg.horizon))
-    return default_model_name(symbol or symbol_of(cfg.data), horizon_id)
+    name = default_model_name(symbol or symbol_of(cfg.data), horizon_id)
+    earlier = earlier_name(cfg.data)
+    if earlier is None:
+        return name
+    # A file alone was named by its whole stem before one naming rule (data.universe): a model
+    # registered under that name (phat-btcusdt-15m-15m) is still the one these settings mean,
+    # until one under today's name exists.
+    from phat.errors import RegistryUnavailable
+    from phat.registry.recorder import recorder
+    from phat.registry.versions import registered
+
+    old = default_model_name(earlier, horizon_id)
+    try:
+        recorder(cfg.tracking)  # the store these settings name
+        return old if registered(old) and not registered(name) else name
+    except RegistryUnavailable:  # no store to ask: today's name (the verb says what it needs)
+        return name
 
 
 def _description(tags: dict[str, str], m: dict[str, float]) -> str:

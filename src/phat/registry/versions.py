@@ -16,6 +16,18 @@ def registry_client() -> Any:
     return MlflowClient()
 
 
+def registered(name: str) -> bool:
+    """Whether the registry holds a model `name` (an unreachable store answers as phat's
+    errors do: RegistryUnavailable, AccessRefused)."""
+    try:
+        registry_client().get_registered_model(name)
+    except Exception as e:
+        if is_absent(e):
+            return False
+        raise registry_error(e, name) from None
+    return True
+
+
 def get_version(client: Any, name: str, version: str | int, what: str | None = None) -> Any:
     """Version `version` of `name`; absent or unreachable -> one phat error naming `what`."""
     try:
