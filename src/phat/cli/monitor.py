@@ -78,14 +78,13 @@ def _watch_asset(
 
     mc = cfg.monitor
     asset = bars.view_of(model).metadata.get(Tag.ASSET)  # a universe model's asset
-    watched = {**watched, "asset": str(asset)} if asset else watched
     path = _state_path(mc.state, name, version, str(asset or ""))
     with _held(path, mc.lock_timeout):
-        state, moved = _resume(path, watched, str(mc.source))
+        state, moved = _resume(path, _watching(watched, asset), str(mc.source))
         _pause("monitor_state_read")
         states = {} if state is None else {bars.symbol: state}
         had_alarm = state is not None and state.alarm is not None
-        fed = _feed(cfg, rec, name, version, model, bars, start, states, path)
+        fed = _feed(cfg, rec, watched, model, bars, start, states, path)
         state, new = states[bars.symbol], fed.new[bars.symbol]
         if path is not None:
             if moved is not None:  # the previous version's e-process is kept, not overwritten
@@ -151,7 +150,7 @@ def _watch_universe(
         last = {a.symbol: float(saved.get("e", {}).get(a.symbol, 1.0)) for a in bars.members()}
         uni_alarm = saved.get("universe_alarm")
         had_uni = uni_alarm is not None
-        fed = _feed(cfg, rec, name, version, model, bars, start, states, path)
+        fed = _feed(cfg, rec, watched, model, bars, start, states, path)
         upath, uni_alarm = universe_update(last, fed.points, alpha, uni_alarm)
         actions = [f"{s}: {text}" for s, text in fed.actions.items()]
         if uni_alarm is not None and not had_uni:
@@ -189,13 +188,14 @@ class _Fed:
 
 
 def _feed(
-    cfg: MonitorConf, rec: Any, name: str, version: str, model: Any, bars: Any, start: Any,
+    cfg: MonitorConf, rec: Any, watched: dict[str, str], model: Any, bars: Any, start: Any,
     states: dict[str, Any], path: Path | None,
 ) -> _Fed:  # fmt: skip
     """Every member's bars scored as the policy would (its own view), each one's newly
     matured bars (bar t's label is known at t + horizon; a relative label once every asset
     has delivered its bar at t + h) fed to its own e-process (`states`, by symbol: updated in
-    place, a fresh one where none); an asset's first alarm acts on that asset."""
+    place, a fresh one where none, bound to the version `watched`); an asset's first alarm
+    acts on that asset."""
     import numpy as np
 
     from phat.contract.labels import make_labels
@@ -204,6 +204,7 @@ def _feed(
     from phat.lifecycle.alarms import act
 
     mc = cfg.monitor
+    name, version = watched["model_name"], watched["model_version"]
     lspec = model.label_spec
     h, alpha = int(lspec.horizon_bars), float(mc.alpha)
     # Streams follow the bar's absolute number (time / timeframe), not its row in this batch's
@@ -223,7 +224,7 @@ def _feed(
             matured(frame.index, y, h, until) & np.isfinite(p) & np.asarray(frame.index >= start)
         )
         asset = view.metadata.get(Tag.ASSET)  # a universe model's: its alarm is the asset's
-        st = states.get(a.symbol) or _new_state(cfg, h, model, version, name, asset)
+        st = states.get(a.symbol) or _new_state(cfg, h, _watching(watched, asset))
         _check_fits(path, st, h, cfg)
         had = st.alarm is not None
         new = update(
@@ -239,15 +240,19 @@ def _feed(
     return fed
 
 
-def _new_state(cfg: MonitorConf, h: int, model: Any, version: str, name: str, asset: Any) -> Any:
-    """A fresh e-process for the version (and asset), with the online map if asked for."""
+def _watching(watched: dict[str, str], asset: Any) -> dict[str, str]:
+    """What one e-process watches: the version (name, version, model_hash), and the asset of
+    a universe model's view."""
+    return {**watched, "asset": str(asset)} if asset else dict(watched)
+
+
+def _new_state(cfg: MonitorConf, h: int, watched: dict[str, str]) -> Any:
+    """A fresh e-process for what it `watched`, with the online map if asked for."""
     from phat.evidence.monitor import MonitorState, OnlineRecalibrator
 
     mc = cfg.monitor
     state = MonitorState.new(h, int(mc.bins))
-    state.model = {"model_name": name, "model_version": version, "model_hash": model.model_hash}
-    if asset:
-        state.model["asset"] = str(asset)
+    state.model = watched
     if mc.recalibrate == "online":
         state.recal = OnlineRecalibrator(h, float(mc.recal_prior_bars), float(mc.recal_half_life))
     return state

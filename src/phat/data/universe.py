@@ -382,8 +382,9 @@ class StackedBars(Bars):
         return {"symbol": symbol}
 
     def summary(self, lines: list[str], scored: int, name: str) -> str:
-        n = sum(a.stop - a.start for a in self.assets)
-        return f"{scored} of {n} bars scored over {len(self.assets)} assets of universe {name}"
+        return (
+            f"{scored} of {len(self)} bars scored over {len(self.assets)} assets of universe {name}"
+        )
 
     def view_of(self, model: Any) -> Any:
         return model

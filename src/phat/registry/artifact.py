@@ -115,8 +115,9 @@ def save_artifact(
     fs, ls, cal = feature_spec.to_dict(), label_spec.to_dict(), calibrator.to_dict()
     model_hash = compute_model_hash(model_json, arrays, fs, ls, cal, data_spec, metadata, universe)
     save_file(arrays, str(path / "weights.safetensors"))
+    files = [("universe.json", universe)] if universe is not None else []  # optional: a universe's
     for name, obj in (
-        *[(f, obj) for f, obj in (("universe.json", universe),) if obj is not None],
+        *files,
         ("model.json", model_json),
         ("feature_spec.json", fs),
         ("label_spec.json", ls),
@@ -156,9 +157,8 @@ def load_artifact(path: str | Path, horizon_id: str | None = None) -> PHatModel:
             f"artifact {str(path)!r} holds files no model_hash covers: {foreign}; refusing to load"
         )
     read = {f: _read_json(path / f) for f in FILES if f.endswith(".json")}
-    data_spec, universe = (
-        _read_json(path / f) if (path / f).exists() else None for f in OPTIONAL_FILES
-    )
+    optional = {f: _read_json(path / f) for f in OPTIONAL_FILES if (path / f).exists()}
+    data_spec, universe = optional.get("data_spec.json"), optional.get("universe.json")
     try:
         arrays = load_file(str(path / "weights.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:
